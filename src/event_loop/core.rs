@@ -405,9 +405,12 @@ impl LoopCore {
             drop(guard);
         }
 
-        // 4b: timers that are due.
-        let end = monotonic() + self.clock_resolution;
+        // 4b: timers that are due (no clock read when there are none).
         self.state.with(py, |s| {
+            if s.timers.is_empty() {
+                return;
+            }
+            let end = monotonic() + self.clock_resolution;
             while let Some(h) = s.timers.pop_due(end) {
                 let hr = h.get();
                 hr.scheduled.store(false, Ordering::Release);
