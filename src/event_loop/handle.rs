@@ -41,7 +41,7 @@ pub(crate) struct TimerInfo {
     pub heap_cancelled: Arc<AtomicUsize>,
 }
 
-#[pyclass(frozen, subclass, module = "interloop._interloop", name = "Handle")]
+#[pyclass(frozen, subclass, weakref, module = "interloop._interloop", name = "Handle")]
 pub struct Handle {
     inner: GilCell<Inner>,
     cancelled: AtomicBool,
@@ -321,6 +321,48 @@ impl Handle {
 
 #[pymethods]
 impl TimerHandle {
+    /// asyncio's TimerHandle ordering: by deadline; equal when deadline, callback,
+    /// arguments and cancellation all are.
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        use pyo3::basic::CompareOp::*;
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let a = slf.as_super().get();
+        let b = other.as_super().get();
+        let (wa, wb) = (a.timer.as_ref().map_or(f64::NAN, |t| t.when), b.timer.as_ref().map_or(f64::NAN, |t| t.when));
+        let equal = || -> PyResult<bool> {
+            if wa != wb || a.is_cancelled() != b.is_cancelled() {
+                return Ok(false);
+            }
+            let none = || py.None();
+            let (ca, cb) = (a._callback(py).unwrap_or_else(none), b._callback(py).unwrap_or_else(none));
+            let (aa, ab) = (a._args(py).unwrap_or_else(none), b._args(py).unwrap_or_else(none));
+            Ok(ca.bind(py).eq(cb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
+        };
+        let r = match op {
+            Lt => wa < wb,
+            Gt => wa > wb,
+            Le => wa < wb || equal()?,
+            Ge => wa > wb || equal()?,
+            Eq => equal()?,
+            Ne => !equal()?,
+        };
+        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+    }
+
+    fn __hash__(slf: PyRef<'_, Self>) -> isize {
+        let w = slf.as_super().timer.as_ref().map_or(0.0, |t| t.when);
+        // hash(float) semantics are not needed; a stable hash of the deadline is.
+        let bits = w.to_bits();
+        (bits ^ (bits >> 32)) as isize
+    }
+
     fn when(slf: PyRef<'_, Self>) -> f64 {
         slf.as_super().timer.as_ref().map_or(f64::NAN, |t| t.when)
     }
