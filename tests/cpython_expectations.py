@@ -17,7 +17,9 @@ import sys
 XFAIL = "xfail"
 SKIP = "skip"
 
-#: Transports, servers, pipes, subprocess and sendfile belong to issue 3.
+#: Transports, servers, pipes, subprocess and sendfile belong to issue 3. Today
+#: they are asyncio's own Python implementations on interloop's reactor and pass;
+#: while issue 3 replaces them, a failing one is listed here with this reason.
 NETWORK = "network issue #3"
 
 
@@ -37,7 +39,12 @@ def _many(names: str, kind: str, reason: str, versions=()) -> dict[str, Expectat
 
 # suite -> test name -> expectation
 EXPECTATIONS: dict[str, dict[str, Expectation]] = {
-    "events": {},
+    "events": {
+        # Checks that a new loop holds exactly one internal fd (asyncio's
+        # self-pipe). interloop makes its self-pipe lazily, with the first
+        # signal handler, and wakes through mio's Waker instead.
+        "test_internal_fds": Expectation(SKIP, "asyncio-internal detail: self-pipe made at creation"),
+    },
     "sock_lowlevel": {},
     "sendfile": {},
     "subprocess": {},
