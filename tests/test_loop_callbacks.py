@@ -422,13 +422,165 @@ def test_call_later_requires_a_number(loop):
         loop.call_at(None, print)
 
 
-def test_non_threadsafe_call_from_other_thread_in_debug_raises(loop):
+def test_expired_timers_run_in_deadline_order(loop):
+    import random
+
+    rng = random.Random(1234)
+    now = loop.time()
+    deadlines = rng.sample(range(1, 100_000), 1000)
+    calls = []
+    for d in deadlines:
+        # All in the past: they expire together and must run by deadline.
+        loop.call_at(now - d / 100_000, calls.append, d)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == sorted(deadlines, reverse=True)
+
+
+def test_timer_cancelled_by_a_timer_expiring_in_the_same_batch_does_not_run(loop):
+    ran = []
+    handles = {}
+
+    def cb(name, other):
+        ran.append(name)
+        handles[other].cancel()
+
+    when = loop.time() + 0.005
+    handles["a"] = loop.call_at(when, cb, "a", "b")
+    handles["b"] = loop.call_at(when, cb, "b", "a")
+    loop.run_until_complete(asyncio.sleep(0.02))
+    assert len(ran) == 1
+
+
+class _CustomBaseException(BaseException):
+    pass
+
+
+def test_other_base_exceptions_in_callback_go_to_handler(loop):
+    # asyncio re-raises only SystemExit and KeyboardInterrupt out of the loop.
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    calls = []
+
+    def raiser():
+        raise _CustomBaseException()
+
+    loop.call_soon(raiser)
+    loop.call_soon(calls.append, "after")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == ["after"]
+    assert len(contexts) == 1
+    assert isinstance(contexts[0]["exception"], _CustomBaseException)
+
+
+def test_cancel_releases_the_callback_and_args(loop):
+    import gc
+
+    class Payload:
+        pass
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    handle = loop.call_later(3600, print, payload)
+    del payload
+    gc.collect()
+    assert ref() is not None  # the pending handle keeps it alive
+    handle.cancel()
+    gc.collect()
+    assert ref() is None
+
+
+def test_ran_handles_do_not_keep_args_alive_once_dropped(loop):
+    import gc
+
+    class Payload:
+        pass
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    loop.call_soon(lambda p: None, payload)
+    del payload
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
+def test_closed_loop_is_garbage_collected(loop_kind):
+    import gc
+
+    from conftest import make_loop
+
+    loop = make_loop(loop_kind)
+    loop.call_soon(print)  # a pending handle referencing the loop
+    loop.call_later(10, print)
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is None
+
+
+def test_call_soon_threadsafe_uses_the_calling_threads_context(loop):
+    var = contextvars.ContextVar("var", default="default")
+    fut = loop.create_future()
+
+    def worker():
+        var.set("thread")
+        loop.call_soon_threadsafe(lambda: fut.set_result(var.get()))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert loop.run_until_complete(fut) == "thread"
+    finally:
+        thread.join()
+
+
+def test_call_soon_threadsafe_before_run_is_kept(loop):
+    calls = []
+
+    def worker():
+        loop.call_soon_threadsafe(calls.append, "from thread")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == ["from thread"]
+
+
+def test_loop_repr_shows_state(loop):
+    seen = []
+    loop.call_soon(lambda: seen.append(repr(loop)))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert "running=True" in seen[0]
+    assert "running=False" in repr(loop)
+    assert "closed=False" in repr(loop)
+    assert f"debug={loop.get_debug()}" in repr(loop)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        lambda loop: loop.call_soon(print),
+        lambda loop: loop.call_later(1, print),
+        lambda loop: loop.call_at(loop.time() + 1, print),
+    ],
+    ids=["call_soon", "call_later", "call_at"],
+)
+def test_non_threadsafe_scheduling_from_other_thread_in_debug_raises(loop, schedule):
     loop.set_debug(True)
     errors = []
 
     def worker():
         try:
-            loop.call_soon(print)
+            schedule(loop)
         except RuntimeError as exc:
             errors.append(exc)
 
@@ -439,4 +591,34 @@ def test_non_threadsafe_call_from_other_thread_in_debug_raises(loop):
 
     loop.run_until_complete(main())
     assert len(errors) == 1
-    assert "thread" in str(errors[0]).lower()
+    assert "Non-thread-safe operation" in str(errors[0])
+
+
+def _spin_forever(loop, counter):
+    """A callback that reschedules itself: the ready queue is never empty."""
+
+    def spin():
+        counter[0] += 1
+        loop.call_soon(spin)
+
+    loop.call_soon(spin)
+
+
+def test_timers_are_not_starved_by_a_busy_ready_queue(loop):
+    counter = [0]
+    _spin_forever(loop, counter)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()  # returns only if the timer got its turn
+    assert counter[0] > 0
+
+
+def test_threadsafe_callbacks_are_not_starved_by_a_busy_ready_queue(loop):
+    counter = [0]
+    _spin_forever(loop, counter)
+    thread = threading.Thread(target=loop.call_soon_threadsafe, args=(loop.stop,))
+    loop.call_soon(thread.start)
+    try:
+        loop.run_forever()
+    finally:
+        thread.join()
+    assert counter[0] > 0

@@ -297,3 +297,100 @@ def test_remove_reader_after_close_returns_false(new_loop, sockpair):
     loop.add_reader(a, print)
     loop.close()
     assert loop.remove_reader(a) is False
+
+
+def test_reader_removed_by_another_reader_in_the_same_batch_does_not_run(loop):
+    # Both sockets are readable in the same poll; whichever callback runs
+    # first removes the other's reader, which then must not run.
+    (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
+    ran = []
+    try:
+        def make(name, own, other):
+            def cb():
+                ran.append(name)
+                own.recv(100)
+                loop.remove_reader(own)
+                loop.remove_reader(other)
+            return cb
+
+        loop.add_reader(a1, make("one", a1, a2))
+        loop.add_reader(a2, make("two", a2, a1))
+        b1.send(b"x")
+        b2.send(b"x")
+        _run_until(loop, lambda: ran)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert len(ran) == 1
+    finally:
+        for s in (a1, b1, a2, b2):
+            s.close()
+
+
+def test_reader_called_on_peer_close(loop, sockpair):
+    a, b = sockpair
+    got = []
+
+    def on_readable():
+        got.append(a.recv(100))
+        loop.remove_reader(a)
+
+    loop.add_reader(a, on_readable)
+    b.close()
+    _run_until(loop, lambda: got)
+    assert got == [b""]
+
+
+def test_writer_called_when_pipe_reader_closes(loop, pipe):
+    # A full pipe is not writable; closing its read end makes the write end
+    # report an error, which asyncio's selector delivers to the writer.
+    r, w = pipe
+    try:
+        while True:
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    calls = []
+    loop.add_writer(w, lambda: (calls.append(1), loop.remove_writer(w)))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert calls == []
+    os.close(r)
+    _run_until(loop, lambda: calls)
+    assert calls == [1]
+    with pytest.raises(BrokenPipeError):
+        os.write(w, b"x")
+
+
+def test_add_reader_on_closed_fd_raises_and_leaves_nothing_registered(loop):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()
+    b.close()
+    with pytest.raises(OSError):
+        loop.add_reader(fd, print)
+    assert loop.remove_reader(fd) is False
+
+
+def test_add_reader_on_regular_file_raises(loop, tmp_path):
+    path = tmp_path / "regular"
+    path.write_bytes(b"data")
+    with open(path, "rb") as f:
+        with pytest.raises(PermissionError):
+            loop.add_reader(f.fileno(), print)
+        assert loop.remove_reader(f.fileno()) is False
+
+
+def test_readers_are_not_starved_by_a_busy_ready_queue(loop, sockpair):
+    a, b = sockpair
+
+    def spin():
+        loop.call_soon(spin)
+
+    def on_readable():
+        a.recv(100)
+        loop.remove_reader(a)
+        loop.stop()
+
+    loop.call_soon(spin)
+    loop.add_reader(a, on_readable)
+    b.send(b"x")
+    loop.run_forever()  # returns only if the reader got its turn
+    assert loop.remove_reader(a) is False

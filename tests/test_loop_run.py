@@ -508,3 +508,37 @@ def test_sigint_wakes_a_loop_waiting_with_no_timers(loop_kind):
             proc.communicate()
     assert out.splitlines() == ["KeyboardInterrupt"], err
     assert proc.returncode == 3, err
+
+
+@pytest.fixture
+def default_sigint():
+    """SIGINT raises KeyboardInterrupt (Python's default), restored afterwards."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_sigint_interrupts_run_forever_blocked_in_poll(loop, default_sigint):
+    # No timers, nothing ready: the loop sleeps in its poll until a thread
+    # sends SIGINT; Python's handler must get to raise KeyboardInterrupt.
+    started = threading.Event()
+
+    def killer():
+        started.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    loop.call_soon(started.set)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+    finally:
+        thread.join()
+    assert not loop.is_running()
+
+
+def test_sigint_raised_in_callback_propagates(loop, default_sigint):
+    loop.call_soon(signal.raise_signal, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
