@@ -351,7 +351,7 @@ impl LoopCore {
         let (res, old) = self.set_io(py, fd, side, Some(h.clone().unbind()));
         res?;
         if let Some(old) = old {
-            old.get().cancel_inner(py);
+            Handle::cancel_bound(old.bind(py));
         }
         Ok(h)
     }
@@ -374,7 +374,7 @@ impl LoopCore {
         res?;
         match old {
             Some(old) => {
-                old.get().cancel_inner(py);
+                Handle::cancel_bound(old.bind(py));
                 Ok(true)
             }
             None => Ok(false),

@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     context_untracked: bool,
     loop_: Option<ObjRef>,
     source_traceback: Option<Py<PyAny>>,
+    /// The repr saved by `cancel()` in debug mode.
+    saved_repr: Option<String>,
 }
 
 impl Inner {
@@ -79,8 +81,9 @@ pub(crate) struct TimerInfo {
 pub struct Handle {
     inner: GilCell<Inner>,
     cancelled: AtomicBool,
-    /// Debug mode keeps the callback after `cancel()` so the repr can still show it.
-    keep_after_cancel: AtomicBool,
+    /// Made in debug mode: `cancel()` saves the repr before dropping the callback (as
+    /// asyncio does), so slow-callback and error messages can still name it.
+    debug: AtomicBool,
     pub(crate) timer: Option<TimerInfo>,
     /// True while the handle sits in the loop's timer heap.
     pub(crate) scheduled: AtomicBool,
@@ -116,7 +119,7 @@ impl Handle {
         let handle = Handle {
             inner: GilCell::new(inner),
             cancelled: AtomicBool::new(false),
-            keep_after_cancel: AtomicBool::new(debug),
+            debug: AtomicBool::new(debug),
             timer,
             scheduled: AtomicBool::new(false),
             io: AtomicBool::new(false),
@@ -172,6 +175,7 @@ impl Handle {
             context_untracked: untracked,
             loop_: Some(ObjRef::new(loop_.clone())),
             source_traceback,
+            saved_repr: None,
         })
     }
 
@@ -188,7 +192,7 @@ impl Handle {
         let inner = Self::make_inner(py, callback, args, context, loop_, false)?;
         let old = self.inner.with(py, |i| std::mem::replace(i, inner));
         drop(old); // empty already; dropped after the borrow regardless
-        self.keep_after_cancel.store(false, Ordering::Relaxed);
+        self.debug.store(false, Ordering::Relaxed);
         self.cancelled.store(false, Ordering::Relaxed);
         Ok(())
     }
@@ -282,20 +286,27 @@ impl Handle {
         self.inner.with(py, |i| i.loop_.as_ref().map(|l| l.to_py(py)))
     }
 
-    pub(crate) fn cancel_inner(&self, py: Python<'_>) {
-        if self.cancelled.swap(true, Ordering::AcqRel) {
+    /// asyncio's `Handle.cancel()`: mark cancelled, drop the callback and its
+    /// arguments (in debug mode, after saving the repr).
+    pub(crate) fn cancel_bound(slf: &Bound<'_, Handle>) {
+        let this = slf.get();
+        let py = slf.py();
+        if this.cancelled.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(t) = &self.timer {
-            if self.scheduled.load(Ordering::Acquire) {
+        if let Some(t) = &this.timer {
+            if this.scheduled.load(Ordering::Acquire) {
                 t.heap_cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if !self.keep_after_cancel.load(Ordering::Relaxed) {
-            // Taken out under the borrow, dropped after it: dropping may run __del__.
-            let dropped = self.inner.with(py, |i| i.callback.take());
-            drop(dropped);
+        if this.debug.load(Ordering::Relaxed) {
+            if let Ok(r) = Handle::__repr__(slf) {
+                this.inner.with(py, |i| i.saved_repr = Some(r));
+            }
         }
+        // Taken out under the borrow, dropped after it: dropping may run __del__.
+        let dropped = this.inner.with(py, |i| i.callback.take());
+        drop(dropped);
     }
 }
 
@@ -309,8 +320,8 @@ fn classify(py: Python<'_>, e: PyErr) -> RunError {
 
 #[pymethods]
 impl Handle {
-    fn cancel(&self, py: Python<'_>) {
-        self.cancel_inner(py);
+    fn cancel(slf: &Bound<'_, Self>) {
+        Handle::cancel_bound(slf);
     }
 
     fn cancelled(&self) -> bool {
@@ -381,7 +392,11 @@ impl Handle {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        helpers(slf.py())?.call_method1("_handle_repr", (slf,))?.extract()
+        let py = slf.py();
+        if let Some(r) = slf.get().inner.with(py, |i| i.saved_repr.clone()) {
+            return Ok(r);
+        }
+        helpers(py)?.call_method1("_handle_repr", (slf,))?.extract()
     }
 }
 
