@@ -476,21 +476,37 @@ def test_other_base_exceptions_in_callback_go_to_handler(loop):
     assert isinstance(contexts[0]["exception"], _CustomBaseException)
 
 
-def test_cancel_releases_the_callback_and_args(loop):
+@pytest.mark.interloop_xfail(
+    "in debug mode interloop's cancel() keeps callback and args alive "
+    "(asyncio keeps only their repr)",
+    debug=True,
+)
+@pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
+@pytest.mark.parametrize("method", ["call_soon", "call_later"])
+def test_cancel_releases_the_callback_and_args(loop, debug, method):
     import gc
+
+    loop.set_debug(debug)
 
     class Payload:
         pass
 
     payload = Payload()
     ref = weakref.ref(payload)
-    handle = loop.call_later(3600, print, payload)
+    if method == "call_soon":
+        handle = loop.call_soon(print, payload)
+    else:
+        handle = loop.call_later(3600, print, payload)
     del payload
     gc.collect()
     assert ref() is not None  # the pending handle keeps it alive
     handle.cancel()
     gc.collect()
     assert ref() is None
+    if debug:
+        # ...but the repr still tells what the handle was.
+        assert "cancelled" in repr(handle)
+        assert "print(" in repr(handle)
 
 
 def test_ran_handles_do_not_keep_args_alive_once_dropped(loop):
