@@ -39,12 +39,7 @@ def _many(names: str, kind: str, reason: str, versions=()) -> dict[str, Expectat
 
 # suite -> test name -> expectation
 EXPECTATIONS: dict[str, dict[str, Expectation]] = {
-    "events": {
-        # Checks that a new loop holds exactly one internal fd (asyncio's
-        # self-pipe). interloop makes its self-pipe lazily, with the first
-        # signal handler, and wakes through mio's Waker instead.
-        "test_internal_fds": Expectation(SKIP, "asyncio-internal detail: self-pipe made at creation"),
-    },
+    "events": {},
     "sock_lowlevel": {},
     "sendfile": {},
     "subprocess": {},

@@ -7,12 +7,12 @@ classes (``test_events.SelectEventLoopTests`` and friends); we do the same with
 Which tests are expected not to pass, and why, is listed in one place:
 ``cpython_expectations.py``. Expected failures are strict xfails.
 
-Results on main f9df026 (loop core; transports/servers/subprocess still asyncio's
-Python implementations running on the Rust reactor):
+Results with the loop core (transports/servers/subprocess still asyncio's Python
+implementations running on the Rust reactor):
 
     mixin                                   3.13 pass/xfail/skip   3.12 pass/xfail/skip
     test_events (EventLoopTestsMixin
-                 + SubprocessTestsMixin)    74 / 0 / 1            73 / 0 / 1
+                 + SubprocessTestsMixin)    75 / 0 / 0            74 / 0 / 0
     test_sock_lowlevel.BaseSockTestsMixin   13 / 0 / 0            13 / 0 / 0
     test_sendfile.SendfileTestsBase         20 / 0 / 0            20 / 0 / 0
     test_subprocess.SubprocessMixin         35 / 0 / 0            34 / 0 / 0

@@ -260,7 +260,6 @@ def test_handles_have_the_asyncio_handle_api(loop):
     assert isinstance(th.when(), float)
 
 
-@pytest.mark.interloop_xfail("interloop's Handle/TimerHandle have no __weakref__ slot")
 def test_handles_are_weak_referenceable(loop):
     h = loop.call_soon(print)
     th = loop.call_later(1, print)
@@ -270,7 +269,6 @@ def test_handles_are_weak_referenceable(loop):
     th.cancel()
 
 
-@pytest.mark.interloop_xfail("interloop's TimerHandle defines no ordering (<, <=, >, >=)")
 def test_timer_handles_compare_by_deadline(loop):
     now = loop.time()
     a = loop.call_at(now + 10, print)

@@ -329,10 +329,6 @@ def test_run_function_debug(loop_kind):
     assert _run(loop_kind, main(), debug=True) is True
 
 
-@pytest.mark.interloop_xfail(
-    "interloop.run() enters asyncio.Runner (which makes a loop) before checking for a "
-    "running loop: wrong RuntimeError, and a never-awaited shutdown_asyncgens()"
-)
 def test_run_function_inside_running_loop_fails_fast(loop_kind):
     async def inner():
         pass
