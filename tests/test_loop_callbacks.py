@@ -636,3 +636,80 @@ def test_threadsafe_callbacks_are_not_starved_by_a_busy_ready_queue(loop):
     finally:
         thread.join()
     assert counter[0] > 0
+
+
+@pytest.mark.parametrize("delay", [1e9, 1e12, float("inf")], ids=["1e9", "1e12", "inf"])
+def test_far_future_timer_does_not_disturb_the_loop(loop, delay):
+    # asyncio caps its poll timeout; a native clock conversion must not
+    # overflow or panic on huge deadlines.
+    calls = []
+    far = loop.call_later(delay, calls.append, "far")
+    assert loop.run_until_complete(asyncio.sleep(0.001, result="ok")) == "ok"
+    assert calls == []
+    assert far.when() >= loop.time()
+    far.cancel()
+
+
+def test_far_past_timer_runs_at_once(loop):
+    calls = []
+    loop.call_later(-1e300, calls.append, "past")
+    loop.call_at(float("-inf"), calls.append, "-inf")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert sorted(calls) == ["-inf", "past"]
+
+
+def test_sleep_zero_round_robins_tasks(loop):
+    order = []
+
+    async def worker(name):
+        for i in range(3):
+            order.append(f"{name}{i}")
+            await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.gather(worker("a"), worker("b"), worker("c"))
+
+    loop.run_until_complete(main())
+    assert order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+def test_future_done_callbacks_run_in_registration_order(loop):
+    fut = loop.create_future()
+    order = []
+    for i in range(5):
+        fut.add_done_callback(lambda f, i=i: order.append(i))
+    loop.call_soon(fut.set_result, None)
+    loop.run_until_complete(fut)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_close_while_another_thread_schedules_threadsafe(new_loop):
+    # Racing call_soon_threadsafe against close(): the thread sees either
+    # success or RuntimeError('Event loop is closed'), never anything else.
+    loop = new_loop()
+    outcome = []
+    started = threading.Event()
+
+    def spammer():
+        started.set()
+        while True:
+            try:
+                loop.call_soon_threadsafe(int)
+            except RuntimeError as exc:
+                outcome.append(exc)
+                return
+            except BaseException as exc:  # pragma: no cover - the bug we look for
+                outcome.append(exc)
+                return
+
+    thread = threading.Thread(target=spammer)
+    thread.start()
+    started.wait(10)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError)
+    assert "closed" in str(outcome[0])
