@@ -474,11 +474,6 @@ def test_other_base_exceptions_in_callback_go_to_handler(loop):
     assert isinstance(contexts[0]["exception"], _CustomBaseException)
 
 
-@pytest.mark.interloop_xfail(
-    "in debug mode interloop's cancel() keeps callback and args alive "
-    "(asyncio keeps only their repr)",
-    debug=True,
-)
 @pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
 @pytest.mark.parametrize("method", ["call_soon", "call_later"])
 def test_cancel_releases_the_callback_and_args(loop, debug, method):
