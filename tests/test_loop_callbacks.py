@@ -708,3 +708,49 @@ def test_close_while_another_thread_schedules_threadsafe(new_loop):
     assert len(outcome) == 1
     assert isinstance(outcome[0], RuntimeError)
     assert "closed" in str(outcome[0])
+
+
+def _schedule_for_repr(loop, method):
+    # One line for both loops: the "created at file:line" parts then agree.
+    if method == "call_soon":
+        return loop.call_soon(_callback_for_repr, 1, "a")
+    if method == "call_soon_threadsafe":
+        return loop.call_soon_threadsafe(_callback_for_repr, 1, "a")
+    assert method == "call_at"
+    return loop.call_at(123456.5, _callback_for_repr, 1, "a")
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_at"])
+def test_handle_repr_is_asyncios_exactly(loop, debug, method):
+    reference = asyncio.SelectorEventLoop()
+    try:
+        for lp in (loop, reference):
+            lp.set_debug(debug)
+        ours, theirs = _schedule_for_repr(loop, method), _schedule_for_repr(reference, method)
+        assert repr(ours) == repr(theirs)
+        ours.cancel()
+        theirs.cancel()
+        assert repr(ours) == repr(theirs)
+    finally:
+        reference.close()
+
+
+def test_slow_callback_log_message_is_asyncios(loop, caplog):
+    # Tools grep for this line; it must read the same on both loops.
+    import logging
+    import time
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.0
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.call_soon(time.sleep, 0.001)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    messages = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert messages
+    assert re.fullmatch(
+        r"Executing <Handle sleep\(0\.001\) created at .*test_loop_callbacks\.py:\d+> "
+        r"took \d+\.\d{3} seconds",
+        messages[0],
+    ), messages[0]
