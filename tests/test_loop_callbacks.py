@@ -754,3 +754,62 @@ def test_slow_callback_log_message_is_asyncios(loop, caplog):
         r"took \d+\.\d{3} seconds",
         messages[0],
     ), messages[0]
+
+
+def test_handle_kept_after_running_is_not_reused_for_new_callbacks(loop):
+    # Cancelling a handle that already ran must not touch other callbacks,
+    # however the loop recycles its handle objects.
+    calls = []
+    old = [loop.call_soon(calls.append, f"old{i}") for i in range(10)]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    new = [loop.call_soon(calls.append, f"new{i}") for i in range(10)]
+    assert not {id(h) for h in old} & {id(h) for h in new}
+    for h in old:
+        h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)]
+
+
+@pytest.mark.interloop_xfail(
+    "handles recycled while weakly referenced: the weakref stays alive and points at a "
+    "new callback's handle, so cancelling through it cancels an unrelated callback",
+    method="call_soon",
+)
+@pytest.mark.parametrize("method", ["call_soon", "call_later"])
+def test_weakly_referenced_handle_dies_after_running(loop, method):
+    import gc
+
+    def schedule(cb, *args):
+        if method == "call_soon":
+            return loop.call_soon(cb, *args)
+        return loop.call_later(0, cb, *args)
+
+    refs = [weakref.ref(schedule(int)) for _ in range(10)]
+    loop.run_until_complete(asyncio.sleep(0.001))
+    # New callbacks: a loop that recycled the dead handles would revive them.
+    calls = []
+    for i in range(10):
+        schedule(calls.append, i)
+    gc.collect()
+    alive = [r() for r in refs if r() is not None]
+    for handle in alive:
+        handle.cancel()  # what weakref-holding code does with a live handle
+    loop.run_until_complete(asyncio.sleep(0.001))
+    assert calls == list(range(10))
+    assert alive == []
+
+
+def test_current_task_is_none_in_plain_callbacks(loop):
+    seen = []
+
+    async def main():
+        loop.call_soon(lambda: seen.append(asyncio.current_task(loop)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return asyncio.current_task(loop)
+
+    task = loop.create_task(main())
+    assert loop.run_until_complete(task) is task
+    assert seen == [None]
