@@ -777,6 +777,11 @@ impl LoopCore {
         }))
     }
 
+    /// The registered descriptors.
+    fn _io_fds(&self, py: Python<'_>) -> Vec<RawFd> {
+        self.state.with(py, |s| s.io.keys().copied().collect())
+    }
+
     /// Counts for tests and debugging: `(ready, timers, descriptors)`.
     fn _queue_sizes(&self, py: Python<'_>) -> (usize, usize, usize) {
         self.state.with(py, |s| (s.ready.len(), s.timers.len(), s.io.len()))
