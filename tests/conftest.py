@@ -21,9 +21,10 @@ Fixtures
 
 Markers
 -------
-``interloop_xfail(reason)``
+``interloop_xfail(reason, **params)``
     The test is a known interloop bug: xfail (strict) on interloop only,
-    still a plain test on asyncio.
+    still a plain test on asyncio. With ``params`` (e.g. ``debug=True``),
+    only the parametrizations with those values are marked.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def make_loop(kind: str) -> asyncio.AbstractEventLoop:
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "interloop_xfail(reason): known interloop bug; strict xfail on interloop only",
+        "interloop_xfail(reason, **params): known interloop bug; strict xfail on "
+        "interloop only (and only for the given parameter values)",
     )
 
 
@@ -57,9 +59,13 @@ def pytest_collection_modifyitems(config, items):
         if marker is None:
             continue
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("loop_kind") == "interloop":
-            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+        if callspec is None or callspec.params.get("loop_kind") != "interloop":
+            continue
+        only = {k: v for k, v in marker.kwargs.items() if k != "reason"}
+        if any(callspec.params.get(k) != v for k, v in only.items()):
+            continue
+        reason = marker.args[0] if marker.args else marker.kwargs["reason"]
+        item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
 @pytest.fixture(params=LOOP_KINDS)

@@ -1,7 +1,8 @@
 """The one list of CPython mixin tests that are not expected to pass on interloop.
 
-Keyed by the suite name used in ``test_cpython_mixins.py`` and the test method
-name. Each entry says what is expected (``XFAIL``: strict, so a fix shows up
+Keyed by the suite name used in ``test_cpython_mixins.py`` (``events``...) or
+``test_cpython_async_cases.py`` (``module.Class``, e.g. ``locks.LockTests``) and
+the test method name. Each entry says what is expected (``XFAIL``: strict, so a fix shows up
 as an unexpected pass and the entry must be removed; ``SKIP``: the test checks
 an asyncio-internal detail, not behaviour) and why. ``versions`` limits an
 entry to some CPython versions (the mixins differ slightly between them).
@@ -12,7 +13,10 @@ interloop rather than adding a line here, unless the reason is one below.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
+
+import pytest
 
 XFAIL = "xfail"
 SKIP = "skip"
@@ -48,4 +52,29 @@ EXPECTATIONS: dict[str, dict[str, Expectation]] = {
 
 def expectations_for(suite: str) -> dict[str, Expectation]:
     """The entries of ``suite`` that apply to the running CPython."""
-    return {name: e for name, e in EXPECTATIONS[suite].items() if e.applies()}
+    return {name: e for name, e in EXPECTATIONS.get(suite, {}).items() if e.applies()}
+
+
+def apply_expectations(cls, suite: str):
+    """Mark the tests of ``cls`` listed for ``suite`` as strict xfail / skip.
+
+    CPython's test functions are shared with CPython's own classes, so each
+    marked test gets a wrapper of its own instead of a mark on the original.
+    """
+    for name, expectation in expectations_for(suite).items():
+        original = getattr(cls, name, None)
+        if original is None:
+            raise AssertionError(f"{suite}: no test {name!r} on {cls.__name__} (stale entry?)")
+
+        @functools.wraps(original)
+        def wrapper(self, *args, __original=original, **kwargs):
+            return __original(self, *args, **kwargs)
+
+        if expectation.kind == XFAIL:
+            mark = pytest.mark.xfail(reason=expectation.reason, strict=True)
+        elif expectation.kind == SKIP:
+            mark = pytest.mark.skip(reason=expectation.reason)
+        else:
+            raise AssertionError(f"unknown expectation kind {expectation.kind!r}")
+        setattr(cls, name, mark(wrapper))
+    return cls

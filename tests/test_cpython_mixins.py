@@ -20,9 +20,7 @@ implementations running on the Rust reactor):
     (asyncio's own loop, for reference: 143 of 143 on 3.13, 141 of 141 on 3.12.)
     The same counts hold with PYTHONASYNCIODEBUG=1.
 """
-import functools
 import sys
-import unittest
 
 import pytest
 
@@ -32,7 +30,7 @@ from test.test_asyncio import test_sock_lowlevel
 from test.test_asyncio import test_subprocess
 from test.test_asyncio import utils as test_utils
 
-from cpython_expectations import SKIP, XFAIL, expectations_for
+from cpython_expectations import apply_expectations
 
 if sys.platform == "win32":  # pragma: no cover - interloop is POSIX-only for now
     pytest.skip("interloop runs on POSIX", allow_module_level=True)
@@ -42,31 +40,6 @@ def _new_loop():
     import interloop
 
     return interloop.new_event_loop()
-
-
-def _apply_expectations(cls, suite):
-    """Mark the tests of ``cls`` listed for ``suite`` as strict xfail / skip.
-
-    The mixins' test functions are shared with CPython's own classes, so each
-    marked test gets a wrapper of its own instead of a mark on the original.
-    """
-    for name, expectation in expectations_for(suite).items():
-        original = getattr(cls, name, None)
-        if original is None:
-            raise AssertionError(f"{suite}: no test {name!r} on {cls.__name__} (stale entry?)")
-
-        @functools.wraps(original)
-        def wrapper(self, *args, __original=original, **kwargs):
-            return __original(self, *args, **kwargs)
-
-        if expectation.kind == XFAIL:
-            mark = pytest.mark.xfail(reason=expectation.reason, strict=True)
-        elif expectation.kind == SKIP:
-            mark = pytest.mark.skip(reason=expectation.reason)
-        else:
-            raise AssertionError(f"unknown expectation kind {expectation.kind!r}")
-        setattr(cls, name, mark(wrapper))
-    return cls
 
 
 class InterloopEventLoopTests(
@@ -99,7 +72,7 @@ class InterloopSubprocessTests(test_subprocess.SubprocessMixin, test_utils.TestC
         self.set_event_loop(self.loop)
 
 
-_apply_expectations(InterloopEventLoopTests, "events")
-_apply_expectations(InterloopSockTests, "sock_lowlevel")
-_apply_expectations(InterloopSendfileTests, "sendfile")
-_apply_expectations(InterloopSubprocessTests, "subprocess")
+apply_expectations(InterloopEventLoopTests, "events")
+apply_expectations(InterloopSockTests, "sock_lowlevel")
+apply_expectations(InterloopSendfileTests, "sendfile")
+apply_expectations(InterloopSubprocessTests, "subprocess")

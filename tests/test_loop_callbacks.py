@@ -474,21 +474,32 @@ def test_other_base_exceptions_in_callback_go_to_handler(loop):
     assert isinstance(contexts[0]["exception"], _CustomBaseException)
 
 
-def test_cancel_releases_the_callback_and_args(loop):
+@pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
+@pytest.mark.parametrize("method", ["call_soon", "call_later"])
+def test_cancel_releases_the_callback_and_args(loop, debug, method):
     import gc
+
+    loop.set_debug(debug)
 
     class Payload:
         pass
 
     payload = Payload()
     ref = weakref.ref(payload)
-    handle = loop.call_later(3600, print, payload)
+    if method == "call_soon":
+        handle = loop.call_soon(print, payload)
+    else:
+        handle = loop.call_later(3600, print, payload)
     del payload
     gc.collect()
     assert ref() is not None  # the pending handle keeps it alive
     handle.cancel()
     gc.collect()
     assert ref() is None
+    if debug:
+        # ...but the repr still tells what the handle was.
+        assert "cancelled" in repr(handle)
+        assert "print(" in repr(handle)
 
 
 def test_ran_handles_do_not_keep_args_alive_once_dropped(loop):
@@ -620,3 +631,185 @@ def test_threadsafe_callbacks_are_not_starved_by_a_busy_ready_queue(loop):
     finally:
         thread.join()
     assert counter[0] > 0
+
+
+@pytest.mark.parametrize("delay", [1e9, 1e12, float("inf")], ids=["1e9", "1e12", "inf"])
+def test_far_future_timer_does_not_disturb_the_loop(loop, delay):
+    # asyncio caps its poll timeout; a native clock conversion must not
+    # overflow or panic on huge deadlines.
+    calls = []
+    far = loop.call_later(delay, calls.append, "far")
+    assert loop.run_until_complete(asyncio.sleep(0.001, result="ok")) == "ok"
+    assert calls == []
+    assert far.when() >= loop.time()
+    far.cancel()
+
+
+def test_far_past_timer_runs_at_once(loop):
+    calls = []
+    loop.call_later(-1e300, calls.append, "past")
+    loop.call_at(float("-inf"), calls.append, "-inf")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert sorted(calls) == ["-inf", "past"]
+
+
+def test_sleep_zero_round_robins_tasks(loop):
+    order = []
+
+    async def worker(name):
+        for i in range(3):
+            order.append(f"{name}{i}")
+            await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.gather(worker("a"), worker("b"), worker("c"))
+
+    loop.run_until_complete(main())
+    assert order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+def test_future_done_callbacks_run_in_registration_order(loop):
+    fut = loop.create_future()
+    order = []
+    for i in range(5):
+        fut.add_done_callback(lambda f, i=i: order.append(i))
+    loop.call_soon(fut.set_result, None)
+    loop.run_until_complete(fut)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_close_while_another_thread_schedules_threadsafe(new_loop):
+    # Racing call_soon_threadsafe against close(): the thread sees either
+    # success or RuntimeError('Event loop is closed'), never anything else.
+    loop = new_loop()
+    outcome = []
+    started = threading.Event()
+
+    def spammer():
+        started.set()
+        while True:
+            try:
+                loop.call_soon_threadsafe(int)
+            except RuntimeError as exc:
+                outcome.append(exc)
+                return
+            except BaseException as exc:  # pragma: no cover - the bug we look for
+                outcome.append(exc)
+                return
+
+    thread = threading.Thread(target=spammer)
+    thread.start()
+    started.wait(10)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError)
+    assert "closed" in str(outcome[0])
+
+
+def _schedule_for_repr(loop, method):
+    # One line for both loops: the "created at file:line" parts then agree.
+    if method == "call_soon":
+        return loop.call_soon(_callback_for_repr, 1, "a")
+    if method == "call_soon_threadsafe":
+        return loop.call_soon_threadsafe(_callback_for_repr, 1, "a")
+    assert method == "call_at"
+    return loop.call_at(123456.5, _callback_for_repr, 1, "a")
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_at"])
+def test_handle_repr_is_asyncios_exactly(loop, debug, method):
+    reference = asyncio.SelectorEventLoop()
+    try:
+        for lp in (loop, reference):
+            lp.set_debug(debug)
+        ours, theirs = _schedule_for_repr(loop, method), _schedule_for_repr(reference, method)
+        assert repr(ours) == repr(theirs)
+        ours.cancel()
+        theirs.cancel()
+        assert repr(ours) == repr(theirs)
+    finally:
+        reference.close()
+
+
+def test_slow_callback_log_message_is_asyncios(loop, caplog):
+    # Tools grep for this line; it must read the same on both loops.
+    import logging
+    import time
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.0
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.call_soon(time.sleep, 0.001)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    messages = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert messages
+    assert re.fullmatch(
+        r"Executing <Handle sleep\(0\.001\) created at .*test_loop_callbacks\.py:\d+> "
+        r"took \d+\.\d{3} seconds",
+        messages[0],
+    ), messages[0]
+
+
+def test_handle_kept_after_running_is_not_reused_for_new_callbacks(loop):
+    # Cancelling a handle that already ran must not touch other callbacks,
+    # however the loop recycles its handle objects.
+    calls = []
+    old = [loop.call_soon(calls.append, f"old{i}") for i in range(10)]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    new = [loop.call_soon(calls.append, f"new{i}") for i in range(10)]
+    assert not {id(h) for h in old} & {id(h) for h in new}
+    for h in old:
+        h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)]
+
+
+@pytest.mark.interloop_xfail(
+    "handles recycled while weakly referenced: the weakref stays alive and points at a "
+    "new callback's handle, so cancelling through it cancels an unrelated callback",
+    method="call_soon",
+)
+@pytest.mark.parametrize("method", ["call_soon", "call_later"])
+def test_weakly_referenced_handle_dies_after_running(loop, method):
+    import gc
+
+    def schedule(cb, *args):
+        if method == "call_soon":
+            return loop.call_soon(cb, *args)
+        return loop.call_later(0, cb, *args)
+
+    refs = [weakref.ref(schedule(int)) for _ in range(10)]
+    loop.run_until_complete(asyncio.sleep(0.001))
+    # New callbacks: a loop that recycled the dead handles would revive them.
+    calls = []
+    for i in range(10):
+        schedule(calls.append, i)
+    gc.collect()
+    alive = [r() for r in refs if r() is not None]
+    for handle in alive:
+        handle.cancel()  # what weakref-holding code does with a live handle
+    loop.run_until_complete(asyncio.sleep(0.001))
+    assert calls == list(range(10))
+    assert alive == []
+
+
+def test_current_task_is_none_in_plain_callbacks(loop):
+    seen = []
+
+    async def main():
+        loop.call_soon(lambda: seen.append(asyncio.current_task(loop)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return asyncio.current_task(loop)
+
+    task = loop.create_task(main())
+    assert loop.run_until_complete(task) is task
+    assert seen == [None]

@@ -394,3 +394,41 @@ def test_readers_are_not_starved_by_a_busy_ready_queue(loop, sockpair):
     b.send(b"x")
     loop.run_forever()  # returns only if the reader got its turn
     assert loop.remove_reader(a) is False
+
+
+def test_add_reader_on_a_transports_socket_raises(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                loop.add_reader(a.fileno(), print)
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                loop.add_writer(a.fileno(), print)
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+
+
+def test_reader_exception_context_names_the_reader_handle(loop, sockpair):
+    a, b = sockpair
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append({**ctx, "repr": repr(ctx["handle"])}))
+
+    def on_readable():
+        a.recv(100)
+        raise ValueError("reader")
+
+    loop.add_reader(a, on_readable)
+    b.send(b"x")
+    _run_until(loop, lambda: contexts)
+    loop.remove_reader(a)
+    assert len(contexts) == 1
+    ctx = contexts[0]
+    assert isinstance(ctx["exception"], ValueError)
+    assert "on_readable" in ctx["message"]
+    assert ctx["message"].startswith("Exception in callback")
+    assert "on_readable" in ctx["repr"]

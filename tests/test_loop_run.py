@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 
 import pytest
@@ -451,6 +452,9 @@ def test_sigint_during_run_raises_keyboard_interrupt(loop_kind):
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
+        # Let the child's loop reach its poll (a signal landing just before
+        # is test_signal_pending_when_loop_goes_to_sleep_is_handled's case).
+        time.sleep(0.1)
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -496,6 +500,9 @@ def test_sigint_wakes_a_loop_waiting_with_no_timers(loop_kind):
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
+        # Let the child's loop reach its poll (a signal landing just before
+        # is test_signal_pending_when_loop_goes_to_sleep_is_handled's case).
+        time.sleep(0.1)
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -521,6 +528,10 @@ def test_sigint_interrupts_run_forever_blocked_in_poll(loop, default_sigint):
 
     def killer():
         started.wait(10)
+        # Give the loop time to enter its poll: a signal that lands just
+        # before is another case, tested deterministically below
+        # (test_signal_pending_when_loop_goes_to_sleep_is_handled).
+        time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
     thread = threading.Thread(target=killer)
@@ -538,3 +549,50 @@ def test_sigint_raised_in_callback_propagates(loop, default_sigint):
     loop.call_soon(signal.raise_signal, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         loop.run_forever()
+
+
+_PENDING_SIGNAL_PROGRAM = textwrap.dedent(
+    """
+    import ctypes, os, signal, sys, threading
+    sys.path.insert(0, sys.argv[2])
+    from conftest import make_loop
+
+    loop = make_loop(sys.argv[1])
+    libc = ctypes.CDLL(None)
+    # The last callback before the loop would block sends SIGINT through a C
+    # function that, unlike os.kill, does not run Python's signal handlers:
+    # the signal is pending when the callback returns. asyncio's Python code
+    # runs the handler at once; a native loop must check before it blocks.
+    loop.call_soon(libc.kill, os.getpid(), int(signal.SIGINT))
+    safety_net = []
+    def wake():
+        safety_net.append(True)
+        loop.call_soon_threadsafe(loop.stop)
+    timer = threading.Timer(3, wake)
+    timer.start()
+    try:
+        loop.run_forever()
+        outcome = "returned"
+    except KeyboardInterrupt:
+        outcome = "KeyboardInterrupt"
+    timer.cancel()
+    print(outcome, "after safety net" if safety_net else "at once", flush=True)
+    """
+)
+
+
+@pytest.mark.interloop_xfail(
+    "a signal that is pending when the loop goes to sleep waits for the next wake-up: "
+    "the core checks signals only after EINTR, not before blocking (Ctrl-C can be lost)"
+)
+def test_signal_pending_when_loop_goes_to_sleep_is_handled(loop_kind):
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _PENDING_SIGNAL_PROGRAM, loop_kind, os.path.dirname(__file__)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:  # pragma: no cover - the bug we look for
+        raise AssertionError(f"the loop never woke up: {exc}")
+    assert out.stdout.strip() == "KeyboardInterrupt at once", out.stderr
