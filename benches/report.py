@@ -1,0 +1,251 @@
+"""Builds docs/benchmarks.md and docs/benchmarks.png from every results JSON.
+
+    python benches/report.py [RESULTS_DIR] [--md PATH] [--png PATH]
+
+Every `*.json` in the results directory with `"schema": 1` becomes one section, in the
+order of its "order" field; the format is described in benches/README.md. The chart
+shows each variant's ratio against the suite's baseline (log scale; > 1 is better).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCHES = Path(__file__).resolve().parent
+ROOT = BENCHES.parent
+
+
+def load_results(directory: Path) -> "list[dict[str, Any]]":
+    docs = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            print(f"report: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        if isinstance(doc, dict) and doc.get("schema") == 1:
+            docs.append(doc)
+    docs.sort(key=lambda d: (d.get("order", 50), d["suite"]))
+    return docs
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_value(value: "float | None", unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "s":
+        for scale, name in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
+            if value >= scale:
+                return f"{value / scale:.3g} {name}"
+        return f"{value / 1e-9:.3g} ns"
+    if abs(value) >= 1e4:
+        return f"{value:,.0f} {unit}"
+    return f"{value:.3g} {unit}"
+
+
+def format_ratio(value: "float | None") -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _variant_names(doc: "dict[str, Any]") -> "list[str]":
+    return list(doc["variants"])
+
+
+def _cell(entry: "dict[str, Any]", unit: str) -> str:
+    if "error" in entry:
+        return "failed"
+    text = format_value(entry.get("median"), unit)
+    if "per_op_ns" in entry:
+        text += f" ({entry['per_op_ns']:.0f} ns/op)"
+    return text
+
+
+def render_section(doc: "dict[str, Any]") -> str:
+    variants = _variant_names(doc)
+    baseline, subject = doc["baseline"], doc["subject"]
+    m = doc["machine"]
+    checkout = doc.get("checkout") or {}
+    commit = (checkout.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if checkout.get("dirty") else "")
+    lines = [f"## {doc['title']}", ""]
+    if doc.get("description"):
+        lines += [doc["description"], ""]
+    lines += [
+        f"- Command: `{doc['command']}`",
+        f"- Date: {doc['date']}",
+        f"- Python: {doc['python']}",
+        f"- Machine: {m['nproc']} CPUs (nproc), {m['cpu_model']}, {m['system']}",
+        f"- Checkout: {commit}",
+        f"- Method: {doc['runs']} runs per variant and case, each in a fresh process, "
+        "variants interleaved; the figure is the median"
+        + (" — **quick run (small N): not representative**" if doc.get("quick") else ""),
+        "",
+        "| variant | version |",
+        "| --- | --- |",
+    ]
+    for v in variants:
+        info = doc["variants"][v]
+        lines.append(f"| {v} | {info['version'] if info['available'] else 'unavailable: ' + _escape(info.get('error', '?'))} |")
+    lines.append("")
+
+    ready = [v for v in variants if doc["variants"][v]["available"]]
+    lines += [
+        "| case | n | " + " | ".join(ready) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in ready) + " |",
+    ]
+    for case in doc["cases"]:
+        cells = [_cell(case["results"].get(v, {"error": "not run"}), case["unit"]) for v in ready]
+        lines.append(f"| {case['name']} | {case['n']:,} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    others = [v for v in ready if v != baseline]
+    if others:
+        head = [f"{v} vs {baseline}" for v in others]
+        lines += [
+            f"Ratios (> 1: better than the other side):",
+            "",
+            "| case | " + " | ".join(head) + f" | {subject} vs best peer |",
+            "| --- | " + " | ".join("---:" for _ in head) + " | ---: |",
+        ]
+        for case in doc["cases"]:
+            cells = [format_ratio(case["results"].get(v, {}).get("vs_baseline")) for v in others]
+            vs_best = case.get("subject_vs_best_peer")
+            best = case.get("best_peer")
+            last = f"{format_ratio(vs_best)} ({best})" if vs_best is not None else f"— (best peer: {best or '—'})"
+            lines.append(f"| {case['name']} | " + " | ".join(cells) + f" | {last} |")
+        lines.append("")
+
+    failed = [
+        f"- {case['name']} on {v}: {_escape(e['error'])}"
+        for case in doc["cases"] for v, e in case["results"].items() if "error" in e
+    ]
+    extras = [
+        f"- {case['name']} on {v}: " + ", ".join(f"{k} {val:.4g}" for k, val in e["extra"].items())
+        for case in doc["cases"] for v, e in case["results"].items() if e.get("extra")
+    ]
+    if extras:
+        lines += ["Other figures (medians):", "", *extras, ""]
+    if failed:
+        lines += ["Failed runs:", "", *failed, ""]
+    descriptions = [f"- `{c['name']}`: {c['description']}" for c in doc["cases"]]
+    lines += ["Cases:", "", *descriptions, ""]
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(docs: "list[dict[str, Any]]", chart: "Path | None", chart_error: "str | None") -> str:
+    parts = [
+        "# Benchmarks",
+        "",
+        "Generated by `bash scripts/dev bench` (`benches/run.py`, then `benches/report.py`) "
+        "from `benches/results/*.json`; do not edit by hand. How to run and extend: "
+        "[benches/README.md](../benches/README.md).",
+        "",
+    ]
+    if chart is not None:
+        parts += [f"![ratios against the baseline]({chart.name})", ""]
+    elif chart_error:
+        parts += [f"(No chart: {chart_error}.)", ""]
+    if not docs:
+        parts += ["No results yet.", ""]
+    parts += [render_section(doc) for doc in docs]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def render_console(docs: "list[dict[str, Any]]") -> str:
+    out = []
+    for doc in docs:
+        out.append(f"{doc['title']} (ratio vs {doc['baseline']}; > 1 is better)")
+        for case in doc["cases"]:
+            cells = []
+            for v, e in case["results"].items():
+                if "error" in e:
+                    cells.append(f"{v} failed")
+                else:
+                    cells.append(f"{v} {format_value(e['median'], case['unit'])} {format_ratio(e.get('vs_baseline'))}")
+            if case.get("subject_vs_best_peer") is not None:
+                cells.append(f"{doc['subject']} vs {case['best_peer']} {format_ratio(case['subject_vs_best_peer'])}")
+            out.append(f"  {case['name']:<20} " + " | ".join(cells))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- chart
+
+
+def write_chart(docs: "list[dict[str, Any]]", path: Path) -> None:
+    """Horizontal bars of each variant's ratio against the baseline, one panel per suite."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = [d for d in docs if d["cases"]]
+    heights = [1.2 + 0.45 * len(d["cases"]) * max(1, len(d["variants"])) / 2 for d in docs]
+    fig, axes = plt.subplots(len(docs), 1, figsize=(9, sum(heights) + 0.5),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, doc in zip(axes[:, 0], docs):
+        variants = [v for v in doc["variants"] if doc["variants"][v]["available"]]
+        cases = doc["cases"]
+        width = 0.8 / max(1, len(variants))
+        for i, v in enumerate(variants):
+            ys, xs = [], []
+            for j, case in enumerate(cases):
+                r = case["results"].get(v, {}).get("vs_baseline")
+                if r:
+                    ys.append(j + (i - (len(variants) - 1) / 2) * width)
+                    xs.append(r)
+            bars = ax.barh(ys, xs, height=width, color=colours(i), label=v)
+            ax.bar_label(bars, labels=[f"{x:.2f}×" for x in xs], fontsize=7, padding=2)
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(cases)), [c["name"] for c in cases])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"× {doc['baseline']} (log scale; > 1 is better)")
+        quick = " — quick run" if doc.get("quick") else ""
+        ax.set_title(f"{doc['title']}: median of {doc['runs']} runs, {doc['machine']['nproc']} CPUs{quick}")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, 0.5), hi * 1.6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results_dir: Path, md_path: Path, png_path: "Path | None") -> "tuple[Path, Path | None]":
+    docs = load_results(results_dir)
+    chart, chart_error = None, None
+    if png_path is not None and docs:
+        try:
+            write_chart(docs, png_path)
+            chart = png_path
+        except ImportError:
+            chart_error = "matplotlib is not installed"
+        except Exception as exc:  # noqa: BLE001 - the tables still get written
+            chart_error = f"the chart failed: {type(exc).__name__}: {exc}"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(render_markdown(docs, chart and Path(png_path.name), chart_error))
+    return md_path, chart
+
+
+def main(argv: "list[str]") -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="?", type=Path, default=BENCHES / "results")
+    p.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--png", type=Path, default=ROOT / "docs" / "benchmarks.png")
+    args = p.parse_args(argv)
+    md, png = write_report(args.results, args.md, args.png)
+    print(f"report: wrote {md}" + (f" and {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
