@@ -217,6 +217,7 @@ def run_suite(
     """Runs the suite's cases (all, or those named in `cases`) and returns the results
     document (see `results_document`). `in_process` runs everything in this
     interpreter, which only tests use: the numbers are then not independent."""
+    machine_at_start = machine_info()
     variants = list(variants)
     selected = [c for c in suite.cases if cases is None or c.name in set(cases)]
 
@@ -270,7 +271,9 @@ def run_suite(
             "better": case.better,
             **summary,
         })
-    return results_document(suite, variants=available, cases=case_docs, runs=runs, quick=quick)
+    doc = results_document(suite, variants=available, cases=case_docs, runs=runs, quick=quick)
+    doc["machine"]["loadavg_at_start"] = machine_at_start["loadavg"]
+    return doc
 
 
 # --------------------------------------------------------------------------- results files
@@ -294,6 +297,8 @@ def machine_info() -> "dict[str, Any]":
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu,
         "system": f"{platform.system()} {platform.release()}",
+        # Other work on the machine skews the numbers; the report shows this.
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
 
 

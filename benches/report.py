@@ -78,7 +78,8 @@ def render_section(doc: "dict[str, Any]") -> str:
         f"- Command: `{doc['command']}`",
         f"- Date: {doc['date']}",
         f"- Python: {doc['python']}",
-        f"- Machine: {m['nproc']} CPUs (nproc), {m['cpu_model']}, {m['system']}",
+        f"- Machine: {m['nproc']} CPUs (nproc), {m['cpu_model']}, {m['system']}"
+        + _load(m),
         f"- Checkout: {commit}",
         f"- Method: {doc['runs']} runs per variant and case, each in a fresh process, "
         "variants interleaved; the figure is the median"
@@ -134,6 +135,14 @@ def render_section(doc: "dict[str, Any]") -> str:
     descriptions = [f"- `{c['name']}`: {c['description']}" for c in doc["cases"]]
     lines += ["Cases:", "", *descriptions, ""]
     return "\n".join(lines)
+
+
+def _load(machine: "dict[str, Any]") -> str:
+    start, end = machine.get("loadavg_at_start"), machine.get("loadavg")
+    if not end:
+        return ""
+    shown = f"{start[0]:.2f} at start, {end[0]:.2f} at end" if start else f"{end[0]:.2f} at end"
+    return f"; load average (1 min) {shown}"
 
 
 def _escape(text: str) -> str:
