@@ -1,0 +1,229 @@
+"""The Python face of interloop's event loop.
+
+`Loop` puts the native core (`_interloop.LoopCore`: ready queue, timers, mio reactor,
+thread-safe waker, all in Rust) in front of asyncio's own Unix selector loop in the
+method resolution order. Everything on the hot path resolves to the native core; the
+long tail of the asyncio API (exception handlers, executors, async generators,
+sockets, transports, signals, subprocesses) is inherited from asyncio and runs on top
+of the native reactor, because asyncio's inherited code reaches the reactor only
+through the methods the core overrides (`_add_reader`, `_add_callback`, `call_soon`,
+`call_at`, `_write_to_self`, ...). See docs/design.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import sys
+import threading
+from asyncio import base_events, events, format_helpers, unix_events
+from asyncio.log import logger
+
+from . import _interloop
+
+__all__ = ("Loop", "new_event_loop", "run", "EventLoopPolicy", "install")
+
+_Handle = _interloop.Handle
+_TimerHandle = _interloop.TimerHandle
+
+# 3.13 added a keyword-only `debug` to format_helpers._format_callback_source.
+_FORMAT_TAKES_DEBUG = "debug" in inspect.signature(
+    format_helpers._format_callback_source
+).parameters
+
+
+def _format_callback(handle) -> str:
+    loop = handle._loop
+    if _FORMAT_TAKES_DEBUG:
+        debug = loop.get_debug() if loop is not None else False
+        return format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=debug
+        )
+    return format_helpers._format_callback_source(handle._callback, handle._args)
+
+
+# ---- helpers the native core calls (slow paths only) ------------------------------
+
+def _extract_stack():
+    """Creation traceback of a handle, in debug mode (frame 1 is the caller of the
+    native `call_soon`, there being no Python frame for native code)."""
+    return format_helpers.extract_stack(sys._getframe(1))
+
+
+def _handle_repr_info(handle) -> list[str]:
+    info = [type(handle).__name__]
+    if handle._cancelled:
+        info.append("cancelled")
+    if isinstance(handle, _TimerHandle):
+        info.append(f"when={handle._when}")
+    if handle._callback is not None:
+        info.append(_format_callback(handle))
+    tb = handle._source_traceback
+    if tb:
+        frame = tb[-1]
+        info.append(f"created at {frame[0]}:{frame[1]}")
+    return info
+
+
+def _handle_repr(handle) -> str:
+    return "<{}>".format(" ".join(_handle_repr_info(handle)))
+
+
+def _report_callback_error(loop, handle, exc) -> None:
+    context = {
+        "message": f"Exception in callback {_format_callback(handle)}",
+        "exception": exc,
+        "handle": handle,
+    }
+    tb = handle._source_traceback
+    if tb:
+        context["source_traceback"] = tb
+    loop.call_exception_handler(context)
+
+
+# ---- the loop ---------------------------------------------------------------------
+
+class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
+    """An asyncio event loop whose core runs in Rust.
+
+    A drop-in for asyncio's loop: use it through `interloop.run(main())`,
+    `asyncio.run(main(), loop_factory=interloop.new_event_loop)`, or the policy.
+    """
+
+    def __init__(self, selector=None):
+        super().__init__(selector)
+
+    # The self-pipe asyncio makes in __init__ is only needed for signal handlers; it is
+    # made when the first one is added, so a loop without signal handlers and without
+    # sockets never has to ask the kernel for readiness between callbacks.
+    def _make_self_pipe(self):
+        self._ssock = self._csock = None
+
+    def _ensure_self_pipe(self):
+        if self._ssock is None:
+            self._ssock, self._csock = socket.socketpair()
+            self._ssock.setblocking(False)
+            self._csock.setblocking(False)
+            self._internal_fds += 1
+            self._add_reader(self._ssock.fileno(), self._read_from_self)
+
+    def _close_self_pipe(self):
+        if self._ssock is not None:
+            super()._close_self_pipe()
+
+    def add_signal_handler(self, sig, callback, *args):
+        self._check_closed()
+        self._ensure_self_pipe()
+        return super().add_signal_handler(sig, callback, *args)
+
+    def _process_self_data(self, data):
+        super()._process_self_data(data)
+
+    # -- running and stopping ------------------------------------------------------
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_forever_core()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        try:
+            super().close()
+        finally:
+            self._core_close()
+
+    # -- called by the native core ---------------------------------------------------
+    def _handle_callback_exception(self, handle, exc):
+        _report_callback_error(self, handle, exc)
+
+    def _warn_slow_callback(self, handle, dt):
+        logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), dt)
+
+    def _timer_handle_cancelled(self, handle):
+        # asyncio's TimerHandle calls this; ours count cancellations natively.
+        pass
+
+
+def new_event_loop() -> Loop:
+    """Return a new interloop event loop."""
+    return Loop()
+
+
+def run(main, *, debug=None, loop_factory=None, **run_kwargs):
+    """Run a coroutine on a new interloop loop and return its result, as `asyncio.run`."""
+    if loop_factory is None:
+        loop_factory = new_event_loop
+    with asyncio.Runner(debug=debug, loop_factory=loop_factory, **run_kwargs) as runner:
+        return runner.run(main)
+
+
+_BasePolicy = getattr(events, "BaseDefaultEventLoopPolicy", None) or getattr(
+    events, "_BaseDefaultEventLoopPolicy"
+)
+
+
+class EventLoopPolicy(_BasePolicy):
+    """An event loop policy whose loops are interloop loops (asyncio 3.12/3.13 style).
+
+    Policies are deprecated from Python 3.14 on; prefer `interloop.run` or
+    `asyncio.run(..., loop_factory=interloop.new_event_loop)`.
+    """
+
+    def __init__(self):
+        if sys.version_info >= (3, 14):
+            import warnings
+
+            warnings.warn(
+                "interloop.EventLoopPolicy is deprecated: asyncio deprecates policies "
+                "from Python 3.14; use interloop.run() or asyncio.run(..., "
+                "loop_factory=interloop.new_event_loop)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        super().__init__()
+
+    def _loop_factory(self):
+        return new_event_loop()
+
+    def __repr__(self):
+        return f"<interloop.EventLoopPolicy at {id(self):#x}>"
+
+
+def install() -> None:
+    """Make interloop the loop of `asyncio.run()` and `asyncio.new_event_loop()` by
+    installing `EventLoopPolicy` (deprecated with policies from Python 3.14)."""
+    if sys.version_info >= (3, 14):
+        import warnings
+
+        warnings.warn(
+            "interloop.install() is deprecated: asyncio deprecates policies from "
+            "Python 3.14; use interloop.run() instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        import warnings as _w
+
+        with _w.catch_warnings():
+            _w.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(EventLoopPolicy())
+        return
+    asyncio.set_event_loop_policy(EventLoopPolicy())

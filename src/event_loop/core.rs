@@ -1,0 +1,752 @@
+//! `LoopCore`: the native half of `interloop.Loop`.
+//!
+//! The Python class `interloop.Loop` inherits from `LoopCore` first and from asyncio's
+//! selector loop second, so everything on the hot path (scheduling, timers, readiness,
+//! running callbacks) is here and the long tail of asyncio's API is inherited and
+//! runs on top of it.
+//!
+//! One iteration (`run_once`), the same contract as asyncio's `_run_once`:
+//!  1. Drop cancelled timers from the top of the heap (compact it if they are many).
+//!  2. Compute the poll timeout: zero if callbacks are ready or the loop is stopping,
+//!     else until the earliest timer, else forever.
+//!  3. Poll the mio reactor with the GIL released, unless the timeout is zero and no
+//!     file descriptor is registered (then there is nothing to learn, and skipping the
+//!     system call is what makes a chain of `call_soon` cheap). A `call_soon_threadsafe`
+//!     from another thread wakes the poll through a `mio::Waker`.
+//!  4. Queue the handles of ready descriptors, then the timers that are due.
+//!  5. Run exactly the callbacks that were queued before this step; those they
+//!     schedule run in the next iteration.
+//! `stop()` makes `run_forever` return after the iteration in which it was called.
+use super::cell::GilCell;
+use super::handle::{Handle, RunError, TimerInfo};
+use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAKER_TOKEN: Token = Token(usize::MAX);
+/// asyncio caps a single select() at one day; so do we.
+const MAX_POLL_TIMEOUT: f64 = 24.0 * 3600.0;
+
+pub(crate) enum Ready {
+    Native(Py<Handle>),
+    /// An `asyncio.Handle` handed to us by inherited code (`_add_callback`), run
+    /// through its own `_run()`.
+    Foreign(Py<PyAny>),
+}
+
+#[derive(Default)]
+struct IoEntry {
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+}
+
+impl IoEntry {
+    fn interest(&self) -> Option<Interest> {
+        match (self.reader.is_some(), self.writer.is_some()) {
+            (true, true) => Some(Interest::READABLE.add(Interest::WRITABLE)),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<Ready>,
+    timers: TimerHeap<Py<Handle>>,
+    io: HashMap<RawFd, IoEntry>,
+}
+
+struct PollState {
+    poll: Poll,
+    events: Events,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Read,
+    Write,
+}
+
+#[pyclass(frozen, subclass, module = "interloop._interloop", name = "LoopCore")]
+pub struct LoopCore {
+    state: GilCell<State>,
+    /// Locked only by the loop's own thread: while polling (GIL released) and while
+    /// reading the events back (GIL held). Nobody else takes it, so it never blocks.
+    poll: parking_lot::Mutex<PollState>,
+    registry: Registry,
+    waker: Waker,
+    wake_pending: AtomicBool,
+    closed: AtomicBool,
+    stopping: AtomicBool,
+    debug: AtomicBool,
+    timer_cancelled: Arc<AtomicUsize>,
+    clock_resolution: f64,
+}
+
+pub(crate) fn monotonic() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // Safety: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on
+    // Linux. It is the clock `time.monotonic()` reads, so `loop.time()` agrees with it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn clock_resolution() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // Safety: as above.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        1e-9
+    }
+}
+
+fn closed_error() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+/// asyncio's `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if let Ok(fd) = obj.extract::<i64>() {
+        fd
+    } else {
+        match obj.call_method0("fileno") {
+            Ok(f) => f.extract::<i64>()?,
+            Err(_) => {
+                return Err(PyValueError::new_err(format!("Invalid file object: {}", obj.repr()?)))
+            }
+        }
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+    }
+    Ok(fd as RawFd)
+}
+
+impl LoopCore {
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(closed_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline]
+    fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// The checks asyncio makes before scheduling: closed loop, and in debug mode the
+    /// calling thread and the callback's kind. A non-callable callback is refused
+    /// always (asyncio only notices it in debug mode, or when the callback runs).
+    fn check_schedule(
+        &self,
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        if self.is_debug() {
+            if check_thread {
+                slf.call_method0("_check_thread")?;
+            }
+            slf.call_method1("_check_callback", (callback, method))?;
+        } else if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}(), got {}",
+                callback.repr()?
+            )));
+        }
+        Ok(())
+    }
+
+    fn push_ready(&self, py: Python<'_>, item: Ready) {
+        self.state.with(py, |s| s.ready.push_back(item));
+    }
+
+    fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A failed wake (eventfd counter full) means a wake-up is already pending.
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn schedule_timer<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        when: f64,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let py = slf.py();
+        let info = TimerInfo { when, heap_cancelled: self.timer_cancelled.clone() };
+        let h = Handle::create(py, callback, args, context, slf.as_any(), self.is_debug(), Some(info))?;
+        h.get().scheduled.store(true, Ordering::Release);
+        let item = h.clone().unbind();
+        self.state.with(py, |s| s.timers.push(when, item));
+        Ok(h)
+    }
+
+    /// Installs (or with `None` removes) the reader or writer of `fd`, keeping the
+    /// epoll registration in step. Returns the handle it replaced. On a registration
+    /// error nothing changes and the error is returned.
+    fn set_io(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        side: Side,
+        handle: Option<Py<Handle>>,
+    ) -> (PyResult<()>, Option<Py<Handle>>) {
+        let registry = &self.registry;
+        self.state.with(py, |s| {
+            let entry = s.io.entry(fd).or_default();
+            let before = entry.interest();
+            let slot = match side {
+                Side::Read => &mut entry.reader,
+                Side::Write => &mut entry.writer,
+            };
+            let old = std::mem::replace(slot, handle);
+            let after = entry.interest();
+            let token = Token(fd as usize);
+            let res = match (before, after) {
+                (None, Some(i)) => match registry.register(&mut SourceFd(&fd), token, i) {
+                    // Still registered from a descriptor number that was closed and
+                    // reused while registered: take it over.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        registry.reregister(&mut SourceFd(&fd), token, i)
+                    }
+                    r => r,
+                },
+                (Some(b), Some(i)) if b != i => registry.reregister(&mut SourceFd(&fd), token, i),
+                (Some(_), None) => {
+                    // The descriptor may already be closed (epoll forgot it): fine.
+                    let _ = registry.deregister(&mut SourceFd(&fd));
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            match res {
+                Ok(()) => {
+                    if after.is_none() {
+                        s.io.remove(&fd);
+                    }
+                    (Ok(()), old)
+                }
+                Err(e) => {
+                    // Undo: put the old handle back, hand the new one to the caller
+                    // to drop.
+                    let entry = s.io.get_mut(&fd).expect("entry exists");
+                    let slot = match side {
+                        Side::Read => &mut entry.reader,
+                        Side::Write => &mut entry.writer,
+                    };
+                    let new = std::mem::replace(slot, old);
+                    if entry.interest().is_none() {
+                        s.io.remove(&fd);
+                    }
+                    (Err(PyErr::from(e)), new)
+                }
+            }
+        })
+    }
+
+    fn add_io<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        side: Side,
+        fd: &Bound<'py, PyAny>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let py = slf.py();
+        self.check_closed()?;
+        let fd = fileobj_to_fd(fd)?;
+        let h = Handle::create(py, callback, args, None, slf.as_any(), self.is_debug(), None)?;
+        let (res, old) = self.set_io(py, fd, side, Some(h.clone().unbind()));
+        res?;
+        if let Some(old) = old {
+            old.get().cancel_inner(py);
+        }
+        Ok(h)
+    }
+
+    fn remove_io(&self, py: Python<'_>, side: Side, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        let present = self.state.with(py, |s| {
+            s.io.get(&fd).is_some_and(|e| match side {
+                Side::Read => e.reader.is_some(),
+                Side::Write => e.writer.is_some(),
+            })
+        });
+        if !present {
+            return Ok(false);
+        }
+        let (res, old) = self.set_io(py, fd, side, None);
+        res?;
+        match old {
+            Some(old) => {
+                old.get().cancel_inner(py);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// One iteration; see the module docs.
+    fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut garbage: Vec<Py<Handle>> = Vec::new();
+
+        // 1 + 2: clean the heap's top, decide how long we may block.
+        let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
+        let (has_ready, next_when, io_count) = self.state.with(py, |s| {
+            if cancelled > MIN_CANCELLED_FOR_COMPACTION && cancelled * 2 > s.timers.len() {
+                s.timers.retain_into(|h| !h.get().is_cancelled(), &mut garbage);
+            } else {
+                while s.timers.peek().is_some_and(|h| h.get().is_cancelled()) {
+                    garbage.extend(s.timers.pop());
+                }
+            }
+            (!s.ready.is_empty(), s.timers.peek_when(), s.io.len())
+        });
+        for h in &garbage {
+            h.get().scheduled.store(false, Ordering::Release);
+        }
+        if !garbage.is_empty() {
+            let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
+            self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
+        }
+        drop(std::mem::take(&mut garbage));
+
+        let timeout = if has_ready || self.stopping.load(Ordering::Relaxed) {
+            Some(Duration::ZERO)
+        } else {
+            next_when.map(|w| Duration::from_secs_f64((w - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT)))
+        };
+        self.wake_pending.store(false, Ordering::Release);
+
+        // 3: poll.
+        if timeout != Some(Duration::ZERO) || io_count > 0 {
+            let res = py.detach(|| {
+                let mut guard = self.poll.lock();
+                let PollState { poll, events } = &mut *guard;
+                poll.poll(events, timeout)
+            });
+            match res {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    // A signal: let Python run its handlers now (Ctrl-C raises here).
+                    py.check_signals()?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // 4a: queue the handles of ready descriptors.
+            let guard = self.poll.lock();
+            let registry = &self.registry;
+            self.state.with(py, |s| {
+                for ev in guard.events.iter() {
+                    if ev.token() == WAKER_TOKEN {
+                        continue;
+                    }
+                    let fd = ev.token().0 as RawFd;
+                    let Some(entry) = s.io.get(&fd) else { continue };
+                    // Hang-up and error wake both sides, as asyncio's selectors do.
+                    let err = ev.is_error();
+                    let readable = ev.is_readable() || ev.is_read_closed() || err;
+                    let writable = ev.is_writable() || ev.is_write_closed() || err;
+                    for (hit, h) in [(readable, &entry.reader), (writable, &entry.writer)] {
+                        if let (true, Some(h)) = (hit, h) {
+                            if !h.get().is_cancelled() {
+                                s.ready.push_back(Ready::Native(h.clone_ref(py)));
+                            }
+                        }
+                    }
+                    // mio registers edge-triggered; re-arming reports the descriptor
+                    // again while it stays ready, which gives asyncio's level-triggered
+                    // add_reader semantics (a reader that does not drain is called again).
+                    if let Some(i) = entry.interest() {
+                        let _ = registry.reregister(&mut SourceFd(&fd), ev.token(), i);
+                    }
+                }
+            });
+            drop(guard);
+        }
+
+        // 4b: timers that are due.
+        let end = monotonic() + self.clock_resolution;
+        self.state.with(py, |s| {
+            while let Some(h) = s.timers.pop_due(end) {
+                let hr = h.get();
+                hr.scheduled.store(false, Ordering::Release);
+                if hr.is_cancelled() {
+                    garbage.push(h);
+                } else {
+                    s.ready.push_back(Ready::Native(h));
+                }
+            }
+        });
+        if !garbage.is_empty() {
+            let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
+            self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
+        }
+        drop(garbage);
+
+        // 5: run what is ready now.
+        let ntodo = self.state.with(py, |s| s.ready.len());
+        let debug = self.is_debug();
+        for _ in 0..ntodo {
+            let Some(item) = self.state.with(py, |s| s.ready.pop_front()) else { break };
+            match item {
+                Ready::Native(h) => {
+                    if h.get().is_cancelled() {
+                        continue;
+                    }
+                    if debug {
+                        self.run_handle_debug(slf, h.bind(py))?;
+                    } else {
+                        match h.get().invoke(py) {
+                            Ok(()) => {}
+                            Err(RunError::Fatal(e)) => return Err(e),
+                            Err(RunError::Callback(e)) => {
+                                slf.call_method1("_handle_callback_exception", (h, e.value(py)))?;
+                            }
+                        }
+                    }
+                }
+                Ready::Foreign(obj) => {
+                    let obj = obj.bind(py);
+                    if !obj.call_method0("cancelled")?.is_truthy()? {
+                        obj.call_method0("_run")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Debug mode: `_current_handle` is set while the callback runs (the default
+    /// exception handler shows its creation traceback) and slow callbacks are logged.
+    fn run_handle_debug(&self, slf: &Bound<'_, Self>, h: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        slf.setattr("_current_handle", h)?;
+        let t0 = monotonic();
+        let res = h.get().invoke(py);
+        let dt = monotonic() - t0;
+        slf.setattr("_current_handle", py.None())?;
+        match res {
+            Ok(()) => {}
+            Err(RunError::Fatal(e)) => return Err(e),
+            Err(RunError::Callback(e)) => {
+                slf.call_method1("_handle_callback_exception", (h, e.value(py)))?;
+            }
+        }
+        let limit: f64 = slf.getattr("slow_callback_duration")?.extract().unwrap_or(0.1);
+        if dt >= limit {
+            slf.call_method1("_warn_slow_callback", (h, dt))?;
+        }
+        Ok(())
+    }
+
+    /// Empties every queue and registration, returning what must be dropped (by the
+    /// caller, after the borrow).
+    fn take_all(&self, py: Python<'_>) -> (Vec<Ready>, Vec<Py<Handle>>) {
+        let registry = &self.registry;
+        self.state.with(py, |s| {
+            let ready: Vec<Ready> = s.ready.drain(..).collect();
+            let mut handles = Vec::new();
+            s.timers.drain_into(&mut handles);
+            for (fd, e) in s.io.drain() {
+                let _ = registry.deregister(&mut SourceFd(&fd));
+                handles.extend(e.reader);
+                handles.extend(e.writer);
+            }
+            (ready, handles)
+        })
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+        Ok(LoopCore {
+            state: GilCell::new(State::default()),
+            poll: parking_lot::Mutex::new(PollState { poll, events: Events::with_capacity(1024) }),
+            registry,
+            waker,
+            wake_pending: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            timer_cancelled: Arc::new(AtomicUsize::new(0)),
+            clock_resolution: clock_resolution(),
+        })
+    }
+
+    fn time(&self) -> f64 {
+        monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let this = slf.get();
+        this.check_schedule(slf, &callback, "call_soon", true)?;
+        let py = slf.py();
+        let h = Handle::create(py, callback, args, context, slf.as_any(), this.is_debug(), None)?;
+        this.push_ready(py, Ready::Native(h.clone().unbind()));
+        Ok(h)
+    }
+
+    /// asyncio's internal `_call_soon(callback, args, context)`: no checks.
+    fn _call_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let this = slf.get();
+        let py = slf.py();
+        let h = Handle::create(py, callback, args, context, slf.as_any(), this.is_debug(), None)?;
+        this.push_ready(py, Ready::Native(h.clone().unbind()));
+        Ok(h)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let this = slf.get();
+        this.check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
+        let py = slf.py();
+        let h = Handle::create(py, callback, args, context, slf.as_any(), this.is_debug(), None)?;
+        // The ready queue is guarded by the GIL, which this thread holds; the waker
+        // makes a loop blocked in epoll notice.
+        this.push_ready(py, Ready::Native(h.clone().unbind()));
+        this.wake();
+        Ok(h)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later<'py>(
+        slf: &Bound<'py, Self>,
+        delay: Option<f64>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let Some(delay) = delay else {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        };
+        let this = slf.get();
+        this.check_schedule(slf, &callback, "call_later", true)?;
+        this.schedule_timer(slf, monotonic() + delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: Option<f64>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let Some(when) = when else {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        };
+        let this = slf.get();
+        this.check_schedule(slf, &callback, "call_at", true)?;
+        this.schedule_timer(slf, when, callback, args, context)
+    }
+
+    /// asyncio's `_add_callback(handle)`: used by inherited code (signal handling).
+    fn _add_callback(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let item = match handle.cast::<Handle>() {
+            Ok(h) => {
+                if h.get().is_cancelled() {
+                    return Ok(());
+                }
+                Ready::Native(h.clone().unbind())
+            }
+            Err(_) => {
+                if handle.getattr("_cancelled")?.is_truthy()? {
+                    return Ok(());
+                }
+                Ready::Foreign(handle.clone().unbind())
+            }
+        };
+        slf.get().push_ready(py, item);
+        Ok(())
+    }
+
+    fn _write_to_self(&self) {
+        self.wake();
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    #[getter(_stopping)]
+    fn get_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+    #[setter(_stopping)]
+    fn set_stopping(&self, v: bool) {
+        self.stopping.store(v, Ordering::Relaxed)
+    }
+
+    #[getter(_closed)]
+    fn get_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+    #[setter(_closed)]
+    fn set_closed(&self, v: bool) {
+        self.closed.store(v, Ordering::Relaxed)
+    }
+
+    #[getter(_debug)]
+    fn get_debug_flag(&self) -> bool {
+        self.is_debug()
+    }
+    #[setter(_debug)]
+    fn set_debug_flag(&self, v: bool) {
+        self.debug.store(v, Ordering::Relaxed)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        slf.get().add_io(slf, Side::Read, fd, callback, args)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        slf.get().add_io(slf, Side::Write, fd, callback, args)
+    }
+
+    fn _remove_reader(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_io(py, Side::Read, fd)
+    }
+
+    fn _remove_writer(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_io(py, Side::Write, fd)
+    }
+
+    /// The handles registered for `fd`: `(reader, writer)`, each `None` if absent.
+    fn _io_handles(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+    ) -> PyResult<(Option<Py<Handle>>, Option<Py<Handle>>)> {
+        let fd = fileobj_to_fd(fd)?;
+        Ok(self.state.with(py, |s| match s.io.get(&fd) {
+            Some(e) => (
+                e.reader.as_ref().map(|h| h.clone_ref(py)),
+                e.writer.as_ref().map(|h| h.clone_ref(py)),
+            ),
+            None => (None, None),
+        }))
+    }
+
+    /// Counts for tests and debugging: `(ready, timers, descriptors)`.
+    fn _queue_sizes(&self, py: Python<'_>) -> (usize, usize, usize) {
+        self.state.with(py, |s| (s.ready.len(), s.timers.len(), s.io.len()))
+    }
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().run_once(slf)
+    }
+
+    /// The loop proper; `Loop.run_forever` wraps it with asyncio's set-up and clean-up.
+    fn _run_forever_core(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let result = loop {
+            if let Err(e) = this.run_once(slf) {
+                break Err(e);
+            }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Ordering::Relaxed);
+        result
+    }
+
+    /// Marks the loop closed and releases every queued callback and registration.
+    fn _core_close(&self, py: Python<'_>) {
+        self.closed.store(true, Ordering::Relaxed);
+        let taken = self.take_all(py);
+        drop(taken);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.state
+            .traverse_with(|s| {
+                for r in &s.ready {
+                    match r {
+                        Ready::Native(h) => visit.call(h)?,
+                        Ready::Foreign(o) => visit.call(o)?,
+                    }
+                }
+                for h in s.timers.iter() {
+                    visit.call(h)?;
+                }
+                for e in s.io.values() {
+                    for h in [&e.reader, &e.writer].into_iter().flatten() {
+                        visit.call(h)?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            if let Some(taken) = self.state.try_with(py, |_| ()).map(|_| self.take_all(py)) {
+                drop(taken);
+            }
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! `Handle` and `TimerHandle`: what `call_soon`, `call_later` and `add_reader` return.
+//!
+//! They behave like asyncio's (`cancel`, `cancelled`, `get_context`, `when`, a repr
+//! with the callback's source, `_source_traceback` in debug mode) but are native, so
+//! the loop runs them without a Python-level `Context.run` call: the callback is
+//! called between `PyContext_Enter` and `PyContext_Exit`.
+use super::cell::GilCell;
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyModule, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The Python helpers (`interloop._loop`): repr formatting, stack capture. Looked up
+/// once; only ever touched on slow paths (repr, debug mode).
+pub(crate) fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    HELPERS
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("interloop._loop")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+struct Inner {
+    /// `None` once cancelled (outside debug mode), so a cancelled handle that waits in
+    /// the timer heap does not keep its callback's objects alive.
+    callback: Option<(Py<PyAny>, Py<PyTuple>)>,
+    context: Option<Py<PyAny>>,
+    loop_: Option<Py<PyAny>>,
+    source_traceback: Option<Py<PyAny>>,
+}
+
+/// Marks a handle that is a timer: its deadline and the loop's count of cancelled
+/// timers still in the heap (the loop compacts the heap when that count grows).
+pub(crate) struct TimerInfo {
+    pub when: f64,
+    pub heap_cancelled: Arc<AtomicUsize>,
+}
+
+#[pyclass(frozen, subclass, module = "interloop._interloop", name = "Handle")]
+pub struct Handle {
+    inner: GilCell<Inner>,
+    cancelled: AtomicBool,
+    /// Debug mode keeps the callback after `cancel()` so the repr can still show it.
+    keep_after_cancel: bool,
+    pub(crate) timer: Option<TimerInfo>,
+    /// True while the handle sits in the loop's timer heap.
+    pub(crate) scheduled: AtomicBool,
+}
+
+#[pyclass(frozen, extends = Handle, module = "interloop._interloop", name = "TimerHandle")]
+pub struct TimerHandle;
+
+/// Why running a handle's callback failed.
+pub(crate) enum RunError {
+    /// KeyboardInterrupt or SystemExit: leaves `run_forever`, as in asyncio.
+    Fatal(PyErr),
+    /// Any other exception: goes to the loop's exception handler.
+    Callback(PyErr),
+}
+
+impl Handle {
+    /// Builds a handle (a `TimerHandle` when `timer` is given). `context=None` takes a
+    /// copy of the current context, as asyncio does.
+    pub(crate) fn create<'py>(
+        py: Python<'py>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        loop_: &Bound<'py, PyAny>,
+        debug: bool,
+        timer: Option<TimerInfo>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let context = match context {
+            Some(c) if !c.is_none() => c,
+            // Safety: PyContext_CopyCurrent returns a new reference or NULL with an
+            // exception set; from_owned_ptr_or_err takes ownership of either outcome.
+            _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? },
+        };
+        let source_traceback = if debug {
+            Some(helpers(py)?.call_method0("_extract_stack")?.unbind())
+        } else {
+            None
+        };
+        let is_timer = timer.is_some();
+        let handle = Handle {
+            inner: GilCell::new(Inner {
+                callback: Some((callback.unbind(), args.unbind())),
+                context: Some(context.unbind()),
+                loop_: Some(loop_.clone().unbind()),
+                source_traceback,
+            }),
+            cancelled: AtomicBool::new(false),
+            keep_after_cancel: debug,
+            timer,
+            scheduled: AtomicBool::new(false),
+        };
+        if is_timer {
+            let init = PyClassInitializer::from(handle).add_subclass(TimerHandle);
+            Ok(Bound::new(py, init)?.into_super())
+        } else {
+            Bound::new(py, handle)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Calls the callback inside the handle's context.
+    pub(crate) fn invoke(&self, py: Python<'_>) -> Result<(), RunError> {
+        let taken = self.inner.with(py, |i| {
+            let (f, a) = i.callback.as_ref()?;
+            let ctx = i.context.as_ref()?;
+            // clone_ref only increments reference counts: no Python code runs.
+            Some((f.clone_ref(py), a.clone_ref(py), ctx.clone_ref(py)))
+        });
+        let Some((func, args, ctx)) = taken else { return Ok(()) };
+        // Safety: `func`, `args` and `ctx` are strong references we own for the whole
+        // block, and the GIL is held (token). PyContext_Enter/Exit are paired: Exit is
+        // called exactly once after a successful Enter, whatever the call did; the
+        // call's exception is fetched before Exit so Exit cannot clobber it.
+        let result = unsafe {
+            if ffi::PyContext_Enter(ctx.as_ptr()) < 0 {
+                return Err(classify(py, PyErr::fetch(py)));
+            }
+            let res = if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
+                ffi::PyObject_CallNoArgs(func.as_ptr())
+            } else {
+                ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut())
+            };
+            let err = if res.is_null() { Some(PyErr::fetch(py)) } else { None };
+            let exit_failed = ffi::PyContext_Exit(ctx.as_ptr()) < 0;
+            let exit_err = if exit_failed { Some(PyErr::fetch(py)) } else { None };
+            if !res.is_null() {
+                ffi::Py_DECREF(res);
+            }
+            match (err, exit_err) {
+                (Some(e), _) | (None, Some(e)) => Err(e),
+                (None, None) => Ok(()),
+            }
+        };
+        result.map_err(|e| classify(py, e))
+    }
+
+    pub(crate) fn loop_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.with(py, |i| i.loop_.as_ref().map(|l| l.clone_ref(py)))
+    }
+
+    pub(crate) fn cancel_inner(&self, py: Python<'_>) {
+        if self.cancelled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(t) = &self.timer {
+            if self.scheduled.load(Ordering::Acquire) {
+                t.heap_cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !self.keep_after_cancel {
+            // Taken out under the borrow, dropped after it: dropping may run __del__.
+            let dropped = self.inner.with(py, |i| i.callback.take());
+            drop(dropped);
+        }
+    }
+}
+
+fn classify(py: Python<'_>, e: PyErr) -> RunError {
+    if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
+        RunError::Fatal(e)
+    } else {
+        RunError::Callback(e)
+    }
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(&self, py: Python<'_>) {
+        self.cancel_inner(py);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.with(py, |i| i.context.as_ref().map(|c| c.clone_ref(py)))
+    }
+
+    /// Runs the callback now, reporting an exception to the loop's handler (asyncio's
+    /// `Handle._run`).
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        match slf.get().invoke(py) {
+            Ok(()) => Ok(()),
+            Err(RunError::Fatal(e)) => Err(e),
+            Err(RunError::Callback(e)) => {
+                if let Some(lp) = slf.get().loop_obj(py) {
+                    helpers(py)?.call_method1("_report_callback_error", (lp, slf, e.value(py)))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.with(py, |i| i.callback.as_ref().map(|(f, _)| f.clone_ref(py)))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.inner.with(py, |i| i.callback.as_ref().map(|(_, a)| a.clone_ref(py)))
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_context(py)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_obj(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.with(py, |i| i.source_traceback.as_ref().map(|t| t.clone_ref(py)))
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Acquire)
+    }
+
+    fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        helpers(slf.py())?.call_method1("_handle_repr_info", (slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        helpers(slf.py())?.call_method1("_handle_repr", (slf,))?.extract()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Safety (of the unchecked borrow inside): tp_traverse is called by the GC with
+        // the GIL held; if a borrow is active we report nothing rather than alias.
+        self.inner
+            .traverse_with(|i| {
+                if let Some((f, a)) = &i.callback {
+                    visit.call(f)?;
+                    visit.call(a)?;
+                }
+                for o in [&i.context, &i.loop_, &i.source_traceback].into_iter().flatten() {
+                    visit.call(o)?;
+                }
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self.inner.try_with(py, |i| {
+                (i.callback.take(), i.context.take(), i.loop_.take(), i.source_traceback.take())
+            });
+            drop(taken);
+        })
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().timer.as_ref().map_or(f64::NAN, |t| t.when)
+    }
+
+    #[getter]
+    fn _when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().timer.as_ref().map_or(f64::NAN, |t| t.when)
+    }
+}

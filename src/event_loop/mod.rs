@@ -1,0 +1,18 @@
+//! The main loop core: ready queue, timer heap, mio reactor, thread-safe waker.
+//! (Named `event_loop` because `loop` is a Rust keyword.)
+mod cell;
+mod core;
+mod handle;
+mod timers;
+
+pub use self::core::LoopCore;
+pub use handle::{Handle, TimerHandle};
+
+use pyo3::prelude::*;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<LoopCore>()?;
+    m.add_class::<Handle>()?;
+    m.add_class::<TimerHandle>()?;
+    Ok(())
+}
