@@ -1,7 +1,9 @@
 """Loop overhead (issue 2): the cost of the event loop's own machinery.
 
 Each case gets a fresh loop in a fresh process, warms it up on a small batch, collects
-garbage, then times only the workload with `time.perf_counter`.
+garbage, then times only the workload: wall time (`time.perf_counter`, the reported
+figure) and, beside it, the process's CPU time (`cpu_s`), which other work on a shared
+machine disturbs much less.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import gc
 import importlib
 import importlib.metadata
 import sys
-from time import perf_counter
-from typing import Callable
+from time import perf_counter, process_time
+from typing import Callable, Dict
 
 from harness import Case, Suite
 
@@ -19,6 +21,20 @@ from harness import Case, Suite
 # the selector loop that `asyncio.run` uses.
 LOOPS = ("asyncio", "uvloop", "rloop", "interloop")
 WARMUP_FRACTION = 20  # warm up on n // 20 operations before the timed run
+
+Timing = Dict[str, float]  # {"value": wall seconds, "cpu_s": CPU seconds}
+
+
+class Stopwatch:
+    """Wall time and this process's CPU time (all its threads) over the same span."""
+
+    def __init__(self) -> None:
+        self._cpu = process_time()
+        self._wall = perf_counter()
+
+    def read(self) -> Timing:
+        wall = perf_counter() - self._wall
+        return {"value": wall, "cpu_s": process_time() - self._cpu}
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -56,10 +72,10 @@ def probe_loop(name: str) -> str:
     return version
 
 
-def on_loop(workload: Callable[[asyncio.AbstractEventLoop, int], float]):
-    """Turns `workload(loop, n) -> seconds` into a case's `measure(variant, n)`."""
+def on_loop(workload: Callable[[asyncio.AbstractEventLoop, int], Timing]):
+    """Turns `workload(loop, n) -> Timing` into a case's `measure(variant, n)`."""
 
-    def measure(variant: str, n: int) -> float:
+    def measure(variant: str, n: int) -> Timing:
         loop = loop_factory(variant)()
         try:
             workload(loop, max(1, n // WARMUP_FRACTION))
@@ -72,14 +88,14 @@ def on_loop(workload: Callable[[asyncio.AbstractEventLoop, int], float]):
     return measure
 
 
-def time_coroutine(loop: asyncio.AbstractEventLoop, coro_fn) -> float:
+def time_coroutine(loop: asyncio.AbstractEventLoop, coro_fn) -> Timing:
     """Runs `coro_fn()` on the loop, timing it from inside the loop (so that starting
     and stopping the loop is not counted)."""
 
-    async def timed() -> float:
-        start = perf_counter()
+    async def timed() -> Timing:
+        watch = Stopwatch()
         await coro_fn()
-        return perf_counter() - start
+        return watch.read()
 
     return loop.run_until_complete(timed())
 
@@ -87,7 +103,7 @@ def time_coroutine(loop: asyncio.AbstractEventLoop, coro_fn) -> float:
 # --------------------------------------------------------------------------- workloads
 
 
-def call_soon_chain(loop: asyncio.AbstractEventLoop, n: int) -> float:
+def call_soon_chain(loop: asyncio.AbstractEventLoop, n: int) -> Timing:
     done = loop.create_future()
     remaining = n
 
@@ -99,13 +115,13 @@ def call_soon_chain(loop: asyncio.AbstractEventLoop, n: int) -> float:
         else:
             done.set_result(None)
 
-    start = perf_counter()
+    watch = Stopwatch()
     loop.call_soon(step)
     loop.run_until_complete(done)
-    return perf_counter() - start
+    return watch.read()
 
 
-def call_soon_batch(loop: asyncio.AbstractEventLoop, n: int) -> float:
+def call_soon_batch(loop: asyncio.AbstractEventLoop, n: int) -> Timing:
     done = loop.create_future()
     remaining = n
 
@@ -115,19 +131,19 @@ def call_soon_batch(loop: asyncio.AbstractEventLoop, n: int) -> float:
         if not remaining:
             done.set_result(None)
 
-    start = perf_counter()
+    watch = Stopwatch()
     call_soon = loop.call_soon
     for _ in range(n):
         call_soon(callback)
     loop.run_until_complete(done)
-    return perf_counter() - start
+    return watch.read()
 
 
 async def _trivial() -> None:
     return None
 
 
-def create_task_await(loop: asyncio.AbstractEventLoop, n: int) -> float:
+def create_task_await(loop: asyncio.AbstractEventLoop, n: int) -> Timing:
     async def main() -> None:
         for _ in range(n):
             await loop.create_task(_trivial())
@@ -135,14 +151,14 @@ def create_task_await(loop: asyncio.AbstractEventLoop, n: int) -> float:
     return time_coroutine(loop, main)
 
 
-def gather_tasks(loop: asyncio.AbstractEventLoop, n: int) -> float:
+def gather_tasks(loop: asyncio.AbstractEventLoop, n: int) -> Timing:
     async def main() -> None:
         await asyncio.gather(*[_trivial() for _ in range(n)])
 
     return time_coroutine(loop, main)
 
 
-def sleep_zero(loop: asyncio.AbstractEventLoop, n: int) -> float:
+def sleep_zero(loop: asyncio.AbstractEventLoop, n: int) -> Timing:
     async def main() -> None:
         for _ in range(n):
             await asyncio.sleep(0)
@@ -166,7 +182,7 @@ class _Mailbox:
         return value
 
 
-def future_ping_pong(loop: asyncio.AbstractEventLoop, n: int) -> float:
+def future_ping_pong(loop: asyncio.AbstractEventLoop, n: int) -> Timing:
     async def main() -> None:
         to_pong, to_ping = _Mailbox(loop), _Mailbox(loop)
 
@@ -197,6 +213,10 @@ SUITE = Suite(
     subject="interloop",
     probe=probe_loop,
     order=10,
+    figures={
+        "cpu_s": "CPU time of the benchmark process over the same span; other work on "
+        "a shared machine disturbs it much less than wall time",
+    },
     cases=(
         Case("call_soon_chain", "call_soon chain: each callback schedules the next",
              on_loop(call_soon_chain), n=1_000_000, quick_n=10_000),

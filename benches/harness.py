@@ -74,6 +74,8 @@ class Suite:
     probe: Callable[[str], str]
     description: str = ""
     order: int = 50  # position in docs/benchmarks.md (lower first)
+    # What the extra figures that cases return mean, for the report: {"cpu_s": "..."}.
+    figures: "dict[str, str]" = field(default_factory=dict)
 
     def case(self, name: str) -> Case:
         for c in self.cases:
@@ -90,6 +92,32 @@ def ratio(baseline: float, value: float, better: str) -> float:
     return baseline / value if better == "lower" else value / baseline
 
 
+def is_duration(figure: str) -> bool:
+    """Extra figures named with a time unit suffix (cpu_s, p99_us, ...) are durations:
+    lower is better, and they get ratios like the main figure."""
+    return figure.endswith(("_s", "_ms", "_us", "_ns"))
+
+
+def compare(
+    medians: "dict[str, float]", *, baseline: str, subject: str, better: str
+) -> "tuple[dict[str, float | None], str | None, float | None]":
+    """Each variant's ratio against the baseline, the best variant other than the
+    subject (its best peer), and the subject's ratio against that peer."""
+    base = medians.get(baseline)
+    vs_baseline = {v: (ratio(base, m, better) if base else None) for v, m in medians.items()}
+    peers = {v: m for v, m in medians.items() if v != subject}
+    best_peer = None
+    if peers:
+        pick = min if better == "lower" else max
+        best_peer = pick(peers, key=peers.__getitem__)
+    vs_best = (
+        ratio(peers[best_peer], medians[subject], better)
+        if best_peer is not None and subject in medians
+        else None
+    )
+    return vs_baseline, best_peer, vs_best
+
+
 def summarise_case(
     runs: "dict[str, list[Measurement]]",
     errors: "dict[str, str]",
@@ -100,10 +128,11 @@ def summarise_case(
     n: int,
 ) -> "dict[str, Any]":
     """Medians per variant, each one's ratio against the baseline, and the subject's
-    ratio against the best other variant (its best peer).
+    ratio against the best other variant (its best peer); the same for each extra
+    figure that is a duration (see `is_duration`), under "extra_ratios".
 
-    `runs` maps a variant to its measurements (floats, or dicts with "value");
-    `errors` maps a variant that failed to why.
+    `runs` maps a variant to its measurements (floats, or dicts with "value" and extra
+    figures); `errors` maps a variant that failed to why.
     """
     results: dict[str, Any] = {}
     for variant, measured in runs.items():
@@ -126,25 +155,29 @@ def summarise_case(
     for variant, why in errors.items():
         results[variant] = {"error": why}
 
-    base = results.get(baseline, {}).get("median")
-    for entry in results.values():
-        if "median" in entry:
-            entry["vs_baseline"] = ratio(base, entry["median"], better) if base else None
-
-    peers = {
-        v: e["median"] for v, e in results.items() if v != subject and "median" in e
-    }
-    best_peer = None
-    if peers:
-        pick = min if better == "lower" else max
-        best_peer = pick(peers, key=peers.__getitem__)
-    subject_median = results.get(subject, {}).get("median")
-    vs_best = (
-        ratio(peers[best_peer], subject_median, better)
-        if best_peer is not None and subject_median is not None
-        else None
+    medians = {v: e["median"] for v, e in results.items() if "median" in e}
+    vs_baseline, best_peer, vs_best = compare(
+        medians, baseline=baseline, subject=subject, better=better
     )
-    return {"results": results, "best_peer": best_peer, "subject_vs_best_peer": vs_best}
+    for variant, r in vs_baseline.items():
+        results[variant]["vs_baseline"] = r
+    summary: dict[str, Any] = {
+        "results": results, "best_peer": best_peer, "subject_vs_best_peer": vs_best,
+    }
+
+    figures = sorted({k for e in results.values() for k in e.get("extra", {}) if is_duration(k)})
+    extra_ratios = {}
+    for figure in figures:
+        by_variant = {v: e["extra"][figure] for v, e in results.items() if figure in e.get("extra", {})}
+        vs_baseline, best_peer, vs_best = compare(
+            by_variant, baseline=baseline, subject=subject, better="lower"
+        )
+        extra_ratios[figure] = {
+            "vs_baseline": vs_baseline, "best_peer": best_peer, "subject_vs_best_peer": vs_best,
+        }
+    if extra_ratios:
+        summary["extra_ratios"] = extra_ratios
+    return summary
 
 
 # --------------------------------------------------------------------------- running
@@ -330,6 +363,7 @@ def results_document(
         "title": suite.title,
         "description": suite.description,
         "order": suite.order,
+        "figures": dict(suite.figures),
         "baseline": suite.baseline,
         "subject": suite.subject,
         "command": os.environ.get("INTERLOOP_BENCH_COMMAND")

@@ -16,6 +16,9 @@ from typing import Any
 
 BENCHES = Path(__file__).resolve().parent
 ROOT = BENCHES.parent
+sys.path.insert(0, str(BENCHES))
+
+import harness  # noqa: E402
 
 
 def load_results(directory: Path) -> "list[dict[str, Any]]":
@@ -56,13 +59,70 @@ def _variant_names(doc: "dict[str, Any]") -> "list[str]":
     return list(doc["variants"])
 
 
+def _spread(entry: "dict[str, Any]") -> str:
+    """Half the range of the runs, relative to the median."""
+    if not entry.get("median") or len(entry.get("runs", ())) < 2:
+        return ""
+    return f"±{(entry['max'] - entry['min']) / 2 / entry['median'] * 100:.0f}%"
+
+
 def _cell(entry: "dict[str, Any]", unit: str) -> str:
     if "error" in entry:
         return "failed"
     text = format_value(entry.get("median"), unit)
-    if "per_op_ns" in entry:
-        text += f" ({entry['per_op_ns']:.0f} ns/op)"
-    return text
+    notes = [f"{entry['per_op_ns']:.0f} ns/op"] if "per_op_ns" in entry else []
+    if _spread(entry):
+        notes.append(_spread(entry))
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _vs_best(ratio: "float | None", best: "str | None") -> str:
+    return f"{format_ratio(ratio)} ({best})" if ratio is not None else f"— (best peer: {best or '—'})"
+
+
+_DURATION_SCALE = {"_ns": 1e-9, "_us": 1e-6, "_ms": 1e-3, "_s": 1.0}
+
+
+def _duration_seconds(figure: str, value: float) -> float:
+    for suffix, scale in _DURATION_SCALE.items():
+        if figure.endswith(suffix):
+            return value * scale
+    return value
+
+
+def _extra_tables(doc: "dict[str, Any]", ready: "list[str]") -> "list[str]":
+    """One table per extra figure: medians, and for durations their ratio against the
+    baseline and the subject's against its best peer."""
+    figures = sorted({k for c in doc["cases"] for e in c["results"].values() for k in e.get("extra", {})})
+    lines: list[str] = []
+    for figure in figures:
+        duration = harness.is_duration(figure)
+        head = [*ready, f"{doc['subject']} vs best peer"] if duration else ready
+        meaning = doc.get("figures", {}).get(figure)
+        lines += [
+            f"`{figure}`" + (f", {meaning}" if meaning else "")
+            + " (medians" + (f"; × {doc['baseline']}" if duration else "") + "):",
+            "",
+            "| case | " + " | ".join(head) + " |",
+            "| --- | " + " | ".join("---:" for _ in head) + " |",
+        ]
+        for case in doc["cases"]:
+            ratios = case.get("extra_ratios", {}).get(figure, {})
+            cells = []
+            for v in ready:
+                value = case["results"].get(v, {}).get("extra", {}).get(figure)
+                if value is None:
+                    cells.append("—")
+                elif duration:
+                    r = ratios.get("vs_baseline", {}).get(v)
+                    cells.append(f"{format_value(_duration_seconds(figure, value), 's')} ({format_ratio(r)})")
+                else:
+                    cells.append(f"{value:.4g}")
+            if duration:
+                cells.append(_vs_best(ratios.get("subject_vs_best_peer"), ratios.get("best_peer")))
+            lines.append(f"| {case['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def render_section(doc: "dict[str, Any]") -> str:
@@ -82,7 +142,7 @@ def render_section(doc: "dict[str, Any]") -> str:
         + _load(m),
         f"- Checkout: {commit}",
         f"- Method: {doc['runs']} runs per variant and case, each in a fresh process, "
-        "variants interleaved; the figure is the median"
+        "variants interleaved; the figure is the median, ± half the range of the runs"
         + (" — **quick run (small N): not representative**" if doc.get("quick") else ""),
         "",
         "| variant | version |",
@@ -107,29 +167,22 @@ def render_section(doc: "dict[str, Any]") -> str:
     if others:
         head = [f"{v} vs {baseline}" for v in others]
         lines += [
-            f"Ratios (> 1: better than the other side):",
+            "Ratios (> 1: better than the other side):",
             "",
             "| case | " + " | ".join(head) + f" | {subject} vs best peer |",
             "| --- | " + " | ".join("---:" for _ in head) + " | ---: |",
         ]
         for case in doc["cases"]:
             cells = [format_ratio(case["results"].get(v, {}).get("vs_baseline")) for v in others]
-            vs_best = case.get("subject_vs_best_peer")
-            best = case.get("best_peer")
-            last = f"{format_ratio(vs_best)} ({best})" if vs_best is not None else f"— (best peer: {best or '—'})"
-            lines.append(f"| {case['name']} | " + " | ".join(cells) + f" | {last} |")
+            cells.append(_vs_best(case.get("subject_vs_best_peer"), case.get("best_peer")))
+            lines.append(f"| {case['name']} | " + " | ".join(cells) + " |")
         lines.append("")
 
+    lines += _extra_tables(doc, ready)
     failed = [
         f"- {case['name']} on {v}: {_escape(e['error'])}"
         for case in doc["cases"] for v, e in case["results"].items() if "error" in e
     ]
-    extras = [
-        f"- {case['name']} on {v}: " + ", ".join(f"{k} {val:.4g}" for k, val in e["extra"].items())
-        for case in doc["cases"] for v, e in case["results"].items() if e.get("extra")
-    ]
-    if extras:
-        lines += ["Other figures (medians):", "", *extras, ""]
     if failed:
         lines += ["Failed runs:", "", *failed, ""]
     descriptions = [f"- `{c['name']}`: {c['description']}" for c in doc["cases"]]

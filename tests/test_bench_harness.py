@@ -66,6 +66,24 @@ def test_summary_of_known_rates_and_extras():
     assert summary["subject_vs_best_peer"] == pytest.approx(55.0 / 125.0)
 
 
+def test_extra_durations_get_their_own_ratios():
+    summary = harness.summarise_case(
+        {
+            "asyncio": [{"value": 9.0, "cpu_s": 4.0, "count": 1.0}],
+            "rloop": [{"value": 1.0, "cpu_s": 1.0, "count": 2.0}],
+            "interloop": [{"value": 3.0, "cpu_s": 0.5, "count": 3.0}],
+        },
+        {},
+        baseline="asyncio", subject="interloop", better="lower", n=1,
+    )
+    assert summary["subject_vs_best_peer"] == pytest.approx(1 / 3)
+    assert set(summary["extra_ratios"]) == {"cpu_s"}  # "count" is not a duration
+    cpu = summary["extra_ratios"]["cpu_s"]
+    assert cpu["vs_baseline"] == {"asyncio": 1.0, "rloop": 4.0, "interloop": 8.0}
+    assert cpu["best_peer"] == "rloop"
+    assert cpu["subject_vs_best_peer"] == pytest.approx(2.0)
+
+
 def test_summary_when_the_subject_or_baseline_failed():
     summary = harness.summarise_case(
         {"uvloop": [1.0]}, {"asyncio": "boom", "interloop": "crashed"},
@@ -85,6 +103,8 @@ def test_every_loop_case_runs_on_asyncio(loop_suite, asyncio_doc):
         assert len(entry["runs"]) == 3 and all(r > 0 for r in entry["runs"])
         assert entry["median"] == statistics.median(entry["runs"])
         assert entry["vs_baseline"] == 1.0
+        assert entry["extra"]["cpu_s"] > 0
+        assert case["extra_ratios"]["cpu_s"]["vs_baseline"] == {"asyncio": 1.0}
         assert case["n"] == 20
         assert case["best_peer"] == "asyncio"
         assert case["subject_vs_best_peer"] is None  # interloop was not asked for
@@ -98,7 +118,7 @@ def test_an_unknown_loop_is_reported_not_raised(asyncio_doc):
 
 def test_measurement_in_a_subprocess():
     value, why = harness._run_child(["worker", "bench_loop", "sleep_zero", "asyncio", "10"], timeout=60)
-    assert why is None and isinstance(value, float)
+    assert why is None and set(value) == {"value", "cpu_s"}
     value, why = harness._run_child(["worker", "bench_loop", "sleep_zero", "no_such_loop", "10"], timeout=60)
     assert value is None and "no_such_loop" in why
 
