@@ -87,6 +87,11 @@ class Suite:
 # --------------------------------------------------------------------------- summary
 
 
+def primary(measurement: Measurement) -> float:
+    """The figure that is compared: the measurement itself, or its "value"."""
+    return measurement["value"] if isinstance(measurement, dict) else float(measurement)
+
+
 def ratio(baseline: float, value: float, better: str) -> float:
     """How many times better `value` is than `baseline` (> 1: better)."""
     return baseline / value if better == "lower" else value / baseline
@@ -136,7 +141,7 @@ def summarise_case(
     """
     results: dict[str, Any] = {}
     for variant, measured in runs.items():
-        values = [m["value"] if isinstance(m, dict) else float(m) for m in measured]
+        values = [primary(m) for m in measured]
         entry: dict[str, Any] = {
             "runs": values,
             "median": statistics.median(values),
@@ -227,9 +232,15 @@ def _run_child(args: "list[str]", timeout: float) -> "tuple[Any, str | None]":
     return None, tail[:300]
 
 
-def _in_process(fn: Callable[[], Any]) -> "tuple[Any, str | None]":
+def _attempt(
+    in_process: bool, call: Callable[[], Any], child_args: "list[str]", timeout: float
+) -> "tuple[Any, str | None]":
+    """Runs `call()` here, or the same thing as `python harness.py CHILD_ARGS`;
+    returns (result, None) or (None, why it failed)."""
+    if not in_process:
+        return _run_child(child_args, timeout)
     try:
-        return fn(), None
+        return call(), None
     except Exception as exc:  # noqa: BLE001 - a failing variant is reported
         return None, f"{type(exc).__name__}: {exc}"[:300]
 
@@ -256,10 +267,9 @@ def run_suite(
 
     available: dict[str, dict[str, Any]] = {}
     for variant in variants:
-        if in_process:
-            version, why = _in_process(lambda: suite.probe(variant))
-        else:
-            version, why = _run_child(["probe", module, variant], timeout=120)
+        version, why = _attempt(
+            in_process, lambda: suite.probe(variant), ["probe", module, variant], timeout=120
+        )
         available[variant] = (
             {"available": True, "version": version}
             if why is None
@@ -278,20 +288,18 @@ def run_suite(
             for variant in ready[shift:] + ready[:shift]:
                 if variant in errors:
                     continue
-                if in_process:
-                    value, why = _in_process(lambda: case.measure(variant, n))
-                else:
-                    value, why = _run_child(
-                        ["worker", module, case.name, variant, str(n)], timeout=timeout
-                    )
+                value, why = _attempt(
+                    in_process, lambda: case.measure(variant, n),
+                    ["worker", module, case.name, variant, str(n)], timeout,
+                )
                 if why is not None:
                     errors[variant] = why
                     measured.pop(variant, None)
                     log(f"[{suite.name}] {case.name} {variant}: failed ({why})")
                     continue
                 measured[variant].append(value)
-                shown = value["value"] if isinstance(value, dict) else value
-                log(f"[{suite.name}] {case.name} {variant} run {round_no + 1}/{runs}: {shown:.4g} {case.unit}")
+                log(f"[{suite.name}] {case.name} {variant} run {round_no + 1}/{runs}: "
+                    f"{primary(value):.4g} {case.unit}")
         summary = summarise_case(
             measured, errors, baseline=suite.baseline, subject=suite.subject,
             better=case.better, n=n,

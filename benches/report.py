@@ -55,10 +55,6 @@ def format_ratio(value: "float | None") -> str:
     return "—" if value is None else f"{value:.2f}×"
 
 
-def _variant_names(doc: "dict[str, Any]") -> "list[str]":
-    return list(doc["variants"])
-
-
 def _spread(entry: "dict[str, Any]") -> str:
     """Half the range of the runs, relative to the median."""
     if not entry.get("median") or len(entry.get("runs", ())) < 2:
@@ -126,7 +122,7 @@ def _extra_tables(doc: "dict[str, Any]", ready: "list[str]") -> "list[str]":
 
 
 def render_section(doc: "dict[str, Any]") -> str:
-    variants = _variant_names(doc)
+    variants = list(doc["variants"])
     baseline, subject = doc["baseline"], doc["subject"]
     m = doc["machine"]
     checkout = doc.get("checkout") or {}

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -29,6 +30,7 @@ sys.path.insert(0, str(BENCHES))
 
 import harness  # noqa: E402
 import report  # noqa: E402
+from bench_loop import LOOPS  # noqa: E402
 
 REQUIREMENTS = BENCHES / "requirements.txt"
 VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -66,6 +68,11 @@ def _requirements() -> "list[str]":
     return [line for line in lines if line]
 
 
+def _project_name(requirement: str) -> str:
+    """"uvloop>=0.19" -> "uvloop": failures are keyed by the name variants use."""
+    return re.split(r"[<>=!~\[;@ ]", requirement, maxsplit=1)[0].strip().lower()
+
+
 def ensure_bench_venv() -> Path:
     """Makes .venv-bench-X.Y if needed and returns its python."""
     python = _venv_python(BENCH_VENV)
@@ -87,7 +94,7 @@ def ensure_bench_venv() -> Path:
             )
             if proc.returncode != 0:
                 why = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-                status[requirement] = why
+                status[_project_name(requirement)] = why
                 print(f"bench: could not install {requirement}: {why}", file=sys.stderr)
         (BENCH_VENV / INSTALL_STATUS).write_text(json.dumps(status, indent=1))
         stamp.write_text(want + "\n")
@@ -135,8 +142,7 @@ def select_variants(suite: harness.Suite, loops: "list[str] | None") -> "list[st
     suite's "threads", say) are kept."""
     if not loops:
         return list(suite.variants)
-    known_loops = {"asyncio", "uvloop", "rloop", "interloop"}
-    return [v for v in suite.variants if v in loops or v not in known_loops]
+    return [v for v in suite.variants if v in loops or v not in LOOPS]
 
 
 def select_cases(module: str, suite: harness.Suite, only: "list[str] | None") -> "list[str] | None":
