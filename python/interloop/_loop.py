@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import sys
 import threading
 from asyncio import base_events, events, format_helpers, unix_events
@@ -93,31 +92,15 @@ class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
     def __init__(self, selector=None):
         super().__init__(selector)
 
-    # The self-pipe asyncio makes in __init__ is only needed for signal handlers; it is
-    # made when the first one is added, so a loop without signal handlers and without
-    # sockets never has to ask the kernel for readiness between callbacks.
     def _make_self_pipe(self):
-        self._ssock = self._csock = None
-
-    def _ensure_self_pipe(self):
-        if self._ssock is None:
-            self._ssock, self._csock = socket.socketpair()
-            self._ssock.setblocking(False)
-            self._csock.setblocking(False)
-            self._internal_fds += 1
-            self._add_reader(self._ssock.fileno(), self._read_from_self)
+        super()._make_self_pipe()
+        # The self-pipe only carries signal wake-ups: the core need not poll for it
+        # between every two callbacks (call_soon_threadsafe uses a native waker).
+        self._set_internal_fd(self._ssock.fileno())
 
     def _close_self_pipe(self):
-        if self._ssock is not None:
-            super()._close_self_pipe()
-
-    def add_signal_handler(self, sig, callback, *args):
-        self._check_closed()
-        self._ensure_self_pipe()
-        return super().add_signal_handler(sig, callback, *args)
-
-    def _process_self_data(self, data):
-        super()._process_self_data(data)
+        self._set_internal_fd(-1)
+        super()._close_self_pipe()
 
     # -- running and stopping ------------------------------------------------------
     def run_forever(self):

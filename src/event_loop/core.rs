@@ -92,7 +92,17 @@ pub struct LoopCore {
     debug: AtomicBool,
     timer_cancelled: Arc<AtomicUsize>,
     clock_resolution: f64,
+    /// asyncio's self-pipe (signal wake-ups). It alone does not make the loop poll
+    /// between every two callbacks; see `INTERNAL_POLL_EVERY`.
+    internal_fd: std::sync::atomic::AtomicI32,
+    /// Iterations since the reactor was last polled.
+    since_poll: std::sync::atomic::AtomicU32,
 }
+
+/// With callbacks ready and only the internal self-pipe registered, the reactor is
+/// polled every this many iterations, which bounds how long a signal handler waits
+/// behind a chain of callbacks without paying a system call per callback.
+const INTERNAL_POLL_EVERY: u32 = 64;
 
 pub(crate) fn monotonic() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -326,7 +336,9 @@ impl LoopCore {
                     garbage.extend(s.timers.pop());
                 }
             }
-            (!s.ready.is_empty(), s.timers.peek_when(), s.io.len())
+            let internal = self.internal_fd.load(Ordering::Relaxed);
+            let external = s.io.len() - usize::from(internal >= 0 && s.io.contains_key(&internal));
+            (!s.ready.is_empty(), s.timers.peek_when(), external)
         });
         for h in &garbage {
             h.get().scheduled.store(false, Ordering::Release);
@@ -345,7 +357,9 @@ impl LoopCore {
         self.wake_pending.store(false, Ordering::Release);
 
         // 3: poll.
-        if timeout != Some(Duration::ZERO) || io_count > 0 {
+        let since = self.since_poll.fetch_add(1, Ordering::Relaxed);
+        if timeout != Some(Duration::ZERO) || io_count > 0 || since >= INTERNAL_POLL_EVERY {
+            self.since_poll.store(0, Ordering::Relaxed);
             let res = py.detach(|| {
                 let mut guard = self.poll.lock();
                 let PollState { poll, events } = &mut *guard;
@@ -391,9 +405,12 @@ impl LoopCore {
             drop(guard);
         }
 
-        // 4b: timers that are due.
-        let end = monotonic() + self.clock_resolution;
+        // 4b: timers that are due (no clock read when there are none).
         self.state.with(py, |s| {
+            if s.timers.is_empty() {
+                return;
+            }
+            let end = monotonic() + self.clock_resolution;
             while let Some(h) = s.timers.pop_due(end) {
                 let hr = h.get();
                 hr.scheduled.store(false, Ordering::Release);
@@ -503,6 +520,8 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             timer_cancelled: Arc::new(AtomicUsize::new(0)),
             clock_resolution: clock_resolution(),
+            internal_fd: std::sync::atomic::AtomicI32::new(-1),
+            since_poll: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -608,6 +627,11 @@ impl LoopCore {
         };
         slf.get().push_ready(py, item);
         Ok(())
+    }
+
+    /// Marks `fd` (asyncio's self-pipe) as internal: see `INTERNAL_POLL_EVERY`.
+    fn _set_internal_fd(&self, fd: i32) {
+        self.internal_fd.store(fd, Ordering::Relaxed);
     }
 
     fn _write_to_self(&self) {

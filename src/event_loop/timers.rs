@@ -58,6 +58,10 @@ impl<T> TimerHeap<T> {
         self.heap.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// Deadline of the earliest timer.
     pub fn peek_when(&self) -> Option<f64> {
         self.heap.peek().map(|e| e.when)
