@@ -56,6 +56,9 @@ class Case:
     quick_n: int  # operations with --quick (CI smoke runs)
     unit: str = "s"
     better: str = "lower"  # "lower" for durations, "higher" for rates
+    # The goal from the issue, as (peer, ratio): the subject must be at least `ratio`
+    # times better than `peer`, e.g. ("rloop", 1.2). None: no goal.
+    target: "tuple[str, float] | None" = None
 
     def __post_init__(self) -> None:
         if self.better not in ("lower", "higher"):
@@ -121,6 +124,23 @@ def compare(
         else None
     )
     return vs_baseline, best_peer, vs_best
+
+
+def check_target(
+    results: "dict[str, Any]", subject: str, target: "tuple[str, float]", better: str
+) -> "dict[str, Any]":
+    """Whether the subject reaches `target` = (peer, ratio) on the medians; "met" is
+    None when either side has no median."""
+    peer, wanted = target
+    mine = results.get(subject, {}).get("median")
+    theirs = results.get(peer, {}).get("median")
+    measured = ratio(theirs, mine, better) if mine and theirs else None
+    return {
+        "peer": peer,
+        "ratio": wanted,
+        "measured": measured,
+        "met": None if measured is None else measured >= wanted,
+    }
 
 
 def summarise_case(
@@ -304,6 +324,10 @@ def run_suite(
             measured, errors, baseline=suite.baseline, subject=suite.subject,
             better=case.better, n=n,
         )
+        if case.target is not None:
+            summary["target"] = check_target(
+                summary["results"], suite.subject, case.target, case.better
+            )
         case_docs.append({
             "name": case.name,
             "description": case.description,

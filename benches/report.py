@@ -121,6 +121,23 @@ def _extra_tables(doc: "dict[str, Any]", ready: "list[str]") -> "list[str]":
     return lines
 
 
+def _target_lines(doc: "dict[str, Any]") -> "list[str]":
+    """The issue's goals, each with whether the medians of this run reach it."""
+    rows = []
+    for case in doc["cases"]:
+        t = case.get("target")
+        if not t:
+            continue
+        verdict = {True: "met", False: "not met", None: "not measured"}[t["met"]]
+        rows.append(
+            f"| {case['name']} | {doc['subject']} ≥ {t['ratio']:.2f}× {t['peer']} "
+            f"| {format_ratio(t['measured'])} | {verdict} |"
+        )
+    if not rows:
+        return []
+    return ["Goals:", "", "| case | goal | measured | |", "| --- | --- | ---: | --- |", *rows, ""]
+
+
 def render_section(doc: "dict[str, Any]") -> str:
     variants = list(doc["variants"])
     baseline, subject = doc["baseline"], doc["subject"]
@@ -173,6 +190,7 @@ def render_section(doc: "dict[str, Any]") -> str:
             cells.append(_vs_best(case.get("subject_vs_best_peer"), case.get("best_peer")))
             lines.append(f"| {case['name']} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _target_lines(doc)
 
     lines += _extra_tables(doc, ready)
     failed = [
@@ -230,6 +248,9 @@ def render_console(docs: "list[dict[str, Any]]") -> str:
                     cells.append(f"{v} {format_value(e['median'], case['unit'])} {format_ratio(e.get('vs_baseline'))}")
             if case.get("subject_vs_best_peer") is not None:
                 cells.append(f"{doc['subject']} vs {case['best_peer']} {format_ratio(case['subject_vs_best_peer'])}")
+            if case.get("target") and case["target"]["met"] is not None:
+                t = case["target"]
+                cells.append(f"goal ≥ {t['ratio']:.2f}× {t['peer']}: {'met' if t['met'] else 'not met'}")
             out.append(f"  {case['name']:<20} " + " | ".join(cells))
     return "\n".join(out)
 

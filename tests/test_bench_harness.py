@@ -84,6 +84,17 @@ def test_extra_durations_get_their_own_ratios():
     assert cpu["subject_vs_best_peer"] == pytest.approx(2.0)
 
 
+def test_targets_are_checked_on_medians():
+    results = harness.summarise_case(
+        {"rloop": [1.0, 1.2, 1.1], "interloop": [1.0, 0.9, 0.95]}, {},
+        baseline="rloop", subject="interloop", better="lower", n=1,
+    )["results"]
+    met = harness.check_target(results, "interloop", ("rloop", 1.1), "lower")
+    assert met["measured"] == pytest.approx(1.1 / 0.95) and met["met"] is True
+    assert harness.check_target(results, "interloop", ("rloop", 1.2), "lower")["met"] is False
+    assert harness.check_target(results, "interloop", ("uvloop", 1.2), "lower")["met"] is None
+
+
 def test_summary_when_the_subject_or_baseline_failed():
     summary = harness.summarise_case(
         {"uvloop": [1.0]}, {"asyncio": "boom", "interloop": "crashed"},
@@ -133,3 +144,4 @@ def test_report_from_results(asyncio_doc, tmp_path):
     for case in asyncio_doc["cases"]:
         assert f"| {case['name']} | 20 |" in text
     assert "no_such_loop | unavailable" in text
+    assert "| call_soon_chain | interloop ≥ 1.20× rloop | — | not measured |" in text
