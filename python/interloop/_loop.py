@@ -153,6 +153,9 @@ def new_event_loop() -> Loop:
 
 def run(main, *, debug=None, loop_factory=None, **run_kwargs):
     """Run a coroutine on a new interloop loop and return its result, as `asyncio.run`."""
+    if events._get_running_loop() is not None:
+        # Checked before asyncio.Runner makes a loop, as asyncio.run does.
+        raise RuntimeError("interloop.run() cannot be called from a running event loop")
     if loop_factory is None:
         loop_factory = new_event_loop
     with asyncio.Runner(debug=debug, loop_factory=loop_factory, **run_kwargs) as runner:

@@ -19,6 +19,7 @@
 //! `stop()` makes `run_forever` return after the iteration in which it was called.
 use super::cell::GilCell;
 use super::handle::{Handle, RunError, TimerInfo};
+use super::objref::{refcnt, release};
 use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -97,7 +98,13 @@ pub struct LoopCore {
     internal_fd: std::sync::atomic::AtomicI32,
     /// Iterations since the reactor was last polled.
     since_poll: std::sync::atomic::AtomicU32,
+    /// Plain handles that ran and that nobody else referenced, emptied, for reuse by
+    /// the next `call_soon` (saves an allocation and a deallocation per callback).
+    free_handles: GilCell<Vec<Py<Handle>>>,
 }
+
+/// How many emptied handles the loop keeps for reuse.
+const FREE_HANDLES_MAX: usize = 256;
 
 /// With callbacks ready and only the internal self-pipe registered, the reactor is
 /// polled every this many iterations, which bounds how long a signal handler waits
@@ -183,6 +190,52 @@ impl LoopCore {
             )));
         }
         Ok(())
+    }
+
+    /// A plain handle for `call_soon`-like methods, reused from the free list when
+    /// possible (not in debug mode, whose handles carry a creation traceback).
+    fn new_handle<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let py = slf.py();
+        let debug = self.is_debug();
+        if !debug {
+            if let Some(h) = self.free_handles.with(py, |f| f.pop()) {
+                let h = h.into_bound(py);
+                h.get().refill(py, callback, args, context, slf.as_any())?;
+                return Ok(h);
+            }
+        }
+        Handle::create(py, callback, args, context, slf.as_any(), debug, None)
+    }
+
+    /// Called after a handle ran: keep it for reuse if only the loop referenced it.
+    #[inline]
+    fn recycle(&self, py: Python<'_>, h: Py<Handle>) {
+        if h.get().timer.is_some() || refcnt(py, &h) != 1 {
+            release(py, h);
+            return;
+        }
+        // Emptying can run Python code (a __del__); nothing is borrowed here.
+        drop(h.get().take_inner(py));
+        if refcnt(py, &h) != 1 {
+            release(py, h);
+            return;
+        }
+        if let Some(h) = self.free_handles.with(py, |f| {
+            if f.len() < FREE_HANDLES_MAX {
+                f.push(h);
+                None
+            } else {
+                Some(h)
+            }
+        }) {
+            release(py, h);
+        }
     }
 
     fn push_ready(&self, py: Python<'_>, item: Ready) {
@@ -435,13 +488,14 @@ impl LoopCore {
             match item {
                 Ready::Native(h) => {
                     if h.get().is_cancelled() {
+                        release(py, h);
                         continue;
                     }
                     if debug {
                         self.run_handle_debug(slf, h.bind(py))?;
                     } else {
                         match h.get().invoke(py) {
-                            Ok(()) => {}
+                            Ok(()) => self.recycle(py, h),
                             Err(RunError::Fatal(e)) => return Err(e),
                             Err(RunError::Callback(e)) => {
                                 slf.call_method1("_handle_callback_exception", (h, e.value(py)))?;
@@ -522,6 +576,7 @@ impl LoopCore {
             clock_resolution: clock_resolution(),
             internal_fd: std::sync::atomic::AtomicI32::new(-1),
             since_poll: std::sync::atomic::AtomicU32::new(0),
+            free_handles: GilCell::new(Vec::new()),
         })
     }
 
@@ -538,9 +593,8 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, Handle>> {
         let this = slf.get();
         this.check_schedule(slf, &callback, "call_soon", true)?;
-        let py = slf.py();
-        let h = Handle::create(py, callback, args, context, slf.as_any(), this.is_debug(), None)?;
-        this.push_ready(py, Ready::Native(h.clone().unbind()));
+        let h = this.new_handle(slf, callback, args, context)?;
+        this.push_ready(slf.py(), Ready::Native(h.clone().unbind()));
         Ok(h)
     }
 
@@ -552,9 +606,8 @@ impl LoopCore {
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
         let this = slf.get();
-        let py = slf.py();
-        let h = Handle::create(py, callback, args, context, slf.as_any(), this.is_debug(), None)?;
-        this.push_ready(py, Ready::Native(h.clone().unbind()));
+        let h = this.new_handle(slf, callback, args, context)?;
+        this.push_ready(slf.py(), Ready::Native(h.clone().unbind()));
         Ok(h)
     }
 
@@ -568,7 +621,7 @@ impl LoopCore {
         let this = slf.get();
         this.check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
         let py = slf.py();
-        let h = Handle::create(py, callback, args, context, slf.as_any(), this.is_debug(), None)?;
+        let h = this.new_handle(slf, callback, args, context)?;
         // The ready queue is guarded by the GIL, which this thread holds; the waker
         // makes a loop blocked in epoll notice.
         this.push_ready(py, Ready::Native(h.clone().unbind()));
@@ -742,6 +795,8 @@ impl LoopCore {
         self.closed.store(true, Ordering::Relaxed);
         let taken = self.take_all(py);
         drop(taken);
+        let free = self.free_handles.with(py, std::mem::take);
+        drop(free);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

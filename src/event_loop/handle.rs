@@ -5,6 +5,7 @@
 //! the loop runs them without a Python-level `Context.run` call: the callback is
 //! called between `PyContext_Enter` and `PyContext_Exit`.
 use super::cell::GilCell;
+use super::objref::ObjRef;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -23,12 +24,13 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
-struct Inner {
+#[derive(Default)]
+pub(crate) struct Inner {
     /// `None` once cancelled (outside debug mode), so a cancelled handle that waits in
-    /// the timer heap does not keep its callback's objects alive.
-    callback: Option<(Py<PyAny>, Py<PyTuple>)>,
-    context: Option<Py<PyAny>>,
-    loop_: Option<Py<PyAny>>,
+    /// the timer heap does not keep its callback's objects alive. (callable, args tuple)
+    callback: Option<(ObjRef, ObjRef)>,
+    context: Option<ObjRef>,
+    loop_: Option<ObjRef>,
     source_traceback: Option<Py<PyAny>>,
 }
 
@@ -39,12 +41,12 @@ pub(crate) struct TimerInfo {
     pub heap_cancelled: Arc<AtomicUsize>,
 }
 
-#[pyclass(frozen, subclass, module = "interloop._interloop", name = "Handle")]
+#[pyclass(frozen, subclass, weakref, module = "interloop._interloop", name = "Handle")]
 pub struct Handle {
     inner: GilCell<Inner>,
     cancelled: AtomicBool,
     /// Debug mode keeps the callback after `cancel()` so the repr can still show it.
-    keep_after_cancel: bool,
+    keep_after_cancel: AtomicBool,
     pub(crate) timer: Option<TimerInfo>,
     /// True while the handle sits in the loop's timer heap.
     pub(crate) scheduled: AtomicBool,
@@ -73,6 +75,31 @@ impl Handle {
         debug: bool,
         timer: Option<TimerInfo>,
     ) -> PyResult<Bound<'py, Handle>> {
+        let inner = Self::make_inner(py, callback, args, context, loop_, debug)?;
+        let is_timer = timer.is_some();
+        let handle = Handle {
+            inner: GilCell::new(inner),
+            cancelled: AtomicBool::new(false),
+            keep_after_cancel: AtomicBool::new(debug),
+            timer,
+            scheduled: AtomicBool::new(false),
+        };
+        if is_timer {
+            let init = PyClassInitializer::from(handle).add_subclass(TimerHandle);
+            Ok(Bound::new(py, init)?.into_super())
+        } else {
+            Bound::new(py, handle)
+        }
+    }
+
+    fn make_inner<'py>(
+        py: Python<'py>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        loop_: &Bound<'py, PyAny>,
+        debug: bool,
+    ) -> PyResult<Inner> {
         let context = match context {
             Some(c) if !c.is_none() => c,
             // Safety: PyContext_CopyCurrent returns a new reference or NULL with an
@@ -84,25 +111,35 @@ impl Handle {
         } else {
             None
         };
-        let is_timer = timer.is_some();
-        let handle = Handle {
-            inner: GilCell::new(Inner {
-                callback: Some((callback.unbind(), args.unbind())),
-                context: Some(context.unbind()),
-                loop_: Some(loop_.clone().unbind()),
-                source_traceback,
-            }),
-            cancelled: AtomicBool::new(false),
-            keep_after_cancel: debug,
-            timer,
-            scheduled: AtomicBool::new(false),
-        };
-        if is_timer {
-            let init = PyClassInitializer::from(handle).add_subclass(TimerHandle);
-            Ok(Bound::new(py, init)?.into_super())
-        } else {
-            Bound::new(py, handle)
-        }
+        Ok(Inner {
+            callback: Some((ObjRef::new(callback), ObjRef::new(args.into_any()))),
+            context: Some(ObjRef::new(context)),
+            loop_: Some(ObjRef::new(loop_.clone())),
+            source_traceback,
+        })
+    }
+
+    /// Refills a handle taken from the loop's free list (see `LoopCore::recycle`):
+    /// a plain (non-timer) handle nobody else references, emptied by `take_inner`.
+    pub(crate) fn refill<'py>(
+        &self,
+        py: Python<'py>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        loop_: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let inner = Self::make_inner(py, callback, args, context, loop_, false)?;
+        let old = self.inner.with(py, |i| std::mem::replace(i, inner));
+        drop(old); // empty already; dropped after the borrow regardless
+        self.keep_after_cancel.store(false, Ordering::Relaxed);
+        self.cancelled.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Empties the handle (for recycling); the caller drops the result after the borrow.
+    pub(crate) fn take_inner(&self, py: Python<'_>) -> Inner {
+        self.inner.with(py, std::mem::take)
     }
 
     #[inline]
@@ -147,7 +184,7 @@ impl Handle {
     }
 
     pub(crate) fn loop_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.loop_.as_ref().map(|l| l.clone_ref(py)))
+        self.inner.with(py, |i| i.loop_.as_ref().map(|l| l.to_py(py)))
     }
 
     pub(crate) fn cancel_inner(&self, py: Python<'_>) {
@@ -159,12 +196,16 @@ impl Handle {
                 t.heap_cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if !self.keep_after_cancel {
+        if !self.keep_after_cancel.load(Ordering::Relaxed) {
             // Taken out under the borrow, dropped after it: dropping may run __del__.
             let dropped = self.inner.with(py, |i| i.callback.take());
             drop(dropped);
         }
     }
+}
+
+fn visit_raw(visit: &PyVisit<'_>, obj: &ObjRef) -> Result<(), PyTraverseError> {
+    visit.call(obj.as_py())
 }
 
 fn classify(py: Python<'_>, e: PyErr) -> RunError {
@@ -186,7 +227,7 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.context.as_ref().map(|c| c.clone_ref(py)))
+        self.inner.with(py, |i| i.context.as_ref().map(|c| c.to_py(py)))
     }
 
     /// Runs the callback now, reporting an exception to the loop's handler (asyncio's
@@ -207,12 +248,12 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.callback.as_ref().map(|(f, _)| f.clone_ref(py)))
+        self.inner.with(py, |i| i.callback.as_ref().map(|(f, _)| f.to_py(py)))
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.inner.with(py, |i| i.callback.as_ref().map(|(_, a)| a.clone_ref(py)))
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.with(py, |i| i.callback.as_ref().map(|(_, a)| a.to_py(py)))
     }
 
     #[getter]
@@ -254,11 +295,14 @@ impl Handle {
         self.inner
             .traverse_with(|i| {
                 if let Some((f, a)) = &i.callback {
-                    visit.call(f)?;
-                    visit.call(a)?;
+                    visit_raw(&visit, f)?;
+                    visit_raw(&visit, a)?;
                 }
-                for o in [&i.context, &i.loop_, &i.source_traceback].into_iter().flatten() {
-                    visit.call(o)?;
+                for o in [&i.context, &i.loop_].into_iter().flatten() {
+                    visit_raw(&visit, o)?;
+                }
+                if let Some(t) = &i.source_traceback {
+                    visit.call(t)?;
                 }
                 Ok(())
             })
@@ -277,6 +321,48 @@ impl Handle {
 
 #[pymethods]
 impl TimerHandle {
+    /// asyncio's TimerHandle ordering: by deadline; equal when deadline, callback,
+    /// arguments and cancellation all are.
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        use pyo3::basic::CompareOp::*;
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let a = slf.as_super().get();
+        let b = other.as_super().get();
+        let (wa, wb) = (a.timer.as_ref().map_or(f64::NAN, |t| t.when), b.timer.as_ref().map_or(f64::NAN, |t| t.when));
+        let equal = || -> PyResult<bool> {
+            if wa != wb || a.is_cancelled() != b.is_cancelled() {
+                return Ok(false);
+            }
+            let none = || py.None();
+            let (ca, cb) = (a._callback(py).unwrap_or_else(none), b._callback(py).unwrap_or_else(none));
+            let (aa, ab) = (a._args(py).unwrap_or_else(none), b._args(py).unwrap_or_else(none));
+            Ok(ca.bind(py).eq(cb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
+        };
+        let r = match op {
+            Lt => wa < wb,
+            Gt => wa > wb,
+            Le => wa < wb || equal()?,
+            Ge => wa > wb || equal()?,
+            Eq => equal()?,
+            Ne => !equal()?,
+        };
+        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+    }
+
+    fn __hash__(slf: PyRef<'_, Self>) -> isize {
+        let w = slf.as_super().timer.as_ref().map_or(0.0, |t| t.when);
+        // hash(float) semantics are not needed; a stable hash of the deadline is.
+        let bits = w.to_bits();
+        (bits ^ (bits >> 32)) as isize
+    }
+
     fn when(slf: PyRef<'_, Self>) -> f64 {
         slf.as_super().timer.as_ref().map_or(f64::NAN, |t| t.when)
     }

@@ -3,6 +3,7 @@
 mod cell;
 mod core;
 mod handle;
+mod objref;
 mod timers;
 
 pub use self::core::LoopCore;

@@ -1,0 +1,51 @@
+"""The one list of CPython mixin tests that are not expected to pass on interloop.
+
+Keyed by the suite name used in ``test_cpython_mixins.py`` and the test method
+name. Each entry says what is expected (``XFAIL``: strict, so a fix shows up
+as an unexpected pass and the entry must be removed; ``SKIP``: the test checks
+an asyncio-internal detail, not behaviour) and why. ``versions`` limits an
+entry to some CPython versions (the mixins differ slightly between them).
+
+When a test starts passing, delete its line; when interloop regresses, fix
+interloop rather than adding a line here, unless the reason is one below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+XFAIL = "xfail"
+SKIP = "skip"
+
+#: Transports, servers, pipes, subprocess and sendfile belong to issue 3. Today
+#: they are asyncio's own Python implementations on interloop's reactor and pass;
+#: while issue 3 replaces them, a failing one is listed here with this reason.
+NETWORK = "network issue #3"
+
+
+@dataclasses.dataclass(frozen=True)
+class Expectation:
+    kind: str  # XFAIL or SKIP
+    reason: str
+    versions: tuple[tuple[int, int], ...] = ()  # empty: every version
+
+    def applies(self) -> bool:
+        return not self.versions or sys.version_info[:2] in self.versions
+
+
+def _many(names: str, kind: str, reason: str, versions=()) -> dict[str, Expectation]:
+    return {n: Expectation(kind, reason, versions) for n in names.split()}
+
+
+# suite -> test name -> expectation
+EXPECTATIONS: dict[str, dict[str, Expectation]] = {
+    "events": {},
+    "sock_lowlevel": {},
+    "sendfile": {},
+    "subprocess": {},
+}
+
+
+def expectations_for(suite: str) -> dict[str, Expectation]:
+    """The entries of ``suite`` that apply to the running CPython."""
+    return {name: e for name, e in EXPECTATIONS[suite].items() if e.applies()}

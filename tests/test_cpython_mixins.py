@@ -1,0 +1,105 @@
+"""CPython's own event-loop test mixins, run against interloop.
+
+CPython tests its loops by mixing a ``create_event_loop`` into shared test
+classes (``test_events.SelectEventLoopTests`` and friends); we do the same with
+``interloop.new_event_loop``. pytest collects these unittest classes.
+
+Which tests are expected not to pass, and why, is listed in one place:
+``cpython_expectations.py``. Expected failures are strict xfails.
+
+Results with the loop core (transports/servers/subprocess still asyncio's Python
+implementations running on the Rust reactor):
+
+    mixin                                   3.13 pass/xfail/skip   3.12 pass/xfail/skip
+    test_events (EventLoopTestsMixin
+                 + SubprocessTestsMixin)    75 / 0 / 0            74 / 0 / 0
+    test_sock_lowlevel.BaseSockTestsMixin   13 / 0 / 0            13 / 0 / 0
+    test_sendfile.SendfileTestsBase         20 / 0 / 0            20 / 0 / 0
+    test_subprocess.SubprocessMixin         35 / 0 / 0            34 / 0 / 0
+
+    (asyncio's own loop, for reference: 143 of 143 on 3.13, 141 of 141 on 3.12.)
+    The same counts hold with PYTHONASYNCIODEBUG=1.
+"""
+import functools
+import sys
+import unittest
+
+import pytest
+
+from test.test_asyncio import test_events
+from test.test_asyncio import test_sendfile
+from test.test_asyncio import test_sock_lowlevel
+from test.test_asyncio import test_subprocess
+from test.test_asyncio import utils as test_utils
+
+from cpython_expectations import SKIP, XFAIL, expectations_for
+
+if sys.platform == "win32":  # pragma: no cover - interloop is POSIX-only for now
+    pytest.skip("interloop runs on POSIX", allow_module_level=True)
+
+
+def _new_loop():
+    import interloop
+
+    return interloop.new_event_loop()
+
+
+def _apply_expectations(cls, suite):
+    """Mark the tests of ``cls`` listed for ``suite`` as strict xfail / skip.
+
+    The mixins' test functions are shared with CPython's own classes, so each
+    marked test gets a wrapper of its own instead of a mark on the original.
+    """
+    for name, expectation in expectations_for(suite).items():
+        original = getattr(cls, name, None)
+        if original is None:
+            raise AssertionError(f"{suite}: no test {name!r} on {cls.__name__} (stale entry?)")
+
+        @functools.wraps(original)
+        def wrapper(self, *args, __original=original, **kwargs):
+            return __original(self, *args, **kwargs)
+
+        if expectation.kind == XFAIL:
+            mark = pytest.mark.xfail(reason=expectation.reason, strict=True)
+        elif expectation.kind == SKIP:
+            mark = pytest.mark.skip(reason=expectation.reason)
+        else:
+            raise AssertionError(f"unknown expectation kind {expectation.kind!r}")
+        setattr(cls, name, mark(wrapper))
+    return cls
+
+
+class InterloopEventLoopTests(
+    # Unix flavour: installs a child watcher for the subprocess tests, as
+    # CPython's own SelectEventLoopTests does.
+    test_events.UnixEventLoopTestsMixin,
+    test_events.SubprocessTestsMixin,
+    test_utils.TestCase,
+):
+    def create_event_loop(self):
+        return _new_loop()
+
+
+class InterloopSockTests(test_sock_lowlevel.BaseSockTestsMixin, test_utils.TestCase):
+    def create_event_loop(self):
+        return _new_loop()
+
+
+class InterloopSendfileTests(test_sendfile.SendfileTestsBase, test_utils.TestCase):
+    def create_event_loop(self):
+        return _new_loop()
+
+
+class InterloopSubprocessTests(test_subprocess.SubprocessMixin, test_utils.TestCase):
+    # CPython runs this mixin once per child watcher; we use the policy's
+    # default watcher (pidfd where available, else threaded).
+    def setUp(self):
+        super().setUp()
+        self.loop = _new_loop()
+        self.set_event_loop(self.loop)
+
+
+_apply_expectations(InterloopEventLoopTests, "events")
+_apply_expectations(InterloopSockTests, "sock_lowlevel")
+_apply_expectations(InterloopSendfileTests, "sendfile")
+_apply_expectations(InterloopSubprocessTests, "subprocess")
