@@ -258,41 +258,65 @@ def render_console(docs: "list[dict[str, Any]]") -> str:
 # --------------------------------------------------------------------------- chart
 
 
+def _chart_panels(doc: "dict[str, Any]") -> "list[tuple[str, Any]]":
+    """(title, ratio(case, variant)) for the main figure, then each extra duration."""
+    panels = [(
+        f"{doc['title']}: median of {doc['runs']} runs"
+        + (" — quick run" if doc.get("quick") else ""),
+        lambda case, v: case["results"].get(v, {}).get("vs_baseline"),
+    )]
+    figures = sorted({f for c in doc["cases"] for f in c.get("extra_ratios", {})})
+    for figure in figures:
+        panels.append((
+            f"{doc['title']}: {figure}, median of {doc['runs']} runs",
+            lambda case, v, f=figure: case.get("extra_ratios", {}).get(f, {}).get("vs_baseline", {}).get(v),
+        ))
+    return panels
+
+
 def write_chart(docs: "list[dict[str, Any]]", path: Path) -> None:
-    """Horizontal bars of each variant's ratio against the baseline, one panel per suite."""
+    """Horizontal bars of each variant's ratio against the baseline: one row per suite,
+    one panel for the main figure and one per extra duration (CPU time, say)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     docs = [d for d in docs if d["cases"]]
+    panels = [_chart_panels(d) for d in docs]
+    columns = max(len(p) for p in panels)
     heights = [1.2 + 0.45 * len(d["cases"]) * max(1, len(d["variants"])) / 2 for d in docs]
-    fig, axes = plt.subplots(len(docs), 1, figsize=(9, sum(heights) + 0.5),
+    fig, axes = plt.subplots(len(docs), columns, figsize=(6.5 * columns + 1.5, sum(heights) + 0.5),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     colours = plt.get_cmap("tab10")
-    for ax, doc in zip(axes[:, 0], docs):
+    for row, doc in enumerate(docs):
         variants = [v for v in doc["variants"] if doc["variants"][v]["available"]]
         cases = doc["cases"]
         width = 0.8 / max(1, len(variants))
-        for i, v in enumerate(variants):
-            ys, xs = [], []
-            for j, case in enumerate(cases):
-                r = case["results"].get(v, {}).get("vs_baseline")
-                if r:
-                    ys.append(j + (i - (len(variants) - 1) / 2) * width)
-                    xs.append(r)
-            bars = ax.barh(ys, xs, height=width, color=colours(i), label=v)
-            ax.bar_label(bars, labels=[f"{x:.2f}×" for x in xs], fontsize=7, padding=2)
-        ax.set_xscale("log")
-        ax.axvline(1.0, color="black", linewidth=0.8)
-        ax.set_yticks(range(len(cases)), [c["name"] for c in cases])
-        ax.invert_yaxis()
-        ax.set_xlabel(f"× {doc['baseline']} (log scale; > 1 is better)")
-        quick = " — quick run" if doc.get("quick") else ""
-        ax.set_title(f"{doc['title']}: median of {doc['runs']} runs, {doc['machine']['nproc']} CPUs{quick}")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        lo, hi = ax.get_xlim()
-        ax.set_xlim(min(lo, 0.5), hi * 1.6)
+        for col in range(columns):
+            ax = axes[row, col]
+            if col >= len(panels[row]):
+                ax.set_visible(False)
+                continue
+            title, ratio_of = panels[row][col]
+            for i, v in enumerate(variants):
+                ys, xs = [], []
+                for j, case in enumerate(cases):
+                    r = ratio_of(case, v)
+                    if r:
+                        ys.append(j + (i - (len(variants) - 1) / 2) * width)
+                        xs.append(r)
+                bars = ax.barh(ys, xs, height=width, color=colours(i), label=v)
+                ax.bar_label(bars, labels=[f"{x:.2f}×" for x in xs], fontsize=7, padding=2)
+            ax.set_xscale("log")
+            ax.axvline(1.0, color="black", linewidth=0.8)
+            ax.set_yticks(range(len(cases)), [c["name"] for c in cases] if col == 0 else [])
+            ax.invert_yaxis()
+            ax.set_xlabel(f"× {doc['baseline']} (log scale; > 1 is better)")
+            ax.set_title(title, fontsize=10)
+            lo, hi = ax.get_xlim()
+            ax.set_xlim(min(lo, 0.5), hi * 1.6)
+        axes[row, len(panels[row]) - 1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
