@@ -59,23 +59,20 @@ def parse_args(argv: "list[str]") -> argparse.Namespace:
 # --------------------------------------------------------------------------- bench venv
 
 
-def _venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
 def _requirements() -> "list[str]":
     lines = (line.split("#", 1)[0].strip() for line in REQUIREMENTS.read_text().splitlines())
     return [line for line in lines if line]
 
 
 def _project_name(requirement: str) -> str:
-    """"uvloop>=0.19" -> "uvloop": failures are keyed by the name variants use."""
+    """The project name in a requirement line ("uvloop>=0.19" gives "uvloop"): install
+    failures are keyed by it, as variants are named."""
     return re.split(r"[<>=!~\[;@ ]", requirement, maxsplit=1)[0].strip().lower()
 
 
 def ensure_bench_venv() -> Path:
     """Makes .venv-bench-X.Y if needed and returns its python."""
-    python = _venv_python(BENCH_VENV)
+    python = BENCH_VENV / "bin" / "python"
     if not python.exists():
         base = getattr(sys, "_base_executable", None) or sys.executable
         print(f"bench: making {BENCH_VENV.name} from {base}", file=sys.stderr)
@@ -194,10 +191,8 @@ def main(argv: "list[str]") -> int:
     if not wrote:
         print("bench: no benchmark matched", file=sys.stderr)
         return 1
-    if args.quick:
-        md, png = report.write_report(out_dir, out_dir / "benchmarks.md", out_dir / "benchmarks.png")
-    else:
-        md, png = report.write_report(out_dir, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks.png")
+    report_dir = out_dir if args.quick else ROOT / "docs"
+    md, png = report.write_report(out_dir, report_dir / "benchmarks.md", report_dir / "benchmarks.png")
     print(report.render_console(report.load_results(out_dir)))
     print(f"bench: wrote {', '.join(str(p.relative_to(ROOT)) for p in [*wrote, md, png] if p)}")
     return 0
