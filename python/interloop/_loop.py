@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import selectors
 import sys
 import threading
 from asyncio import base_events, events, format_helpers, unix_events
 from asyncio.log import logger
+from collections.abc import Mapping
 
 from . import _interloop
 
@@ -82,6 +84,64 @@ def _report_callback_error(loop, handle, exc) -> None:
 
 # ---- the loop ---------------------------------------------------------------------
 
+class _ReactorView(selectors.BaseSelector):
+    """What asyncio's inherited code sees as `loop._selector`: a read-only view of the
+    native reactor's registrations (transport reprs ask it whether a descriptor is
+    polled). Registration goes through the loop's `_add_reader` and friends."""
+
+    def __init__(self, core):
+        self._core = core
+        self._closed = False
+
+    def get_key(self, fileobj):
+        if self._closed:
+            raise RuntimeError("Selector is closed")
+        reader, writer = self._core._io_handles(fileobj)
+        if reader is None and writer is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events_ = (selectors.EVENT_READ if reader is not None else 0) | (
+            selectors.EVENT_WRITE if writer is not None else 0
+        )
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        return selectors.SelectorKey(fileobj, fd, events_, (reader, writer))
+
+    def get_map(self):
+        return _ReactorMap(self)
+
+    def register(self, fileobj, events, data=None):
+        raise NotImplementedError("register through loop.add_reader/add_writer")
+
+    def unregister(self, fileobj):
+        raise NotImplementedError("unregister through loop.remove_reader/remove_writer")
+
+    def select(self, timeout=None):
+        raise NotImplementedError("interloop's reactor is polled natively")
+
+    def close(self):
+        self._closed = True
+        self._core = None
+
+
+class _ReactorMap(Mapping):
+    def __init__(self, view):
+        self._view = view
+
+    def __getitem__(self, fileobj):
+        return self._view.get_key(fileobj)
+
+    def get(self, fileobj, default=None):
+        try:
+            return self._view.get_key(fileobj)
+        except (KeyError, ValueError):
+            return default
+
+    def __iter__(self):
+        return iter(self._view._core._io_fds())
+
+    def __len__(self):
+        return self._view._core._queue_sizes()[2]
+
+
 class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
     """An asyncio event loop whose core runs in Rust.
 
@@ -90,7 +150,9 @@ class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
     """
 
     def __init__(self, selector=None):
-        super().__init__(selector)
+        if selector is not None:
+            raise TypeError("interloop.Loop polls with its own reactor; selector must be None")
+        super().__init__(_ReactorView(self))
 
     def _make_self_pipe(self):
         super()._make_self_pipe()

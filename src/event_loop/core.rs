@@ -216,7 +216,13 @@ impl LoopCore {
     /// Called after a handle ran: keep it for reuse if only the loop referenced it.
     #[inline]
     fn recycle(&self, py: Python<'_>, h: Py<Handle>) {
+        if h.get().is_io() {
+            release(py, h);
+            return;
+        }
         if h.get().timer.is_some() || refcnt(py, &h) != 1 {
+            // Someone else holds it: keep the handle, drop what it called.
+            drop(h.get().take_callback(py));
             release(py, h);
             return;
         }
@@ -341,10 +347,11 @@ impl LoopCore {
         self.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
         let h = Handle::create(py, callback, args, None, slf.as_any(), self.is_debug(), None)?;
+        h.get().mark_io();
         let (res, old) = self.set_io(py, fd, side, Some(h.clone().unbind()));
         res?;
         if let Some(old) = old {
-            old.get().cancel_inner(py);
+            Handle::cancel_bound(old.bind(py));
         }
         Ok(h)
     }
@@ -367,7 +374,7 @@ impl LoopCore {
         res?;
         match old {
             Some(old) => {
-                old.get().cancel_inner(py);
+                Handle::cancel_bound(old.bind(py));
                 Ok(true)
             }
             None => Ok(false),
@@ -498,7 +505,8 @@ impl LoopCore {
                             Ok(()) => self.recycle(py, h),
                             Err(RunError::Fatal(e)) => return Err(e),
                             Err(RunError::Callback(e)) => {
-                                slf.call_method1("_handle_callback_exception", (h, e.value(py)))?;
+                                slf.call_method1("_handle_callback_exception", (&h, e.value(py)))?;
+                                self.recycle(py, h);
                             }
                         }
                     }
@@ -533,6 +541,9 @@ impl LoopCore {
         let limit: f64 = slf.getattr("slow_callback_duration")?.extract().unwrap_or(0.1);
         if dt >= limit {
             slf.call_method1("_warn_slow_callback", (h, dt))?;
+        }
+        if !h.get().is_io() {
+            drop(h.get().take_callback(py));
         }
         Ok(())
     }
@@ -766,6 +777,11 @@ impl LoopCore {
         }))
     }
 
+    /// The registered descriptors.
+    fn _io_fds(&self, py: Python<'_>) -> Vec<RawFd> {
+        self.state.with(py, |s| s.io.keys().copied().collect())
+    }
+
     /// Counts for tests and debugging: `(ready, timers, descriptors)`.
     fn _queue_sizes(&self, py: Python<'_>) -> (usize, usize, usize) {
         self.state.with(py, |s| (s.ready.len(), s.timers.len(), s.io.len()))
@@ -793,27 +809,38 @@ impl LoopCore {
     /// Marks the loop closed and releases every queued callback and registration.
     fn _core_close(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::Relaxed);
-        let taken = self.take_all(py);
-        drop(taken);
+        let (ready, handles) = self.take_all(py);
+        // Empty them too: user code may still hold some, and handles are not GC-tracked.
+        for r in &ready {
+            if let Ready::Native(h) = r {
+                drop(h.get().take_inner(py));
+            }
+        }
+        for h in &handles {
+            drop(h.get().take_inner(py));
+        }
+        drop((ready, handles));
         let free = self.free_handles.with(py, std::mem::take);
         drop(free);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Handles are not GC-tracked (handle.rs): their references are reported here,
+        // as the loop's own, for every handle the loop queues.
         self.state
             .traverse_with(|s| {
                 for r in &s.ready {
                     match r {
-                        Ready::Native(h) => visit.call(h)?,
+                        Ready::Native(h) => h.get().traverse_refs(&visit)?,
                         Ready::Foreign(o) => visit.call(o)?,
                     }
                 }
                 for h in s.timers.iter() {
-                    visit.call(h)?;
+                    h.get().traverse_refs(&visit)?;
                 }
                 for e in s.io.values() {
                     for h in [&e.reader, &e.writer].into_iter().flatten() {
-                        visit.call(h)?;
+                        h.get().traverse_refs(&visit)?;
                     }
                 }
                 Ok(())

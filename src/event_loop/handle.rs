@@ -4,6 +4,14 @@
 //! with the callback's source, `_source_traceback` in debug mode) but are native, so
 //! the loop runs them without a Python-level `Context.run` call: the callback is
 //! called between `PyContext_Enter` and `PyContext_Exit`.
+//!
+//! Handles, and the context copies made for them, are not tracked by the cyclic GC.
+//! A loop may queue a million of them, and the GC would walk every one at each
+//! collection they are part of. Instead the loop
+//! reports the references of the handles it queues as its own (`LoopCore::__traverse__`),
+//! and a handle drops its callback and arguments once it has run or is cancelled, so a
+//! handle that user code keeps afterwards holds no reference that could close a cycle
+//! (its context and loop stay, for `get_context()` and `_loop`).
 use super::cell::GilCell;
 use super::objref::ObjRef;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
@@ -30,8 +38,36 @@ pub(crate) struct Inner {
     /// the timer heap does not keep its callback's objects alive. (callable, args tuple)
     callback: Option<(ObjRef, ObjRef)>,
     context: Option<ObjRef>,
+    /// The context is a copy the loop made and untracked from the GC (see
+    /// `make_inner`). It must be tracked again before anyone else can see it and
+    /// before its last reference goes: CPython's context dealloc unlinks it from the
+    /// GC list without checking that it is linked.
+    context_untracked: bool,
     loop_: Option<ObjRef>,
     source_traceback: Option<Py<PyAny>>,
+    /// The repr saved by `cancel()` in debug mode.
+    saved_repr: Option<String>,
+}
+
+impl Inner {
+    /// Hands the context to the GC again (idempotent).
+    fn track_context(&mut self) {
+        if self.context_untracked {
+            self.context_untracked = false;
+            if let Some(c) = &self.context {
+                // Safety: GIL held (Inner is only touched through a GilCell or while
+                // being dropped by its handle's dealloc); the object is alive and we
+                // untracked it ourselves, so it is not tracked now.
+                unsafe { ffi::PyObject_GC_Track(c.as_ptr().cast()) };
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.track_context();
+    }
 }
 
 /// Marks a handle that is a timer: its deadline and the loop's count of cancelled
@@ -45,11 +81,14 @@ pub(crate) struct TimerInfo {
 pub struct Handle {
     inner: GilCell<Inner>,
     cancelled: AtomicBool,
-    /// Debug mode keeps the callback after `cancel()` so the repr can still show it.
-    keep_after_cancel: AtomicBool,
+    /// Made in debug mode: `cancel()` saves the repr before dropping the callback (as
+    /// asyncio does), so slow-callback and error messages can still name it.
+    debug: AtomicBool,
     pub(crate) timer: Option<TimerInfo>,
     /// True while the handle sits in the loop's timer heap.
     pub(crate) scheduled: AtomicBool,
+    /// A reader or writer: runs again at every readiness, never emptied after a run.
+    io: AtomicBool,
 }
 
 #[pyclass(frozen, extends = Handle, module = "interloop._interloop", name = "TimerHandle")]
@@ -80,16 +119,23 @@ impl Handle {
         let handle = Handle {
             inner: GilCell::new(inner),
             cancelled: AtomicBool::new(false),
-            keep_after_cancel: AtomicBool::new(debug),
+            debug: AtomicBool::new(debug),
             timer,
             scheduled: AtomicBool::new(false),
+            io: AtomicBool::new(false),
         };
-        if is_timer {
+        let h = if is_timer {
             let init = PyClassInitializer::from(handle).add_subclass(TimerHandle);
-            Ok(Bound::new(py, init)?.into_super())
+            Bound::new(py, init)?.into_super()
         } else {
-            Bound::new(py, handle)
-        }
+            Bound::new(py, handle)?
+        };
+        // Safety: PyO3 makes every class a GC type and tracks new objects; untracking
+        // is allowed at any time, and PyO3's dealloc untracks through the checked
+        // PyObject_GC_UnTrack, so an untracked handle is freed correctly. Why: see the
+        // module docs (the loop reports a queued handle's references itself).
+        unsafe { ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) };
+        Ok(h)
     }
 
     fn make_inner<'py>(
@@ -100,22 +146,36 @@ impl Handle {
         loop_: &Bound<'py, PyAny>,
         debug: bool,
     ) -> PyResult<Inner> {
-        let context = match context {
-            Some(c) if !c.is_none() => c,
-            // Safety: PyContext_CopyCurrent returns a new reference or NULL with an
-            // exception set; from_owned_ptr_or_err takes ownership of either outcome.
-            _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? },
-        };
+        // Everything that can fail comes before the context copy is untracked: an
+        // untracked copy must not be dropped by an early return.
         let source_traceback = if debug {
             Some(helpers(py)?.call_method0("_extract_stack")?.unbind())
         } else {
             None
         };
+        let mut untracked = false;
+        let context = match context {
+            Some(c) if !c.is_none() => c,
+            // Safety: PyContext_CopyCurrent returns a new reference or NULL with an
+            // exception set; from_owned_ptr_or_err takes ownership of either outcome.
+            // The copy is ours alone (nobody else has seen it yet), so untracking it
+            // is sound: the GC then ignores the copies a long ready queue holds (the
+            // loop reports them through its own traverse), and a batch of call_soon
+            // no longer sets off full collections. See the module docs.
+            _ => unsafe {
+                let ctx = Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?;
+                ffi::PyObject_GC_UnTrack(ctx.as_ptr().cast());
+                untracked = true;
+                ctx
+            },
+        };
         Ok(Inner {
             callback: Some((ObjRef::new(callback), ObjRef::new(args.into_any()))),
             context: Some(ObjRef::new(context)),
+            context_untracked: untracked,
             loop_: Some(ObjRef::new(loop_.clone())),
             source_traceback,
+            saved_repr: None,
         })
     }
 
@@ -132,7 +192,7 @@ impl Handle {
         let inner = Self::make_inner(py, callback, args, context, loop_, false)?;
         let old = self.inner.with(py, |i| std::mem::replace(i, inner));
         drop(old); // empty already; dropped after the borrow regardless
-        self.keep_after_cancel.store(false, Ordering::Relaxed);
+        self.debug.store(false, Ordering::Relaxed);
         self.cancelled.store(false, Ordering::Relaxed);
         Ok(())
     }
@@ -140,6 +200,41 @@ impl Handle {
     /// Empties the handle (for recycling); the caller drops the result after the borrow.
     pub(crate) fn take_inner(&self, py: Python<'_>) -> Inner {
         self.inner.with(py, std::mem::take)
+    }
+
+    /// Drops the callback and its arguments once a one-shot handle has run (asyncio
+    /// keeps them; we do not, because handles are not tracked by the GC: see
+    /// `LoopCore::__traverse__`). The caller drops the result after the borrow.
+    pub(crate) fn take_callback(&self, py: Python<'_>) -> Option<(ObjRef, ObjRef)> {
+        self.inner.with(py, |i| i.callback.take())
+    }
+
+    /// Reports this handle's references to the GC on behalf of the loop that queues it.
+    pub(crate) fn traverse_refs(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.inner
+            .traverse_with(|i| {
+                if let Some((f, a)) = &i.callback {
+                    visit.call(f.as_py())?;
+                    visit.call(a.as_py())?;
+                }
+                for o in [&i.context, &i.loop_].into_iter().flatten() {
+                    visit.call(o.as_py())?;
+                }
+                if let Some(t) = &i.source_traceback {
+                    visit.call(t)?;
+                }
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    #[inline]
+    pub(crate) fn is_io(&self) -> bool {
+        self.io.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_io(&self) {
+        self.io.store(true, Ordering::Relaxed)
     }
 
     #[inline]
@@ -151,17 +246,21 @@ impl Handle {
     pub(crate) fn invoke(&self, py: Python<'_>) -> Result<(), RunError> {
         let taken = self.inner.with(py, |i| {
             let (f, a) = i.callback.as_ref()?;
-            let ctx = i.context.as_ref()?;
-            // clone_ref only increments reference counts: no Python code runs.
-            Some((f.clone_ref(py), a.clone_ref(py), ctx.clone_ref(py)))
+            let ctx = i.context.as_ref()?.as_ptr();
+            // clone_ref only increments reference counts: no Python code runs. The
+            // context is borrowed: only take_inner/refill (never run during a call)
+            // or the handle's dealloc (the caller holds the handle) release it.
+            Some((f.clone_ref(py), a.clone_ref(py), ctx))
         });
         let Some((func, args, ctx)) = taken else { return Ok(()) };
-        // Safety: `func`, `args` and `ctx` are strong references we own for the whole
-        // block, and the GIL is held (token). PyContext_Enter/Exit are paired: Exit is
+        // Safety: `func` and `args` are strong references we own for the whole block;
+        // `ctx` is borrowed from this handle, which the caller keeps alive and which
+        // releases its context only in take_inner/refill/dealloc (none can run during
+        // the call); the GIL is held (token). PyContext_Enter/Exit are paired: Exit is
         // called exactly once after a successful Enter, whatever the call did; the
         // call's exception is fetched before Exit so Exit cannot clobber it.
         let result = unsafe {
-            if ffi::PyContext_Enter(ctx.as_ptr()) < 0 {
+            if ffi::PyContext_Enter(ctx) < 0 {
                 return Err(classify(py, PyErr::fetch(py)));
             }
             let res = if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
@@ -170,7 +269,7 @@ impl Handle {
                 ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut())
             };
             let err = if res.is_null() { Some(PyErr::fetch(py)) } else { None };
-            let exit_failed = ffi::PyContext_Exit(ctx.as_ptr()) < 0;
+            let exit_failed = ffi::PyContext_Exit(ctx) < 0;
             let exit_err = if exit_failed { Some(PyErr::fetch(py)) } else { None };
             if !res.is_null() {
                 ffi::Py_DECREF(res);
@@ -187,25 +286,28 @@ impl Handle {
         self.inner.with(py, |i| i.loop_.as_ref().map(|l| l.to_py(py)))
     }
 
-    pub(crate) fn cancel_inner(&self, py: Python<'_>) {
-        if self.cancelled.swap(true, Ordering::AcqRel) {
+    /// asyncio's `Handle.cancel()`: mark cancelled, drop the callback and its
+    /// arguments (in debug mode, after saving the repr).
+    pub(crate) fn cancel_bound(slf: &Bound<'_, Handle>) {
+        let this = slf.get();
+        let py = slf.py();
+        if this.cancelled.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(t) = &self.timer {
-            if self.scheduled.load(Ordering::Acquire) {
+        if let Some(t) = &this.timer {
+            if this.scheduled.load(Ordering::Acquire) {
                 t.heap_cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if !self.keep_after_cancel.load(Ordering::Relaxed) {
-            // Taken out under the borrow, dropped after it: dropping may run __del__.
-            let dropped = self.inner.with(py, |i| i.callback.take());
-            drop(dropped);
+        if this.debug.load(Ordering::Relaxed) {
+            if let Ok(r) = Handle::__repr__(slf) {
+                this.inner.with(py, |i| i.saved_repr = Some(r));
+            }
         }
+        // Taken out under the borrow, dropped after it: dropping may run __del__.
+        let dropped = this.inner.with(py, |i| i.callback.take());
+        drop(dropped);
     }
-}
-
-fn visit_raw(visit: &PyVisit<'_>, obj: &ObjRef) -> Result<(), PyTraverseError> {
-    visit.call(obj.as_py())
 }
 
 fn classify(py: Python<'_>, e: PyErr) -> RunError {
@@ -218,8 +320,8 @@ fn classify(py: Python<'_>, e: PyErr) -> RunError {
 
 #[pymethods]
 impl Handle {
-    fn cancel(&self, py: Python<'_>) {
-        self.cancel_inner(py);
+    fn cancel(slf: &Bound<'_, Self>) {
+        Handle::cancel_bound(slf);
     }
 
     fn cancelled(&self) -> bool {
@@ -227,7 +329,11 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.context.as_ref().map(|c| c.to_py(py)))
+        self.inner.with(py, |i| {
+            // Seen from outside from now on: the GC must know it again.
+            i.track_context();
+            i.context.as_ref().map(|c| c.to_py(py))
+        })
     }
 
     /// Runs the callback now, reporting an exception to the loop's handler (asyncio's
@@ -286,36 +392,11 @@ impl Handle {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        helpers(slf.py())?.call_method1("_handle_repr", (slf,))?.extract()
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Safety (of the unchecked borrow inside): tp_traverse is called by the GC with
-        // the GIL held; if a borrow is active we report nothing rather than alias.
-        self.inner
-            .traverse_with(|i| {
-                if let Some((f, a)) = &i.callback {
-                    visit_raw(&visit, f)?;
-                    visit_raw(&visit, a)?;
-                }
-                for o in [&i.context, &i.loop_].into_iter().flatten() {
-                    visit_raw(&visit, o)?;
-                }
-                if let Some(t) = &i.source_traceback {
-                    visit.call(t)?;
-                }
-                Ok(())
-            })
-            .unwrap_or(Ok(()))
-    }
-
-    fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self.inner.try_with(py, |i| {
-                (i.callback.take(), i.context.take(), i.loop_.take(), i.source_traceback.take())
-            });
-            drop(taken);
-        })
+        let py = slf.py();
+        if let Some(r) = slf.get().inner.with(py, |i| i.saved_repr.clone()) {
+            return Ok(r);
+        }
+        helpers(py)?.call_method1("_handle_repr", (slf,))?.extract()
     }
 }
 
