@@ -24,7 +24,9 @@ use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::collections::{HashMap, VecDeque};
@@ -128,6 +130,27 @@ fn clock_resolution() -> f64 {
     } else {
         1e-9
     }
+}
+
+static TASK_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static FUTURE_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static BASE_CREATE_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `asyncio.<module>.<path...>`, looked up once.
+fn asyncio_attr<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    path: &[&str],
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        let mut obj = py.import(format!("asyncio.{module}"))?.into_any();
+        for p in path {
+            obj = obj.getattr(*p)?;
+        }
+        Ok::<_, PyErr>(obj.unbind())
+    })
+    .map(|o| o.bind(py))
 }
 
 fn closed_error() -> PyErr {
@@ -610,6 +633,49 @@ impl LoopCore {
 
     fn time(&self) -> f64 {
         monotonic()
+    }
+
+    /// asyncio's `create_task`. The common case (no task factory, not in debug mode)
+    /// builds the C-accelerated `asyncio.Task` directly; factories and debug mode take
+    /// asyncio's own implementation.
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let kw = PyDict::new(py);
+        if let Some(n) = name {
+            kw.set_item(intern!(py, "name"), n)?;
+        }
+        if let Some(c) = context {
+            kw.set_item(intern!(py, "context"), c)?;
+        }
+        if this.is_debug()
+            || kwargs.is_some_and(|k| !k.is_empty())
+            || !slf.getattr(intern!(py, "_task_factory"))?.is_none()
+        {
+            if let Some(k) = kwargs {
+                kw.update(k.as_mapping())?;
+            }
+            return asyncio_attr(py, &BASE_CREATE_TASK, "base_events", &["BaseEventLoop", "create_task"])?
+                .call((slf, coro), Some(&kw));
+        }
+        kw.set_item(intern!(py, "loop"), slf)?;
+        asyncio_attr(py, &TASK_CLASS, "tasks", &["Task"])?.call((coro,), Some(&kw))
+    }
+
+    /// asyncio's `create_future`: a C-accelerated `asyncio.Future` bound to this loop.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kw = PyDict::new(py);
+        kw.set_item(intern!(py, "loop"), slf)?;
+        asyncio_attr(py, &FUTURE_CLASS, "futures", &["Future"])?.call((), Some(&kw))
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
