@@ -1,0 +1,451 @@
+"""The pool worker's driver, and the wire format shared with the caller.
+
+Inside a worker this file is executed by the worker thread (``src/interp/worker.rs``,
+embedded at build time) as module ``interloop._worker`` in the worker's own-GIL
+sub-interpreter; ``main(native, config)`` runs one persistent asyncio loop until the
+pool shuts down. In the caller, ``interloop._pool`` imports the same file for the
+wire format (``dumps_job``, ``decode``), so both sides agree by construction.
+
+Worker protocol (the native half is ``interloop._interloop`` *in the worker*, a
+raw-FFI module; see ``src/interp/module.rs``):
+
+1. ``main`` copies the caller's ``sys.path``/``sys.argv``, imports ``preload``,
+   makes a loop, reports ``ready`` (with the preload error, if any).
+2. The loop watches ``native.wake_fd()``. Idle, it blocks in epoll on that fd: that
+   is how a worker parks (no polling). A wake-up means new work, cancel requests,
+   results of nested spawns, or shutdown (``native.poll()``).
+3. ``pump`` takes jobs while the worker has capacity: fewer than ``concurrency``
+   running jobs (jobs waiting for their own nested spawns do not count) *and* the
+   loop has nothing else ready to run. So a busy worker never hoards: it takes a new
+   job only when it would otherwise go idle (after 16 consecutive loop iterations
+   with work still queued and nobody taking it, it takes one anyway, so a single
+   busy worker cannot starve the queue).
+4. A job is started eagerly (a plain function runs to completion; a coroutine
+   runs as an eager task until its first real suspension), and completes with
+   exactly one ``native.complete(job, kind, bytes)``.
+"""
+import pickle
+import sys
+
+OK, ERR, REMOTE_ERR, CANCELLED = 0, 1, 2, 3
+WORKER_READY, WORKER_FAILED, WORKER_EXITED = 16, 17, 18
+FLAG_INTERRUPT = 1
+
+_IN_WORKER = False
+_config = {}
+_driver = None  # the running Driver (inside a worker only)
+
+
+class RemoteError(Exception):
+    """An exception raised in a pool worker that could not be sent back as itself.
+
+    ``type_name`` is the original exception's qualified type name, ``message`` its
+    text, and ``remote_traceback`` the worker's formatted traceback.
+    """
+
+    def __init__(self, type_name, message, remote_traceback=""):
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self):
+        return f"{self.type_name}: {self.message}"
+
+
+class RemoteTraceback(Exception):
+    """Set as ``__cause__`` of exceptions from workers; its text is the worker's traceback."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return "\n\nTraceback in the pool worker:\n" + self.tb
+
+
+# --- wire format --------------------------------------------------------------
+
+def _main_available():
+    main = sys.modules.get("__main__")
+    return bool(getattr(main, "__file__", None)) or bool(
+        getattr(getattr(main, "__spec__", None), "name", None))
+
+
+def dumps_job(fn, args, kwargs):
+    """Pickles ``(fn, args, kwargs)``; raises ``TypeError`` naming what cannot travel."""
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not callable")
+    if not _IN_WORKER and getattr(fn, "__module__", None) == "__main__" and not _main_available():
+        raise TypeError(
+            f"cannot send {getattr(fn, '__qualname__', fn)!r} to a pool worker: it is defined in "
+            "an interactive __main__ that workers cannot import; put it in a module or a script file")
+    try:
+        return pickle.dumps((fn, args, kwargs), 5)
+    except Exception as e:
+        raise _why_unpicklable(fn, args, kwargs, e) from e
+
+
+def _why_unpicklable(fn, args, kwargs, err):
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    try:
+        pickle.dumps(fn, 5)
+    except Exception as e:
+        if "<lambda>" in name:
+            why = "it is a lambda"
+        elif "<locals>" in name:
+            why = "it is defined inside another function (a closure or local function)"
+        else:
+            why = f"{type(e).__name__}: {e}"
+        return TypeError(
+            f"cannot send {name!r} to a pool worker: {why}; functions travel by module "
+            "and qualified name, so define it at the top level of a module")
+    for i, a in enumerate(args):
+        try:
+            pickle.dumps(a, 5)
+        except Exception as e:
+            return TypeError(
+                f"argument {i} of {name}() ({type(a).__qualname__}) cannot be pickled: "
+                f"{type(e).__name__}: {e}")
+    for k, v in kwargs.items():
+        try:
+            pickle.dumps(v, 5)
+        except Exception as e:
+            return TypeError(
+                f"keyword argument {k!r} of {name}() ({type(v).__qualname__}) cannot be "
+                f"pickled: {type(e).__name__}: {e}")
+    return TypeError(f"the call {name}(...) cannot be pickled: {type(err).__name__}: {err}")
+
+
+def _ensure_main():
+    """Module name to use for pickles that reference ``__main__``."""
+    if not _IN_WORKER:
+        return "__main__"
+    if "__mp_main__" in sys.modules:
+        return "__mp_main__"
+    # Load the caller's main script as __mp_main__, as multiprocessing's spawn does.
+    import runpy
+    import types
+    name, path = _config.get("main_name"), _config.get("main_path")
+    if name:
+        content = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
+    elif path:
+        content = runpy.run_path(path, run_name="__mp_main__")
+    else:
+        raise ImportError("the caller's __main__ has no file the worker could load")
+    mod = types.ModuleType("__mp_main__")
+    mod.__dict__.update(content)
+    sys.modules["__mp_main__"] = sys.modules["__main__"] = mod
+    return "__mp_main__"
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "__main__" or module == "__mp_main__":
+            module = _ensure_main()
+        return super().find_class(module, name)
+
+
+def loads(data):
+    import io
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+def encode_error(exc):
+    """``(kind, bytes)`` for an exception raised by a job."""
+    import traceback
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        data = pickle.dumps((exc, tb), 5)
+        loads(data)  # pickles but cannot be rebuilt (e.g. custom __init__)? then RemoteError
+        return ERR, data
+    except BaseException:
+        t = type(exc)
+        try:
+            msg = str(exc)
+        except BaseException:
+            msg = "<str() failed>"
+        return REMOTE_ERR, pickle.dumps((f"{t.__module__}.{t.__qualname__}", msg, tb), 5)
+
+
+def decode(kind, data):
+    """The job's result, or raises its exception (worker traceback as ``__cause__``)."""
+    if kind == OK:
+        return loads(data)
+    if kind == ERR:
+        exc, tb = loads(data)
+        exc.__cause__ = RemoteTraceback(tb)
+        raise exc
+    if kind == REMOTE_ERR:
+        type_name, msg, tb = loads(data)
+        exc = RemoteError(type_name, msg, tb)
+        exc.__cause__ = RemoteTraceback(tb)
+        raise exc
+    import asyncio
+    raise asyncio.CancelledError()
+
+
+def resolve(fut, kind, data):
+    """Resolves an asyncio future from a completion, exactly once."""
+    if fut.done():
+        return
+    try:
+        fut.set_result(decode(kind, data))
+    except BaseException as e:  # noqa: BLE001 - every outcome goes to the future
+        import asyncio
+        if isinstance(e, asyncio.CancelledError):
+            fut.cancel()
+        else:
+            fut.set_exception(e)
+
+
+# --- the worker ----------------------------------------------------------------
+
+def _stub(name):
+    def _unavailable(*a, **k):
+        raise RuntimeError(f"interloop.{name} is not available inside a pool worker")
+    return type(name, (), {"__init__": _unavailable, "__call__": _unavailable})
+
+
+def _install_module_getattr(native):
+    # The caller's interloop/__init__.py imports names from the native PyO3 module,
+    # which cannot load here; the worker module stands in, with stubs for the rest.
+    def __getattr__(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _stub(name)
+    native.__getattr__ = __getattr__
+
+
+def main(native, config):
+    global _IN_WORKER, _config, _driver
+    import json
+    _IN_WORKER = True
+    _config = cfg = json.loads(config)
+    sys.path[:] = cfg["path"]
+    if cfg.get("argv") is not None:
+        sys.argv[:] = cfg["argv"]
+    _install_module_getattr(native)
+    err = None
+    for name in cfg.get("preload", ()):
+        try:
+            __import__(name)
+        except BaseException:  # noqa: BLE001 - reported to the caller
+            import traceback
+            err = f"preload of {name!r} failed in worker {native.index()}:\n{traceback.format_exc()}"
+            break
+    import asyncio
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    d = _driver = Driver(native, loop, cfg)
+    native.ready(err)
+    try:
+        loop.add_reader(native.wake_fd(), d.on_wake)
+        native.set_interrupt_handler(d.on_interrupt)
+        loop.call_soon(d.pump)
+        loop.run_until_complete(d.stopped)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        _driver = None
+        loop.remove_reader(native.wake_fd())
+        loop.close()
+        asyncio.set_event_loop(None)
+        _forget_dummy_thread()
+
+
+def _forget_dummy_thread():
+    # Trap 4: on 3.13 the _DummyThread of this (non-Python-created) thread is dropped
+    # during interpreter teardown, too late ("Exception ignored in
+    # _DeleteDummyThreadOnDel"). Drop it now, while threading is intact.
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    info = getattr(threading, "_thread_local_info", None)
+    if info is not None and hasattr(info, "_track_dummy_thread_ref"):
+        try:
+            del info._track_dummy_thread_ref
+        except BaseException:  # noqa: BLE001
+            pass
+    threading._active.pop(threading.get_ident(), None)
+
+
+class Driver:
+    def __init__(self, native, loop, cfg):
+        import asyncio
+        import contextvars
+        self.asyncio = asyncio
+        self.contextvars = contextvars
+        self.native = native
+        self.loop = loop
+        self.concurrency = max(1, int(cfg.get("concurrency") or 1))
+        self.tasks = {}        # job id -> Task, started and not finished
+        self.blocked = {}      # job id -> how many nested results it is awaiting
+        self.nblocked = 0      # jobs with a non-zero count in `blocked`
+        self.sync_job = None   # job whose plain function (or eager first step) runs now
+        self.children = {}     # nested job id -> Future in this loop
+        self.stopped = loop.create_future()
+        self.closing = False
+        self.pump_scheduled = False
+        self.deferrals = 0
+        self.ready = loop._ready  # asyncio's ready queue: "would the loop go idle?"
+        self.job_var = contextvars.ContextVar("interloop_job", default=None)
+
+    # -- wake-ups --
+    def on_wake(self):
+        shutdown, cancels, done = self.native.poll()
+        for job, _interrupt in cancels:
+            t = self.tasks.get(job)
+            if t is not None:
+                t.cancel()
+        for job, kind, data in done:
+            fut = self.children.pop(job, None)
+            if fut is not None:
+                resolve(fut, kind, data)
+        if shutdown and not self.closing:
+            self.shutdown()
+        self.pump()
+
+    def on_interrupt(self, job):
+        """Pending-call handler: the exception to raise in the running code, if it is ``job``."""
+        if self.sync_job == job:
+            return self.asyncio.CancelledError()
+        t = self.tasks.get(job)
+        if t is not None and self.asyncio.current_task(self.loop) is t:
+            return self.asyncio.CancelledError()
+        return None
+
+    # -- scheduling --
+    def pump_soon(self):
+        if not self.pump_scheduled:
+            self.pump_scheduled = True
+            self.loop.call_soon(self.pump)
+
+    def pump(self):
+        self.pump_scheduled = False
+        native = self.native
+        while not self.closing:
+            if len(self.tasks) - self.nblocked >= self.concurrency:
+                native.busy()
+                return
+            if self.ready and self.tasks:
+                # Other work is ready here: a new job now would be hoarded.
+                native.busy()
+                if native.has_work():
+                    self.deferrals += 1
+                    if self.deferrals < 16:
+                        self.pump_soon()
+                        return
+                else:
+                    self.deferrals = 0
+                    self.pump_soon()
+                    return
+            self.deferrals = 0
+            job = native.take()
+            if job is None:
+                return  # registered: the next submission writes our wake fd
+            self.start(*job)
+
+    def start(self, job, payload, flags):
+        try:
+            fn, args, kwargs = loads(payload)
+        except BaseException as e:  # noqa: BLE001
+            self.fail(job, e)
+            return
+        self.sync_job = job
+        try:
+            r = fn(*args, **kwargs)
+            if type(r).__name__ == "coroutine" or self.asyncio.iscoroutine(r):
+                ctx = self.contextvars.copy_context()
+                ctx.run(self.job_var.set, job)
+                task = self.asyncio.Task(r, loop=self.loop, context=ctx, eager_start=True)
+            else:
+                self.sync_job = None
+                self.succeed(job, r)
+                return
+        except BaseException as e:  # noqa: BLE001
+            self.sync_job = None
+            if isinstance(e, self.asyncio.CancelledError):
+                self.native.complete(job, CANCELLED, b"")
+            else:
+                self.fail(job, e)
+            return
+        self.sync_job = None
+        if task.done():
+            self.finish_task(job, task)
+            return
+        self.tasks[job] = task
+        task.add_done_callback(lambda t, job=job: self.on_task_done(job, t))
+
+    def on_task_done(self, job, task):
+        self.tasks.pop(job, None)
+        if self.blocked.pop(job, 0):
+            self.nblocked -= 1
+        self.finish_task(job, task)
+        if self.closing:
+            if not self.tasks and not self.stopped.done():
+                self.stopped.set_result(None)
+        else:
+            self.pump_soon()
+
+    def finish_task(self, job, task):
+        if task.cancelled():
+            self.native.complete(job, CANCELLED, b"")
+            return
+        e = task.exception()
+        if e is not None:
+            self.fail(job, e)
+        else:
+            self.succeed(job, task.result())
+
+    def succeed(self, job, value):
+        try:
+            data = pickle.dumps(value, 5)
+        except Exception as e:  # noqa: BLE001
+            err = TypeError(f"the result ({type(value).__qualname__}) cannot be pickled: "
+                            f"{type(e).__name__}: {e}")
+            self.fail(job, err)
+            return
+        self.native.complete(job, OK, data)
+
+    def fail(self, job, exc):
+        kind, data = encode_error(exc)
+        self.native.complete(job, kind, data)
+
+    def shutdown(self):
+        self.closing = True
+        for fut in self.children.values():
+            fut.cancel()
+        for t in list(self.tasks.values()):
+            t.cancel()
+        if not self.tasks and not self.stopped.done():
+            self.stopped.set_result(None)
+
+    # -- nested spawn (interloop.spawn inside a worker) --
+    def spawn(self, fn, args, kwargs, interrupt=False):
+        payload = dumps_job(fn, args, kwargs)
+        child = self.native.spawn(payload, FLAG_INTERRUPT if interrupt else 0)
+        fut = self.loop.create_future()
+        self.children[child] = fut
+        self.pump_soon()  # if this loop goes idle, it takes the child back itself
+        return self._await_child(child, fut, interrupt)
+
+    async def _await_child(self, child, fut, interrupt):
+        parent = self.job_var.get()
+        if parent is not None:
+            n = self.blocked.get(parent, 0)
+            self.blocked[parent] = n + 1
+            if n == 0:
+                self.nblocked += 1
+            self.pump_soon()  # capacity was lent: take work while we wait
+        try:
+            return await fut
+        except self.asyncio.CancelledError:
+            if self.children.pop(child, None) is not None:
+                self.native.cancel(child, interrupt)
+            raise
+        finally:
+            n = self.blocked.get(parent, 0) if parent is not None else 0
+            if n:
+                self.blocked[parent] = n - 1
+                if n == 1:
+                    self.nblocked -= 1
