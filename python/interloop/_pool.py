@@ -10,9 +10,10 @@ Caller-side life cycle of one ``pool.run`` (the native steps are in
 
 1. The call is pickled here, so a lambda, a closure or an unpicklable argument
    raises ``TypeError`` in the caller, at submit time.
-2. With ``max_pending`` reached, ``run`` returns a coroutine that first waits for
-   room (backpressure); otherwise it submits at once and returns a plain
-   ``asyncio.Future`` (so ``gather`` needs no extra task per job).
+2. ``run`` is a coroutine (so ``TaskGroup.create_task(pool.run(...))`` works);
+   ``submit`` is its eager half: it submits at once and returns a plain
+   ``asyncio.Future`` (no task per job). With ``max_pending`` reached, both wait
+   for room first (backpressure).
 3. Completions are drained in batches from the loop: an ``add_reader`` callback on
    the pool's eventfd, or the loop's own native drain when it offers
    ``_interloop_attach_completions``. Each resolves its future unless the future is
@@ -239,12 +240,31 @@ class Pool:
 
     # -- public API -------------------------------------------------------------
     def run(self, fn, /, *args, interrupt=False, **kwargs):
-        """Runs ``fn(*args, **kwargs)`` in a worker; returns an awaitable of its result.
+        """Runs ``fn(*args, **kwargs)`` in a worker; returns a coroutine of its result.
 
         ``fn`` is an ``async def`` or plain function importable by module and
-        qualified name. With ``interrupt=True``, cancelling also interrupts code that
-        never awaits (``CancelledError`` is raised in it at the next bytecode).
+        qualified name; the call is pickled now, so what cannot travel raises
+        ``TypeError`` here. With ``max_pending`` reached, awaiting it first waits for
+        room. With ``interrupt=True``, cancelling also interrupts code that never
+        awaits (``CancelledError`` is raised in it at its next bytecode).
         """
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        payload = _wire.dumps_job(fn, args, kwargs)
+        return self._run(payload, interrupt, _label(fn))
+
+    async def _run(self, payload, interrupt, label):
+        loop = self._attach()
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        if self._max_pending is not None and len(self._pending) >= self._max_pending:
+            return await self._submit_when_room(loop, payload, interrupt, label)
+        return await self._submit(loop, payload, interrupt, label)
+
+    def submit(self, fn, /, *args, interrupt=False, **kwargs):
+        """Like ``run`` but submits now and returns the ``asyncio.Future`` itself
+        (cheaper for many small jobs: no task per job). With ``max_pending``
+        reached it returns a coroutine that waits for room, then submits."""
         if self._closed:
             raise RuntimeError("the pool is closed")
         loop = self._attach()
@@ -266,7 +286,7 @@ class Pool:
         try:
             if ordered:
                 for item in it:
-                    inflight.append(asyncio.ensure_future(self.run(fn, item)))
+                    inflight.append(asyncio.ensure_future(self.submit(fn, item)))
                     if len(inflight) >= window:
                         yield await inflight.popleft()
                 while inflight:
@@ -289,7 +309,7 @@ class Pool:
                         except StopIteration:
                             exhausted = True
                             break
-                        f = asyncio.ensure_future(self.run(fn, item))
+                        f = asyncio.ensure_future(self.submit(fn, item))
                         inflight.append(f)
                         f.add_done_callback(on_done)
                         count += 1

@@ -269,6 +269,22 @@ def _forget_dummy_thread():
     threading._active.pop(threading.get_ident(), None)
 
 
+class _Escaped(Exception):
+    """Carries SystemExit/KeyboardInterrupt out of a job's task: asyncio re-raises
+    those out of the loop, which would stop the worker."""
+
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+
+async def _guarded(coro):
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as e:
+        raise _Escaped(e) from None
+
+
 class Driver:
     def __init__(self, native, loop, cfg):
         import asyncio
@@ -282,6 +298,7 @@ class Driver:
         self.blocked = {}      # job id -> how many nested results it is awaiting
         self.nblocked = 0      # jobs with a non-zero count in `blocked`
         self.sync_job = None   # job whose plain function (or eager first step) runs now
+        self.doomed = set()    # jobs interrupted after `take` but before they started
         self.children = {}     # nested job id -> Future in this loop
         self.stopped = loop.create_future()
         self.closing = False
@@ -310,7 +327,11 @@ class Driver:
         if self.sync_job == job:
             return self.asyncio.CancelledError()
         t = self.tasks.get(job)
-        if t is not None and self.asyncio.current_task(self.loop) is t:
+        if t is None:
+            # Taken but not started yet (the pending call fired between `take` and
+            # the call): `start` will see it. (Or already finished: harmless.)
+            self.doomed.add(job)
+        elif self.asyncio.current_task(self.loop) is t:
             return self.asyncio.CancelledError()
         return None
 
@@ -351,13 +372,16 @@ class Driver:
         except BaseException as e:  # noqa: BLE001
             self.fail(job, e)
             return
-        self.sync_job = job
         try:
+            self.sync_job = job
+            if self.doomed and job in self.doomed:
+                self.doomed.discard(job)
+                raise self.asyncio.CancelledError()
             r = fn(*args, **kwargs)
             if type(r).__name__ == "coroutine" or self.asyncio.iscoroutine(r):
                 ctx = self.contextvars.copy_context()
                 ctx.run(self.job_var.set, job)
-                task = self.asyncio.Task(r, loop=self.loop, context=ctx, eager_start=True)
+                task = self.asyncio.Task(_guarded(r), loop=self.loop, context=ctx, eager_start=True)
             else:
                 self.sync_job = None
                 self.succeed(job, r)
@@ -393,7 +417,7 @@ class Driver:
             return
         e = task.exception()
         if e is not None:
-            self.fail(job, e)
+            self.fail(job, e.exc if isinstance(e, _Escaped) else e)
         else:
             self.succeed(job, task.result())
 
