@@ -39,7 +39,8 @@ from ._worker import RemoteError  # noqa: F401 - re-exported
 __all__ = ["Pool", "spawn", "InterpreterExecutor", "RemoteError"]
 
 _IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
-_live_cores = weakref.WeakSet() if False else set()  # cores shut down at exit
+_live_cores = set()  # cores to shut down at interpreter exit
+_stuck_cores = set()  # cores whose close() already timed out on stuck workers
 _live_lock = threading.Lock()
 
 
@@ -383,7 +384,9 @@ class Pool:
         self._detach()
         self._pending.clear()
         with _live_lock:
-            if not stuck:
+            if stuck:
+                _stuck_cores.add(self._core)  # already waited for: no second wait at exit
+            else:
                 _live_cores.discard(self._core)
         report = [f"worker {w} (running {', '.join(stuck_jobs.get(w) or ['no job'])})" for w in stuck]
         if report:
@@ -553,7 +556,7 @@ def _shutdown_all_at_exit():
         c.shutdown()
     stuck = []
     for c in cores:
-        s = c.join(5.0)
+        s = c.join(0.0 if c in _stuck_cores else 5.0)
         if s:
             stuck.append((c, s))
     if stuck:
