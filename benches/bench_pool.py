@@ -168,7 +168,7 @@ def tiny_section(runs, jobs):
 
     async def il(count, fn, how):
         async with interloop.Pool(WORKERS) as pool:
-            await asyncio.gather(*(pool.run(fn) for _ in range(20)))
+            await asyncio.gather(*(pool.run(pool_jobs.noop) for _ in range(20)))
             t = time.perf_counter()
             if how == "submit":
                 await asyncio.gather(*(pool.submit(fn) for _ in range(count)))
@@ -323,6 +323,7 @@ def main():
     n = 300_000 if args.quick else 1_500_000
 
     report = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": runs,
+              "loadavg_at_start": os.getloadavg(),
               "workers": WORKERS, "cpu_jobs": CPU_JOBS, "cpu_job_n": n}
     print(f"# interloop pool benchmarks (CPython {report['python']}, {os.cpu_count()} cores, "
           f"median of {runs})\n", flush=True)
@@ -363,6 +364,9 @@ def main():
     report["rss_per_worker_mib"] = rss / 2**20
     print(f"## Memory\n\nRSS per interloop worker (4 workers, asyncio loaded): {rss / 2**20:.1f} MiB\n")
 
+    report["loadavg_at_end"] = os.getloadavg()
+    print(f"load average at start {report['loadavg_at_start']}, at end {report['loadavg_at_end']} "
+          "(the machine is shared: CPU numbers need an idle machine)")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

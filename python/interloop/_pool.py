@@ -88,8 +88,20 @@ def _config(preload, concurrency):
     })
 
 
-def _label(fn):
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+class _JobFuture(asyncio.Future):
+    """The awaitable of one job: a real ``asyncio.Future`` whose ``cancel()`` also
+    cancels the job (cheaper than a done-callback per job)."""
+
+    __slots__ = ("_pool", "_job", "_interrupt", "_label")
+
+    def cancel(self, msg=None):
+        if not super().cancel(msg):
+            return False
+        pool = self._pool
+        if pool is not None:
+            self._pool = None
+            pool._cancel_job(self._job, self._interrupt)
+        return True
 
 
 class Pool:
@@ -119,7 +131,6 @@ class Pool:
         self._loop = loop
         self._attached = None  # "reader" | "native"
         self._pending = {}     # job id -> asyncio.Future
-        self._labels = {}      # job id -> "module.qualname", to name stuck work
         self._room_waiters = collections.deque()
         self._control_waiters = []
         self._ready = set()
@@ -160,16 +171,15 @@ class Pool:
         if batch is None:
             batch = self._core.drain()
         pending = self._pending
-        labels = self._labels
         loads = _wire.loads
         for job, kind, data in batch:
             if kind >= 16:
                 self._on_control(job, kind, data)
                 continue
             fut = pending.pop(job, None)
-            labels.pop(job, None)
             if fut is None or fut.done():
                 continue
+            fut._pool = None
             if kind == 0:
                 try:
                     fut.set_result(loads(data))
@@ -210,19 +220,20 @@ class Pool:
                 w.set_result(None)
                 room -= 1
 
-    def _on_future_done(self, job, interrupt, fut):
-        if fut.cancelled() and self._pending.pop(job, None) is not None:
-            self._labels.pop(job, None)
+    def _cancel_job(self, job, interrupt):
+        if self._pending.pop(job, None) is not None:
             self._core.cancel(job, interrupt)
             if self._room_waiters:
                 self._wake_room()
 
     def _submit(self, loop, payload, interrupt, label):
-        fut = loop.create_future()
+        fut = _JobFuture(loop=loop)
         job = self._core.submit(payload, 1 if interrupt else 0)
+        fut._pool = self
+        fut._job = job
+        fut._interrupt = interrupt
+        fut._label = label
         self._pending[job] = fut
-        self._labels[job] = label
-        fut.add_done_callback(functools.partial(self._on_future_done, job, interrupt))
         return fut
 
     async def _submit_when_room(self, loop, payload, interrupt, label):
@@ -252,7 +263,7 @@ class Pool:
         if self._closed:
             raise RuntimeError("the pool is closed")
         payload = _wire.dumps_job(fn, args, kwargs)
-        return self._run(payload, interrupt, _label(fn))
+        return self._run(payload, interrupt, _wire.label_of(fn))
 
     async def _run(self, payload, interrupt, label):
         loop = self._attach()
@@ -270,7 +281,7 @@ class Pool:
             raise RuntimeError("the pool is closed")
         loop = self._attach()
         payload = _wire.dumps_job(fn, args, kwargs)
-        label = _label(fn)
+        label = _wire.label_of(fn)
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return self._submit_when_room(loop, payload, interrupt, label)
         return self._submit(loop, payload, interrupt, label)
@@ -371,12 +382,13 @@ class Pool:
         if not cancel and self._pending:
             futs = list(self._pending.values())
             await asyncio.wait(futs, timeout=None if deadline is None else max(0, deadline - loop.time()))
+        labels = {job: fut._label for job, fut in self._pending.items()}
         for job in list(self._pending):
             fut = self._pending.get(job)
             if fut is not None and not fut.done():
-                self._core.cancel(job, True)
+                fut._interrupt = True
                 fut.cancel()
-        stuck_jobs = {w: [self._labels.get(j, f"job {j}") for j in self._core.running_on(w)]
+        stuck_jobs = {w: [labels.get(j, f"job {j}") for j in self._core.running_on(w)]
                       for w in range(self._nworkers)}
         self._core.shutdown()
         remaining = 10.0 if deadline is None else max(0.0, deadline - loop.time())

@@ -72,8 +72,36 @@ def _main_available():
         getattr(getattr(main, "__spec__", None), "name", None))
 
 
+_fn_cache = {}  # fn -> (pickled fn, label); functions are pickled once per process
+_NO_ARGS = pickle.dumps(((), {}), 5)
+
+
 def dumps_job(fn, args, kwargs):
-    """Pickles ``(fn, args, kwargs)``; raises ``TypeError`` naming what cannot travel."""
+    """Encodes a call; raises ``TypeError`` naming what cannot travel.
+
+    Payload: 4-byte little-endian length of the pickled function, the pickled
+    function (cached: pickling a function reference costs microseconds), then the
+    pickled ``(args, kwargs)``.
+    """
+    try:
+        fnb = _fn_cache[fn][0]
+    except (KeyError, TypeError):
+        fnb = _pickle_fn(fn, args, kwargs)[0]
+    try:
+        rest = pickle.dumps((args, kwargs), 5) if args or kwargs else _NO_ARGS
+    except Exception as e:
+        raise _why_unpicklable(fn, args, kwargs, e) from e
+    return len(fnb).to_bytes(4, "little") + fnb + rest
+
+
+def label_of(fn):
+    try:
+        return _fn_cache[fn][1]
+    except (KeyError, TypeError):
+        return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _pickle_fn(fn, args, kwargs):
     if not callable(fn):
         raise TypeError(f"{fn!r} is not callable")
     if not _IN_WORKER and getattr(fn, "__module__", None) == "__main__" and not _main_available():
@@ -81,9 +109,34 @@ def dumps_job(fn, args, kwargs):
             f"cannot send {getattr(fn, '__qualname__', fn)!r} to a pool worker: it is defined in "
             "an interactive __main__ that workers cannot import; put it in a module or a script file")
     try:
-        return pickle.dumps((fn, args, kwargs), 5)
+        fnb = pickle.dumps(fn, 5)
     except Exception as e:
         raise _why_unpicklable(fn, args, kwargs, e) from e
+    entry = (fnb, f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}")
+    try:
+        if len(_fn_cache) > 4096:
+            _fn_cache.clear()
+        _fn_cache[fn] = entry
+    except TypeError:  # unhashable callable
+        pass
+    return entry
+
+
+_fn_loaded = {}  # pickled fn -> fn, in the receiving interpreter
+
+
+def loads_job(payload):
+    """``(fn, args, kwargs)`` from ``dumps_job``'s bytes."""
+    n = int.from_bytes(payload[:4], "little")
+    fnb = payload[4:4 + n]
+    fn = _fn_loaded.get(fnb)
+    if fn is None:
+        fn = loads(fnb)
+        if len(_fn_loaded) > 4096:
+            _fn_loaded.clear()
+        _fn_loaded[fnb] = fn
+    args, kwargs = loads(payload[4 + n:])
+    return fn, args, kwargs
 
 
 def _why_unpicklable(fn, args, kwargs, err):
@@ -147,6 +200,8 @@ class _Unpickler(pickle.Unpickler):
 
 
 def loads(data):
+    if b"main__" not in data:
+        return pickle.loads(data)
     import io
     return _Unpickler(io.BytesIO(data)).load()
 
@@ -368,7 +423,7 @@ class Driver:
 
     def start(self, job, payload, flags):
         try:
-            fn, args, kwargs = loads(payload)
+            fn, args, kwargs = loads_job(payload)
         except BaseException as e:  # noqa: BLE001
             self.fail(job, e)
             return
