@@ -9,7 +9,9 @@
 
 mod core;
 
-pub use self::core::{register, PoolCore};
+pub use self::core::register;
+#[allow(unused_imports)] // for interloop's own loop (native drain), see module docs
+pub use self::core::PoolCore;
 
 use crate::sched::{Completion, CompletionSink, WakeFd};
 use parking_lot::Mutex;

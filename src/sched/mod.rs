@@ -74,7 +74,8 @@ pub struct Completion {
 }
 
 /// Completion kinds. Job results are < 16; control messages from workers are >= 16
-/// and carry the worker index in `job`.
+/// and carry the worker index in `job`. (Some are only produced by the Python driver.)
+#[allow(dead_code)]
 pub mod kind {
     pub const OK: u8 = 0;
     pub const ERR: u8 = 1;
