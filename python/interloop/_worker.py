@@ -297,7 +297,7 @@ def main(native, config):
     try:
         loop.add_reader(native.wake_fd(), d.on_wake)
         native.set_interrupt_handler(d.on_interrupt)
-        loop.call_soon(d.pump)
+        d.pump_soon()
         loop.run_until_complete(d.stopped)
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
@@ -394,10 +394,13 @@ class Driver:
     def pump_soon(self):
         if not self.pump_scheduled:
             self.pump_scheduled = True
-            self.loop.call_soon(self.pump)
+            self.loop.call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self):
+        self.pump_scheduled = False
+        self.pump()
 
     def pump(self):
-        self.pump_scheduled = False
         native = self.native
         while not self.closing:
             if len(self.tasks) - self.nblocked >= self.concurrency:
