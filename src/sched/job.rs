@@ -1,4 +1,7 @@
 //! A job and its shared control block.
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
