@@ -298,7 +298,10 @@ class Pool:
         try:
             if ordered:
                 for item in it:
-                    inflight.append(asyncio.ensure_future(self.submit(fn, item)))
+                    f = self.submit(fn, item)
+                    if not isinstance(f, asyncio.Future):
+                        f = asyncio.ensure_future(f)  # waiting for room (max_pending)
+                    inflight.append(f)
                     if len(inflight) >= window:
                         yield await inflight.popleft()
                 while inflight:
@@ -321,7 +324,9 @@ class Pool:
                         except StopIteration:
                             exhausted = True
                             break
-                        f = asyncio.ensure_future(self.submit(fn, item))
+                        f = self.submit(fn, item)
+                        if not isinstance(f, asyncio.Future):
+                            f = asyncio.ensure_future(f)
                         inflight.append(f)
                         f.add_done_callback(on_done)
                         count += 1

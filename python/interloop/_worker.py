@@ -17,9 +17,8 @@ raw-FFI module; see ``src/interp/module.rs``):
 3. ``pump`` takes jobs while the worker has capacity: fewer than ``concurrency``
    running jobs (jobs waiting for their own nested spawns do not count) *and* the
    loop has nothing else ready to run. So a busy worker never hoards: it takes a new
-   job only when it would otherwise go idle (after 16 consecutive loop iterations
-   with work still queued and nobody taking it, it takes one anyway, so a single
-   busy worker cannot starve the queue).
+   job only when it would otherwise go idle. (A job that never lets its loop go idle,
+   e.g. one polling with ``sleep(0)``, keeps its worker to itself, as a thread would.)
 4. A job is started eagerly (a plain function runs to completion; a coroutine
    runs as an eager task until its first real suspension), and completes with
    exactly one ``native.complete(job, kind, bytes)``.
@@ -324,6 +323,16 @@ def _forget_dummy_thread():
     threading._active.pop(threading.get_ident(), None)
 
 
+async def _coro_type_probe():
+    pass
+
+
+_probe = _coro_type_probe()
+_CoroutineType = type(_probe)
+_probe.close()
+del _probe
+
+
 class _Escaped(Exception):
     """Carries SystemExit/KeyboardInterrupt out of a job's task: asyncio re-raises
     those out of the loop, which would stop the worker."""
@@ -358,7 +367,6 @@ class Driver:
         self.stopped = loop.create_future()
         self.closing = False
         self.pump_scheduled = False
-        self.deferrals = 0
         self.ready = loop._ready  # asyncio's ready queue: "would the loop go idle?"
         self.job_var = contextvars.ContextVar("interloop_job", default=None)
 
@@ -407,18 +415,11 @@ class Driver:
                 native.busy()
                 return
             if self.ready and self.tasks:
-                # Other work is ready here: a new job now would be hoarded.
+                # Other work is ready here: a job taken now would wait (hoarded) while
+                # an idle worker could start it. Look again next loop iteration.
                 native.busy()
-                if native.has_work():
-                    self.deferrals += 1
-                    if self.deferrals < 16:
-                        self.pump_soon()
-                        return
-                else:
-                    self.deferrals = 0
-                    self.pump_soon()
-                    return
-            self.deferrals = 0
+                self.pump_soon()
+                return
             job = native.take()
             if job is None:
                 return  # registered: the next submission writes our wake fd
@@ -436,7 +437,7 @@ class Driver:
                 self.doomed.discard(job)
                 raise self.asyncio.CancelledError()
             r = fn(*args, **kwargs)
-            if type(r).__name__ == "coroutine" or self.asyncio.iscoroutine(r):
+            if type(r) is _CoroutineType or (r is not None and self.asyncio.iscoroutine(r)):
                 ctx = self.contextvars.copy_context()
                 ctx.run(self.job_var.set, job)
                 task = self.asyncio.Task(_guarded(r), loop=self.loop, context=ctx, eager_start=True)
