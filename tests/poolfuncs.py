@@ -156,3 +156,9 @@ async def crunch(n):
         total += i * i % 7
     await asyncio.sleep(0)
     return total
+
+
+async def break_worker_loop():
+    """Stops the worker's own loop from inside: the worker's driver fails."""
+    asyncio.get_running_loop().stop()
+    await asyncio.sleep(3600)

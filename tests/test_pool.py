@@ -356,6 +356,16 @@ def test_failing_preload_raises_and_process_survives():
     run(main())
 
 
+def test_a_failing_worker_fails_its_job_not_the_process():
+    async def main():
+        async with interloop.Pool(2) as pool:
+            with pytest.raises(RuntimeError, match="stopped while running this job"):
+                await pool.run(pf.break_worker_loop)
+            # the other worker still serves
+            assert await asyncio.gather(*(pool.run(pf.add, i, 1) for i in range(10))) == list(range(1, 11))
+    run(main())
+
+
 def test_async_with_exit_waits_for_submitted_work():
     async def main():
         async with interloop.Pool(2) as pool:

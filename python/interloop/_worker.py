@@ -26,7 +26,7 @@ raw-FFI module; see ``src/interp/module.rs``):
 import pickle
 import sys
 
-OK, ERR, REMOTE_ERR, CANCELLED = 0, 1, 2, 3
+OK, ERR, REMOTE_ERR, CANCELLED, LOST = 0, 1, 2, 3, 4
 WORKER_READY, WORKER_FAILED, WORKER_EXITED = 16, 17, 18
 FLAG_INTERRUPT = 1
 
@@ -235,6 +235,8 @@ def decode(kind, data):
         exc = RemoteError(type_name, msg, tb)
         exc.__cause__ = RemoteTraceback(tb)
         raise exc
+    if kind == LOST:
+        raise RuntimeError(bytes(data).decode("utf-8", "replace"))
     import asyncio
     raise asyncio.CancelledError()
 

@@ -125,6 +125,12 @@ pub fn worker_main(sched: Arc<Scheduler>, me: usize, local: Worker<Job>, config:
     // Safety: this thread holds no GIL yet; `run` follows the numbered protocol
     // above, pairing every state change with its undo.
     unsafe { run(&ctx, &config) };
+    // Normally nothing is left; if the driver failed, its running jobs get an error
+    // instead of hanging their callers.
+    for id in sched.running_on(me) {
+        let msg = format!("interloop pool worker {me} stopped while running this job");
+        sched.complete(me, id, kind::LOST, msg.into_bytes());
+    }
     sched.mark_exited(me);
 }
 

@@ -81,6 +81,8 @@ pub mod kind {
     pub const ERR: u8 = 1;
     pub const REMOTE_ERR: u8 = 2;
     pub const CANCELLED: u8 = 3;
+    /// The worker ended (its driver failed) while running the job; data is a message.
+    pub const LOST: u8 = 4;
     pub const WORKER_READY: u8 = 16;
     pub const WORKER_FAILED: u8 = 17;
     pub const WORKER_EXITED: u8 = 18;
