@@ -26,7 +26,7 @@ import atexit
 import collections
 import concurrent.futures
 import functools
-import json
+import marshal
 import os
 import sys
 import threading
@@ -78,7 +78,7 @@ def _config(preload, concurrency):
         d = os.path.dirname(os.path.abspath(main_path))
         if d not in path:
             path.insert(0, d)
-    return json.dumps({
+    return marshal.dumps({
         "path": path,
         "argv": list(sys.argv),
         "preload": list(preload),

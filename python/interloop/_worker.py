@@ -275,9 +275,9 @@ def _install_module_getattr(native):
 
 def main(native, config):
     global _IN_WORKER, _config, _driver
-    import json
+    import marshal
     _IN_WORKER = True
-    _config = cfg = json.loads(config)
+    _config = cfg = marshal.loads(config)
     sys.path[:] = cfg["path"]
     if cfg.get("argv") is not None:
         sys.argv[:] = cfg["argv"]

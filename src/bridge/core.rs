@@ -30,14 +30,14 @@ impl PoolCore {
     /// Starts `workers` threads; each creates its own-GIL interpreter and runs the
     /// driver with `config` (JSON made by `interloop._pool`).
     #[new]
-    fn new(workers: usize, config: String) -> PyResult<Self> {
+    fn new(py: Python<'_>, workers: usize, config: Vec<u8>) -> PyResult<Self> {
         if workers == 0 {
             return Err(PyRuntimeError::new_err("a pool needs at least one worker"));
         }
         let completions = Arc::new(Completions::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
         let (sched, locals) = Scheduler::new(workers, Box::new(completions.clone()))
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        let config: Arc<str> = config.into();
+        let config = Arc::new(crate::interp::WorkerConfig { driver_code: driver_code(py)?, config: config.into() });
         let mut threads = Vec::with_capacity(workers);
         for (i, local) in locals.into_iter().enumerate() {
             let (s, c) = (sched.clone(), config.clone());
@@ -146,6 +146,20 @@ impl PoolCore {
         d.set_item("latency", lat)?;
         Ok(d)
     }
+}
+
+/// The worker driver compiled and marshalled, once per process.
+fn driver_code(py: Python<'_>) -> PyResult<Arc<[u8]>> {
+    static CODE: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
+    if let Some(c) = CODE.get() {
+        return Ok(c.clone());
+    }
+    let code = py
+        .import("builtins")?
+        .getattr("compile")?
+        .call1((crate::interp::DRIVER_SRC, "interloop/_worker.py", "exec"))?;
+    let bytes: Vec<u8> = py.import("marshal")?.getattr("dumps")?.call1((code,))?.extract()?;
+    Ok(CODE.get_or_init(|| bytes.into()).clone())
 }
 
 /// Adds the pool's classes to `interloop._interloop`.

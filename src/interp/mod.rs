@@ -11,4 +11,4 @@ mod module;
 mod worker;
 
 pub use module::init_module_def;
-pub use worker::{interrupt, worker_main};
+pub use worker::{interrupt, worker_main, WorkerConfig, DRIVER_SRC};

@@ -8,7 +8,7 @@
 //!    not re-take the main GIL, trap 3) report `WORKER_FAILED` and end.
 //! 3. Publish the `PyInterpreterState*` (for interrupts), create the worker module
 //!    (`module::create`), execute the embedded driver source as `interloop._worker`
-//!    and call `main(native_module, config_json)`. It returns at shutdown.
+//!    and call `main(native_module, config)`. It returns at shutdown.
 //! 4. Unpublish the interpreter (no more pending calls are added), drop the
 //!    interrupt handler, post `WORKER_EXITED`, `Py_EndInterpreter`.
 //! 5. `PyEval_RestoreThread(main_ts)`, `PyThreadState_Clear`,
@@ -22,7 +22,16 @@ use std::os::raw::{c_int, c_void};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
-const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
+/// The driver's source, embedded so the worker needs no file lookup to start.
+pub const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
+
+/// What a worker starts from: the driver compiled once by the caller and marshalled
+/// (compiling it in every worker would cost milliseconds of its start-up), and the
+/// pool's configuration (a marshalled dict made by `interloop._pool`).
+pub struct WorkerConfig {
+    pub driver_code: Arc<[u8]>,
+    pub config: Arc<[u8]>,
+}
 
 /// Everything the worker-side module needs; lives on the worker thread's stack.
 pub struct WorkerCtx {
@@ -114,7 +123,7 @@ unsafe extern "C" fn run_interrupt(arg: *mut c_void) -> c_int {
     -1
 }
 
-pub fn worker_main(sched: Arc<Scheduler>, me: usize, local: Worker<Job>, config: Arc<str>) {
+pub fn worker_main(sched: Arc<Scheduler>, me: usize, local: Worker<Job>, config: Arc<WorkerConfig>) {
     let ctx = WorkerCtx {
         sched: sched.clone(),
         me,
@@ -141,7 +150,7 @@ fn fail(ctx: &WorkerCtx, msg: &str) {
     );
 }
 
-unsafe fn run(ctx: &WorkerCtx, config: &str) {
+unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
     // Step 1.
     let main_ts = ffi::PyThreadState_New(ffi::PyInterpreterState_Main());
     ffi::PyEval_RestoreThread(main_ts);
@@ -184,7 +193,7 @@ unsafe fn run(ctx: &WorkerCtx, config: &str) {
 }
 
 /// Step 3: module, driver, `main()`. Errors are printed in the worker and reported.
-unsafe fn drive(ctx: &WorkerCtx, config: &str) {
+unsafe fn drive(ctx: &WorkerCtx, config: &WorkerConfig) {
     let m = module::create(ctx);
     if m.is_null() {
         ffi::PyErr_Print();
@@ -200,9 +209,11 @@ unsafe fn drive(ctx: &WorkerCtx, config: &str) {
     ffi::Py_DecRef(m);
 }
 
-unsafe fn run_driver(m: *mut ffi::PyObject, config: &str) -> bool {
-    let src = std::ffi::CString::new(DRIVER_SRC).unwrap();
-    let code = ffi::Py_CompileString(src.as_ptr(), c"interloop/_worker.py".as_ptr(), ffi::Py_file_input);
+unsafe fn run_driver(m: *mut ffi::PyObject, config: &WorkerConfig) -> bool {
+    let code = ffi::PyMarshal_ReadObjectFromString(
+        config.driver_code.as_ptr() as *const _,
+        config.driver_code.len() as ffi::Py_ssize_t,
+    );
     if code.is_null() {
         return false;
     }
@@ -216,7 +227,7 @@ unsafe fn run_driver(m: *mut ffi::PyObject, config: &str) -> bool {
     if main.is_null() {
         return false;
     }
-    let cfg = ffi::PyUnicode_FromStringAndSize(config.as_ptr() as *const _, config.len() as ffi::Py_ssize_t);
+    let cfg = super::ffi_util::bytes(&config.config);
     ffi::Py_IncRef(m);
     let args = super::ffi_util::tuple(&[m, cfg]);
     if args.is_null() {
