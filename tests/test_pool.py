@@ -72,6 +72,31 @@ def test_workers_are_subinterpreters_in_this_process_with_callers_path():
     run(main())
 
 
+def test_loop_native_completion_hook_is_used():
+    """A loop that offers ``_interloop_attach_completions`` drains completions itself
+    (interloop's own loop does it natively); the pool then does not add a reader."""
+    calls = []
+
+    class HookLoop(asyncio.SelectorEventLoop):
+        def _interloop_attach_completions(self, core, callback):
+            calls.append("attach")
+            # a native loop would drain `core` each iteration; emulate with the fd
+            self.add_reader(core.fd(), lambda: callback(core.drain()))
+
+        def _interloop_detach_completions(self, core):
+            calls.append("detach")
+            self.remove_reader(core.fd())
+
+    async def main():
+        async with interloop.Pool(1) as pool:
+            assert await pool.run(pf.add, 2, 3) == 5
+            assert pool._attached == "native"
+
+    with asyncio.Runner(loop_factory=HookLoop) as r:
+        r.run(main())
+    assert calls == ["attach", "detach"]
+
+
 # -- exceptions -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind,exc_type,text", [
