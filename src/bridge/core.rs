@@ -135,6 +135,7 @@ impl PoolCore {
         d.set_item("failed", s.failed)?;
         d.set_item("cancelled", s.cancelled)?;
         d.set_item("stolen", s.stolen)?;
+        d.set_item("wakeups", s.wakeups)?;
         let lat = PyDict::new(py);
         let (count, mean, p50, p90, p99, max) = s.latency;
         lat.set_item("count", count)?;

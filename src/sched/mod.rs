@@ -111,10 +111,14 @@ pub struct WorkerSlot {
     exited_cv: Condvar,
 }
 
+const JOB_SHARDS: usize = 16;
+
 pub struct Scheduler {
     injector: Injector<Job>,
     pub slots: Vec<WorkerSlot>,
-    jobs: Mutex<HashMap<JobId, Arc<JobCtl>>>,
+    /// The job table, sharded by id so the caller inserting new jobs and workers
+    /// removing finished ones rarely meet on one lock.
+    jobs: Vec<Mutex<HashMap<JobId, Arc<JobCtl>>>>,
     next_id: AtomicU64,
     next_notify: AtomicUsize,
     pub stats: Stats,
@@ -142,13 +146,23 @@ impl Scheduler {
         let s = Scheduler {
             injector: Injector::new(),
             slots,
-            jobs: Mutex::new(HashMap::new()),
+            jobs: (0..JOB_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             next_id: AtomicU64::new(1),
             next_notify: AtomicUsize::new(0),
             stats: Stats::new(n),
             sink,
         };
         Ok((Arc::new(s), locals))
+    }
+
+    fn shard(&self, id: JobId) -> &Mutex<HashMap<JobId, Arc<JobCtl>>> {
+        &self.jobs[(id as usize) % JOB_SHARDS]
+    }
+
+    /// Jobs in the table (queued or running), for tests.
+    #[cfg(test)]
+    pub fn table_len(&self) -> usize {
+        self.jobs.iter().map(|s| s.lock().len()).sum()
     }
 
     pub fn workers(&self) -> usize {
@@ -159,7 +173,7 @@ impl Scheduler {
     pub fn submit(&self, payload: Vec<u8>, flags: u32, origin: Origin, local: Option<&Worker<Job>>) -> JobId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let ctl = Arc::new(JobCtl::new(id, origin));
-        self.jobs.lock().insert(id, ctl.clone());
+        self.shard(id).lock().insert(id, ctl.clone());
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let job = Job { ctl, payload, flags };
         let me = match (local, origin) {
@@ -189,6 +203,7 @@ impl Scheduler {
             }
             let s = &self.slots[i];
             if s.wants_work.load(Ordering::SeqCst) && !s.notified.swap(true, Ordering::AcqRel) {
+                self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
                 s.wake.notify();
                 return;
             }
@@ -267,7 +282,7 @@ impl Scheduler {
 
     /// Step 5 of the life cycle. Returns false if the job was unknown.
     pub fn complete(&self, worker: usize, id: JobId, kind: u8, data: Vec<u8>) -> bool {
-        let ctl = self.jobs.lock().remove(&id);
+        let ctl = self.shard(id).lock().remove(&id);
         let Some(ctl) = ctl else { return false };
         ctl.finish();
         self.slots[worker].running.fetch_sub(1, Ordering::Relaxed);
@@ -300,11 +315,11 @@ impl Scheduler {
 
     /// Cancellation steps 1 to 3. Returns the worker running the job, if it runs.
     pub fn cancel(&self, id: JobId, interrupt: bool) -> Option<usize> {
-        let ctl = self.jobs.lock().get(&id).cloned();
+        let ctl = self.shard(id).lock().get(&id).cloned();
         let ctl = ctl?;
         match ctl.try_cancel_queued() {
             Ok(()) => {
-                self.jobs.lock().remove(&id);
+                self.shard(id).lock().remove(&id);
                 self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -355,12 +370,11 @@ impl Scheduler {
 
     /// Jobs running on `worker` right now (for naming stuck workers).
     pub fn running_on(&self, worker: usize) -> Vec<JobId> {
-        let jobs = self.jobs.lock();
-        let mut v: Vec<JobId> = jobs
-            .values()
-            .filter(|c| c.state() == JobState::Running(worker))
-            .map(|c| c.id)
-            .collect();
+        let mut v: Vec<JobId> = Vec::new();
+        for shard in &self.jobs {
+            let jobs = shard.lock();
+            v.extend(jobs.values().filter(|c| c.state() == JobState::Running(worker)).map(|c| c.id));
+        }
         v.sort_unstable();
         v
     }

@@ -10,6 +10,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     pub cancelled: AtomicU64,
     pub stolen: AtomicU64,
+    /// Wake-ups written to idle workers' fds.
+    pub wakeups: AtomicU64,
     latency_us: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
     workers: usize,
@@ -24,6 +26,7 @@ pub struct StatsSnapshot {
     pub failed: u64,
     pub cancelled: u64,
     pub stolen: u64,
+    pub wakeups: u64,
     /// (count, mean, p50, p90, p99, max-bucket upper bound), microseconds.
     pub latency: (u64, f64, f64, f64, f64, f64),
 }
@@ -36,6 +39,7 @@ impl Stats {
             failed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             stolen: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
             latency_us: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_us: AtomicU64::new(0),
             workers,
@@ -82,6 +86,7 @@ impl Stats {
             failed: self.failed.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
             stolen: self.stolen.load(Ordering::Relaxed),
+            wakeups: self.wakeups.load(Ordering::Relaxed),
             latency: (total, mean, pct(0.5), pct(0.9), pct(0.99), max),
         }
     }
