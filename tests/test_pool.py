@@ -246,6 +246,24 @@ def test_interrupt_cpu_bound_code(fn):
     run(main())
 
 
+def test_fresh_pool_serves_and_interrupts_before_workers_finish_starting():
+    # Plain-function jobs run before a worker has imported asyncio; they can be
+    # interrupted there too.
+    async def main():
+        pool = interloop.Pool(1)
+        fut = pool.submit(pf.spin_forever, interrupt=True)
+        for _ in range(1000):
+            if pool.stats()["running"][0] == 1:
+                break
+            await asyncio.sleep(0.005)
+        fut.cancel()
+        assert await asyncio.wait_for(pool.run(pf.add, 1, 2), 30) == 3
+        assert await pool.run(pf.aadd, 1, 2) == 3
+        assert pool.stats()["cancelled"] == 1
+        assert await pool.close() == []
+    run(main())
+
+
 def test_100k_tiny_jobs_with_random_cancellations_resolve_exactly_once():
     n = 100_000
     rnd = random.Random(4)

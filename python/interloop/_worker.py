@@ -10,7 +10,8 @@ Worker protocol (the native half is ``interloop._interloop`` *in the worker*, a
 raw-FFI module; see ``src/interp/module.rs``):
 
 1. ``main`` copies the caller's ``sys.path``/``sys.argv``, imports ``preload``,
-   makes a loop, reports ``ready`` (with the preload error, if any).
+   reports ``ready`` (with the preload error, if any), (1b) runs plain-function
+   jobs while there are some, then imports asyncio and makes the worker's loop.
 2. The loop watches ``native.wake_fd()``. Idle, it blocks in epoll on that fd: that
    is how a worker parks (no polling). A wake-up means new work, cancel requests,
    results of nested spawns, or shutdown (``native.poll()``).
@@ -21,7 +22,8 @@ raw-FFI module; see ``src/interp/module.rs``):
    e.g. one polling with ``sleep(0)``, keeps its worker to itself, as a thread would.)
 4. A job is started eagerly (a plain function runs to completion; a coroutine
    runs as an eager task until its first real suspension), and completes with
-   exactly one ``native.complete(job, kind, bytes)``.
+   exactly one ``native.complete(job, kind, bytes)``. Before asyncio is imported
+   (most of a worker's start-up), plain-function jobs already run (step 1b).
 """
 import pickle
 import sys
@@ -290,6 +292,10 @@ def main(native, config):
             import traceback
             err = f"preload of {name!r} failed in worker {native.index()}:\n{traceback.format_exc()}"
             break
+    # Plain-function jobs need no event loop: serve them while asyncio is not
+    # imported yet (that import is most of a worker's start-up).
+    native.set_interrupt_handler(_early_interrupt)
+    early = _run_plain_jobs_early(native)
     import asyncio
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -298,6 +304,9 @@ def main(native, config):
     try:
         loop.add_reader(native.wake_fd(), d.on_wake)
         native.set_interrupt_handler(d.on_interrupt)
+        if early is not None:
+            d.pending_launch = early[0]
+            loop.call_soon(d.launch_early, *early)
         d.pump_soon()
         loop.run_until_complete(d.stopped)
         loop.run_until_complete(loop.shutdown_asyncgens())
@@ -307,6 +316,71 @@ def main(native, config):
         loop.close()
         asyncio.set_event_loop(None)
         _forget_dummy_thread()
+
+
+class _EarlyInterrupt(BaseException):
+    """Interrupts a plain-function job run before asyncio is imported."""
+
+
+_early_job = None
+_early_doomed = set()  # interrupted before their early start (handed to the Driver)
+
+
+def _early_interrupt(job):
+    if job == _early_job:
+        return _EarlyInterrupt()
+    _early_doomed.add(job)
+    return None
+
+
+def _run_plain_jobs_early(native):
+    """Runs plain-function jobs before the worker's loop exists. Stops at the first
+    coroutine job (returned as ``(job, coroutine)``, to start once the loop runs) or
+    when no job is queued (the worker is then registered for a wake-up)."""
+    global _early_job
+    while True:
+        job = native.take()
+        if job is None:
+            return None
+        job, payload, _flags = job
+        try:
+            _early_job = job
+            if job in _early_doomed:
+                _early_doomed.discard(job)
+                raise _EarlyInterrupt()
+            fn, args, kwargs = loads_job(payload)
+            r = fn(*args, **kwargs)
+        except _EarlyInterrupt:
+            _early_job = None
+            native.complete(job, CANCELLED, b"")
+            continue
+        except BaseException as e:  # noqa: BLE001
+            _early_job = None
+            _complete_error(native, job, e)
+            continue
+        _early_job = None
+        if type(r) is _CoroutineType or (hasattr(r, "send") and hasattr(r, "throw")):
+            return job, r
+        _complete_value(native, job, r)
+
+
+def _complete_value(native, job, value):
+    try:
+        data = pickle.dumps(value, 5)
+    except Exception as e:  # noqa: BLE001
+        _complete_error(native, job, TypeError(
+            f"the result ({type(value).__qualname__}) cannot be pickled: {type(e).__name__}: {e}"))
+        return
+    native.complete(job, OK, data)
+
+
+def _complete_error(native, job, exc):
+    import asyncio
+    if isinstance(exc, asyncio.CancelledError):
+        native.complete(job, CANCELLED, b"")
+        return
+    kind, data = encode_error(exc)
+    native.complete(job, kind, data)
 
 
 def _forget_dummy_thread():
@@ -364,7 +438,9 @@ class Driver:
         self.blocked = {}      # job id -> how many nested results it is awaiting
         self.nblocked = 0      # jobs with a non-zero count in `blocked`
         self.sync_job = None   # job whose plain function (or eager first step) runs now
-        self.doomed = set()    # jobs interrupted after `take` but before they started
+        self.doomed = set(_early_doomed)  # jobs interrupted after `take`, before they started
+        _early_doomed.clear()
+        self.pending_launch = None  # coroutine job taken before the loop existed
         self.children = {}     # nested job id -> Future in this loop
         self.stopped = loop.create_future()
         self.closing = False
@@ -374,18 +450,23 @@ class Driver:
 
     # -- wake-ups --
     def on_wake(self):
+        self.drain_inbox()
+        self.pump()
+
+    def drain_inbox(self):
         shutdown, cancels, done = self.native.poll()
         for job, _interrupt in cancels:
             t = self.tasks.get(job)
             if t is not None:
                 t.cancel()
+            elif job == self.pending_launch:
+                self.doomed.add(job)
         for job, kind, data in done:
             fut = self.children.pop(job, None)
             if fut is not None:
                 resolve(fut, kind, data)
         if shutdown and not self.closing:
             self.shutdown()
-        self.pump()
 
     def on_interrupt(self, job):
         """Pending-call handler: the exception to raise in the running code, if it is ``job``."""
@@ -439,14 +520,42 @@ class Driver:
                 self.doomed.discard(job)
                 raise self.asyncio.CancelledError()
             r = fn(*args, **kwargs)
-            if type(r) is _CoroutineType or (r is not None and self.asyncio.iscoroutine(r)):
-                ctx = self.contextvars.copy_context()
-                ctx.run(self.job_var.set, job)
-                task = self.asyncio.Task(_guarded(r), loop=self.loop, context=ctx, eager_start=True)
-            else:
+            if not (type(r) is _CoroutineType or (r is not None and self.asyncio.iscoroutine(r))):
                 self.sync_job = None
                 self.succeed(job, r)
                 return
+        except BaseException as e:  # noqa: BLE001
+            self.sync_job = None
+            if isinstance(e, self.asyncio.CancelledError):
+                self.native.complete(job, CANCELLED, b"")
+            else:
+                self.fail(job, e)
+            return
+        self.launch(job, r)
+
+    def launch_early(self, job, coro):
+        """Starts the coroutine job taken before the loop existed, unless it was
+        cancelled meanwhile (its interrupt, if any, found no handler then)."""
+        self.drain_inbox()
+        self.pending_launch = None
+        if job in self.doomed or self.closing:
+            self.doomed.discard(job)
+            coro.close()
+            self.native.complete(job, CANCELLED, b"")
+            return
+        self.launch(job, coro)
+
+    def launch(self, job, coro):
+        """Runs a job's coroutine as an eager task."""
+        try:
+            self.sync_job = job
+            if self.doomed and job in self.doomed:
+                self.doomed.discard(job)
+                coro.close()
+                raise self.asyncio.CancelledError()
+            ctx = self.contextvars.copy_context()
+            ctx.run(self.job_var.set, job)
+            task = self.asyncio.Task(_guarded(coro), loop=self.loop, context=ctx, eager_start=True)
         except BaseException as e:  # noqa: BLE001
             self.sync_job = None
             if isinstance(e, self.asyncio.CancelledError):
@@ -483,14 +592,7 @@ class Driver:
             self.succeed(job, task.result())
 
     def succeed(self, job, value):
-        try:
-            data = pickle.dumps(value, 5)
-        except Exception as e:  # noqa: BLE001
-            err = TypeError(f"the result ({type(value).__qualname__}) cannot be pickled: "
-                            f"{type(e).__name__}: {e}")
-            self.fail(job, err)
-            return
-        self.native.complete(job, OK, data)
+        _complete_value(self.native, job, value)
 
     def fail(self, job, exc):
         kind, data = encode_error(exc)
