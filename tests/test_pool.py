@@ -502,6 +502,19 @@ def test_pool_left_open_at_exit_does_not_hang_or_crash(tmp_path):
     assert "Fatal" not in r.stderr and "Exception ignored" not in r.stderr
 
 
+def test_executor_left_open_at_exit(tmp_path):
+    r = run_script(tmp_path, """
+        import interloop, poolfuncs
+        ex = interloop.InterpreterExecutor(2)
+        print(ex.submit(poolfuncs.add, 1, 2).result())
+        ex.submit(poolfuncs.sleep_then, 1, 0.5)
+        print("exit")
+    """, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "exit"]
+    assert "Fatal" not in r.stderr and "Exception ignored" not in r.stderr
+
+
 def test_hung_job_close_timeout_names_the_stuck_worker(tmp_path):
     r = run_script(tmp_path, """
         import asyncio, interloop, poolfuncs, time, warnings

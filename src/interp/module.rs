@@ -140,6 +140,12 @@ pub unsafe fn detach(m: *mut ffi::PyObject) {
     }
 }
 
+// Safety of the `w_*` functions: CPython calls them with the worker interpreter's GIL
+// held, on a thread of that interpreter, with `m` the module object and `a[..n]`
+// valid borrowed arguments (METH_FASTCALL). `ctx()` refuses calls from any thread but
+// the worker's own and after `detach`, so the `WorkerCtx` they reach is alive and not
+// shared with another thread (its `crossbeam_deque::Worker` is single-threaded).
+
 unsafe extern "C" fn w_exec(m: *mut ffi::PyObject) -> c_int {
     let v = ffi::PyUnicode_FromString(c"0.1.0".as_ptr());
     if v.is_null() || ffi::PyModule_AddObjectRef(m, c"__version__".as_ptr(), v) != 0 {

@@ -150,6 +150,10 @@ fn fail(ctx: &WorkerCtx, msg: &str) {
     );
 }
 
+/// Steps 1 to 5 of the worker life cycle.
+///
+/// # Safety
+/// Called once, on a fresh thread that holds no Python thread state.
 unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
     // Step 1.
     let main_ts = ffi::PyThreadState_New(ffi::PyInterpreterState_Main());
@@ -193,6 +197,9 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
 }
 
 /// Step 3: module, driver, `main()`. Errors are printed in the worker and reported.
+///
+/// # Safety
+/// The worker interpreter's GIL is held by this thread; `ctx` outlives the call.
 unsafe fn drive(ctx: &WorkerCtx, config: &WorkerConfig) {
     let m = module::create(ctx);
     if m.is_null() {
@@ -209,6 +216,8 @@ unsafe fn drive(ctx: &WorkerCtx, config: &WorkerConfig) {
     ffi::Py_DecRef(m);
 }
 
+/// # Safety
+/// As `drive`; `m` is the worker module (a strong reference owned by the caller).
 unsafe fn run_driver(m: *mut ffi::PyObject, config: &WorkerConfig) -> bool {
     let code = ffi::PyMarshal_ReadObjectFromString(
         config.driver_code.as_ptr() as *const _,
