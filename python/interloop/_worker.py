@@ -342,7 +342,7 @@ def _run_plain_jobs_early(native):
         job = native.take()
         if job is None:
             return None
-        job, payload, _flags = job
+        job, payload, _flags, _local = job
         try:
             _early_job = job
             if job in _early_doomed:
@@ -441,6 +441,7 @@ class Driver:
         self.doomed = set(_early_doomed)  # jobs interrupted after `take`, before they started
         _early_doomed.clear()
         self.pending_launch = None  # coroutine job taken before the loop existed
+        self.local = set()     # running jobs that this worker spawned itself
         self.children = {}     # nested job id -> Future in this loop
         self.stopped = loop.create_future()
         self.closing = False
@@ -508,7 +509,9 @@ class Driver:
                 return  # registered: the next submission writes our wake fd
             self.start(*job)
 
-    def start(self, job, payload, flags):
+    def start(self, job, payload, flags, local):
+        if local:
+            self.local.add(job)
         try:
             fn, args, kwargs = loads_job(payload)
         except BaseException as e:  # noqa: BLE001
@@ -527,7 +530,7 @@ class Driver:
         except BaseException as e:  # noqa: BLE001
             self.sync_job = None
             if isinstance(e, self.asyncio.CancelledError):
-                self.native.complete(job, CANCELLED, b"")
+                self.cancelled(job)
             else:
                 self.fail(job, e)
             return
@@ -541,7 +544,7 @@ class Driver:
         if job in self.doomed or self.closing:
             self.doomed.discard(job)
             coro.close()
-            self.native.complete(job, CANCELLED, b"")
+            self.cancelled(job)
             return
         self.launch(job, coro)
 
@@ -559,7 +562,7 @@ class Driver:
         except BaseException as e:  # noqa: BLE001
             self.sync_job = None
             if isinstance(e, self.asyncio.CancelledError):
-                self.native.complete(job, CANCELLED, b"")
+                self.cancelled(job)
             else:
                 self.fail(job, e)
             return
@@ -583,7 +586,7 @@ class Driver:
 
     def finish_task(self, job, task):
         if task.cancelled():
-            self.native.complete(job, CANCELLED, b"")
+            self.cancelled(job)
             return
         e = task.exception()
         if e is not None:
@@ -591,12 +594,36 @@ class Driver:
         else:
             self.succeed(job, task.result())
 
+    # Completions. A job spawned by this worker and run by this worker ("local")
+    # resolves its future here directly, by reference: no pickling, no wake-up.
     def succeed(self, job, value):
+        if self.local and job in self.local:
+            self.local.discard(job)
+            fut = self.children.pop(job, None)
+            if fut is not None and not fut.done():
+                fut.set_result(value)
+            self.native.complete(job, OK, b"")
+            return
         _complete_value(self.native, job, value)
 
     def fail(self, job, exc):
+        if self.local and job in self.local:
+            self.local.discard(job)
+            fut = self.children.pop(job, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+            self.native.complete(job, ERR, b"")
+            return
         kind, data = encode_error(exc)
         self.native.complete(job, kind, data)
+
+    def cancelled(self, job):
+        if self.local and job in self.local:
+            self.local.discard(job)
+            fut = self.children.pop(job, None)
+            if fut is not None:
+                fut.cancel()
+        self.native.complete(job, CANCELLED, b"")
 
     def shutdown(self):
         self.closing = True

@@ -44,10 +44,10 @@ pub fn init_module_def() {
             method!(c"index", w_index, c"index() -> int: this worker's index"),
             method!(c"ready", w_ready, c"ready(error: str|None): tell the caller this worker started"),
             method!(c"poll", w_poll, c"poll() -> (shutdown, cancels, completions)"),
-            method!(c"take", w_take, c"take() -> (job, payload, flags) | None; registers for a wake-up if None"),
+            method!(c"take", w_take, c"take() -> (job, payload, flags, local) | None; registers for a wake-up if None"),
             method!(c"busy", w_busy, c"busy(): no capacity now, do not wake me for new jobs"),
             method!(c"has_work", w_has_work, c"has_work() -> bool: some job is queued somewhere"),
-            method!(c"complete", w_complete, c"complete(job, kind, data: bytes)"),
+            method!(c"complete", w_complete, c"complete(job, kind, data: bytes); a local job (see take) is not routed: its spawner is this worker, which resolved it"),
             method!(c"spawn", w_spawn, c"spawn(payload: bytes, flags: int) -> job: nested submission to this worker's deque"),
             method!(c"cancel", w_cancel, c"cancel(job, interrupt: bool) -> bool"),
             method!(c"set_interrupt_handler", w_set_interrupt_handler, c"set_interrupt_handler(fn): fn(job) -> exception|None"),
@@ -234,7 +234,13 @@ unsafe extern "C" fn w_take(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t
     let Some(c) = ctx(m) else { return std::ptr::null_mut() };
     match c.sched.take(c.me, &c.local) {
         None => none(),
-        Some(job) => tuple(&[u64_(job.ctl.id), bytes(&job.payload), ffi::PyLong_FromLong(job.flags as _)]),
+        Some(job) => tuple(&[
+            u64_(job.ctl.id),
+            bytes(&job.payload),
+            ffi::PyLong_FromLong(job.flags as _),
+            // spawned by this very worker: the driver resolves it in place
+            bool_(job.ctl.origin == Origin::Worker(c.me)),
+        ]),
     }
 }
 

@@ -19,7 +19,9 @@
 //!    worker going idle is never missed.
 //! 5. The worker posts exactly one completion per job it started (`complete`), which
 //!    removes the job from the table and routes the bytes to the job's origin: the
-//!    caller's completion queue or the inbox of the worker that spawned it.
+//!    caller's completion queue or the inbox of the worker that spawned it. A job
+//!    run by the very worker that spawned it is not routed: that worker's driver
+//!    resolved it in place (by reference, no pickling, no wake-up).
 //!
 //! # Cancellation
 //! 1. `cancel(id)` looks the job up. Not found: already completed, nothing to do.
@@ -292,7 +294,10 @@ impl Scheduler {
             _ => self.stats.failed.fetch_add(1, Ordering::Relaxed),
         };
         self.stats.record_latency(ctl.submitted_at.elapsed());
-        self.route(ctl.origin, Completion { job: id, kind, data });
+        // A job its own spawner ran was resolved in place by that worker's driver.
+        if ctl.origin != Origin::Worker(worker) {
+            self.route(ctl.origin, Completion { job: id, kind, data });
+        }
         true
     }
 

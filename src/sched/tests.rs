@@ -101,6 +101,18 @@ fn completion_routes_to_origin() {
 }
 
 #[test]
+fn a_job_run_by_its_spawner_is_not_routed() {
+    let (s, locals, sink) = sched(1);
+    let child = s.submit(vec![], 0, Origin::Worker(0), Some(&locals[0]));
+    let j = s.take(0, &locals[0]).unwrap();
+    assert_eq!(j.ctl.origin, Origin::Worker(0));
+    assert!(s.complete(0, child, kind::OK, vec![]));
+    assert!(s.take_inbox(0).completions.is_empty());
+    assert!(sink.0.lock().is_empty());
+    assert_eq!(s.snapshot().completed, 1);
+}
+
+#[test]
 fn own_deque_is_lifo_and_preferred() {
     let (s, locals, _) = sched(1);
     let q = s.submit(vec![], 0, Origin::Caller, None);
