@@ -772,12 +772,6 @@ def test_handle_kept_after_running_is_not_reused_for_new_callbacks(loop):
     assert calls == [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)]
 
 
-@pytest.mark.interloop_xfail(
-    "handles recycled while weakly referenced: the weakref stays alive and points at a "
-    "new callback's handle, so cancelling through it cancels an unrelated callback",
-    method="call_soon",
-    debug=False,
-)
 @pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
 @pytest.mark.parametrize("method", ["call_soon", "call_later"])
 def test_weakly_referenced_handle_dies_after_running(loop, method, debug):

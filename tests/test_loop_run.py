@@ -581,10 +581,6 @@ _PENDING_SIGNAL_PROGRAM = textwrap.dedent(
 )
 
 
-@pytest.mark.interloop_xfail(
-    "a signal that is pending when the loop goes to sleep waits for the next wake-up: "
-    "the core checks signals only after EINTR, not before blocking (Ctrl-C can be lost)"
-)
 def test_signal_pending_when_loop_goes_to_sleep_is_handled(loop_kind):
     try:
         out = subprocess.run(

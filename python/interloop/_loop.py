@@ -21,6 +21,7 @@ from asyncio.log import logger
 from collections.abc import Mapping
 
 from . import _interloop
+from ._transports import SocketTransport
 
 __all__ = ("Loop", "new_event_loop", "run", "EventLoopPolicy", "install")
 
@@ -195,6 +196,11 @@ class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
             super().close()
         finally:
             self._core_close()
+
+    # -- transports ------------------------------------------------------------------
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        self._ensure_fd_no_transport(sock)
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # -- called by the native core ---------------------------------------------------
     def _handle_callback_exception(self, handle, exc):

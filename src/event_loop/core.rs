@@ -19,7 +19,7 @@
 //! `stop()` makes `run_forever` return after the iteration in which it was called.
 use super::cell::GilCell;
 use super::handle::{Handle, RunError, TimerInfo};
-use super::objref::{refcnt, release};
+use super::objref::{has_weakrefs, refcnt, release};
 use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -220,7 +220,7 @@ impl LoopCore {
             release(py, h);
             return;
         }
-        if h.get().timer.is_some() || refcnt(py, &h) != 1 {
+        if h.get().timer.is_some() || refcnt(py, &h) != 1 || has_weakrefs(py, &h) {
             // Someone else holds it: keep the handle, drop what it called.
             drop(h.get().take_callback(py));
             release(py, h);
@@ -420,6 +420,12 @@ impl LoopCore {
         let since = self.since_poll.fetch_add(1, Ordering::Relaxed);
         if timeout != Some(Duration::ZERO) || io_count > 0 || since >= INTERNAL_POLL_EVERY {
             self.since_poll.store(0, Ordering::Relaxed);
+            if timeout != Some(Duration::ZERO) {
+                // A signal that arrived while callbacks ran (and whose Python handler
+                // has not run yet, e.g. sent from C code) must not wait for the next
+                // wake-up: run the handlers before blocking. Cheap when none is pending.
+                py.check_signals()?;
+            }
             let res = py.detach(|| {
                 let mut guard = self.poll.lock();
                 let PollState { poll, events } = &mut *guard;

@@ -1,12 +1,13 @@
 //! The main loop core: ready queue, timer heap, mio reactor, thread-safe waker.
 //! (Named `event_loop` because `loop` is a Rust keyword.)
-mod cell;
+pub mod cell;
 mod core;
 mod handle;
 mod objref;
 mod timers;
 
 pub use self::core::LoopCore;
+pub use cell::GilCell;
 pub use handle::{Handle, TimerHandle};
 
 use pyo3::prelude::*;

@@ -71,3 +71,17 @@ pub(crate) fn refcnt<T>(_py: Python<'_>, obj: &Py<T>) -> isize {
     // Safety: GIL held; the pointer is a live object we hold a reference to.
     unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
 }
+
+/// Whether any weak reference to `obj` is alive (a recycled object would otherwise
+/// come back to life under an old weak reference).
+#[inline]
+pub(crate) fn has_weakrefs<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
+    let ptr = obj.as_ptr();
+    // Safety: GIL held; `tp_weaklistoffset`, when positive, is the offset of the
+    // object's weak-reference list head (a PyObject* that is NULL when empty), which
+    // is how CPython itself finds it.
+    unsafe {
+        let off = (*ffi::Py_TYPE(ptr)).tp_weaklistoffset;
+        off > 0 && !(*(ptr.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>())).is_null()
+    }
+}

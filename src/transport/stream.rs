@@ -1,0 +1,198 @@
+//! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
+use crate::event_loop::GilCell;
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::{PyTraverseError, PyVisit};
+use std::os::fd::RawFd;
+
+/// asyncio's `_SelectorTransport.max_size`: the most one `recv` asks for.
+const MAX_READ: usize = 256 * 1024;
+
+/// One receive buffer for every transport of the process: a read copies out of it
+/// into a new `bytes` before any Python code runs, so it is never shared by two reads.
+static READ_BUF: std::sync::LazyLock<GilCell<Vec<u8>>> =
+    std::sync::LazyLock::new(|| GilCell::new(Vec::new()));
+
+fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
+}
+
+fn last_os_error() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
+}
+
+/// Reports `e` through the transport's `_fatal_error(exc, message)`, as asyncio's
+/// transport code does (KeyboardInterrupt and SystemExit propagate).
+fn fatal(transport: &Bound<'_, PyAny>, e: PyErr, message: &str) -> PyResult<()> {
+    let py = transport.py();
+    if is_fatal(py, &e) {
+        return Err(e);
+    }
+    transport.call_method1(intern!(py, "_fatal_error"), (e.value(py), message))?;
+    Ok(())
+}
+
+#[pyclass(frozen, module = "interloop._interloop", name = "SocketReader")]
+pub struct SocketReader {
+    transport: GilCell<Option<Py<PyAny>>>,
+    fd: RawFd,
+}
+
+#[pymethods]
+impl SocketReader {
+    #[new]
+    fn new(transport: Py<PyAny>, fd: RawFd) -> Self {
+        SocketReader { transport: GilCell::new(Some(transport)), fd }
+    }
+
+    /// The reader callback: one `recv`, then `data_received`.
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(t) = self.transport.with(py, |t| t.as_ref().map(|t| t.clone_ref(py))) else {
+            return Ok(());
+        };
+        let t = t.bind(py);
+        // asyncio: `if self._conn_lost: return`.
+        if t.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+            return Ok(());
+        }
+        // Buffered protocols (get_buffer/buffer_updated) keep asyncio's path.
+        if !t.getattr(intern!(py, "_interloop_plain_protocol"))?.is_truthy()? {
+            return t.call_method0(intern!(py, "_read_ready__get_buffer")).map(drop);
+        }
+        let fd = self.fd;
+        let read = READ_BUF.try_with(py, |buf| {
+            if buf.len() < MAX_READ {
+                buf.resize(MAX_READ, 0);
+            }
+            // Safety: `buf` is a live, writable allocation of MAX_READ bytes that
+            // nothing else uses during the call (the GilCell borrow).
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_READ, 0) };
+            if n < 0 {
+                Err(last_os_error())
+            } else {
+                Ok(PyBytes::new(py, &buf[..n as usize]))
+            }
+        });
+        let result = match read {
+            Some(r) => r,
+            None => {
+                // Re-entered (a reader ran from inside another's allocation): use a
+                // private buffer rather than share.
+                let mut buf = vec![0u8; MAX_READ];
+                // Safety: as above, for a local buffer.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_READ, 0) };
+                if n < 0 { Err(last_os_error()) } else { Ok(PyBytes::new(py, &buf[..n as usize])) }
+            }
+        };
+        let data = match result {
+            Ok(d) => d,
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => return fatal(t, PyErr::from(e), "Fatal read error on socket transport"),
+        };
+        if data.as_bytes().is_empty() {
+            return t.call_method0(intern!(py, "_read_ready__on_eof")).map(drop);
+        }
+        let protocol = t.getattr(intern!(py, "_protocol"))?;
+        if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            return fatal(t, e, "Fatal error: protocol.data_received() call failed.");
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.transport.traverse_with(|t| visit.call(t)).unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| drop(self.transport.try_with(py, |t| t.take())));
+    }
+}
+
+#[pyclass(frozen, module = "interloop._interloop", name = "SocketWriter")]
+pub struct SocketWriter {
+    /// (transport, asyncio's write function for everything but the fast path)
+    state: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
+    fd: RawFd,
+}
+
+#[pymethods]
+impl SocketWriter {
+    #[new]
+    fn new(transport: Py<PyAny>, fd: RawFd, fallback: Py<PyAny>) -> Self {
+        SocketWriter { state: GilCell::new(Some((transport, fallback))), fd }
+    }
+
+    /// `transport.write(data)`.
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some((t, fallback)) =
+            self.state.with(py, |s| s.as_ref().map(|(t, f)| (t.clone_ref(py), f.clone_ref(py))))
+        else {
+            return Err(PyOSError::new_err("transport is closed"));
+        };
+        let t = t.bind(py);
+        let slow = |data: &Bound<'_, PyAny>| fallback.bind(py).call1((t, data)).map(drop);
+        // The fast path needs asyncio's preconditions for a direct send: a bytes-like
+        // argument, no write_eof, no sendfile in progress, connection not lost, and
+        // nothing buffered. Anything else takes asyncio's own path (and its errors).
+        let plain = data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>();
+        if !plain
+            || t.getattr(intern!(py, "_eof"))?.is_truthy()?
+            || !t.getattr(intern!(py, "_empty_waiter"))?.is_none()
+            || t.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+            || t.getattr(intern!(py, "_buffer"))?.is_truthy()?
+        {
+            return slow(data);
+        }
+        let Ok(buf) = PyBuffer::<u8>::get(data) else { return slow(data) };
+        if !buf.is_c_contiguous() {
+            return slow(data);
+        }
+        let len = buf.len_bytes();
+        if len == 0 {
+            return Ok(());
+        }
+        // Safety: the buffer is C-contiguous, `len` bytes long, and kept alive and
+        // unmoved by `buf` (a held buffer export) for the duration of the call.
+        let n = unsafe { libc::send(self.fd, buf.buf_ptr().cast(), len, 0) };
+        drop(buf);
+        if n < 0 {
+            let e = last_os_error();
+            if would_block(&e) {
+                return slow(data);
+            }
+            return fatal(t, PyErr::from(e), "Fatal write error on socket transport");
+        }
+        let n = n as usize;
+        if n == len {
+            return Ok(());
+        }
+        // Partial: asyncio's write buffers the rest and registers the writer.
+        let rest = PyMemoryView::from(data)?.get_item(pyo3::types::PySlice::new(py, n as isize, len as isize, 1))?;
+        slow(&rest)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.state
+            .traverse_with(|s| {
+                if let Some((t, f)) = s {
+                    visit.call(t)?;
+                    visit.call(f)?;
+                }
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| drop(self.state.try_with(py, |s| s.take())));
+    }
+}
