@@ -1,5 +1,4 @@
 """asyncio's debug mode: flag sources, slow-callback warnings, source tracebacks."""
-import asyncio
 import logging
 import os
 import subprocess
