@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from asyncio import constants, sslproto
 import selectors
 import sys
 import threading
@@ -201,6 +202,23 @@ class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self, rawsock, protocol, sslcontext, waiter=None, *, server_side=False,
+        server_hostname=None, extra=None, server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # asyncio's TLS (sslproto) over our socket transport, as asyncio's own loop
+        # layers it over its socket transport.
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     # -- called by the native core ---------------------------------------------------
     def _handle_callback_exception(self, handle, exc):

@@ -5,7 +5,10 @@ flow control, closing, EOF, errors, sendfile and TLS upgrades is asyncio's), wit
 per-instance replacements made in Rust (`src/transport/`):
 
 - `_read_ready`, the reader callback: one `recv` and `protocol.data_received(data)`
-  without Python frames; EOF, errors and buffered protocols go to asyncio's methods.
+  (or `get_buffer`/`recv_into`/`buffer_updated` for buffered protocols, TLS among
+  them) without Python frames; EOF and errors go to asyncio's methods. The reactor
+  does not re-arm this reader after each event: it re-arms itself when it may have
+  left data unread.
 - `write`: a direct `send` when nothing is buffered; otherwise asyncio's `write`.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ class SocketTransport(_BaseTransport):
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         fd = sock.fileno()
         # Set before asyncio's __init__, which schedules the reader registration.
-        self._read_ready = _interloop.SocketReader(self, fd)
+        self._read_ready = _interloop.SocketReader(self, fd, loop)
         self.write = _interloop.SocketWriter(self, fd, _base_write)
         super().__init__(loop, sock, protocol, waiter, extra, server)
 

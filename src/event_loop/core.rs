@@ -346,8 +346,12 @@ impl LoopCore {
         let py = slf.py();
         self.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
+        let drains = side == Side::Read && callback.is_instance_of::<crate::transport::SocketReader>();
         let h = Handle::create(py, callback, args, None, slf.as_any(), self.is_debug(), None)?;
         h.get().mark_io();
+        if drains {
+            h.get().mark_drains();
+        }
         let (res, old) = self.set_io(py, fd, side, Some(h.clone().unbind()));
         res?;
         if let Some(old) = old {
@@ -463,7 +467,14 @@ impl LoopCore {
                     // mio registers edge-triggered; re-arming reports the descriptor
                     // again while it stays ready, which gives asyncio's level-triggered
                     // add_reader semantics (a reader that does not drain is called again).
-                    if let Some(i) = entry.interest() {
+                    // A native socket reader alone on its descriptor drains it or asks
+                    // for the re-arm itself (`_rearm`), saving a system call per event;
+                    // a hang-up or error is always re-armed so EOF is never missed.
+                    let self_draining = entry.writer.is_none()
+                        && !ev.is_read_closed()
+                        && !err
+                        && entry.reader.as_ref().is_some_and(|r| r.get().drains());
+                    if let (false, Some(i)) = (self_draining, entry.interest()) {
                         let _ = registry.reregister(&mut SourceFd(&fd), ev.token(), i);
                     }
                 }
@@ -781,6 +792,17 @@ impl LoopCore {
             ),
             None => (None, None),
         }))
+    }
+
+    /// Re-arms `fd` so the reactor reports it again if it is still ready (used by
+    /// native readers that stopped before draining their socket).
+    fn _rearm(&self, py: Python<'_>, fd: RawFd) {
+        let registry = &self.registry;
+        self.state.with(py, |s| {
+            if let Some(i) = s.io.get(&fd).and_then(IoEntry::interest) {
+                let _ = registry.reregister(&mut SourceFd(&fd), Token(fd as usize), i);
+            }
+        })
     }
 
     /// The registered descriptors.

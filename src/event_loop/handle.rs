@@ -89,6 +89,9 @@ pub struct Handle {
     pub(crate) scheduled: AtomicBool,
     /// A reader or writer: runs again at every readiness, never emptied after a run.
     io: AtomicBool,
+    /// A reader that reads until the socket is drained, or asks for a re-arm itself
+    /// (`transport::SocketReader`): the reactor need not re-arm it after each event.
+    drains: AtomicBool,
 }
 
 #[pyclass(frozen, extends = Handle, module = "interloop._interloop", name = "TimerHandle")]
@@ -123,6 +126,7 @@ impl Handle {
             timer,
             scheduled: AtomicBool::new(false),
             io: AtomicBool::new(false),
+            drains: AtomicBool::new(false),
         };
         let h = if is_timer {
             let init = PyClassInitializer::from(handle).add_subclass(TimerHandle);
@@ -235,6 +239,15 @@ impl Handle {
 
     pub(crate) fn mark_io(&self) {
         self.io.store(true, Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn drains(&self) -> bool {
+        self.drains.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_drains(&self) {
+        self.drains.store(true, Ordering::Relaxed)
     }
 
     #[inline]

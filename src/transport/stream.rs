@@ -41,30 +41,71 @@ fn fatal(transport: &Bound<'_, PyAny>, e: PyErr, message: &str) -> PyResult<()> 
 
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketReader")]
 pub struct SocketReader {
-    transport: GilCell<Option<Py<PyAny>>>,
+    /// (transport, loop)
+    transport: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
     fd: RawFd,
 }
 
 #[pymethods]
 impl SocketReader {
     #[new]
-    fn new(transport: Py<PyAny>, fd: RawFd) -> Self {
-        SocketReader { transport: GilCell::new(Some(transport)), fd }
+    fn new(transport: Py<PyAny>, fd: RawFd, loop_: Py<PyAny>) -> Self {
+        SocketReader { transport: GilCell::new(Some((transport, loop_))), fd }
     }
 
     /// The reader callback: one `recv`, then `data_received`.
+    ///
+    /// The reactor does not re-arm this reader after an event (see `LoopCore`), so
+    /// every path that may leave data unread re-arms it: a full-sized read, a
+    /// buffered protocol's read, an exception.
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(t) = self.transport.with(py, |t| t.as_ref().map(|t| t.clone_ref(py))) else {
+        let Some((t, lp)) = self
+            .transport
+            .with(py, |t| t.as_ref().map(|(t, l)| (t.clone_ref(py), l.clone_ref(py))))
+        else {
             return Ok(());
         };
-        let t = t.bind(py);
+        let lp = lp.bind(py);
+        let rearm = || lp.call_method1(intern!(py, "_rearm"), (self.fd,)).map(drop);
+        let result = self.read_once(py, t.bind(py));
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => rearm(),
+            Err(e) => {
+                let _ = rearm();
+                Err(e)
+            }
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.transport
+            .traverse_with(|t| {
+                if let Some((t, l)) = t {
+                    visit.call(t)?;
+                    visit.call(l)?;
+                }
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| drop(self.transport.try_with(py, |t| t.take())));
+    }
+}
+
+impl SocketReader {
+    /// One read. `Ok(true)`: the socket is known drained (a short read, would-block,
+    /// EOF or a dead transport); `Ok(false)`: it may hold more (re-arm).
+    fn read_once(&self, py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<bool> {
         // asyncio: `if self._conn_lost: return`.
         if t.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
-            return Ok(());
+            return Ok(true);
         }
-        // Buffered protocols (get_buffer/buffer_updated) keep asyncio's path.
         if !t.getattr(intern!(py, "_interloop_plain_protocol"))?.is_truthy()? {
-            return t.call_method0(intern!(py, "_read_ready__get_buffer")).map(drop);
+            self.read_buffered(py, t)?;
+            return Ok(false);
         }
         let fd = self.fd;
         let read = READ_BUF.try_with(py, |buf| {
@@ -93,25 +134,58 @@ impl SocketReader {
         };
         let data = match result {
             Ok(d) => d,
-            Err(e) if would_block(&e) => return Ok(()),
-            Err(e) => return fatal(t, PyErr::from(e), "Fatal read error on socket transport"),
+            Err(e) if would_block(&e) => return Ok(true),
+            Err(e) => {
+                fatal(t, PyErr::from(e), "Fatal read error on socket transport")?;
+                return Ok(true);
+            }
         };
-        if data.as_bytes().is_empty() {
-            return t.call_method0(intern!(py, "_read_ready__on_eof")).map(drop);
+        let n = data.as_bytes().len();
+        if n == 0 {
+            t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            return Ok(true);
         }
         let protocol = t.getattr(intern!(py, "_protocol"))?;
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
-            return fatal(t, e, "Fatal error: protocol.data_received() call failed.");
+            fatal(t, e, "Fatal error: protocol.data_received() call failed.")?;
+        }
+        Ok(n < MAX_READ)
+    }
+
+    /// asyncio's `_read_ready__get_buffer`, natively: `get_buffer`, `recv_into`,
+    /// `buffer_updated`, with the same errors.
+    fn read_buffered(&self, py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<()> {
+        let protocol = t.getattr(intern!(py, "_protocol"))?;
+        let buf = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
+            Ok(b) => match b.len() {
+                Ok(0) => {
+                    let e = pyo3::exceptions::PyRuntimeError::new_err("get_buffer() returned an empty buffer");
+                    return fatal(t, e, "Fatal error: protocol.get_buffer() call failed.");
+                }
+                Ok(_) => b,
+                Err(e) => return fatal(t, e, "Fatal error: protocol.get_buffer() call failed."),
+            },
+            Err(e) => return fatal(t, e, "Fatal error: protocol.get_buffer() call failed."),
+        };
+        let sock = t.getattr(intern!(py, "_sock"))?;
+        let nbytes: usize = match sock.call_method1(intern!(py, "recv_into"), (buf,)) {
+            Ok(n) => n.extract()?,
+            Err(e)
+                if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                    || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return fatal(t, e, "Fatal read error on socket transport"),
+        };
+        if nbytes == 0 {
+            t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            return Ok(());
+        }
+        if let Err(e) = protocol.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
+            return fatal(t, e, "Fatal error: protocol.buffer_updated() call failed.");
         }
         Ok(())
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.transport.traverse_with(|t| visit.call(t)).unwrap_or(Ok(()))
-    }
-
-    fn __clear__(&self) {
-        Python::attach(|py| drop(self.transport.try_with(py, |t| t.take())));
     }
 }
 
