@@ -1,11 +1,21 @@
 //! interloop's native module `interloop._interloop`.
 //!
-//! `event_loop`: the asyncio loop core (main interpreter, PyO3 safe API).
-//! `transport`: native fast paths for socket transports.
+//! Main interpreter (PyO3's safe API):
+//! - `event_loop`: the asyncio loop core.
+//! - `transport`: native fast paths for socket transports.
+//! - `bridge`: the caller's handle on a worker pool and its completion queue.
+//!
+//! Worker interpreters (raw `pyo3::ffi` only; see ARCHITECTURE.md):
+//! - `interp`: own-GIL sub-interpreters and the worker-side module.
+//! - `sched`: the work-stealing scheduler shared by both sides (no Python objects).
 use pyo3::prelude::*;
 
 pub mod event_loop;
 pub mod transport;
+
+mod bridge;
+mod interp;
+mod sched;
 
 // `gil_used = true`: the loop's state is guarded by the GIL (see event_loop/cell.rs).
 #[pymodule(gil_used = true)]
@@ -13,5 +23,6 @@ fn _interloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     event_loop::register(m)?;
     transport::register(m)?;
+    bridge::register(m)?;
     Ok(())
 }

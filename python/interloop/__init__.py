@@ -3,15 +3,23 @@
     import interloop
     interloop.run(main())                     # or:
     asyncio.run(main(), loop_factory=interloop.new_event_loop)
+
+    async with interloop.Pool() as pool:      # async work in own-GIL sub-interpreters
+        r = await pool.run(mymod.crunch, 10)
 """
 from ._interloop import __version__
 from ._loop import EventLoopPolicy, Loop, install, new_event_loop, run
+from ._pool import InterpreterExecutor, Pool, RemoteError, spawn
 
 __all__ = [
     "__version__",
     "EventLoopPolicy",
+    "InterpreterExecutor",
     "Loop",
+    "Pool",
+    "RemoteError",
     "install",
     "new_event_loop",
     "run",
+    "spawn",
 ]

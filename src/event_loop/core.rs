@@ -20,11 +20,14 @@
 use super::cell::GilCell;
 use super::handle::{Handle, RunError, TimerInfo};
 use super::objref::{has_weakrefs, refcnt, release};
+use super::sources::{Attached, CompletionSource, LoopWaker};
 use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::collections::{HashMap, VecDeque};
@@ -86,8 +89,9 @@ pub struct LoopCore {
     /// reading the events back (GIL held). Nobody else takes it, so it never blocks.
     poll: parking_lot::Mutex<PollState>,
     registry: Registry,
-    waker: Waker,
-    wake_pending: AtomicBool,
+    waker: Arc<LoopWaker>,
+    /// Native completion sources drained each iteration (see `sources.rs`).
+    sources: GilCell<Vec<Attached>>,
     closed: AtomicBool,
     stopping: AtomicBool,
     debug: AtomicBool,
@@ -128,6 +132,27 @@ fn clock_resolution() -> f64 {
     } else {
         1e-9
     }
+}
+
+static TASK_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static FUTURE_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static BASE_CREATE_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `asyncio.<module>.<path...>`, looked up once.
+fn asyncio_attr<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    path: &[&str],
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        let mut obj = py.import(format!("asyncio.{module}"))?.into_any();
+        for p in path {
+            obj = obj.getattr(*p)?;
+        }
+        Ok::<_, PyErr>(obj.unbind())
+    })
+    .map(|o| o.bind(py))
 }
 
 fn closed_error() -> PyErr {
@@ -249,10 +274,7 @@ impl LoopCore {
     }
 
     fn wake(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            // A failed wake (eventfd counter full) means a wake-up is already pending.
-            let _ = self.waker.wake();
-        }
+        self.waker.wake();
     }
 
     fn schedule_timer<'py>(
@@ -390,6 +412,11 @@ impl LoopCore {
         let py = slf.py();
         let mut garbage: Vec<Py<Handle>> = Vec::new();
 
+        // Before looking at any state: a source that fills up from now on wakes the
+        // poll (see sources.rs).
+        self.waker.rearm();
+        let sources_pending = self.sources_pending(py);
+
         // 1 + 2: clean the heap's top, decide how long we may block.
         let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
         let (has_ready, next_when, io_count) = self.state.with(py, |s| {
@@ -413,12 +440,11 @@ impl LoopCore {
         }
         drop(std::mem::take(&mut garbage));
 
-        let timeout = if has_ready || self.stopping.load(Ordering::Relaxed) {
+        let timeout = if has_ready || sources_pending || self.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
         } else {
             next_when.map(|w| Duration::from_secs_f64((w - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT)))
         };
-        self.wake_pending.store(false, Ordering::Release);
 
         // 3: poll.
         let since = self.since_poll.fetch_add(1, Ordering::Relaxed);
@@ -482,7 +508,10 @@ impl LoopCore {
             drop(guard);
         }
 
-        // 4b: timers that are due (no clock read when there are none).
+        // 4b: completions from native sources (their callbacks resolve futures).
+        self.drain_sources(slf)?;
+
+        // 4c: timers that are due (no clock read when there are none).
         self.state.with(py, |s| {
             if s.timers.is_empty() {
                 return;
@@ -537,6 +566,71 @@ impl LoopCore {
             }
         }
         Ok(())
+    }
+
+    fn sources_pending(&self, py: Python<'_>) -> bool {
+        self.sources.with(py, |v| v.iter().any(|a| a.source.has_pending()))
+    }
+
+    fn drain_sources(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let pending: Vec<(Arc<dyn CompletionSource>, Py<PyAny>)> = self.sources.with(py, |v| {
+            v.iter()
+                .filter(|a| a.source.has_pending())
+                .map(|a| (a.source.clone(), a.callback.clone_ref(py)))
+                .collect()
+        });
+        for (source, callback) in pending {
+            let res = source.drain(py).and_then(|batch| callback.bind(py).call1((batch,)).map(drop));
+            if let Err(e) = res {
+                if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+                    || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                {
+                    return Err(e);
+                }
+                let ctx = PyDict::new(py);
+                ctx.set_item("message", "Exception in a completion callback")?;
+                ctx.set_item("exception", e.value(py))?;
+                ctx.set_item("callback", callback)?;
+                slf.call_method1("call_exception_handler", (ctx,))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches a native completion source under `key` (replacing one with the same
+    /// key): each iteration its pending batch is passed to `callback`.
+    pub fn attach_source(
+        &self,
+        py: Python<'_>,
+        key: usize,
+        source: Arc<dyn CompletionSource>,
+        callback: Py<PyAny>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        source.set_waker(Some(self.waker.clone()));
+        let replaced = self.sources.with(py, |v| {
+            let old = v.iter().position(|a| a.key == key).map(|i| v.remove(i));
+            v.push(Attached { key, source, callback });
+            old
+        });
+        drop(replaced);
+        // Whatever was queued before the waker was installed is drained next time.
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Detaches the source attached under `key`; returns whether there was one.
+    pub fn detach_source(&self, py: Python<'_>, key: usize) -> bool {
+        let removed = self.sources.with(py, |v| v.iter().position(|a| a.key == key).map(|i| v.remove(i)));
+        match removed {
+            Some(a) => {
+                a.source.set_waker(None);
+                drop(a);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Debug mode: `_current_handle` is set while the callback runs (the default
@@ -595,8 +689,8 @@ impl LoopCore {
             state: GilCell::new(State::default()),
             poll: parking_lot::Mutex::new(PollState { poll, events: Events::with_capacity(1024) }),
             registry,
-            waker,
-            wake_pending: AtomicBool::new(false),
+            waker: Arc::new(LoopWaker::new(waker)),
+            sources: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
@@ -610,6 +704,49 @@ impl LoopCore {
 
     fn time(&self) -> f64 {
         monotonic()
+    }
+
+    /// asyncio's `create_task`. The common case (no task factory, not in debug mode)
+    /// builds the C-accelerated `asyncio.Task` directly; factories and debug mode take
+    /// asyncio's own implementation.
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let kw = PyDict::new(py);
+        if let Some(n) = name {
+            kw.set_item(intern!(py, "name"), n)?;
+        }
+        if let Some(c) = context {
+            kw.set_item(intern!(py, "context"), c)?;
+        }
+        if this.is_debug()
+            || kwargs.is_some_and(|k| !k.is_empty())
+            || !slf.getattr(intern!(py, "_task_factory"))?.is_none()
+        {
+            if let Some(k) = kwargs {
+                kw.update(k.as_mapping())?;
+            }
+            return asyncio_attr(py, &BASE_CREATE_TASK, "base_events", &["BaseEventLoop", "create_task"])?
+                .call((slf, coro), Some(&kw));
+        }
+        kw.set_item(intern!(py, "loop"), slf)?;
+        asyncio_attr(py, &TASK_CLASS, "tasks", &["Task"])?.call((coro,), Some(&kw))
+    }
+
+    /// asyncio's `create_future`: a C-accelerated `asyncio.Future` bound to this loop.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kw = PyDict::new(py);
+        kw.set_item(intern!(py, "loop"), slf)?;
+        asyncio_attr(py, &FUTURE_CLASS, "futures", &["Future"])?.call((), Some(&kw))
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
@@ -850,9 +987,22 @@ impl LoopCore {
         drop((ready, handles));
         let free = self.free_handles.with(py, std::mem::take);
         drop(free);
+        let sources = self.sources.with(py, std::mem::take);
+        for a in &sources {
+            a.source.set_waker(None);
+        }
+        drop(sources);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(r) = self.sources.traverse_with(|v| {
+            for a in v {
+                visit.call(&a.callback)?;
+            }
+            Ok(())
+        }) {
+            r?;
+        }
         // Handles are not GC-tracked (handle.rs): their references are reported here,
         // as the loop's own, for every handle the loop queues.
         self.state

@@ -4,6 +4,7 @@ pub mod cell;
 mod core;
 mod handle;
 mod objref;
+pub mod sources;
 mod timers;
 
 pub use self::core::LoopCore;

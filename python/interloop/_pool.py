@@ -1,0 +1,594 @@
+"""The parallel engine, caller side: ``Pool``, ``spawn``, ``InterpreterExecutor``.
+
+Jobs run in own-GIL sub-interpreters on worker threads (``src/interp``), scheduled by
+a work-stealing scheduler (``src/sched``); results come back through a batched
+completion queue (``src/bridge``) drained in the caller's loop. The wire format and
+the worker's driver are in ``interloop._worker``.
+
+Caller-side life cycle of one ``pool.run`` (the native steps are in
+``src/sched/mod.rs``):
+
+1. The call is pickled here, so a lambda, a closure or an unpicklable argument
+   raises ``TypeError`` in the caller, at submit time.
+2. ``run`` is a coroutine (so ``TaskGroup.create_task(pool.run(...))`` works);
+   ``submit`` is its eager half: it submits at once and returns a plain
+   ``asyncio.Future`` (no task per job). With ``max_pending`` reached, both wait
+   for room first (backpressure).
+3. Completions are drained in batches from the loop: an ``add_reader`` callback on
+   the pool's eventfd, or the loop's own native drain when it offers
+   ``_interloop_attach_completions``. Each resolves its future unless the future is
+   already done (cancelled by the caller): every future resolves exactly once.
+4. Cancelling the future removes the job if still queued, or cancels the worker
+   task (and with ``interrupt=True`` interrupts CPU-bound code too).
+"""
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import functools
+import marshal
+import os
+import sys
+import threading
+import weakref
+
+from . import _interloop as _native
+from . import _worker as _wire
+from ._worker import RemoteError  # noqa: F401 - re-exported
+
+__all__ = ["Pool", "spawn", "InterpreterExecutor", "RemoteError"]
+
+_IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
+_live_cores = set()  # cores to shut down at interpreter exit
+_stuck_cores = set()  # cores whose close() already timed out on stuck workers
+_live_lock = threading.Lock()
+
+
+def _check_version():
+    v = sys.version_info
+    if v < (3, 12):
+        raise RuntimeError(
+            "interloop.Pool needs CPython 3.12 or newer (own-GIL sub-interpreters, PEP 684)")
+    if v[:2] == (3, 12) and v < (3, 12, 4):
+        raise RuntimeError(
+            f"interloop.Pool needs CPython 3.12.4 or newer on the 3.12 line (this is "
+            f"{v.major}.{v.minor}.{v.micro}): CPython 3.12.0 to 3.12.3 crash at process exit "
+            "after a sub-interpreter imports asyncio (CPython gh-112140, fixed in 3.12.4). "
+            "Upgrade to 3.12.4+ or use CPython 3.13.")
+    if _IN_WORKER:
+        raise RuntimeError(
+            "a Pool cannot be created inside a pool worker; use interloop.spawn() there")
+
+
+def _config(preload, concurrency):
+    main = sys.modules.get("__main__")
+    main_path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    main_name = getattr(spec, "name", None)
+    if main_name == "__main__":
+        main_name = None
+    path = []
+    for p in sys.path:
+        try:
+            path.append(os.fspath(p))
+        except TypeError:
+            pass
+    # Workers see the script's directory even if sys.path[0] was changed.
+    if main_path:
+        d = os.path.dirname(os.path.abspath(main_path))
+        if d not in path:
+            path.insert(0, d)
+    return marshal.dumps({
+        "path": path,
+        "argv": list(sys.argv),
+        "preload": list(preload),
+        "concurrency": concurrency,
+        "main_path": os.path.abspath(main_path) if main_path else None,
+        "main_name": main_name,
+    })
+
+
+class _JobFuture(asyncio.Future):
+    """The awaitable of one job: a real ``asyncio.Future`` whose ``cancel()`` also
+    cancels the job (cheaper than a done-callback per job)."""
+
+    __slots__ = ("_pool", "_job", "_interrupt", "_label")
+
+    def cancel(self, msg=None):
+        if not super().cancel(msg):
+            return False
+        pool = self._pool
+        if pool is not None:
+            self._pool = None
+            pool._cancel_job(self._job, self._interrupt)
+        return True
+
+
+class Pool:
+    """Own-GIL sub-interpreter workers running ``async def`` (or plain) functions.
+
+    ``workers=None`` means one per core. ``concurrency`` is how many jobs one
+    worker runs at once on its own asyncio loop (a worker takes a new job only when
+    its loop would otherwise go idle, so CPU-bound jobs never pile up on one worker).
+    ``max_pending`` bounds submitted-but-unfinished jobs: ``await pool.run`` waits for
+    room. ``preload`` modules are imported once per worker at start.
+    """
+
+    def __init__(self, workers=None, *, preload=(), concurrency=16, max_pending=None, loop=None):
+        _check_version()
+        if isinstance(preload, str):
+            preload = (preload,)
+        self._nworkers = int(workers or os.cpu_count() or 1)
+        if self._nworkers < 1:
+            raise ValueError("workers must be at least 1")
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self._concurrency = int(concurrency)
+        self._max_pending = max_pending
+        self._core = _native.PoolCore(self._nworkers, _config(preload, self._concurrency))
+        with _live_lock:
+            _live_cores.add(self._core)
+        self._loop = loop
+        self._attached = None  # "reader" | "native"
+        self._pending = {}     # job id -> asyncio.Future
+        self._room_waiters = collections.deque()
+        self._control_waiters = []
+        self._ready = set()
+        self._failed = {}
+        self._exited = set()
+        self._closed = False
+        self._close_task = None
+
+    # -- plumbing -------------------------------------------------------------
+    def _attach(self):
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("this Pool is bound to another event loop")
+        if self._attached is None:
+            hook = getattr(loop, "_interloop_attach_completions", None)
+            if hook is not None:
+                hook(self._core, self._on_completions)
+                self._attached = "native"
+            else:
+                loop.add_reader(self._core.fd(), self._on_completions)
+                self._attached = "reader"
+        return loop
+
+    def _detach(self):
+        loop, how = self._loop, self._attached
+        self._attached = None
+        if how is None or loop is None or loop.is_closed():
+            return
+        if how == "native":
+            loop._interloop_detach_completions(self._core)
+        else:
+            loop.remove_reader(self._core.fd())
+
+    def _on_completions(self, batch=None):
+        """Resolves a batch of completions; ``batch`` is given by a native drain."""
+        if batch is None:
+            batch = self._core.drain()
+        pending = self._pending
+        loads = _wire.loads
+        for job, kind, data in batch:
+            if kind >= 16:
+                self._on_control(job, kind, data)
+                continue
+            fut = pending.pop(job, None)
+            if fut is None or fut.done():
+                continue
+            fut._pool = None
+            if kind == 0:
+                try:
+                    fut.set_result(loads(data))
+                except BaseException as e:  # noqa: BLE001 - unpickling the result failed
+                    fut.set_exception(e)
+            else:
+                _wire.resolve(fut, kind, data)
+        if self._room_waiters:
+            self._wake_room()
+        if self._control_waiters and not pending:
+            self._wake_control()
+
+    def _on_control(self, worker, kind, data):
+        if kind == _wire.WORKER_READY:
+            self._ready.add(worker)
+        elif kind == _wire.WORKER_FAILED:
+            self._failed[worker] = data.decode("utf-8", "replace")
+        elif kind == _wire.WORKER_EXITED:
+            self._exited.add(worker)
+        self._wake_control()
+
+    def _wake_control(self):
+        waiters, self._control_waiters = self._control_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def _control_changed(self):
+        w = self._loop.create_future()
+        self._control_waiters.append(w)
+        await w
+
+    def _wake_room(self):
+        room = self._max_pending - len(self._pending)
+        while room > 0 and self._room_waiters:
+            w = self._room_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                room -= 1
+
+    def _cancel_job(self, job, interrupt):
+        if self._pending.pop(job, None) is not None:
+            self._core.cancel(job, interrupt)
+            if self._room_waiters:
+                self._wake_room()
+
+    def _submit(self, loop, payload, interrupt, label):
+        fut = _JobFuture(loop=loop)
+        job = self._core.submit(payload, 1 if interrupt else 0)
+        fut._pool = self
+        fut._job = job
+        fut._interrupt = interrupt
+        fut._label = label
+        self._pending[job] = fut
+        return fut
+
+    async def _submit_when_room(self, loop, payload, interrupt, label):
+        while len(self._pending) >= self._max_pending:
+            w = loop.create_future()
+            self._room_waiters.append(w)
+            try:
+                await w
+            except asyncio.CancelledError:
+                if w.done() and not w.cancelled():
+                    self._wake_room()  # pass our slot on
+                raise
+            if self._closed:
+                raise RuntimeError("the pool was closed")
+        return await self._submit(loop, payload, interrupt, label)
+
+    # -- public API -------------------------------------------------------------
+    def run(self, fn, /, *args, interrupt=False, **kwargs):
+        """Runs ``fn(*args, **kwargs)`` in a worker; returns a coroutine of its result.
+
+        ``fn`` is an ``async def`` or plain function importable by module and
+        qualified name; the call is pickled now, so what cannot travel raises
+        ``TypeError`` here. With ``max_pending`` reached, awaiting it first waits for
+        room. With ``interrupt=True``, cancelling also interrupts code that never
+        awaits (``CancelledError`` is raised in it at its next bytecode).
+        """
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        payload = _wire.dumps_job(fn, args, kwargs)
+        return self._run(payload, interrupt, _wire.label_of(fn))
+
+    async def _run(self, payload, interrupt, label):
+        loop = self._attach()
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        if self._max_pending is not None and len(self._pending) >= self._max_pending:
+            return await self._submit_when_room(loop, payload, interrupt, label)
+        return await self._submit(loop, payload, interrupt, label)
+
+    def submit(self, fn, /, *args, interrupt=False, **kwargs):
+        """Like ``run`` but submits now and returns the ``asyncio.Future`` itself
+        (cheaper for many small jobs: no task per job). With ``max_pending``
+        reached it returns a coroutine that waits for room, then submits."""
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        loop = self._attach()
+        payload = _wire.dumps_job(fn, args, kwargs)
+        label = _wire.label_of(fn)
+        if self._max_pending is not None and len(self._pending) >= self._max_pending:
+            return self._submit_when_room(loop, payload, interrupt, label)
+        return self._submit(loop, payload, interrupt, label)
+
+    async def map(self, fn, iterable, *, ordered=True, window=None):
+        """Yields ``fn(item)`` for each item, in order or as they complete.
+
+        At most ``window`` jobs are in flight (default: enough to keep every worker
+        busy); leaving the loop early cancels the rest.
+        """
+        window = window or max(64, 4 * self._nworkers * self._concurrency)
+        inflight = collections.deque()
+        it = iter(iterable)
+        try:
+            if ordered:
+                for item in it:
+                    f = self.submit(fn, item)
+                    if not isinstance(f, asyncio.Future):
+                        f = asyncio.ensure_future(f)  # waiting for room (max_pending)
+                    inflight.append(f)
+                    if len(inflight) >= window:
+                        yield await inflight.popleft()
+                while inflight:
+                    yield await inflight.popleft()
+            else:
+                done = collections.deque()
+                wake = [None]
+
+                def on_done(f):
+                    done.append(f)
+                    w = wake[0]
+                    if w is not None and not w.done():
+                        w.set_result(None)
+                count = 0
+                exhausted = False
+                while True:
+                    while not exhausted and count < window:
+                        try:
+                            item = next(it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        f = self.submit(fn, item)
+                        if not isinstance(f, asyncio.Future):
+                            f = asyncio.ensure_future(f)
+                        inflight.append(f)
+                        f.add_done_callback(on_done)
+                        count += 1
+                    if count == 0 and exhausted:
+                        break
+                    while not done:
+                        wake[0] = self._loop.create_future()
+                        await wake[0]
+                    f = done.popleft()
+                    count -= 1
+                    yield f.result()
+        finally:
+            for f in inflight:
+                if not f.done():
+                    f.cancel()
+
+    async def start(self):
+        """Waits until every worker has started; raises if a preload import failed."""
+        self._attach()
+        while len(self._ready) + len(self._failed) < self._nworkers:
+            await self._control_changed()
+        if self._failed:
+            await self.close(cancel=True, timeout=5)
+            first = sorted(self._failed.items())[0][1]
+            raise ImportError(first) if "preload" in first else RuntimeError(first)
+        return self
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, et, e, tb):
+        await self.close(cancel=et is not None and issubclass(et, BaseException)
+                         and not issubclass(et, Exception))
+
+    async def close(self, *, cancel=False, timeout=None):
+        """Shuts the pool down.
+
+        Waits for submitted work (or cancels it with ``cancel=True``), then stops
+        the workers. With ``timeout``, unfinished work is cancelled and interrupted
+        when it expires, and stuck workers are left behind. Returns a list naming
+        the workers that did not stop (empty when all did).
+        """
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close(cancel, timeout))
+        return await asyncio.shield(self._close_task)
+
+    async def _close(self, cancel, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        self._closed = True
+        if self._attached is None and self._loop is None:
+            self._loop = loop
+        if self._attached is None and self._pending:
+            self._attach()
+        for w in self._room_waiters:
+            if not w.done():
+                w.set_result(None)
+        if not cancel and self._pending:
+            futs = list(self._pending.values())
+            await asyncio.wait(futs, timeout=None if deadline is None else max(0, deadline - loop.time()))
+        labels = {job: fut._label for job, fut in self._pending.items()}
+        for job in list(self._pending):
+            fut = self._pending.get(job)
+            if fut is not None and not fut.done():
+                fut._interrupt = True
+                fut.cancel()
+        stuck_jobs = {w: [labels.get(j, f"job {j}") for j in self._core.running_on(w)]
+                      for w in range(self._nworkers)}
+        self._core.shutdown()
+        remaining = 10.0 if deadline is None else max(0.0, deadline - loop.time())
+        stuck = await _join_in_thread(loop, self._core, remaining if deadline is not None else None)
+        self._detach()
+        self._pending.clear()
+        with _live_lock:
+            if stuck:
+                _stuck_cores.add(self._core)  # already waited for: no second wait at exit
+            else:
+                _live_cores.discard(self._core)
+        report = [f"worker {w} (running {', '.join(stuck_jobs.get(w) or ['no job'])})" for w in stuck]
+        if report:
+            import warnings
+            warnings.warn("interloop.Pool.close: stuck workers left behind: " + "; ".join(report),
+                          RuntimeWarning, stacklevel=3)
+        return report
+
+    def stats(self):
+        """``workers``, ``queued``, ``running`` (per worker), ``submitted``,
+        ``completed``, ``failed``, ``cancelled``, ``stolen``, ``pending`` and a
+        ``latency`` summary in microseconds (submit to completion, log2 buckets)."""
+        d = self._core.stats()
+        d["pending"] = len(self._pending)
+        return d
+
+    @property
+    def workers(self):
+        return self._nworkers
+
+
+async def _join_in_thread(loop, core, timeout):
+    """Waits for the workers without blocking the loop; returns the stuck ones."""
+    fut = loop.create_future()
+
+    def join():
+        if timeout is None:
+            stuck = core.join(3600.0 * 24)
+        else:
+            stuck = core.join(timeout)
+        try:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(stuck))
+        except RuntimeError:  # loop closed
+            pass
+    threading.Thread(target=join, name="interloop-pool-join", daemon=True).start()
+    return await fut
+
+
+# -- spawn ------------------------------------------------------------------------
+_default_pools = weakref.WeakKeyDictionary()
+
+
+def spawn(fn, /, *args, interrupt=False, **kwargs):
+    """Runs ``fn(*args, **kwargs)`` in a worker of the running loop's default pool
+    (made on first use, one worker per core). Inside a worker, the job goes to that
+    worker's own deque, where idle workers can steal it."""
+    if _IN_WORKER:
+        d = _wire._driver
+        if d is None:
+            raise RuntimeError("interloop.spawn: the worker is shutting down")
+        return d.spawn(fn, args, kwargs, interrupt)
+    loop = asyncio.get_running_loop()
+    pool = _default_pools.get(loop)
+    if pool is None or pool._closed:
+        pool = Pool()
+        _default_pools[loop] = pool
+        weakref.finalize(loop, pool._core.shutdown)
+    return pool.run(fn, *args, interrupt=interrupt, **kwargs)
+
+
+def default_pool(loop=None):
+    """The default pool of ``loop`` (the running loop), or None."""
+    return _default_pools.get(loop or asyncio.get_running_loop())
+
+
+# -- concurrent.futures ------------------------------------------------------------
+class InterpreterExecutor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` on interloop's sub-interpreter workers,
+    e.g. for ``loop.run_in_executor``. Results are resolved by one thread that
+    sleeps on the completion fd (no polling)."""
+
+    def __init__(self, workers=None, *, preload=(), concurrency=1):
+        _check_version()
+        self._nworkers = int(workers or os.cpu_count() or 1)
+        self._core = _native.PoolCore(self._nworkers, _config(preload, concurrency))
+        with _live_lock:
+            _live_cores.add(self._core)
+        self._lock = threading.Lock()
+        self._pending = {}
+        self._shutdown = False
+        self._exited = set()
+        self._thread = threading.Thread(target=self._drain_loop, name="interloop-executor", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, /, *args, **kwargs):
+        payload = _wire.dumps_job(fn, args, kwargs)
+        f = concurrent.futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            job = self._core.submit(payload, 0)
+            self._pending[job] = f
+        f.add_done_callback(functools.partial(self._on_done, job))
+        return f
+
+    def _on_done(self, job, f):
+        if f.cancelled():
+            with self._lock:
+                known = self._pending.pop(job, None) is not None
+            if known:
+                self._core.cancel(job, False)
+
+    def _drain_loop(self):
+        core = self._core
+        while True:
+            core.wait(-1.0)
+            for job, kind, data in core.drain():
+                if kind >= 16:
+                    if kind == _wire.WORKER_EXITED:
+                        self._exited.add(job)
+                    continue
+                with self._lock:
+                    f = self._pending.pop(job, None)
+                if f is None:
+                    continue
+                try:
+                    value = _wire.decode(kind, data)
+                except asyncio.CancelledError:
+                    f.cancel()
+                    continue
+                except BaseException as e:  # noqa: BLE001
+                    try:
+                        f.set_exception(e)
+                    except concurrent.futures.InvalidStateError:
+                        pass
+                    continue
+                try:
+                    f.set_result(value)
+                except concurrent.futures.InvalidStateError:
+                    pass
+            if self._shutdown and len(self._exited) >= self._nworkers:
+                return
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        with self._lock:
+            already = self._shutdown
+            self._shutdown = True
+            pending = list(self._pending.values())
+        if already and not wait:
+            return
+        if cancel_futures:
+            for f in pending:
+                f.cancel()
+
+        def finish():
+            concurrent.futures.wait(pending)
+            self._core.shutdown()
+            stuck = self._core.join(30.0)
+            if not stuck:
+                with _live_lock:
+                    _live_cores.discard(self._core)
+        if wait:
+            finish()
+            self._thread.join(5)
+        else:
+            threading.Thread(target=finish, daemon=True).start()
+
+
+# -- interpreter exit ----------------------------------------------------------------
+def _shutdown_all_at_exit():
+    """A pool left open: stop its workers before the interpreter finalizes (which
+    would abort on a sub-interpreter that still has a running thread)."""
+    with _live_lock:
+        cores = list(_live_cores)
+        _live_cores.clear()
+    for c in cores:
+        c.shutdown()
+    stuck = []
+    for c in cores:
+        s = c.join(0.0 if c in _stuck_cores else 5.0)
+        if s:
+            stuck.append((c, s))
+    if stuck:
+        names = "; ".join(f"workers {s}" for _, s in stuck)
+        sys.stderr.write(
+            f"interloop: pool {names} stuck in code that cannot be interrupted; exiting "
+            "without finalizing them (finalizing would abort the process)\n")
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+        code = 1 if getattr(sys, "last_exc", None) or getattr(sys, "last_value", None) else 0
+        os._exit(code)
+
+
+if not _IN_WORKER:
+    atexit.register(_shutdown_all_at_exit)

@@ -1,0 +1,665 @@
+"""The pool worker's driver, and the wire format shared with the caller.
+
+Inside a worker this file is executed by the worker thread (``src/interp/worker.rs``,
+embedded at build time) as module ``interloop._worker`` in the worker's own-GIL
+sub-interpreter; ``main(native, config)`` runs one persistent asyncio loop until the
+pool shuts down. In the caller, ``interloop._pool`` imports the same file for the
+wire format (``dumps_job``, ``decode``), so both sides agree by construction.
+
+Worker protocol (the native half is ``interloop._interloop`` *in the worker*, a
+raw-FFI module; see ``src/interp/module.rs``):
+
+1. ``main`` copies the caller's ``sys.path``/``sys.argv``, imports ``preload``,
+   reports ``ready`` (with the preload error, if any), (1b) runs plain-function
+   jobs while there are some, then imports asyncio and makes the worker's loop.
+2. The loop watches ``native.wake_fd()``. Idle, it blocks in epoll on that fd: that
+   is how a worker parks (no polling). A wake-up means new work, cancel requests,
+   results of nested spawns, or shutdown (``native.poll()``).
+3. ``pump`` takes jobs while the worker has capacity: fewer than ``concurrency``
+   running jobs (jobs waiting for their own nested spawns do not count) *and* the
+   loop has nothing else ready to run. So a busy worker never hoards: it takes a new
+   job only when it would otherwise go idle. (A job that never lets its loop go idle,
+   e.g. one polling with ``sleep(0)``, keeps its worker to itself, as a thread would.)
+4. A job is started eagerly (a plain function runs to completion; a coroutine
+   runs as an eager task until its first real suspension), and completes with
+   exactly one ``native.complete(job, kind, bytes)``. Before asyncio is imported
+   (most of a worker's start-up), plain-function jobs already run (step 1b).
+"""
+import pickle
+import sys
+
+OK, ERR, REMOTE_ERR, CANCELLED, LOST = 0, 1, 2, 3, 4
+WORKER_READY, WORKER_FAILED, WORKER_EXITED = 16, 17, 18
+FLAG_INTERRUPT = 1
+
+_IN_WORKER = False
+_config = {}
+_driver = None  # the running Driver (inside a worker only)
+
+
+class RemoteError(Exception):
+    """An exception raised in a pool worker that could not be sent back as itself.
+
+    ``type_name`` is the original exception's qualified type name, ``message`` its
+    text, and ``remote_traceback`` the worker's formatted traceback.
+    """
+
+    def __init__(self, type_name, message, remote_traceback=""):
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self):
+        return f"{self.type_name}: {self.message}"
+
+
+class RemoteTraceback(Exception):
+    """Set as ``__cause__`` of exceptions from workers; its text is the worker's traceback."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return "\n\nTraceback in the pool worker:\n" + self.tb
+
+
+# --- wire format --------------------------------------------------------------
+
+def _main_available():
+    main = sys.modules.get("__main__")
+    return bool(getattr(main, "__file__", None)) or bool(
+        getattr(getattr(main, "__spec__", None), "name", None))
+
+
+_fn_cache = {}  # fn -> (pickled fn, label); functions are pickled once per process
+_NO_ARGS = pickle.dumps(((), {}), 5)
+
+
+def dumps_job(fn, args, kwargs):
+    """Encodes a call; raises ``TypeError`` naming what cannot travel.
+
+    Payload: 4-byte little-endian length of the pickled function, the pickled
+    function (cached: pickling a function reference costs microseconds), then the
+    pickled ``(args, kwargs)``.
+    """
+    try:
+        fnb = _fn_cache[fn][0]
+    except (KeyError, TypeError):
+        fnb = _pickle_fn(fn, args, kwargs)[0]
+    try:
+        rest = pickle.dumps((args, kwargs), 5) if args or kwargs else _NO_ARGS
+    except Exception as e:
+        raise _why_unpicklable(fn, args, kwargs, e) from e
+    return len(fnb).to_bytes(4, "little") + fnb + rest
+
+
+def label_of(fn):
+    try:
+        return _fn_cache[fn][1]
+    except (KeyError, TypeError):
+        return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _pickle_fn(fn, args, kwargs):
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not callable")
+    if not _IN_WORKER and getattr(fn, "__module__", None) == "__main__" and not _main_available():
+        raise TypeError(
+            f"cannot send {getattr(fn, '__qualname__', fn)!r} to a pool worker: it is defined in "
+            "an interactive __main__ that workers cannot import; put it in a module or a script file")
+    try:
+        fnb = pickle.dumps(fn, 5)
+    except Exception as e:
+        raise _why_unpicklable(fn, args, kwargs, e) from e
+    entry = (fnb, f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}")
+    try:
+        if len(_fn_cache) > 4096:
+            _fn_cache.clear()
+        _fn_cache[fn] = entry
+    except TypeError:  # unhashable callable
+        pass
+    return entry
+
+
+_fn_loaded = {}  # pickled fn -> fn, in the receiving interpreter
+
+
+def loads_job(payload):
+    """``(fn, args, kwargs)`` from ``dumps_job``'s bytes."""
+    n = int.from_bytes(payload[:4], "little")
+    fnb = payload[4:4 + n]
+    fn = _fn_loaded.get(fnb)
+    if fn is None:
+        fn = loads(fnb)
+        if len(_fn_loaded) > 4096:
+            _fn_loaded.clear()
+        _fn_loaded[fnb] = fn
+    args, kwargs = loads(payload[4 + n:])
+    return fn, args, kwargs
+
+
+def _why_unpicklable(fn, args, kwargs, err):
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    try:
+        pickle.dumps(fn, 5)
+    except Exception as e:
+        if "<lambda>" in name:
+            why = "it is a lambda"
+        elif "<locals>" in name:
+            why = "it is defined inside another function (a closure or local function)"
+        else:
+            why = f"{type(e).__name__}: {e}"
+        return TypeError(
+            f"cannot send {name!r} to a pool worker: {why}; functions travel by module "
+            "and qualified name, so define it at the top level of a module")
+    for i, a in enumerate(args):
+        try:
+            pickle.dumps(a, 5)
+        except Exception as e:
+            return TypeError(
+                f"argument {i} of {name}() ({type(a).__qualname__}) cannot be pickled: "
+                f"{type(e).__name__}: {e}")
+    for k, v in kwargs.items():
+        try:
+            pickle.dumps(v, 5)
+        except Exception as e:
+            return TypeError(
+                f"keyword argument {k!r} of {name}() ({type(v).__qualname__}) cannot be "
+                f"pickled: {type(e).__name__}: {e}")
+    return TypeError(f"the call {name}(...) cannot be pickled: {type(err).__name__}: {err}")
+
+
+def _ensure_main():
+    """Module name to use for pickles that reference ``__main__``."""
+    if not _IN_WORKER:
+        return "__main__"
+    if "__mp_main__" in sys.modules:
+        return "__mp_main__"
+    # Load the caller's main script as __mp_main__, as multiprocessing's spawn does.
+    import runpy
+    import types
+    name, path = _config.get("main_name"), _config.get("main_path")
+    if name:
+        content = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
+    elif path:
+        content = runpy.run_path(path, run_name="__mp_main__")
+    else:
+        raise ImportError("the caller's __main__ has no file the worker could load")
+    mod = types.ModuleType("__mp_main__")
+    mod.__dict__.update(content)
+    sys.modules["__mp_main__"] = sys.modules["__main__"] = mod
+    return "__mp_main__"
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "__main__" or module == "__mp_main__":
+            module = _ensure_main()
+        return super().find_class(module, name)
+
+
+def loads(data):
+    if b"main__" not in data:
+        return pickle.loads(data)
+    import io
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+def encode_error(exc):
+    """``(kind, bytes)`` for an exception raised by a job."""
+    import traceback
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        data = pickle.dumps((exc, tb), 5)
+        loads(data)  # pickles but cannot be rebuilt (e.g. custom __init__)? then RemoteError
+        return ERR, data
+    except BaseException:
+        t = type(exc)
+        try:
+            msg = str(exc)
+        except BaseException:
+            msg = "<str() failed>"
+        return REMOTE_ERR, pickle.dumps((f"{t.__module__}.{t.__qualname__}", msg, tb), 5)
+
+
+def decode(kind, data):
+    """The job's result, or raises its exception (worker traceback as ``__cause__``)."""
+    if kind == OK:
+        return loads(data)
+    if kind == ERR:
+        exc, tb = loads(data)
+        exc.__cause__ = RemoteTraceback(tb)
+        raise exc
+    if kind == REMOTE_ERR:
+        type_name, msg, tb = loads(data)
+        exc = RemoteError(type_name, msg, tb)
+        exc.__cause__ = RemoteTraceback(tb)
+        raise exc
+    if kind == LOST:
+        raise RuntimeError(bytes(data).decode("utf-8", "replace"))
+    import asyncio
+    raise asyncio.CancelledError()
+
+
+def resolve(fut, kind, data):
+    """Resolves an asyncio future from a completion, exactly once."""
+    if fut.done():
+        return
+    try:
+        fut.set_result(decode(kind, data))
+    except BaseException as e:  # noqa: BLE001 - every outcome goes to the future
+        import asyncio
+        if isinstance(e, asyncio.CancelledError):
+            fut.cancel()
+        else:
+            fut.set_exception(e)
+
+
+# --- the worker ----------------------------------------------------------------
+
+def _stub(name):
+    def _unavailable(*a, **k):
+        raise RuntimeError(f"interloop.{name} is not available inside a pool worker")
+    return type(name, (), {"__init__": _unavailable, "__call__": _unavailable})
+
+
+def _install_module_getattr(native):
+    # The caller's interloop/__init__.py imports names from the native PyO3 module,
+    # which cannot load here; the worker module stands in, with stubs for the rest.
+    def __getattr__(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _stub(name)
+    native.__getattr__ = __getattr__
+
+
+def main(native, config):
+    global _IN_WORKER, _config, _driver
+    import marshal
+    _IN_WORKER = True
+    _config = cfg = marshal.loads(config)
+    sys.path[:] = cfg["path"]
+    if cfg.get("argv") is not None:
+        sys.argv[:] = cfg["argv"]
+    _install_module_getattr(native)
+    err = None
+    for name in cfg.get("preload", ()):
+        try:
+            __import__(name)
+        except BaseException:  # noqa: BLE001 - reported to the caller
+            import traceback
+            err = f"preload of {name!r} failed in worker {native.index()}:\n{traceback.format_exc()}"
+            break
+    # Plain-function jobs need no event loop: serve them while asyncio is not
+    # imported yet (that import is most of a worker's start-up).
+    native.set_interrupt_handler(_early_interrupt)
+    early = _run_plain_jobs_early(native)
+    import asyncio
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    d = _driver = Driver(native, loop, cfg)
+    native.ready(err)
+    try:
+        loop.add_reader(native.wake_fd(), d.on_wake)
+        native.set_interrupt_handler(d.on_interrupt)
+        if early is not None:
+            d.pending_launch = early[0]
+            loop.call_soon(d.launch_early, *early)
+        d.pump_soon()
+        loop.run_until_complete(d.stopped)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        _driver = None
+        loop.remove_reader(native.wake_fd())
+        loop.close()
+        asyncio.set_event_loop(None)
+        _forget_dummy_thread()
+
+
+class _EarlyInterrupt(BaseException):
+    """Interrupts a plain-function job run before asyncio is imported."""
+
+
+_early_job = None
+_early_doomed = set()  # interrupted before their early start (handed to the Driver)
+
+
+def _early_interrupt(job):
+    if job == _early_job:
+        return _EarlyInterrupt()
+    _early_doomed.add(job)
+    return None
+
+
+def _run_plain_jobs_early(native):
+    """Runs plain-function jobs before the worker's loop exists. Stops at the first
+    coroutine job (returned as ``(job, coroutine)``, to start once the loop runs) or
+    when no job is queued (the worker is then registered for a wake-up)."""
+    global _early_job
+    while True:
+        job = native.take()
+        if job is None:
+            return None
+        job, payload, _flags, _local = job
+        try:
+            _early_job = job
+            if job in _early_doomed:
+                _early_doomed.discard(job)
+                raise _EarlyInterrupt()
+            fn, args, kwargs = loads_job(payload)
+            r = fn(*args, **kwargs)
+        except _EarlyInterrupt:
+            _early_job = None
+            native.complete(job, CANCELLED, b"")
+            continue
+        except BaseException as e:  # noqa: BLE001
+            _early_job = None
+            _complete_error(native, job, e)
+            continue
+        _early_job = None
+        if type(r) is _CoroutineType or (hasattr(r, "send") and hasattr(r, "throw")):
+            return job, r
+        _complete_value(native, job, r)
+
+
+def _complete_value(native, job, value):
+    try:
+        data = pickle.dumps(value, 5)
+    except Exception as e:  # noqa: BLE001
+        _complete_error(native, job, TypeError(
+            f"the result ({type(value).__qualname__}) cannot be pickled: {type(e).__name__}: {e}"))
+        return
+    native.complete(job, OK, data)
+
+
+def _complete_error(native, job, exc):
+    import asyncio
+    if isinstance(exc, asyncio.CancelledError):
+        native.complete(job, CANCELLED, b"")
+        return
+    kind, data = encode_error(exc)
+    native.complete(job, kind, data)
+
+
+def _forget_dummy_thread():
+    # Trap 4: on 3.13 the _DummyThread of this (non-Python-created) thread is dropped
+    # during interpreter teardown, too late ("Exception ignored in
+    # _DeleteDummyThreadOnDel"). Drop it now, while threading is intact.
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    info = getattr(threading, "_thread_local_info", None)
+    if info is not None and hasattr(info, "_track_dummy_thread_ref"):
+        try:
+            del info._track_dummy_thread_ref
+        except BaseException:  # noqa: BLE001
+            pass
+    threading._active.pop(threading.get_ident(), None)
+
+
+async def _coro_type_probe():
+    pass
+
+
+_probe = _coro_type_probe()
+_CoroutineType = type(_probe)
+_probe.close()
+del _probe
+
+
+class _Escaped(Exception):
+    """Carries SystemExit/KeyboardInterrupt out of a job's task: asyncio re-raises
+    those out of the loop, which would stop the worker."""
+
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+
+async def _guarded(coro):
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as e:
+        raise _Escaped(e) from None
+
+
+class Driver:
+    def __init__(self, native, loop, cfg):
+        import asyncio
+        import contextvars
+        self.asyncio = asyncio
+        self.contextvars = contextvars
+        self.native = native
+        self.loop = loop
+        self.concurrency = max(1, int(cfg.get("concurrency") or 1))
+        self.tasks = {}        # job id -> Task, started and not finished
+        self.blocked = {}      # job id -> how many nested results it is awaiting
+        self.nblocked = 0      # jobs with a non-zero count in `blocked`
+        self.sync_job = None   # job whose plain function (or eager first step) runs now
+        self.doomed = set(_early_doomed)  # jobs interrupted after `take`, before they started
+        _early_doomed.clear()
+        self.pending_launch = None  # coroutine job taken before the loop existed
+        self.local = set()     # running jobs that this worker spawned itself
+        self.children = {}     # nested job id -> Future in this loop
+        self.stopped = loop.create_future()
+        self.closing = False
+        self.pump_scheduled = False
+        self.ready = loop._ready  # asyncio's ready queue: "would the loop go idle?"
+        self.job_var = contextvars.ContextVar("interloop_job", default=None)
+
+    # -- wake-ups --
+    def on_wake(self):
+        self.drain_inbox()
+        self.pump()
+
+    def drain_inbox(self):
+        shutdown, cancels, done = self.native.poll()
+        for job, _interrupt in cancels:
+            t = self.tasks.get(job)
+            if t is not None:
+                t.cancel()
+            elif job == self.pending_launch:
+                self.doomed.add(job)
+        for job, kind, data in done:
+            fut = self.children.pop(job, None)
+            if fut is not None:
+                resolve(fut, kind, data)
+        if shutdown and not self.closing:
+            self.shutdown()
+
+    def on_interrupt(self, job):
+        """Pending-call handler: the exception to raise in the running code, if it is ``job``."""
+        if self.sync_job == job:
+            return self.asyncio.CancelledError()
+        t = self.tasks.get(job)
+        if t is None:
+            # Taken but not started yet (the pending call fired between `take` and
+            # the call): `start` will see it. (Or already finished: harmless.)
+            self.doomed.add(job)
+        elif self.asyncio.current_task(self.loop) is t:
+            return self.asyncio.CancelledError()
+        return None
+
+    # -- scheduling --
+    def pump_soon(self):
+        if not self.pump_scheduled:
+            self.pump_scheduled = True
+            self.loop.call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self):
+        self.pump_scheduled = False
+        self.pump()
+
+    def pump(self):
+        native = self.native
+        while not self.closing:
+            if len(self.tasks) - self.nblocked >= self.concurrency:
+                native.busy()
+                return
+            if self.ready and self.tasks:
+                # Other work is ready here: a job taken now would wait (hoarded) while
+                # an idle worker could start it. Look again next loop iteration.
+                native.busy()
+                self.pump_soon()
+                return
+            job = native.take()
+            if job is None:
+                return  # registered: the next submission writes our wake fd
+            self.start(*job)
+
+    def start(self, job, payload, flags, local):
+        if local:
+            self.local.add(job)
+        try:
+            fn, args, kwargs = loads_job(payload)
+        except BaseException as e:  # noqa: BLE001
+            self.fail(job, e)
+            return
+        try:
+            self.sync_job = job
+            if self.doomed and job in self.doomed:
+                self.doomed.discard(job)
+                raise self.asyncio.CancelledError()
+            r = fn(*args, **kwargs)
+            if not (type(r) is _CoroutineType or (r is not None and self.asyncio.iscoroutine(r))):
+                self.sync_job = None
+                self.succeed(job, r)
+                return
+        except BaseException as e:  # noqa: BLE001
+            self.sync_job = None
+            if isinstance(e, self.asyncio.CancelledError):
+                self.cancelled(job)
+            else:
+                self.fail(job, e)
+            return
+        self.launch(job, r)
+
+    def launch_early(self, job, coro):
+        """Starts the coroutine job taken before the loop existed, unless it was
+        cancelled meanwhile (its interrupt, if any, found no handler then)."""
+        self.drain_inbox()
+        self.pending_launch = None
+        if job in self.doomed or self.closing:
+            self.doomed.discard(job)
+            coro.close()
+            self.cancelled(job)
+            return
+        self.launch(job, coro)
+
+    def launch(self, job, coro):
+        """Runs a job's coroutine as an eager task."""
+        try:
+            self.sync_job = job
+            if self.doomed and job in self.doomed:
+                self.doomed.discard(job)
+                coro.close()
+                raise self.asyncio.CancelledError()
+            ctx = self.contextvars.copy_context()
+            ctx.run(self.job_var.set, job)
+            task = self.asyncio.Task(_guarded(coro), loop=self.loop, context=ctx, eager_start=True)
+        except BaseException as e:  # noqa: BLE001
+            self.sync_job = None
+            if isinstance(e, self.asyncio.CancelledError):
+                self.cancelled(job)
+            else:
+                self.fail(job, e)
+            return
+        self.sync_job = None
+        if task.done():
+            self.finish_task(job, task)
+            return
+        self.tasks[job] = task
+        task.add_done_callback(lambda t, job=job: self.on_task_done(job, t))
+
+    def on_task_done(self, job, task):
+        self.tasks.pop(job, None)
+        if self.blocked.pop(job, 0):
+            self.nblocked -= 1
+        self.finish_task(job, task)
+        if self.closing:
+            if not self.tasks and not self.stopped.done():
+                self.stopped.set_result(None)
+        else:
+            self.pump_soon()
+
+    def finish_task(self, job, task):
+        if task.cancelled():
+            self.cancelled(job)
+            return
+        e = task.exception()
+        if e is not None:
+            self.fail(job, e.exc if isinstance(e, _Escaped) else e)
+        else:
+            self.succeed(job, task.result())
+
+    # Completions. A job spawned by this worker and run by this worker ("local")
+    # resolves its future here directly, by reference: no pickling, no wake-up.
+    def succeed(self, job, value):
+        if self.local and job in self.local:
+            self.local.discard(job)
+            fut = self.children.pop(job, None)
+            if fut is not None and not fut.done():
+                fut.set_result(value)
+            self.native.complete(job, OK, b"")
+            return
+        _complete_value(self.native, job, value)
+
+    def fail(self, job, exc):
+        if self.local and job in self.local:
+            self.local.discard(job)
+            fut = self.children.pop(job, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+            self.native.complete(job, ERR, b"")
+            return
+        kind, data = encode_error(exc)
+        self.native.complete(job, kind, data)
+
+    def cancelled(self, job):
+        if self.local and job in self.local:
+            self.local.discard(job)
+            fut = self.children.pop(job, None)
+            if fut is not None:
+                fut.cancel()
+        self.native.complete(job, CANCELLED, b"")
+
+    def shutdown(self):
+        self.closing = True
+        for fut in self.children.values():
+            fut.cancel()
+        for t in list(self.tasks.values()):
+            t.cancel()
+        if not self.tasks and not self.stopped.done():
+            self.stopped.set_result(None)
+
+    # -- nested spawn (interloop.spawn inside a worker) --
+    def spawn(self, fn, args, kwargs, interrupt=False):
+        payload = dumps_job(fn, args, kwargs)
+        child = self.native.spawn(payload, FLAG_INTERRUPT if interrupt else 0)
+        fut = self.loop.create_future()
+        self.children[child] = fut
+        self.pump_soon()  # if this loop goes idle, it takes the child back itself
+        return self._await_child(child, fut, interrupt)
+
+    async def _await_child(self, child, fut, interrupt):
+        parent = self.job_var.get()
+        if parent is not None:
+            n = self.blocked.get(parent, 0)
+            self.blocked[parent] = n + 1
+            if n == 0:
+                self.nblocked += 1
+            self.pump_soon()  # capacity was lent: take work while we wait
+        try:
+            return await fut
+        except self.asyncio.CancelledError:
+            if self.children.pop(child, None) is not None:
+                self.native.cancel(child, interrupt)
+            raise
+        finally:
+            n = self.blocked.get(parent, 0) if parent is not None else 0
+            if n:
+                self.blocked[parent] = n - 1
+                if n == 1:
+                    self.nblocked -= 1

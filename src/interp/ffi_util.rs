@@ -1,0 +1,93 @@
+//! Small raw-FFI helpers. Every function requires the current thread to hold the
+//! GIL of the interpreter the objects belong to.
+use pyo3::ffi;
+use std::os::raw::c_char;
+
+/// New reference to `None`.
+pub unsafe fn none() -> *mut ffi::PyObject {
+    let n = ffi::Py_None();
+    ffi::Py_IncRef(n);
+    n
+}
+
+pub unsafe fn bool_(v: bool) -> *mut ffi::PyObject {
+    ffi::PyBool_FromLong(v as _)
+}
+
+pub unsafe fn u64_(v: u64) -> *mut ffi::PyObject {
+    ffi::PyLong_FromUnsignedLongLong(v)
+}
+
+pub unsafe fn bytes(b: &[u8]) -> *mut ffi::PyObject {
+    ffi::PyBytes_FromStringAndSize(b.as_ptr() as *const c_char, b.len() as ffi::Py_ssize_t)
+}
+
+/// A tuple from new references (stolen); NULL if any item or the tuple is NULL.
+pub unsafe fn tuple(items: &[*mut ffi::PyObject]) -> *mut ffi::PyObject {
+    if items.iter().any(|p| p.is_null()) {
+        for p in items {
+            if !p.is_null() {
+                ffi::Py_DecRef(*p);
+            }
+        }
+        return std::ptr::null_mut();
+    }
+    let t = ffi::PyTuple_New(items.len() as ffi::Py_ssize_t);
+    if t.is_null() {
+        for p in items {
+            ffi::Py_DecRef(*p);
+        }
+        return t;
+    }
+    for (i, p) in items.iter().enumerate() {
+        ffi::PyTuple_SetItem(t, i as ffi::Py_ssize_t, *p);
+    }
+    t
+}
+
+/// A list built from new references (stolen); NULL on failure.
+pub unsafe fn list(items: Vec<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    let l = ffi::PyList_New(items.len() as ffi::Py_ssize_t);
+    let mut ok = !l.is_null();
+    for (i, p) in items.into_iter().enumerate() {
+        if p.is_null() || !ok {
+            ok = false;
+            if !p.is_null() {
+                ffi::Py_DecRef(p);
+            }
+            continue;
+        }
+        ffi::PyList_SetItem(l, i as ffi::Py_ssize_t, p);
+    }
+    if !ok {
+        if !l.is_null() {
+            ffi::Py_DecRef(l);
+        }
+        return std::ptr::null_mut();
+    }
+    l
+}
+
+pub unsafe fn arg_u64(o: *mut ffi::PyObject) -> Option<u64> {
+    let v = ffi::PyLong_AsUnsignedLongLong(o);
+    if v == u64::MAX && !ffi::PyErr_Occurred().is_null() {
+        return None;
+    }
+    Some(v)
+}
+
+/// Borrowed view of a `bytes` object's data (valid while the object lives).
+pub unsafe fn arg_bytes<'a>(o: *mut ffi::PyObject) -> Option<&'a [u8]> {
+    let mut p: *mut c_char = std::ptr::null_mut();
+    let mut n: ffi::Py_ssize_t = 0;
+    if ffi::PyBytes_AsStringAndSize(o, &mut p, &mut n) != 0 {
+        return None;
+    }
+    Some(std::slice::from_raw_parts(p as *const u8, n as usize))
+}
+
+pub unsafe fn set_error(exc: *mut ffi::PyObject, msg: &str) -> *mut ffi::PyObject {
+    let c = std::ffi::CString::new(msg.replace('\0', " ")).unwrap();
+    ffi::PyErr_SetString(exc, c.as_ptr());
+    std::ptr::null_mut()
+}

@@ -1,0 +1,14 @@
+//! Raw-FFI layer for own-GIL sub-interpreters: each worker thread creates one
+//! interpreter, installs the worker-side native module in it and runs the Python
+//! driver (`python/interloop/_worker.py`) until shutdown.
+//!
+//! Nothing here may use PyO3's safe API: PyO3's statics (type objects, reference
+//! pool, `GILOnceCell`s) are process-wide and belong to the main interpreter. Only
+//! bytes and Rust-owned data cross between interpreters.
+
+mod ffi_util;
+mod module;
+mod worker;
+
+pub use module::init_module_def;
+pub use worker::{interrupt, worker_main, WorkerConfig, DRIVER_SRC};

@@ -1,0 +1,303 @@
+//! The worker-side native module: a multi-phase-init extension module object
+//! (`Py_mod_multiple_interpreters = Py_MOD_PER_INTERPRETER_GIL_SUPPORTED`) created
+//! by each worker in its own interpreter with `PyModule_FromDefAndSpec2`, and put in
+//! that interpreter's `sys.modules` as `interloop._interloop`, so that
+//! `import interloop` inside a worker finds it instead of the PyO3 module (which
+//! CPython refuses to load in an own-GIL interpreter).
+//!
+//! Module state: one pointer to the worker's [`WorkerCtx`], set by the worker
+//! thread after creation and cleared before the interpreter ends.
+use super::ffi_util::*;
+use super::worker::WorkerCtx;
+use crate::sched::{kind, Completion, Origin};
+use pyo3::ffi;
+use std::os::raw::{c_int, c_void};
+use std::sync::OnceLock;
+
+type Args = *mut *mut ffi::PyObject;
+
+struct DefPtr(*mut ffi::PyModuleDef);
+// Safety: the definition is written once (in `init_module_def`, under the main
+// GIL) and only read afterwards; CPython treats it as immutable after init.
+unsafe impl Send for DefPtr {}
+unsafe impl Sync for DefPtr {}
+
+static DEF: OnceLock<DefPtr> = OnceLock::new();
+
+macro_rules! method {
+    ($name:literal, $f:ident, $doc:literal) => {
+        ffi::PyMethodDef {
+            ml_name: $name.as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: $f },
+            ml_flags: ffi::METH_FASTCALL,
+            ml_doc: $doc.as_ptr(),
+        }
+    };
+}
+
+/// Builds and initialises the module definition once; call with the main GIL held
+/// (from `#[pymodule]`), before any worker starts.
+pub fn init_module_def() {
+    DEF.get_or_init(|| {
+        let methods = vec![
+            method!(c"wake_fd", w_wake_fd, c"wake_fd() -> int: readable when there is news for this worker"),
+            method!(c"index", w_index, c"index() -> int: this worker's index"),
+            method!(c"ready", w_ready, c"ready(error: str|None): tell the caller this worker started"),
+            method!(c"poll", w_poll, c"poll() -> (shutdown, cancels, completions)"),
+            method!(c"take", w_take, c"take() -> (job, payload, flags, local) | None; registers for a wake-up if None"),
+            method!(c"busy", w_busy, c"busy(): no capacity now, do not wake me for new jobs"),
+            method!(c"has_work", w_has_work, c"has_work() -> bool: some job is queued somewhere"),
+            method!(c"complete", w_complete, c"complete(job, kind, data: bytes); a local job (see take) is not routed: its spawner is this worker, which resolved it"),
+            method!(c"spawn", w_spawn, c"spawn(payload: bytes, flags: int) -> job: nested submission to this worker's deque"),
+            method!(c"cancel", w_cancel, c"cancel(job, interrupt: bool) -> bool"),
+            method!(c"set_interrupt_handler", w_set_interrupt_handler, c"set_interrupt_handler(fn): fn(job) -> exception|None"),
+            ffi::PyMethodDef::zeroed(),
+        ];
+        let slots = vec![
+            ffi::PyModuleDef_Slot { slot: ffi::Py_mod_exec, value: w_exec as *mut c_void },
+            ffi::PyModuleDef_Slot {
+                slot: ffi::Py_mod_multiple_interpreters,
+                value: ffi::Py_MOD_PER_INTERPRETER_GIL_SUPPORTED,
+            },
+            ffi::PyModuleDef_Slot { slot: 0, value: std::ptr::null_mut() },
+        ];
+        let def = Box::new(ffi::PyModuleDef {
+            m_base: ffi::PyModuleDef_HEAD_INIT,
+            m_name: c"interloop._interloop".as_ptr(),
+            m_doc: c"interloop's worker-side native module (raw FFI, one per sub-interpreter)".as_ptr(),
+            m_size: std::mem::size_of::<*const WorkerCtx>() as ffi::Py_ssize_t,
+            m_methods: Box::leak(methods.into_boxed_slice()).as_mut_ptr(),
+            m_slots: Box::leak(slots.into_boxed_slice()).as_mut_ptr(),
+            m_traverse: None,
+            m_clear: None,
+            m_free: None,
+        });
+        let def = Box::leak(def) as *mut ffi::PyModuleDef;
+        // Safety: the main GIL is held (we are called from the #[pymodule] init);
+        // `PyModuleDef_Init` only stamps the type and the module index, once, here,
+        // so workers never race on it.
+        unsafe { ffi::PyModuleDef_Init(def) };
+        DefPtr(def)
+    });
+}
+
+/// Creates the module in the current (worker) interpreter, points its state at
+/// `ctx` and registers it in `sys.modules`. Returns a new reference or NULL.
+///
+/// # Safety
+/// The worker's GIL must be held; `ctx` must outlive every call into the module
+/// (the worker clears the state with [`detach`] before `ctx` is dropped).
+pub unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
+    let def = DEF.get().expect("init_module_def not called").0;
+    let globals = ffi::PyDict_New();
+    if globals.is_null() {
+        return globals;
+    }
+    ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins());
+    let spec = ffi::PyRun_String(
+        c"__import__('importlib.machinery').machinery.ModuleSpec('interloop._interloop', None)".as_ptr(),
+        ffi::Py_eval_input,
+        globals,
+        globals,
+    );
+    ffi::Py_DecRef(globals);
+    if spec.is_null() {
+        return spec;
+    }
+    let m = ffi::PyModule_FromDefAndSpec2(def, spec, ffi::PYTHON_API_VERSION);
+    ffi::Py_DecRef(spec);
+    if m.is_null() {
+        return m;
+    }
+    // The state is allocated (zeroed) by `PyModule_ExecDef`, so set it afterwards.
+    if ffi::PyModule_ExecDef(m, def) != 0 {
+        ffi::Py_DecRef(m);
+        return std::ptr::null_mut();
+    }
+    let state = ffi::PyModule_GetState(m) as *mut *const WorkerCtx;
+    if state.is_null() {
+        ffi::Py_DecRef(m);
+        set_error(ffi::PyExc_SystemError, "interloop worker module has no state");
+        return std::ptr::null_mut();
+    }
+    *state = ctx;
+    let modules = ffi::PyImport_GetModuleDict();
+    if ffi::PyDict_SetItemString(modules, c"interloop._interloop".as_ptr(), m) != 0 {
+        ffi::Py_DecRef(m);
+        return std::ptr::null_mut();
+    }
+    m
+}
+
+/// Points the module state at nothing: later calls raise `RuntimeError`.
+///
+/// # Safety
+/// `m` is a module made by [`create`]; the worker's GIL is held.
+pub unsafe fn detach(m: *mut ffi::PyObject) {
+    let state = ffi::PyModule_GetState(m) as *mut *const WorkerCtx;
+    if !state.is_null() {
+        *state = std::ptr::null();
+    }
+}
+
+// Safety of the `w_*` functions: CPython calls them with the worker interpreter's GIL
+// held, on a thread of that interpreter, with `m` the module object and `a[..n]`
+// valid borrowed arguments (METH_FASTCALL). `ctx()` refuses calls from any thread but
+// the worker's own and after `detach`, so the `WorkerCtx` they reach is alive and not
+// shared with another thread (its `crossbeam_deque::Worker` is single-threaded).
+
+unsafe extern "C" fn w_exec(m: *mut ffi::PyObject) -> c_int {
+    let v = ffi::PyUnicode_FromString(c"0.1.0".as_ptr());
+    if v.is_null() || ffi::PyModule_AddObjectRef(m, c"__version__".as_ptr(), v) != 0 {
+        return -1;
+    }
+    ffi::Py_DecRef(v);
+    if ffi::PyModule_AddIntConstant(m, c"_IS_WORKER".as_ptr(), 1) != 0 {
+        return -1;
+    }
+    0
+}
+
+/// The worker context of module `m`, or a Python `RuntimeError`.
+unsafe fn ctx<'a>(m: *mut ffi::PyObject) -> Option<&'a WorkerCtx> {
+    let state = ffi::PyModule_GetState(m) as *mut *const WorkerCtx;
+    if state.is_null() || (*state).is_null() {
+        set_error(ffi::PyExc_RuntimeError, "the interloop worker is shutting down");
+        return None;
+    }
+    let c = &**state;
+    if !c.on_own_thread() {
+        set_error(ffi::PyExc_RuntimeError, "interloop worker functions must be called from the worker's own thread");
+        return None;
+    }
+    Some(c)
+}
+
+unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bool {
+    let n = ffi::PyVectorcall_NARGS(n as usize);
+    if n != want {
+        set_error(ffi::PyExc_TypeError, &format!("{name}() takes {want} arguments ({n} given)"));
+        return false;
+    }
+    true
+}
+
+unsafe extern "C" fn w_wake_fd(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    ffi::PyLong_FromLong(c.slot().wake.raw() as _)
+}
+
+unsafe extern "C" fn w_index(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    u64_(c.me as u64)
+}
+
+unsafe extern "C" fn w_ready(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    if !nargs(n, 1, "ready") {
+        return std::ptr::null_mut();
+    }
+    let err = *a;
+    let (k, data) = if err == ffi::Py_None() {
+        (kind::WORKER_READY, Vec::new())
+    } else {
+        let mut len: ffi::Py_ssize_t = 0;
+        let p = ffi::PyUnicode_AsUTF8AndSize(err, &mut len);
+        if p.is_null() {
+            return std::ptr::null_mut();
+        }
+        (kind::WORKER_FAILED, std::slice::from_raw_parts(p as *const u8, len as usize).to_vec())
+    };
+    c.sched.route(Origin::Caller, Completion { job: c.me as u64, kind: k, data });
+    none()
+}
+
+unsafe extern "C" fn w_poll(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    c.slot().wake.clear();
+    c.sched.clear_notified(c.me);
+    let inbox = c.sched.take_inbox(c.me);
+    let cancels = list(
+        inbox.cancels.iter().map(|&(id, intr)| tuple(&[u64_(id), bool_(intr)])).collect(),
+    );
+    let done = list(
+        inbox
+            .completions
+            .iter()
+            .map(|x| tuple(&[u64_(x.job), ffi::PyLong_FromLong(x.kind as _), bytes(&x.data)]))
+            .collect(),
+    );
+    tuple(&[bool_(inbox.shutdown), cancels, done])
+}
+
+unsafe extern "C" fn w_take(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    match c.sched.take(c.me, &c.local) {
+        None => none(),
+        Some(job) => tuple(&[
+            u64_(job.ctl.id),
+            bytes(&job.payload),
+            ffi::PyLong_FromLong(job.flags as _),
+            // spawned by this very worker: the driver resolves it in place
+            bool_(job.ctl.origin == Origin::Worker(c.me)),
+        ]),
+    }
+}
+
+unsafe extern "C" fn w_busy(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    c.sched.set_busy(c.me);
+    none()
+}
+
+unsafe extern "C" fn w_has_work(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    bool_(c.sched.has_work())
+}
+
+unsafe extern "C" fn w_complete(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    if !nargs(n, 3, "complete") {
+        return std::ptr::null_mut();
+    }
+    let (Some(id), Some(k), Some(data)) = (arg_u64(*a), arg_u64(*a.add(1)), arg_bytes(*a.add(2))) else {
+        return std::ptr::null_mut();
+    };
+    c.sched.complete(c.me, id, k as u8, data.to_vec());
+    none()
+}
+
+unsafe extern "C" fn w_spawn(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    if !nargs(n, 2, "spawn") {
+        return std::ptr::null_mut();
+    }
+    let (Some(data), Some(flags)) = (arg_bytes(*a), arg_u64(*a.add(1))) else {
+        return std::ptr::null_mut();
+    };
+    let id = c.sched.submit(data.to_vec(), flags as u32, Origin::Worker(c.me), Some(&c.local));
+    u64_(id)
+}
+
+unsafe extern "C" fn w_cancel(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    if !nargs(n, 2, "cancel") {
+        return std::ptr::null_mut();
+    }
+    let Some(id) = arg_u64(*a) else { return std::ptr::null_mut() };
+    let intr = ffi::PyObject_IsTrue(*a.add(1)) == 1;
+    let running = c.sched.cancel(id, intr);
+    if let (Some(w), true) = (running, intr) {
+        super::worker::interrupt(&c.sched, w, id);
+    }
+    bool_(running.is_some())
+}
+
+unsafe extern "C" fn w_set_interrupt_handler(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+    if !nargs(n, 1, "set_interrupt_handler") {
+        return std::ptr::null_mut();
+    }
+    c.set_interrupt_handler(*a);
+    none()
+}

@@ -1,0 +1,402 @@
+//! The work-stealing scheduler: one `crossbeam_deque::Injector` for submissions from
+//! the caller, one `Worker`/`Stealer` deque per worker thread for nested `spawn`.
+//!
+//! Nothing in this module touches Python: jobs are ids plus opaque bytes. The worker
+//! threads (`crate::interp`) call [`Scheduler::take`] from their driver; the caller's
+//! side (`crate::bridge`) calls [`Scheduler::submit`] and [`Scheduler::cancel`].
+//!
+//! # Job life cycle
+//! 1. `submit` allocates a `JobId`, records a [`JobCtl`] (state `QUEUED`) in the job
+//!    table and pushes the job on the injector (caller) or on the submitting worker's
+//!    own deque (nested spawn). Then it wakes at most one worker that asked for work.
+//! 2. A worker asks for a job (`take`) only when its loop has capacity: own deque
+//!    first (LIFO, hot caches for divide and conquer), then the injector, then the
+//!    other workers' deques (steal, counted in `stolen`).
+//! 3. The worker moves the job `QUEUED -> RUNNING` with a CAS, after storing its own
+//!    index in the job. A job whose CAS fails was cancelled while queued: it is dropped.
+//! 4. If `take` finds nothing it sets the worker's `wants_work` flag and looks once
+//!    more (Dekker-style, both sides fence `SeqCst`), so a submission racing with a
+//!    worker going idle is never missed.
+//! 5. The worker posts exactly one completion per job it started (`complete`), which
+//!    removes the job from the table and routes the bytes to the job's origin: the
+//!    caller's completion queue or the inbox of the worker that spawned it. A job
+//!    run by the very worker that spawned it is not routed: that worker's driver
+//!    resolved it in place (by reference, no pickling, no wake-up).
+//!
+//! # Cancellation
+//! 1. `cancel(id)` looks the job up. Not found: already completed, nothing to do.
+//! 2. `QUEUED -> CANCELLED` by CAS: the job never runs; it is removed from the table
+//!    now and dropped when a worker pops it (step 3 above).
+//! 3. `RUNNING`: a cancel request is put in the running worker's inbox and the
+//!    worker is woken; its driver cancels the task (`CancelledError` at the next
+//!    await). With `interrupt`, the caller additionally schedules a pending call in
+//!    the worker interpreter (see `crate::interp::interrupt`).
+//! 4. The caller's awaitable is already resolved (cancelled) by the caller itself, so
+//!    a late completion for a cancelled job is dropped by the caller's drain.
+//!
+//! # Shutdown
+//! 1. The caller resolves or cancels every future it handed out, then calls
+//!    `shutdown`: each worker's inbox gets `shutdown = true` and the worker is woken.
+//! 2. A worker's driver sees the flag, cancels its tasks, closes its loop and returns;
+//!    the worker thread ends its interpreter and marks itself exited (`exited`).
+//! 3. The caller waits on `exited` with a timeout and without holding the GIL; the
+//!    workers that did not exit in time are reported by index (they are stuck in
+//!    code that cannot be interrupted) and their threads are left detached.
+
+mod job;
+mod park;
+mod stats;
+
+pub use job::{Job, JobCtl, JobId, JobState, Origin};
+pub use park::WakeFd;
+pub use stats::{Stats, StatsSnapshot};
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a worker's driver is told when it is woken.
+#[derive(Default)]
+pub struct Inbox {
+    /// `(job, interrupt)` for running jobs the caller cancelled.
+    pub cancels: Vec<(JobId, bool)>,
+    /// Results of jobs this worker spawned (nested `spawn`).
+    pub completions: Vec<Completion>,
+    pub shutdown: bool,
+}
+
+/// One finished job (or a control message, see `kind`), as bytes.
+pub struct Completion {
+    pub job: JobId,
+    pub kind: u8,
+    pub data: Vec<u8>,
+}
+
+/// Completion kinds. Job results are < 16; control messages from workers are >= 16
+/// and carry the worker index in `job`. (Some are only produced by the Python driver.)
+#[allow(dead_code)]
+pub mod kind {
+    pub const OK: u8 = 0;
+    pub const ERR: u8 = 1;
+    pub const REMOTE_ERR: u8 = 2;
+    pub const CANCELLED: u8 = 3;
+    /// The worker ended (its driver failed) while running the job; data is a message.
+    pub const LOST: u8 = 4;
+    pub const WORKER_READY: u8 = 16;
+    pub const WORKER_FAILED: u8 = 17;
+    pub const WORKER_EXITED: u8 = 18;
+}
+
+/// Where completions for the caller go (implemented by `crate::bridge`).
+pub trait CompletionSink: Send + Sync {
+    fn push(&self, c: Completion);
+}
+
+/// Per-worker state shared with everyone.
+pub struct WorkerSlot {
+    stealer: Stealer<Job>,
+    /// Set by the worker when it has capacity and found no job; cleared when it
+    /// takes one or becomes busy.
+    wants_work: AtomicBool,
+    /// Set by whoever wrote the worker's wake fd for new work; cleared by the worker.
+    notified: AtomicBool,
+    pub wake: WakeFd,
+    pub inbox: Mutex<Inbox>,
+    pub running: AtomicUsize,
+    /// `PyInterpreterState*` of the worker, 0 until created and after teardown.
+    /// Guarded by `interp_lock` for use from other threads (interrupts).
+    pub interp: Mutex<usize>,
+    exited: Mutex<bool>,
+    exited_cv: Condvar,
+}
+
+const JOB_SHARDS: usize = 16;
+
+pub struct Scheduler {
+    injector: Injector<Job>,
+    pub slots: Vec<WorkerSlot>,
+    /// The job table, sharded by id so the caller inserting new jobs and workers
+    /// removing finished ones rarely meet on one lock.
+    jobs: Vec<Mutex<HashMap<JobId, Arc<JobCtl>>>>,
+    next_id: AtomicU64,
+    next_notify: AtomicUsize,
+    pub stats: Stats,
+    sink: Box<dyn CompletionSink>,
+}
+
+impl Scheduler {
+    /// A scheduler for `n` workers; returns the local deques to move into the threads.
+    pub fn new(n: usize, sink: Box<dyn CompletionSink>) -> std::io::Result<(Arc<Self>, Vec<Worker<Job>>)> {
+        let locals: Vec<Worker<Job>> = (0..n).map(|_| Worker::new_lifo()).collect();
+        let mut slots = Vec::with_capacity(n);
+        for w in &locals {
+            slots.push(WorkerSlot {
+                stealer: w.stealer(),
+                wants_work: AtomicBool::new(false),
+                notified: AtomicBool::new(false),
+                wake: WakeFd::new()?,
+                inbox: Mutex::new(Inbox::default()),
+                running: AtomicUsize::new(0),
+                interp: Mutex::new(0),
+                exited: Mutex::new(false),
+                exited_cv: Condvar::new(),
+            });
+        }
+        let s = Scheduler {
+            injector: Injector::new(),
+            slots,
+            jobs: (0..JOB_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            next_notify: AtomicUsize::new(0),
+            stats: Stats::new(n),
+            sink,
+        };
+        Ok((Arc::new(s), locals))
+    }
+
+    fn shard(&self, id: JobId) -> &Mutex<HashMap<JobId, Arc<JobCtl>>> {
+        &self.jobs[(id as usize) % JOB_SHARDS]
+    }
+
+    /// Jobs in the table (queued or running), for tests.
+    #[cfg(test)]
+    pub fn table_len(&self) -> usize {
+        self.jobs.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Step 1 of the life cycle. `local` is the submitting worker's own deque.
+    pub fn submit(&self, payload: Vec<u8>, flags: u32, origin: Origin, local: Option<&Worker<Job>>) -> JobId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ctl = Arc::new(JobCtl::new(id, origin));
+        self.shard(id).lock().insert(id, ctl.clone());
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let job = Job { ctl, payload, flags };
+        let me = match (local, origin) {
+            (Some(w), Origin::Worker(i)) => {
+                w.push(job);
+                Some(i)
+            }
+            _ => {
+                self.injector.push(job);
+                None
+            }
+        };
+        self.notify_one(me);
+        id
+    }
+
+    /// Wakes one worker (not `except`) that asked for work and is not yet notified.
+    pub fn notify_one(&self, except: Option<usize>) {
+        // Pairs with the fence in `take` (step 4).
+        fence(Ordering::SeqCst);
+        let n = self.slots.len();
+        let start = self.next_notify.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let i = (start + k) % n;
+            if Some(i) == except {
+                continue;
+            }
+            let s = &self.slots[i];
+            if s.wants_work.load(Ordering::SeqCst) && !s.notified.swap(true, Ordering::AcqRel) {
+                self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+                s.wake.notify();
+                return;
+            }
+        }
+    }
+
+    /// Steps 2 to 4 of the life cycle, for worker `me`.
+    pub fn take(&self, me: usize, local: &Worker<Job>) -> Option<Job> {
+        let slot = &self.slots[me];
+        let mut registered = false;
+        loop {
+            let mut retry = false;
+            let mut stolen = false;
+            let found = local.pop().or_else(|| loop {
+                match self.injector.steal() {
+                    Steal::Success(j) => break Some(j),
+                    Steal::Retry => continue,
+                    Steal::Empty => break None,
+                }
+            });
+            let found = found.or_else(|| {
+                let n = self.slots.len();
+                for k in 1..n {
+                    match self.slots[(me + k) % n].stealer.steal() {
+                        Steal::Success(j) => {
+                            stolen = true;
+                            return Some(j);
+                        }
+                        Steal::Retry => retry = true,
+                        Steal::Empty => {}
+                    }
+                }
+                None
+            });
+            if let Some(job) = found {
+                if job.ctl.try_start(me) {
+                    slot.wants_work.store(false, Ordering::SeqCst);
+                    slot.running.fetch_add(1, Ordering::Relaxed);
+                    if stolen {
+                        self.stats.stolen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // More work left behind: let another idle worker have it.
+                    if !self.injector.is_empty() || !local.is_empty() {
+                        self.notify_one(Some(me));
+                    }
+                    return Some(job);
+                }
+                continue; // cancelled while queued: drop it
+            }
+            if retry {
+                continue;
+            }
+            if registered {
+                return None;
+            }
+            slot.wants_work.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            registered = true;
+        }
+    }
+
+    /// The worker has no capacity (or other ready work): do not wake it for new jobs.
+    pub fn set_busy(&self, me: usize) {
+        self.slots[me].wants_work.store(false, Ordering::SeqCst);
+    }
+
+    /// Clears the "notified" flag; called by the worker when it wakes up.
+    pub fn clear_notified(&self, me: usize) {
+        self.slots[me].notified.store(false, Ordering::Release);
+    }
+
+    /// Is there a job any worker could take?
+    pub fn has_work(&self) -> bool {
+        !self.injector.is_empty() || self.slots.iter().any(|s| !s.stealer.is_empty())
+    }
+
+    /// Step 5 of the life cycle. Returns false if the job was unknown.
+    pub fn complete(&self, worker: usize, id: JobId, kind: u8, data: Vec<u8>) -> bool {
+        let ctl = self.shard(id).lock().remove(&id);
+        let Some(ctl) = ctl else { return false };
+        ctl.finish();
+        self.slots[worker].running.fetch_sub(1, Ordering::Relaxed);
+        match kind {
+            kind::OK => self.stats.completed.fetch_add(1, Ordering::Relaxed),
+            kind::CANCELLED => self.stats.cancelled.fetch_add(1, Ordering::Relaxed),
+            _ => self.stats.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        self.stats.record_latency(ctl.submitted_at.elapsed());
+        // A job its own spawner ran was resolved in place by that worker's driver.
+        if ctl.origin != Origin::Worker(worker) {
+            self.route(ctl.origin, Completion { job: id, kind, data });
+        }
+        true
+    }
+
+    /// Sends a completion (or control message) to `origin`.
+    pub fn route(&self, origin: Origin, c: Completion) {
+        match origin {
+            Origin::Caller => self.sink.push(c),
+            Origin::Worker(i) => self.post(i, |inbox| inbox.completions.push(c)),
+        }
+    }
+
+    fn post(&self, worker: usize, f: impl FnOnce(&mut Inbox)) {
+        let slot = &self.slots[worker];
+        {
+            let mut inbox = slot.inbox.lock();
+            f(&mut inbox);
+        }
+        slot.wake.notify();
+    }
+
+    /// Cancellation steps 1 to 3. Returns the worker running the job, if it runs.
+    pub fn cancel(&self, id: JobId, interrupt: bool) -> Option<usize> {
+        let ctl = self.shard(id).lock().get(&id).cloned();
+        let ctl = ctl?;
+        match ctl.try_cancel_queued() {
+            Ok(()) => {
+                self.shard(id).lock().remove(&id);
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(JobState::Running(w)) => {
+                self.post(w, |inbox| inbox.cancels.push((id, interrupt)));
+                Some(w)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Shutdown step 1.
+    pub fn shutdown(&self) {
+        for i in 0..self.slots.len() {
+            self.post(i, |inbox| inbox.shutdown = true);
+        }
+    }
+
+    /// Takes everything in worker `me`'s inbox.
+    pub fn take_inbox(&self, me: usize) -> Inbox {
+        std::mem::take(&mut *self.slots[me].inbox.lock())
+    }
+
+    /// Shutdown step 2 (called by the worker thread as its very last act).
+    pub fn mark_exited(&self, me: usize) {
+        let s = &self.slots[me];
+        *s.exited.lock() = true;
+        s.exited_cv.notify_all();
+    }
+
+    /// Shutdown step 3: waits until `deadline` for every worker; returns the stuck ones.
+    pub fn wait_exited(&self, timeout: Duration) -> Vec<usize> {
+        let deadline = Instant::now() + timeout;
+        let mut stuck = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            let mut done = s.exited.lock();
+            while !*done {
+                if s.exited_cv.wait_until(&mut done, deadline).timed_out() {
+                    break;
+                }
+            }
+            if !*done {
+                stuck.push(i);
+            }
+        }
+        stuck
+    }
+
+    /// Jobs running on `worker` right now (for naming stuck workers).
+    pub fn running_on(&self, worker: usize) -> Vec<JobId> {
+        let mut v: Vec<JobId> = Vec::new();
+        for shard in &self.jobs {
+            let jobs = shard.lock();
+            v.extend(jobs.values().filter(|c| c.state() == JobState::Running(worker)).map(|c| c.id));
+        }
+        v.sort_unstable();
+        v
+    }
+
+    pub fn queued(&self) -> usize {
+        self.injector.len() + self.slots.iter().map(|s| s.stealer.len()).sum::<usize>()
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot(
+            self.queued(),
+            self.slots.iter().map(|s| s.running.load(Ordering::Relaxed)).collect(),
+        )
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;
+#[cfg(all(test, loom))]
+mod loom;

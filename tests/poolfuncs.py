@@ -1,0 +1,164 @@
+"""Functions the pool tests send to workers (workers import this module by name)."""
+import asyncio
+import os
+import sys
+import threading
+import time
+
+import interloop
+
+LOG = []  # per interpreter: what happened to jobs in this worker
+
+
+def add(a, b):
+    return a + b
+
+
+async def aadd(a, b):
+    await asyncio.sleep(0)
+    return a + b
+
+
+async def noop():
+    return None
+
+
+def plain_noop():
+    return None
+
+
+def ident(x):
+    return x
+
+
+def kw(a, *, b=2, c=3):
+    return (a, b, c)
+
+
+async def sleep_then(x, delay):
+    await asyncio.sleep(delay)
+    return x
+
+
+class CustomError(Exception):
+    pass
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles, but cannot be rebuilt from its args: arrives as RemoteError."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+class HoldsLock(Exception):
+    def __init__(self, msg):
+        super().__init__(msg)
+        self.lock = threading.Lock()
+
+
+async def boom(kind):
+    await asyncio.sleep(0)
+    if kind == "value":
+        raise ValueError("bad value 42")
+    if kind == "key":
+        raise KeyError("missing")
+    if kind == "custom":
+        raise CustomError("custom trouble")
+    if kind == "needs-two":
+        raise NeedsTwoArgs(1, 2)
+    if kind == "lock":
+        raise HoldsLock("holds a lock")
+    if kind == "exit":
+        raise SystemExit(3)
+    if kind == "zero":
+        return 1 / 0
+    raise RuntimeError(kind)
+
+
+def plain_boom():
+    raise ValueError("plain failure")
+
+
+def returns_unpicklable():
+    return threading.Lock()
+
+
+async def log_cancel(tag):
+    """Waits forever; records in LOG whether it saw CancelledError."""
+    LOG.append(("start", tag))
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        LOG.append(("cancelled", tag))
+        raise
+
+
+async def mark(tag):
+    LOG.append(("ran", tag))
+    return tag
+
+
+async def get_log(wait_for=None):
+    """The worker's LOG, after waiting (bounded) until it contains ``wait_for``."""
+    for _ in range(500):
+        if wait_for is None or wait_for in LOG:
+            break
+        await asyncio.sleep(0.01)
+    return list(LOG)
+
+
+def spin_forever():
+    while True:
+        pass
+
+
+async def async_spin_forever():
+    LOG.append(("spin", 1))
+    while True:
+        pass
+
+
+def hang():
+    time.sleep(3600)
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+async def pfib(n, cutoff=12):
+    if n < cutoff:
+        return fib(n)
+    a, b = await asyncio.gather(interloop.spawn(pfib, n - 1, cutoff), interloop.spawn(pfib, n - 2, cutoff))
+    return a + b
+
+
+async def spawn_lambda():
+    return await interloop.spawn(lambda: 1)
+
+
+def worker_env():
+    return {"path": list(sys.path), "argv": list(sys.argv), "tid": threading.get_ident(),
+            "index": sys.modules["interloop._interloop"].index(), "pid": os.getpid()}
+
+
+async def subprocess_echo():
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "print(6*7)", stdout=asyncio.subprocess.PIPE)
+    out, _ = await p.communicate()
+    return out.decode().strip()
+
+
+async def crunch(n):
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    await asyncio.sleep(0)
+    return total
+
+
+async def break_worker_loop():
+    """Stops the worker's own loop from inside: the worker's driver fails."""
+    asyncio.get_running_loop().stop()
+    await asyncio.sleep(3600)
