@@ -8,6 +8,7 @@ Prints a markdown table and writes ``benches/results/pool.json``. Every number i
 the median of several runs, all measured in the same process run.
 """
 import argparse
+import builtins
 import asyncio
 import concurrent.futures
 import json
@@ -320,6 +321,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "pool.json"))
     args = ap.parse_args()
     runs = 3 if args.quick else args.runs
+    lines = []
+
+    def print(*parts, flush=False):  # noqa: A001 - also keeps the markdown for the report
+        text = " ".join(str(p) for p in parts)
+        builtins.print(text, flush=True)
+        lines.append(text)
+
     n = 300_000 if args.quick else 1_500_000
 
     report = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": runs,
@@ -367,10 +375,13 @@ def main():
     report["loadavg_at_end"] = os.getloadavg()
     print(f"load average at start {report['loadavg_at_start']}, at end {report['loadavg_at_end']} "
           "(the machine is shared: CPU numbers need an idle machine)")
+    report["markdown"] = "\n".join(lines)
+    report["order"] = 40
+    report["command"] = os.environ.get("INTERLOOP_BENCH_COMMAND", "python benches/bench_pool.py")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
-    print(f"(written to {os.path.relpath(args.out)})")
+    builtins.print(f"(written to {os.path.relpath(args.out)})")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,25 @@ def load_results(directory: Path) -> "list[dict[str, Any]]":
     return docs
 
 
+def load_markdown_sections(directory: Path) -> "list[tuple[int, str]]":
+    """Results of standalone scripts (e.g. bench_pool.py) that render their own
+    Markdown: a JSON with a "markdown" key, placed by its "order"."""
+    out = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("schema") != 1 and isinstance(doc.get("markdown"), str):
+            text = doc["markdown"].replace("\n# ", "\n## ")
+            if text.startswith("# "):
+                text = "#" + text
+            if doc.get("command"):
+                text += f"\n\n- Command: `{doc['command']}`"
+            out.append((doc.get("order", 60), text))
+    return out
+
+
 # --------------------------------------------------------------------------- formatting
 
 
@@ -232,7 +251,13 @@ def render_markdown(docs: "list[dict[str, Any]]", chart: "Path | None", chart_er
     if not docs:
         parts += ["No results yet.", ""]
     parts += [render_section(doc) for doc in docs]
+    extra = load_markdown_sections(MARKDOWN_DIR) if MARKDOWN_DIR is not None else []
+    parts += [text + "\n" for _, text in sorted(extra, key=lambda t: t[0])]
     return "\n".join(parts).rstrip() + "\n"
+
+
+# Where render_markdown looks for standalone Markdown sections (set by write_report).
+MARKDOWN_DIR: "Path | None" = None
 
 
 def render_console(docs: "list[dict[str, Any]]") -> str:
@@ -324,6 +349,8 @@ def write_chart(docs: "list[dict[str, Any]]", path: Path) -> None:
 
 
 def write_report(results_dir: Path, md_path: Path, png_path: "Path | None") -> "tuple[Path, Path | None]":
+    global MARKDOWN_DIR
+    MARKDOWN_DIR = results_dir
     docs = load_results(results_dir)
     chart, chart_error = None, None
     if png_path is not None and docs:

@@ -188,6 +188,16 @@ def main(argv: "list[str]") -> int:
             if not info["available"] and variant in failures:
                 info["error"] = f"pip install failed: {failures[variant]}"
         wrote.append(harness.write_results(doc, out_dir))
+    if only is None or "pool" in only:
+        # The parallel engine's benchmark is a standalone script (its peers are pools,
+        # not loops); it writes a JSON with its own Markdown, merged into the report.
+        out = out_dir / "pool.json"
+        cmd = [sys.executable, str(BENCHES / "bench_pool.py"), "--out", str(out)]
+        cmd += ["--quick"] if args.quick else ["--runs", str(args.runs)]
+        if subprocess.run(cmd).returncode == 0:
+            wrote.append(out)
+        else:
+            print("bench: bench_pool.py failed", file=sys.stderr)
     if not wrote:
         print("bench: no benchmark matched", file=sys.stderr)
         return 1

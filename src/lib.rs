@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 pub mod event_loop;
 pub mod transport;
 
-mod bridge;
+pub mod bridge;
 mod interp;
 mod sched;
 

@@ -22,8 +22,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+_LOOP_FACTORY = None
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "interloop"])
+def loop_kind(request):
+    """Every pool test runs on asyncio's loop (completions through an eventfd and
+    add_reader) and on interloop's (completions drained natively by the loop)."""
+    global _LOOP_FACTORY
+    _LOOP_FACTORY = asyncio.new_event_loop if request.param == "asyncio" else interloop.new_event_loop
+    yield request.param
+    _LOOP_FACTORY = None
+
+
 def run(coro):
-    return asyncio.run(coro)
+    return asyncio.run(coro, loop_factory=_LOOP_FACTORY)
 
 
 def run_script(tmp_path, source, timeout=60):
@@ -559,3 +572,21 @@ def test_ctrl_c_in_caller_cancels_running_work(tmp_path):
     """, timeout=60)
     assert "('cancelled', 'c')" in r.stdout, (r.stdout, r.stderr)
     assert "KeyboardInterrupt" in r.stdout
+
+
+def test_interloop_loop_drains_completions_natively(loop_kind):
+    """On interloop's loop no eventfd reader is registered: the loop drains the
+    pool's completion queue itself; on asyncio's loop the pool uses add_reader."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with interloop.Pool(1) as pool:
+            assert await pool.run(pf.add, 20, 22) == 42
+            fd = pool._core.fd()
+            if loop_kind == "interloop":
+                assert pool._attached == "native"
+                assert loop._io_handles(fd) == (None, None)
+            else:
+                assert pool._attached == "reader"
+            results = await asyncio.gather(*(pool.run(pf.add, i, 1) for i in range(200)))
+            assert results == [i + 1 for i in range(200)]
+    run(main())

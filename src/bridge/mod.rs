@@ -4,28 +4,41 @@
 //! write its eventfd only when the vector goes from empty to non-empty, so a burst
 //! of results costs one wake-up. The caller's loop drains the whole batch in one
 //! call ([`Completions::drain`]): with asyncio that is an `add_reader` callback;
-//! interloop's own loop can drain it natively each iteration instead (it gets the
-//! `Arc<Completions>` from [`PoolCore::completions`]).
+//! interloop's own loop drains it natively each iteration instead (it attaches the
+//! `Arc<Completions>` from [`PoolCore::completions`] as a completion source, and
+//! producers then wake the loop directly: no eventfd write, no reader callback).
 
 mod core;
 
 pub use self::core::register;
-#[allow(unused_imports)] // for interloop's own loop (native drain), see module docs
 pub use self::core::PoolCore;
 
+use crate::event_loop::sources::{CompletionSource, LoopWaker};
 use crate::sched::{Completion, CompletionSink, WakeFd};
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 pub struct Completions {
     queue: Mutex<Vec<Completion>>,
     wake: WakeFd,
+    /// Set when an interloop loop drains this queue natively: producers wake that
+    /// loop instead of writing the eventfd (event_loop/sources.rs).
+    loop_waker: Mutex<Option<Arc<LoopWaker>>>,
+    /// Whether the eventfd may be set (so `drain` only reads it when it has to).
+    fd_notified: AtomicBool,
 }
 
 impl Completions {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Completions { queue: Mutex::new(Vec::new()), wake: WakeFd::new()? })
+        Ok(Completions {
+            queue: Mutex::new(Vec::new()),
+            wake: WakeFd::new()?,
+            loop_waker: Mutex::new(None),
+            fd_notified: AtomicBool::new(false),
+        })
     }
 
     /// The fd that becomes readable when completions are waiting.
@@ -40,7 +53,9 @@ impl Completions {
 
     /// Takes every waiting completion as a list of `(job_id, kind, bytes)`.
     pub fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.wake.clear();
+        if self.fd_notified.swap(false, Ordering::AcqRel) {
+            self.wake.clear();
+        }
         // Taken in its own statement: the lock is never held while touching Python.
         let batch = std::mem::take(&mut *self.queue.lock());
         let items = batch.into_iter().map(|c| {
@@ -62,7 +77,38 @@ impl CompletionSink for std::sync::Arc<Completions> {
             q.len() == 1
         };
         if was_empty {
+            // Taken in its own statement: no lock is held while waking.
+            let waker = self.loop_waker.lock().clone();
+            match waker {
+                Some(w) => w.wake(),
+                None => {
+                    self.fd_notified.store(true, Ordering::Release);
+                    self.wake.notify();
+                }
+            }
+        }
+    }
+}
+
+impl CompletionSource for Completions {
+    fn set_waker(&self, waker: Option<Arc<LoopWaker>>) {
+        let pending = {
+            let mut w = self.loop_waker.lock();
+            *w = waker;
+            w.is_none()
+        };
+        // Back on the eventfd: make sure anything already queued is seen through it.
+        if pending && !self.queue.lock().is_empty() {
+            self.fd_notified.store(true, Ordering::Release);
             self.wake.notify();
         }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.queue.lock().is_empty()
+    }
+
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Completions::drain(self, py).map(Bound::into_any)
     }
 }

@@ -847,6 +847,22 @@ impl LoopCore {
         Ok(())
     }
 
+    /// The hook `interloop.Pool` looks for: drain `core`'s completion queue natively
+    /// each iteration and pass every batch to `callback`.
+    fn _interloop_attach_completions(
+        &self,
+        py: Python<'_>,
+        core: &Bound<'_, crate::bridge::PoolCore>,
+        callback: Py<PyAny>,
+    ) -> PyResult<()> {
+        let key = core.as_ptr() as usize;
+        self.attach_source(py, key, core.get().completions(), callback)
+    }
+
+    fn _interloop_detach_completions(&self, py: Python<'_>, core: &Bound<'_, crate::bridge::PoolCore>) -> bool {
+        self.detach_source(py, core.as_ptr() as usize)
+    }
+
     /// Marks `fd` (asyncio's self-pipe) as internal: see `INTERNAL_POLL_EVERY`.
     fn _set_internal_fd(&self, fd: i32) {
         self.internal_fd.store(fd, Ordering::Relaxed);
