@@ -38,6 +38,7 @@ class Expectation:
 
 
 def _many(names: str, kind: str, reason: str, versions=()) -> dict[str, Expectation]:
+    """Entries for several tests with one reason: ``**_many("test_a test_b", XFAIL, NETWORK)``."""
     return {n: Expectation(kind, reason, versions) for n in names.split()}
 
 

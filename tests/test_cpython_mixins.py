@@ -7,18 +7,19 @@ classes (``test_events.SelectEventLoopTests`` and friends); we do the same with
 Which tests are expected not to pass, and why, is listed in one place:
 ``cpython_expectations.py``. Expected failures are strict xfails.
 
-Results with the loop core (transports/servers/subprocess still asyncio's Python
-implementations running on the Rust reactor):
+Results on main ae34746 (merged as 6c3464b; native socket transports), pass / xfail / skip:
 
-    mixin                                   3.13 pass/xfail/skip   3.12 pass/xfail/skip
+    mixin                                   3.13          3.12
     test_events (EventLoopTestsMixin
-                 + SubprocessTestsMixin)    75 / 0 / 0            74 / 0 / 0
-    test_sock_lowlevel.BaseSockTestsMixin   13 / 0 / 0            13 / 0 / 0
-    test_sendfile.SendfileTestsBase         20 / 0 / 0            20 / 0 / 0
-    test_subprocess.SubprocessMixin         35 / 0 / 0            34 / 0 / 0
+                 + SubprocessTestsMixin)    75 / 0 / 0    74 / 0 / 0
+    test_sock_lowlevel.BaseSockTestsMixin   13 / 0 / 0    13 / 0 / 0
+    test_sendfile.SendfileTestsBase         20 / 0 / 0    20 / 0 / 0
+    test_subprocess.SubprocessMixin         35 / 0 / 0    34 / 0 / 0
+    test_cpython_async_cases.py (IsolatedAsyncioTestCase suites)
+                                            244 / 0 / 0   213 / 0 / 0
 
-    (asyncio's own loop, for reference: 143 of 143 on 3.13, 141 of 141 on 3.12.)
-    The same counts hold with PYTHONASYNCIODEBUG=1.
+    asyncio's own loop, for reference: 143 of 143 mixin tests on 3.13, 141 of
+    141 on 3.12. The same counts hold with PYTHONASYNCIODEBUG=1 on 3.13.
 """
 import sys
 

@@ -772,9 +772,12 @@ def test_handle_kept_after_running_is_not_reused_for_new_callbacks(loop):
     assert calls == [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)]
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
 @pytest.mark.parametrize("method", ["call_soon", "call_later"])
-def test_weakly_referenced_handle_dies_after_running(loop, method):
+def test_weakly_referenced_handle_dies_after_running(loop, method, debug):
     import gc
+
+    loop.set_debug(debug)
 
     def schedule(cb, *args):
         if method == "call_soon":
@@ -808,3 +811,56 @@ def test_current_task_is_none_in_plain_callbacks(loop):
     task = loop.create_task(main())
     assert loop.run_until_complete(task) is task
     assert seen == [None]
+
+
+@pytest.mark.interloop_xfail(
+    "interloop's handles are not GC-tracked (no tp_traverse), so a cycle that passes "
+    "through a handle's context is never collected: the request object leaks"
+)
+@pytest.mark.parametrize("state", ["ran", "cancelled"])
+@pytest.mark.parametrize("method", ["call_soon", "call_later"])
+def test_reference_cycle_through_a_handles_context_is_collected(loop, method, state):
+    # A web framework keeps the request in a ContextVar; the request keeps a
+    # timer handle made in that context: request -> handle -> context ->
+    # request. The cycle collector must be able to free it.
+    import gc
+
+    var = contextvars.ContextVar("request")
+
+    class Request:
+        pass
+
+    request = Request()
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, request)
+    if method == "call_soon":
+        request.handle = loop.call_soon(int, context=ctx)
+    else:
+        request.handle = loop.call_later(0, int, context=ctx)
+    if state == "cancelled":
+        request.handle.cancel()
+    loop.run_until_complete(asyncio.sleep(0.001))
+    ref = weakref.ref(request)
+    del request, ctx
+    gc.collect()
+    assert ref() is None
+
+
+def test_reference_cycle_through_a_pending_timers_callback_is_collected(new_loop):
+    # obj -> handle -> bound method -> obj, still scheduled when the loop
+    # is closed (close() drops the loop's own references).
+    import gc
+
+    loop = new_loop()
+
+    class Obj:
+        def __init__(self):
+            self.handle = loop.call_later(3600, self.on_timeout)
+
+        def on_timeout(self):
+            pass
+
+    ref = weakref.ref(Obj())
+    loop.close()
+    gc.collect()
+    assert ref() is None

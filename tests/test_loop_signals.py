@@ -118,3 +118,33 @@ def test_add_signal_handler_on_closed_loop_raises(new_loop):
     loop.close()
     with pytest.raises(RuntimeError):
         loop.add_signal_handler(signal.SIGUSR1, print)
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_base_exception_in_signal_handler_propagates(loop, exc_type):
+    def handler():
+        raise exc_type()
+
+    loop.add_signal_handler(signal.SIGUSR1, handler)
+    loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+    try:
+        with pytest.raises(exc_type):
+            loop.run_forever()
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+
+
+def test_signal_handler_context_is_a_copy_at_registration(loop):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="default")
+    seen = []
+    var.set("at-registration")
+    loop.add_signal_handler(signal.SIGUSR1, lambda: (seen.append(var.get()), loop.stop()))
+    var.set("later")
+    loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+    loop.run_forever()
+    loop.remove_signal_handler(signal.SIGUSR1)
+    # asyncio makes the handler's Handle with context=None: it copies the
+    # context current when the Handle is made, at add_signal_handler time.
+    assert seen == ["at-registration"]
