@@ -813,10 +813,6 @@ def test_current_task_is_none_in_plain_callbacks(loop):
     assert seen == [None]
 
 
-@pytest.mark.interloop_xfail(
-    "interloop's handles are not GC-tracked (no tp_traverse), so a cycle that passes "
-    "through a handle's context is never collected: the request object leaks"
-)
 @pytest.mark.parametrize("state", ["ran", "cancelled"])
 @pytest.mark.parametrize("method", ["call_soon", "call_later"])
 def test_reference_cycle_through_a_handles_context_is_collected(loop, method, state):

@@ -175,10 +175,6 @@ def test_slow_reader_callback_is_logged_in_debug_mode(loop, caplog):
     assert "slow_reader" in slow[0]
 
 
-@pytest.mark.interloop_xfail(
-    "asyncio Handles queued through _add_callback (how signal handlers run) skip the "
-    "debug-mode slow-callback check; native handles are timed"
-)
 def test_slow_signal_handler_is_logged_in_debug_mode(loop, caplog):
     import signal
 

@@ -155,6 +155,27 @@ fn asyncio_attr<'py>(
     .map(|o| o.bind(py))
 }
 
+/// The loop drops its reference to `h`, which has left all of the loop's queues; if
+/// anyone else still holds it, the GC takes over watching it (`Handle::expose`).
+fn let_go(py: Python<'_>, h: Py<Handle>) {
+    if refcnt(py, &h) > 1 {
+        h.get().expose(py, &h);
+    }
+    release(py, h);
+}
+
+/// Reports a queued handle to the GC: its references as the loop's own while it is
+/// untracked (the normal case), or the handle itself if it is tracked.
+fn visit_queued(h: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    // Safety: called from tp_traverse (GIL held) on a live handle the loop owns a
+    // reference to; PyObject_GC_IsTracked only reads the GC header.
+    if unsafe { pyo3::ffi::PyObject_GC_IsTracked(h.as_ptr()) } != 0 {
+        visit.call(h)
+    } else {
+        h.get().traverse_refs(visit)
+    }
+}
+
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
@@ -242,13 +263,14 @@ impl LoopCore {
     #[inline]
     fn recycle(&self, py: Python<'_>, h: Py<Handle>) {
         if h.get().is_io() {
+            // Still registered (or exposed when it was removed): nothing to do.
             release(py, h);
             return;
         }
         if h.get().timer.is_some() || refcnt(py, &h) != 1 || has_weakrefs(py, &h) {
             // Someone else holds it: keep the handle, drop what it called.
             drop(h.get().take_callback(py));
-            release(py, h);
+            let_go(py, h);
             return;
         }
         // Emptying can run Python code (a __del__); nothing is borrowed here.
@@ -378,6 +400,7 @@ impl LoopCore {
         res?;
         if let Some(old) = old {
             Handle::cancel_bound(old.bind(py));
+            let_go(py, old);
         }
         Ok(h)
     }
@@ -401,6 +424,7 @@ impl LoopCore {
         match old {
             Some(old) => {
                 Handle::cancel_bound(old.bind(py));
+                let_go(py, old);
                 Ok(true)
             }
             None => Ok(false),
@@ -438,7 +462,9 @@ impl LoopCore {
             let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
             self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
         }
-        drop(std::mem::take(&mut garbage));
+        for h in std::mem::take(&mut garbage) {
+            let_go(py, h);
+        }
 
         let timeout = if has_ready || sources_pending || self.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
@@ -531,7 +557,9 @@ impl LoopCore {
             let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
             self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
         }
-        drop(garbage);
+        for h in garbage {
+            let_go(py, h);
+        }
 
         // 5: run what is ready now.
         let ntodo = self.state.with(py, |s| s.ready.len());
@@ -541,11 +569,18 @@ impl LoopCore {
             match item {
                 Ready::Native(h) => {
                     if h.get().is_cancelled() {
-                        release(py, h);
+                        if h.get().is_io() {
+                            release(py, h); // exposed, if at all, when it was removed
+                        } else {
+                            let_go(py, h);
+                        }
                         continue;
                     }
                     if debug {
                         self.run_handle_debug(slf, h.bind(py))?;
+                        if !h.get().is_io() {
+                            let_go(py, h);
+                        }
                     } else {
                         match h.get().invoke(py) {
                             Ok(()) => self.recycle(py, h),
@@ -559,7 +594,22 @@ impl LoopCore {
                 }
                 Ready::Foreign(obj) => {
                     let obj = obj.bind(py);
-                    if !obj.call_method0("cancelled")?.is_truthy()? {
+                    if obj.call_method0("cancelled")?.is_truthy()? {
+                        continue;
+                    }
+                    if debug {
+                        // As for native handles: _current_handle and the slow log.
+                        slf.setattr("_current_handle", obj)?;
+                        let t0 = monotonic();
+                        let res = obj.call_method0("_run");
+                        let dt = monotonic() - t0;
+                        slf.setattr("_current_handle", py.None())?;
+                        res?;
+                        let limit: f64 = slf.getattr("slow_callback_duration")?.extract().unwrap_or(0.1);
+                        if dt >= limit {
+                            slf.call_method1("_warn_slow_callback", (obj, dt))?;
+                        }
+                    } else {
                         obj.call_method0("_run")?;
                     }
                 }
@@ -1025,16 +1075,19 @@ impl LoopCore {
             .traverse_with(|s| {
                 for r in &s.ready {
                     match r {
-                        Ready::Native(h) => h.get().traverse_refs(&visit)?,
+                        // An I/O handle is reported once, through the I/O table (if
+                        // it was removed meanwhile, reporting less is only cautious).
+                        Ready::Native(h) if h.get().is_io() => {}
+                        Ready::Native(h) => visit_queued(h, &visit)?,
                         Ready::Foreign(o) => visit.call(o)?,
                     }
                 }
                 for h in s.timers.iter() {
-                    h.get().traverse_refs(&visit)?;
+                    visit_queued(h, &visit)?;
                 }
                 for e in s.io.values() {
                     for h in [&e.reader, &e.writer].into_iter().flatten() {
-                        h.get().traverse_refs(&visit)?;
+                        visit_queued(h, &visit)?;
                     }
                 }
                 Ok(())

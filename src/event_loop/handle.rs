@@ -213,6 +213,21 @@ impl Handle {
         self.inner.with(py, |i| i.callback.take())
     }
 
+    /// The loop lets go of this handle while someone else still holds it: from now
+    /// on the GC must see it (and the context copy it holds), since it may close a
+    /// cycle (request -> handle -> context -> request). Never called for a handle
+    /// still in the loop's queues (the loop reports those itself; see `LoopCore`).
+    pub(crate) fn expose(&self, py: Python<'_>, me: &Py<Handle>) {
+        self.inner.with(py, |i| i.track_context());
+        // Safety: GIL held; `me` is this live handle. Tracking an untracked GC object
+        // is always allowed; the check avoids CPython's fatal double-track error.
+        unsafe {
+            if ffi::PyObject_GC_IsTracked(me.as_ptr()) == 0 {
+                ffi::PyObject_GC_Track(me.as_ptr().cast());
+            }
+        }
+    }
+
     /// Reports this handle's references to the GC on behalf of the loop that queues it.
     pub(crate) fn traverse_refs(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.inner
@@ -402,6 +417,16 @@ impl Handle {
 
     fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         helpers(slf.py())?.call_method1("_handle_repr_info", (slf,))
+    }
+
+    /// Only reached once the handle is tracked again (`expose`): while queued it is
+    /// untracked and the loop reports its references.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.traverse_refs(&visit)
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| drop(self.inner.try_with(py, std::mem::take)));
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
