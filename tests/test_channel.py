@@ -65,6 +65,17 @@ def test_nowait_fifo_full_empty_close():
     assert "closed" in repr(ch)
 
 
+def test_values_keep_their_type():
+    ch = Channel()
+    values = [b"raw bytes", b"", bytearray(b"ba"), 0, 1, 2, None, "s", (1, 2), {"k": [b"v"]},
+              1.5, memoryview(b"mv").tobytes()]
+    for v in values:
+        ch.send_nowait(v)
+    got = [ch.recv_nowait() for _ in values]
+    assert got == values
+    assert [type(x) for x in got] == [type(x) for x in values]
+
+
 def test_negative_maxsize_is_refused():
     with pytest.raises(ValueError):
         Channel(-1)

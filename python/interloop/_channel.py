@@ -35,8 +35,22 @@ _IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
 _n = _native.channel_module() if _IN_WORKER else _native._chan
 
 _SEND, _RECV = 0, 1
-_FULL = _EMPTY = 1
-_CLOSED = 2
+_CLOSED = 2          # native send: 0 sent, 1 full, 2 closed
+_loads = _wire.loads  # handles pickles that refer to __main__ (see _worker.py)
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+# What native recv returns instead of a message (never a user object).
+_EMPTY, _DONE = _Sentinel("<empty>"), _Sentinel("<closed and drained>")
 
 
 class ChannelClosed(Exception):
@@ -122,11 +136,15 @@ class Channel:
         return _n.close(self._h)
 
     # -- sending --
+    # A `bytes` object travels as is (no pickling); anything else is pickled here,
+    # in the sender, so what cannot travel fails before anything is queued.
     def send_nowait(self, obj):
         """Queues ``obj`` or raises ``ChannelFull`` / ``ChannelClosed``; an object
         that cannot be pickled raises ``TypeError`` (nothing is queued)."""
-        data = _dumps(obj)
-        r = _n.send(self._h, data)
+        if type(obj) is bytes:
+            r = _n.send(self._h, obj, True)
+        else:
+            r = _n.send(self._h, _dumps(obj), False)
         if r:
             if r == _CLOSED:
                 raise ChannelClosed("send on a closed channel")
@@ -134,46 +152,53 @@ class Channel:
 
     async def send(self, obj):
         """Queues ``obj``, waiting for room if the channel is full."""
-        data = _dumps(obj)
+        raw = type(obj) is bytes
+        data = obj if raw else _dumps(obj)
         h = self._h
-        r = _n.send(h, data)
+        r = _n.send(h, data, raw)
         while r:
             if r == _CLOSED:
                 raise ChannelClosed("send on a closed channel")
             await _wait(h, _SEND)
-            r = _n.send(h, data)
+            r = _n.send(h, data, raw)
 
     # -- receiving --
     def recv_nowait(self):
         """The next message, or raises ``ChannelEmpty`` / ``ChannelClosed`` (closed
         and drained)."""
-        r = _n.recv(self._h)
-        if type(r) is bytes:
-            return _wire.loads(r)
-        if r == _CLOSED:
+        r = _n.recv(self._h, _loads, _EMPTY, _DONE)
+        if r is _EMPTY:
+            raise ChannelEmpty()
+        if r is _DONE:
             raise ChannelClosed("the channel is closed and drained")
-        raise ChannelEmpty()
+        return r
 
     async def recv(self):
         """The next message, waiting for one; ``ChannelClosed`` once the channel
         is closed and drained."""
         h = self._h
         while True:
-            r = _n.recv(h)
-            if type(r) is bytes:
-                return _wire.loads(r)
-            if r == _CLOSED:
+            r = _n.recv(h, _loads, _EMPTY, _DONE)
+            if r is _EMPTY:
+                await _wait(h, _RECV)
+            elif r is _DONE:
                 raise ChannelClosed("the channel is closed and drained")
-            await _wait(h, _RECV)
+            else:
+                return r
 
     def __aiter__(self):
         return self
 
     async def __anext__(self):
-        try:
-            return await self.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
+        h = self._h
+        while True:
+            r = _n.recv(h, _loads, _EMPTY, _DONE)
+            if r is _EMPTY:
+                await _wait(h, _RECV)
+            elif r is _DONE:
+                raise StopAsyncIteration
+            else:
+                return r
 
 
 def _open(id_):

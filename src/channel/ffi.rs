@@ -17,6 +17,10 @@ type Args = *mut *mut ffi::PyObject;
 const CHAN: &std::ffi::CStr = c"interloop.channel";
 const NOTIFIER: &std::ffi::CStr = c"interloop.channel.notifier";
 
+/// First byte of every queued message: how the receiver rebuilds it.
+const TAG_PICKLE: u8 = 0;
+const TAG_RAW: u8 = 1; // a `bytes` object, sent as is
+
 struct DefPtr(*mut ffi::PyModuleDef);
 // Safety: written once (in `init_def`, under the main GIL), read-only afterwards.
 unsafe impl Send for DefPtr {}
@@ -44,8 +48,8 @@ pub fn init_def() {
             method!(c"open", c_open, c"open(id, unpin) -> channel capsule; ValueError if it no longer exists"),
             method!(c"id", c_id, c"id(ch) -> int"),
             method!(c"pin", c_pin, c"pin(ch): a pickled copy is in flight (kept alive until opened with unpin)"),
-            method!(c"send", c_send, c"send(ch, data: bytes) -> 0 sent | 1 full | 2 closed"),
-            method!(c"recv", c_recv, c"recv(ch) -> bytes | 1 empty | 2 closed"),
+            method!(c"send", c_send, c"send(ch, data: bytes, raw: bool) -> 0 sent | 1 full | 2 closed; raw: data is the message itself, else its pickle"),
+            method!(c"recv", c_recv, c"recv(ch, loads, empty, closed) -> the next message (pickles rebuilt with loads), or empty / closed"),
             method!(c"wait", c_wait, c"wait(ch, side, notifier, token) -> bool: queued (False: proceed now)"),
             method!(c"unwait", c_unwait, c"unwait(ch, side, notifier, token) -> bool: removed (False: already woken)"),
             method!(c"wake", c_wake, c"wake(ch, side): wake one waiter of that side"),
@@ -238,7 +242,7 @@ unsafe extern "C" fn c_pin(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
 }
 
 unsafe extern "C" fn c_send(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    if !nargs(n, 2, "send") {
+    if !nargs(n, 3, "send") {
         return std::ptr::null_mut();
     }
     let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
@@ -247,8 +251,13 @@ unsafe extern "C" fn c_send(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
     if ffi::PyBytes_AsStringAndSize(*a.add(1), &mut p, &mut len) != 0 {
         return std::ptr::null_mut();
     }
-    // The bytes are copied into Rust-owned memory: only Rust data crosses.
-    let data = std::slice::from_raw_parts(p as *const u8, len as usize).to_vec();
+    let tag = if ffi::PyObject_IsTrue(*a.add(2)) == 1 { TAG_RAW } else { TAG_PICKLE };
+    // Copied into Rust-owned memory (one tag byte, then the data): only Rust data
+    // crosses between interpreters.
+    let src = std::slice::from_raw_parts(p as *const u8, len as usize);
+    let mut data = Vec::with_capacity(src.len() + 1);
+    data.push(tag);
+    data.extend_from_slice(src);
     let r = match ch.try_send(data) {
         SendResult::Sent => 0,
         SendResult::Full => 1,
@@ -257,16 +266,32 @@ unsafe extern "C" fn c_send(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
     ffi::PyLong_FromLong(r)
 }
 
+/// `recv(ch, loads, empty, closed)`: the next message (raw bytes as they were,
+/// pickles through `loads`), else the `empty` or `closed` object given.
 unsafe extern "C" fn c_recv(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    if !nargs(n, 1, "recv") {
+    if !nargs(n, 4, "recv") {
         return std::ptr::null_mut();
     }
     let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
-    match ch.try_recv() {
-        RecvResult::Item(d) => ffi::PyBytes_FromStringAndSize(d.as_ptr() as *const c_char, d.len() as ffi::Py_ssize_t),
-        RecvResult::Empty => ffi::PyLong_FromLong(1),
-        RecvResult::Closed => ffi::PyLong_FromLong(2),
+    let d = match ch.try_recv() {
+        RecvResult::Item(d) => d,
+        RecvResult::Empty => {
+            ffi::Py_IncRef(*a.add(2));
+            return *a.add(2);
+        }
+        RecvResult::Closed => {
+            ffi::Py_IncRef(*a.add(3));
+            return *a.add(3);
+        }
+    };
+    let body = &d[1..];
+    let b = ffi::PyBytes_FromStringAndSize(body.as_ptr() as *const c_char, body.len() as ffi::Py_ssize_t);
+    if b.is_null() || d[0] == TAG_RAW {
+        return b;
     }
+    let r = ffi::PyObject_CallOneArg(*a.add(1), b);
+    ffi::Py_DecRef(b);
+    r
 }
 
 unsafe extern "C" fn c_wait(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {

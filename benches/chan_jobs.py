@@ -1,0 +1,43 @@
+"""Worker-side halves of benches/bench_channel.py (imported by name in workers)."""
+
+
+async def count(ch):
+    """Receives until the channel closes; returns how many messages came."""
+    n = 0
+    async for _ in ch:
+        n += 1
+    return n
+
+
+async def count_fast(ch):
+    """Like ``count``, taking what is queued without awaiting (``recv_nowait``)
+    and awaiting only when the channel is empty."""
+    import interloop
+    n = 0
+    recv_nowait = ch.recv_nowait
+    while True:
+        try:
+            recv_nowait()
+            n += 1
+        except interloop.ChannelEmpty:
+            try:
+                await ch.recv()
+                n += 1
+            except interloop.ChannelClosed:
+                return n
+        except interloop.ChannelClosed:
+            return n
+
+
+async def echo(inp, out):
+    async for x in inp:
+        await out.send(x)
+    out.close()
+
+
+async def produce(ch, n, size):
+    msg = b"x" * size
+    for _ in range(n):
+        await ch.send(msg)
+    ch.close()
+    return n
