@@ -379,3 +379,19 @@ def test_errors_in_worker():
             got, err = await pool.run(cf.recv_after_close, ch)
             assert got == [1, 2] and err == "ChannelClosed"
     run(main())
+
+
+def test_interloop_loop_drains_the_notifier_natively(loop_kind):
+    from interloop import _channel
+
+    async def main():
+        ch = Channel()
+        t = asyncio.ensure_future(ch.recv())
+        await asyncio.sleep(0.01)
+        ch.send_nowait("x")
+        assert await asyncio.wait_for(t, 5) == "x"
+        loop = asyncio.get_running_loop()
+        nt = _channel._notifiers[loop]
+        # asyncio's loop watches the notifier's eventfd; interloop's drains it natively
+        assert loop.remove_reader(nt.fd) is (loop_kind == "asyncio")
+    run(main())

@@ -7,8 +7,9 @@ workers (in a worker the native functions come from the worker module).
 Life of one ``await ch.recv()`` (``send`` is symmetric, waiting for room):
 
 1. Try ``recv`` natively; an item is unpickled in this interpreter and returned.
-2. Otherwise register as a waiter with this loop's notifier (one eventfd per loop,
-   watched with ``add_reader``) and a fresh token. The registration re-checks under
+2. Otherwise register as a waiter with this loop's notifier (one per loop: an
+   eventfd watched with ``add_reader``, or drained natively by interloop's own
+   loop) and a fresh token. The registration re-checks under
    the channel's lock, so a message that arrived meanwhile is never missed.
 3. A sender (in any interpreter, on any thread) that makes a message available
    wakes one waiting receiver: its token is queued in the receiver's notifier and
@@ -33,6 +34,7 @@ __all__ = ["Channel", "ChannelClosed", "ChannelEmpty", "ChannelFull"]
 
 _IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
 _n = _native.channel_module() if _IN_WORKER else _native._chan
+_attach_loop = None if _IN_WORKER else _native._chan_attach_loop
 
 _SEND, _RECV = 0, 1
 _CLOSED = 2          # native send: 0 sent, 1 full, 2 closed
@@ -219,11 +221,16 @@ class _LoopNotifier:
         self.fd = _n.notifier_fd(self.handle)
         self.futures = {}
         self.tokens = itertools.count(1)
-        loop.add_reader(self.fd, self._on_wake)
+        # interloop's loop drains the notifier natively; other loops watch its fd.
+        if _attach_loop is None or not _attach_loop(loop, self.handle, self._on_tokens):
+            loop.add_reader(self.fd, self._on_wake)
 
     def _on_wake(self):
+        self._on_tokens(_n.notifier_drain(self.handle))
+
+    def _on_tokens(self, tokens):
         futures = self.futures
-        for token in _n.notifier_drain(self.handle):
+        for token in tokens:
             fut = futures.pop(token, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 type Args = *mut *mut ffi::PyObject;
 
 const CHAN: &std::ffi::CStr = c"interloop.channel";
-const NOTIFIER: &std::ffi::CStr = c"interloop.channel.notifier";
+pub(super) const NOTIFIER: &std::ffi::CStr = c"interloop.channel.notifier";
 
 /// First byte of every queued message: how the receiver rebuilds it.
 const TAG_PICKLE: u8 = 0;

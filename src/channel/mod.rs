@@ -11,12 +11,13 @@
 //!
 //! Waking, not polling: each event loop that waits on channels (the caller's loop,
 //! each worker's loop) owns one [`state::Notifier`], an eventfd plus a list of woken
-//! tokens, watched with `loop.add_reader`. The waiting protocol is written at
-//! [`state::Channel`].
+//! tokens, watched with `loop.add_reader`; interloop's own loop drains it natively
+//! instead ([`native_loop`]). The waiting protocol is written at [`state::Channel`].
 //!
 //! Pickling: a channel pickles to its process-wide id; the registry maps ids to
 //! channels (weakly; pinned while a pickled copy is in flight, see [`state::pin`]).
 mod ffi;
+mod native_loop;
 pub mod state;
 
 pub use ffi::channel_module;
@@ -30,5 +31,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // Safety: the main GIL is held and `init_def` ran just above.
     let module = unsafe { Bound::from_owned_ptr_or_err(py, ffi::create_module())? };
-    m.add("_chan", module)
+    m.add("_chan", module)?;
+    m.add_function(wrap_pyfunction!(native_loop::_chan_attach_loop, m)?)
 }

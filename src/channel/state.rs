@@ -1,11 +1,12 @@
 //! A channel's shared state, the process-wide registry of channels, and the
-//! notifiers that wake waiting loops. Pure Rust: no Python object is touched here,
+//! notifiers that wake waiting loops. No Python object is touched here,
 //! so every lock below is held only for a few queue operations and never while a
 //! GIL is being waited for (trap 2).
+use crate::event_loop::sources::LoopWaker;
 use crate::sched::WakeFd;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 /// Which side of a channel a waiter waits on.
@@ -34,17 +35,27 @@ pub enum RecvResult {
 }
 
 /// Wakes one event loop (one per loop and interpreter) from any thread: waiters
-/// are identified by a token the loop chose; `notify` queues the token and makes
-/// the eventfd readable when the queue goes from empty to non-empty, so a burst of
-/// wake-ups costs one `write(2)`. The loop watches the fd and calls `drain`.
+/// are identified by a token the loop chose; `notify` queues the token and wakes
+/// the loop when the queue goes from empty to non-empty, so a burst of wake-ups
+/// costs one wake. The loop is woken through its eventfd (watched with
+/// `add_reader`), or, when interloop's own loop drains this notifier natively
+/// (`native_loop.rs`), through that loop's waker.
 pub struct Notifier {
     wake: WakeFd,
     tokens: Mutex<Vec<u64>>,
+    pub(super) loop_waker: Mutex<Option<Arc<LoopWaker>>>,
+    /// Whether the eventfd may be set (so `drain` reads it only when it has to).
+    fd_notified: AtomicBool,
 }
 
 impl Notifier {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Notifier { wake: WakeFd::new()?, tokens: Mutex::new(Vec::new()) })
+        Ok(Notifier {
+            wake: WakeFd::new()?,
+            tokens: Mutex::new(Vec::new()),
+            loop_waker: Mutex::new(None),
+            fd_notified: AtomicBool::new(false),
+        })
     }
 
     pub fn fd(&self) -> i32 {
@@ -58,14 +69,32 @@ impl Notifier {
             t.len() == 1
         };
         if first {
-            self.wake.notify();
+            self.wake_loop();
         }
+    }
+
+    pub(super) fn wake_loop(&self) {
+        // Taken in its own statement: no lock is held while waking.
+        let waker = self.loop_waker.lock().clone();
+        match waker {
+            Some(w) => w.wake(),
+            None => {
+                self.fd_notified.store(true, Ordering::Release);
+                self.wake.notify();
+            }
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.tokens.lock().is_empty()
     }
 
     /// Takes every queued token. The fd is cleared *before* the tokens are taken,
     /// so a token queued meanwhile either is taken now or set the fd again.
     pub fn drain(&self) -> Vec<u64> {
-        self.wake.clear();
+        if self.fd_notified.swap(false, Ordering::AcqRel) {
+            self.wake.clear();
+        }
         std::mem::take(&mut *self.tokens.lock())
     }
 }
