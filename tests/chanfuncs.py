@@ -63,3 +63,10 @@ async def recv_after_close(ch):
     except interloop.ChannelClosed:
         return got, "ChannelClosed"
     return got, "sent"
+
+
+async def make_channel(msg):
+    """A channel made in a worker, returned to the caller with a message in it."""
+    ch = interloop.Channel(4)
+    await ch.send(msg)
+    return ch

@@ -395,3 +395,22 @@ def test_interloop_loop_drains_the_notifier_natively(loop_kind):
         # asyncio's loop watches the notifier's eventfd; interloop's drains it natively
         assert loop.remove_reader(nt.fd) is (loop_kind == "asyncio")
     run(main())
+
+
+@needs_workers
+def test_channel_made_in_a_worker_outlives_the_pool():
+    async def main():
+        async with interloop.Pool(1) as pool:
+            ch = await pool.run(cf.make_channel, {"made": "in a worker"})
+        # the worker, its interpreter and its handle are gone: the state is not
+        assert ch.maxsize == 4
+        assert await ch.recv() == {"made": "in a worker"}
+        await ch.send(2)
+        assert ch.recv_nowait() == 2
+    run(main())
+
+
+def test_unknown_channel_id_is_a_clear_error():
+    from interloop import _channel
+    with pytest.raises(ValueError, match="no longer exists"):
+        _channel._open(10**12)
