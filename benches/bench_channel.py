@@ -103,6 +103,32 @@ def il_roundtrip(factory, count):
     return asyncio.run(main(), loop_factory=factory)
 
 
+def il_many_producers(factory, total, senders=4, maxsize=1024):
+    """``senders`` worker jobs send ``(sender, i)`` to the caller; checks that each
+    sender's messages arrive once each and in order. Messages per second."""
+    async def main():
+        async with interloop.Pool(2, concurrency=senders) as pool:
+            ch = interloop.Channel(maxsize)
+            per = total // senders
+            t = time.perf_counter()
+            jobs = [asyncio.ensure_future(pool.run(chan_jobs.produce_seq, ch, s, per))
+                    for s in range(senders)]
+            nexts = [0] * senders
+            recv_nowait = ch.recv_nowait
+            for _ in range(per * senders):
+                try:
+                    s, i = recv_nowait()
+                except interloop.ChannelEmpty:
+                    s, i = await ch.recv()
+                if i != nexts[s]:
+                    raise AssertionError(f"sender {s}: got {i}, expected {nexts[s]}")
+                nexts[s] += 1
+            dt = time.perf_counter() - t
+            assert await asyncio.gather(*jobs) == [per] * senders and ch.qsize() == 0
+            return per * senders / dt
+    return asyncio.run(main(), loop_factory=factory)
+
+
 # -- the stdlib's cross-interpreter queue ----------------------------------------------
 
 def stdlib_interpreters():
@@ -188,6 +214,7 @@ def main():
     runs = 3 if args.quick else args.runs
     count = 50_000 if args.quick else 200_000
     rt_count = 300 if args.quick else 2000
+    many = 200_000 if args.quick else 1_000_000
     lines = []
 
     def print(*parts, flush=False):  # noqa: A001 - also keeps the markdown for the report
@@ -209,6 +236,9 @@ def main():
             runs, lambda: il_throughput(factory, count, chan_jobs.count_fast))
         tp[f"interloop Channel, worker -> caller ({label}), async for"] = median_of(
             runs, lambda: il_throughput_back(factory, count))
+        tp[f"interloop Channel, 4 worker producers -> caller ({label}), pickled tuples, "
+           f"order checked ({many:,} messages)"] = median_of(
+            runs, lambda: il_many_producers(factory, many))
         rt[f"interloop Channel, {label}"] = median_of(runs, lambda: il_roundtrip(factory, rt_count))
     if peer is not None:
         tp[f"stdlib queue ({peer[0]}), main -> sub-interpreter thread"] = median_of(
@@ -218,7 +248,7 @@ def main():
 
     report["throughput"] = {k: {"msgs_per_s": v} for k, v in tp.items()}
     report["roundtrip"] = {k: {"us": v * 1e6} for k, v in rt.items()}
-    print(f"## {len(MSG)}-byte messages, {count:,} of them, one direction\n")
+    print(f"## {len(MSG)}-byte `bytes` messages, {count:,} of them unless noted, one direction\n")
     print("| path | messages/s |\n|---|---:|")
     for k, v in tp.items():
         print(f"| {k} | {v:,.0f} |")

@@ -41,3 +41,16 @@ async def produce(ch, n, size):
         await ch.send(msg)
     ch.close()
     return n
+
+
+async def produce_seq(ch, sender, n):
+    """Sends ``(sender, i)`` (pickled messages) for i < n."""
+    send_nowait, send = ch.send_nowait, ch.send
+    import interloop
+    for i in range(n):
+        m = (sender, i)
+        try:
+            send_nowait(m)
+        except interloop.ChannelFull:
+            await send(m)
+    return n
