@@ -354,6 +354,79 @@ mod tests {
         assert_eq!(n.drain(), vec![12]);
     }
 
+    /// Blocks the calling thread until `side` may proceed (a lost wake-up fails).
+    fn park(ch: &Channel, side: Side, n: &Arc<Notifier>, token: &mut u64) {
+        *token += 1;
+        if ch.wait(side, n, *token) {
+            loop {
+                assert!(n.wake.wait(10_000), "lost wake-up");
+                if n.drain().contains(token) {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn threads_send_and_receive_nothing_lost_no_lost_wakeup() {
+        const PRODUCERS: u64 = 4;
+        const PER: u64 = 20_000;
+        let ch = create(8);
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let ch = ch.clone();
+                std::thread::spawn(move || {
+                    let n = Arc::new(Notifier::new().unwrap());
+                    let mut token = 0;
+                    let mut got = Vec::new();
+                    loop {
+                        match ch.try_recv() {
+                            RecvResult::Item(d) => got.push((d[0] as u64, u64::from_le_bytes(d[1..9].try_into().unwrap()))),
+                            RecvResult::Empty => park(&ch, Side::Recv, &n, &mut token),
+                            RecvResult::Closed => return got,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let ch = ch.clone();
+                std::thread::spawn(move || {
+                    let n = Arc::new(Notifier::new().unwrap());
+                    let mut token = 0;
+                    for i in 0..PER {
+                        let mut msg = vec![p as u8];
+                        msg.extend_from_slice(&i.to_le_bytes());
+                        loop {
+                            match ch.try_send(msg.clone()) {
+                                SendResult::Sent => break,
+                                SendResult::Full => park(&ch, Side::Send, &n, &mut token),
+                                SendResult::Closed => panic!("closed early"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        ch.close();
+        let mut all = Vec::new();
+        for c in consumers {
+            let got = c.join().unwrap();
+            for p in 0..PRODUCERS {
+                let seq: Vec<u64> = got.iter().filter(|m| m.0 == p).map(|m| m.1).collect();
+                assert!(seq.windows(2).all(|w| w[0] < w[1]), "per-sender order");
+            }
+            all.extend(got);
+        }
+        all.sort();
+        let want: Vec<(u64, u64)> = (0..PRODUCERS).flat_map(|p| (0..PER).map(move |i| (p, i))).collect();
+        assert_eq!(all, want);
+    }
+
     #[test]
     fn registry_pins_keep_a_channel_alive_until_unpickled() {
         let ch = create(0);
