@@ -414,3 +414,32 @@ def test_unknown_channel_id_is_a_clear_error():
     from interloop import _channel
     with pytest.raises(ValueError, match="no longer exists"):
         _channel._open(10**12)
+
+
+@needs_workers
+def test_cancelled_job_stops_waiting_in_the_worker():
+    from interloop import _channel
+
+    def waiting_receivers(ch):
+        return _channel._n.info(ch._h)[3]
+
+    async def main():
+        async with interloop.Pool(1) as pool:
+            ch = Channel()
+            job = asyncio.ensure_future(pool.run(cf.recv_one, ch))
+            for _ in range(500):
+                if waiting_receivers(ch) == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting_receivers(ch) == 1
+            job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await job
+            for _ in range(500):  # the worker's task is cancelled: it unregisters
+                if waiting_receivers(ch) == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting_receivers(ch) == 0
+            ch.send_nowait("not eaten")
+            assert ch.recv_nowait() == "not eaten"
+    run(main())
