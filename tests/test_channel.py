@@ -443,3 +443,23 @@ def test_cancelled_job_stops_waiting_in_the_worker():
             ch.send_nowait("not eaten")
             assert ch.recv_nowait() == "not eaten"
     run(main())
+
+
+def test_a_message_refused_releases_the_channels_it_holds():
+    from interloop import _channel
+    full = Channel(1)
+    full.send_nowait(0)
+    inner = Channel()
+    inner_id = inner._id
+    with pytest.raises(ChannelFull):
+        full.send_nowait([inner])   # pickling pinned `inner`; the refusal unpins it
+    full.close()
+
+    async def main():
+        with pytest.raises(ChannelClosed):
+            await full.send([inner])
+    run(main())
+    del inner
+    gc.collect()
+    with pytest.raises(ValueError, match="no longer exists"):
+        _channel._open(inner_id)

@@ -146,7 +146,10 @@ class Channel:
         if type(obj) is bytes:
             r = _n.send(self._h, obj, True)
         else:
-            r = _n.send(self._h, _dumps(obj), False)
+            data = _dumps(obj)
+            r = _n.send(self._h, data, False)
+            if r:
+                _unpin(data)
         if r:
             if r == _CLOSED:
                 raise ChannelClosed("send on a closed channel")
@@ -158,11 +161,18 @@ class Channel:
         data = obj if raw else _dumps(obj)
         h = self._h
         r = _n.send(h, data, raw)
-        while r:
-            if r == _CLOSED:
-                raise ChannelClosed("send on a closed channel")
-            await _wait(h, _SEND)
-            r = _n.send(h, data, raw)
+        if not r:
+            return
+        try:
+            while r:
+                if r == _CLOSED:
+                    raise ChannelClosed("send on a closed channel")
+                await _wait(h, _SEND)
+                r = _n.send(h, data, raw)
+        except BaseException:
+            if not raw:
+                _unpin(data)
+            raise
 
     # -- receiving --
     def recv_nowait(self):
@@ -201,6 +211,16 @@ class Channel:
                 raise StopAsyncIteration
             else:
                 return r
+
+
+def _unpin(data):
+    """A pickled message that will not be queued: if it holds channels (each pinned
+    when pickled, see ``__reduce__``), unpickle it to release their pins."""
+    if b"_open" in data:
+        try:
+            _loads(data)
+        except Exception:  # noqa: BLE001 - best effort; the sender gets its own error
+            pass
 
 
 def _open(id_):
