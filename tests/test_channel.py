@@ -391,7 +391,7 @@ def test_interloop_loop_drains_the_notifier_natively(loop_kind):
         ch.send_nowait("x")
         assert await asyncio.wait_for(t, 5) == "x"
         loop = asyncio.get_running_loop()
-        nt = _channel._notifiers[loop]
+        nt = _channel._notifier(loop)
         # asyncio's loop watches the notifier's eventfd; interloop's drains it natively
         assert loop.remove_reader(nt.fd) is (loop_kind == "asyncio")
     run(main())
@@ -463,3 +463,21 @@ def test_a_message_refused_releases_the_channels_it_holds():
     gc.collect()
     with pytest.raises(ValueError, match="no longer exists"):
         _channel._open(inner_id)
+
+
+def test_waiter_of_a_dropped_loop_does_not_swallow_a_wakeup():
+    ch = Channel()
+    dead = _LOOP_FACTORY()
+    dead.run_until_complete(asyncio.sleep(0))
+    stuck = dead.create_task(ch.recv())          # waits, and is never cancelled
+    dead.run_until_complete(asyncio.sleep(0.01))
+    dead.close()
+    del dead, stuck
+    gc.collect()
+
+    async def main():
+        t = asyncio.ensure_future(ch.recv())
+        await asyncio.sleep(0.01)
+        ch.send_nowait("for the live loop")
+        assert await asyncio.wait_for(t, 5) == "for the live loop"
+    run(main())

@@ -256,13 +256,26 @@ class _LoopNotifier:
                 fut.set_result(None)
 
 
-_notifiers = weakref.WeakKeyDictionary()  # loop -> _LoopNotifier
+_notifiers = weakref.WeakKeyDictionary()  # loop -> _LoopNotifier, for loops without a __dict__
 
 
 def _notifier(loop):
-    nt = _notifiers.get(loop)
+    # Kept on the loop itself: the notifier holds the futures of waiting tasks (so a
+    # task nobody else references stays alive while it waits, as with
+    # asyncio.Queue), and those futures hold the loop. As an attribute that is a
+    # cycle the GC can collect; in a module-level dict it would keep the loop alive.
+    nt = getattr(loop, "_interloop_channel_notifier", None)
     if nt is None:
-        nt = _notifiers[loop] = _LoopNotifier(loop)
+        nt = _notifiers.get(loop)
+    if nt is None:
+        nt = _LoopNotifier(loop)
+        try:
+            loop._interloop_channel_notifier = nt
+        except AttributeError:
+            _notifiers[loop] = nt
+        # A loop dropped with tasks still waiting (never cancelled): channels must
+        # not hand wake-ups to its waiters any more.
+        weakref.finalize(loop, _n.notifier_close, nt.handle)
     return nt
 
 

@@ -58,6 +58,7 @@ pub fn init_def() {
             method!(c"notifier", c_notifier, c"notifier() -> notifier capsule (one per waiting loop)"),
             method!(c"notifier_fd", c_notifier_fd, c"notifier_fd(n) -> int: readable when tokens are queued"),
             method!(c"notifier_drain", c_notifier_drain, c"notifier_drain(n) -> list of woken tokens"),
+            method!(c"notifier_close", c_notifier_close, c"notifier_close(n): its loop is gone; channels skip its waiters"),
             ffi::PyMethodDef::zeroed(),
         ];
         let def = Box::new(ffi::PyModuleDef {
@@ -405,4 +406,13 @@ unsafe extern "C" fn c_notifier_drain(_m: *mut ffi::PyObject, a: Args, n: ffi::P
         ffi::PyList_SetItem(l, i as ffi::Py_ssize_t, v); // steals `v`
     }
     l
+}
+
+unsafe extern "C" fn c_notifier_close(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    if !nargs(n, 1, "notifier_close") {
+        return std::ptr::null_mut();
+    }
+    let Some(nt) = notifier(*a) else { return std::ptr::null_mut() };
+    nt.close();
+    none()
 }

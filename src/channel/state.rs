@@ -46,6 +46,8 @@ pub struct Notifier {
     pub(super) loop_waker: Mutex<Option<Arc<LoopWaker>>>,
     /// Whether the eventfd may be set (so `drain` reads it only when it has to).
     fd_notified: AtomicBool,
+    /// Its loop is gone: waiters of this notifier are skipped when waking.
+    closed: AtomicBool,
 }
 
 impl Notifier {
@@ -55,7 +57,18 @@ impl Notifier {
             tokens: Mutex::new(Vec::new()),
             loop_waker: Mutex::new(None),
             fd_notified: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// The loop that watched this notifier is gone: a wake-up sent to one of its
+    /// waiters would be lost, so channels skip them from now on.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn fd(&self) -> i32 {
@@ -110,6 +123,16 @@ impl Waiter {
     }
 }
 
+/// The first waiter whose loop still exists (the others are dropped).
+fn pop_live(q: &mut VecDeque<Waiter>) -> Option<Waiter> {
+    while let Some(w) = q.pop_front() {
+        if !w.notifier.is_closed() {
+            return Some(w);
+        }
+    }
+    None
+}
+
 struct Inner {
     queue: VecDeque<Vec<u8>>,
     closed: bool,
@@ -152,7 +175,7 @@ impl Channel {
                 return SendResult::Full;
             }
             g.queue.push_back(data);
-            g.recv_waiters.pop_front()
+            pop_live(&mut g.recv_waiters)
         };
         if let Some(w) = w {
             w.notifier.notify(w.token);
@@ -165,7 +188,7 @@ impl Channel {
             let mut g = self.inner.lock();
             match g.queue.pop_front() {
                 Some(item) => {
-                    let w = if self.maxsize != 0 { g.send_waiters.pop_front() } else { None };
+                    let w = if self.maxsize != 0 { pop_live(&mut g.send_waiters) } else { None };
                     (item, w)
                 }
                 None if g.closed => return RecvResult::Closed,
@@ -215,8 +238,8 @@ impl Channel {
         let w = {
             let mut g = self.inner.lock();
             match side {
-                Side::Recv => g.recv_waiters.pop_front(),
-                Side::Send => g.send_waiters.pop_front(),
+                Side::Recv => pop_live(&mut g.recv_waiters),
+                Side::Send => pop_live(&mut g.send_waiters),
             }
         };
         if let Some(w) = w {
@@ -425,6 +448,18 @@ mod tests {
         all.sort();
         let want: Vec<(u64, u64)> = (0..PRODUCERS).flat_map(|p| (0..PER).map(move |i| (p, i))).collect();
         assert_eq!(all, want);
+    }
+
+    #[test]
+    fn waiters_of_a_closed_notifier_are_skipped() {
+        let ch = create(0);
+        let (dead, live) = (Arc::new(Notifier::new().unwrap()), Arc::new(Notifier::new().unwrap()));
+        assert!(ch.wait(Side::Recv, &dead, 1));
+        assert!(ch.wait(Side::Recv, &live, 2));
+        dead.close();
+        assert_eq!(ch.try_send(vec![0]), SendResult::Sent);
+        assert_eq!(live.drain(), vec![2]);
+        assert!(dead.drain().is_empty());
     }
 
     #[test]
