@@ -224,7 +224,7 @@ def test_many_tasks_send_and_recv_nothing_lost_or_duplicated():
 def test_pickle_shares_state_and_channels_travel_through_channels():
     ch = Channel(3)
     ch2 = pickle.loads(pickle.dumps(ch))
-    assert ch2 is not ch and ch2._id == ch._id
+    assert ch2 is not ch and ch2 == ch and hash(ch2) == hash(ch) and ch2 != Channel(3)
     ch.send_nowait(1)
     assert ch2.recv_nowait() == 1
     outer = Channel()

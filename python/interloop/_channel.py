@@ -81,9 +81,11 @@ class Channel:
     awaitable on both ends.
 
     ``maxsize`` bounds the number of queued messages (``await send`` waits for
-    room); ``0`` means unbounded. Objects travel pickled: each receiver gets its
-    own copy. ``close()`` refuses further sends; receivers drain what is left,
-    then get ``ChannelClosed`` (``async for`` ends).
+    room); ``0`` means unbounded. Objects travel pickled (``bytes`` as they are):
+    each receiver gets its own copy. ``close()`` refuses further sends; receivers
+    drain what is left, then get ``ChannelClosed`` (``async for`` ends). A channel
+    pickles as its process-wide id: handles unpickled anywhere (e.g. in a worker,
+    as an argument of ``pool.run``) are equal and share the same state.
     """
 
     __slots__ = ("_h", "_id", "__weakref__")
@@ -106,6 +108,14 @@ class Channel:
         # Kept alive until the copy is unpickled, even if this handle goes first.
         _n.pin(self._h)
         return (_open, (self._id,))
+
+    def __eq__(self, other):
+        if not isinstance(other, Channel):
+            return NotImplemented
+        return self._id == other._id
+
+    def __hash__(self):
+        return hash(self._id)
 
     def __repr__(self):
         n, maxsize, closed, _, _ = _n.info(self._h)
