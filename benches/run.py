@@ -198,6 +198,16 @@ def main(argv: "list[str]") -> int:
             wrote.append(out)
         else:
             print("bench: bench_pool.py failed", file=sys.stderr)
+    if only is None or "channel" in only:
+        # Cross-interpreter channels (issue 5): standalone too (its peer is the
+        # stdlib's _interpqueues); JSON with its own Markdown.
+        out = out_dir / "channel.json"
+        cmd = [sys.executable, str(BENCHES / "bench_channel.py"), "--out", str(out)]
+        cmd += ["--quick"] if args.quick else ["--runs", str(args.runs)]
+        if subprocess.run(cmd).returncode == 0:
+            wrote.append(out)
+        else:
+            print("bench: bench_channel.py failed", file=sys.stderr)
     if not wrote:
         print("bench: no benchmark matched", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ pub mod transport;
 pub mod bridge;
 mod interp;
 mod sched;
+mod channel;
 
 // `gil_used = true`: the loop's state is guarded by the GIL (see event_loop/cell.rs).
 #[pymodule(gil_used = true)]
@@ -24,5 +25,6 @@ fn _interloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     event_loop::register(m)?;
     transport::register(m)?;
     bridge::register(m)?;
+    channel::register(m)?;
     Ok(())
 }

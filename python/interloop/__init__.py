@@ -8,11 +8,16 @@
         r = await pool.run(mymod.crunch, 10)
 """
 from ._interloop import __version__
+from ._channel import Channel, ChannelClosed, ChannelEmpty, ChannelFull
 from ._loop import EventLoopPolicy, Loop, install, new_event_loop, run
 from ._pool import InterpreterExecutor, Pool, RemoteError, spawn
 
 __all__ = [
     "__version__",
+    "Channel",
+    "ChannelClosed",
+    "ChannelEmpty",
+    "ChannelFull",
     "EventLoopPolicy",
     "InterpreterExecutor",
     "Loop",

@@ -51,6 +51,7 @@ pub fn init_module_def() {
             method!(c"spawn", w_spawn, c"spawn(payload: bytes, flags: int) -> job: nested submission to this worker's deque"),
             method!(c"cancel", w_cancel, c"cancel(job, interrupt: bool) -> bool"),
             method!(c"set_interrupt_handler", w_set_interrupt_handler, c"set_interrupt_handler(fn): fn(job) -> exception|None"),
+            method!(c"channel_module", w_channel_module, c"channel_module() -> the channel functions for this interpreter (src/channel)"),
             ffi::PyMethodDef::zeroed(),
         ];
         let slots = vec![
@@ -300,4 +301,8 @@ unsafe extern "C" fn w_set_interrupt_handler(m: *mut ffi::PyObject, a: Args, n: 
     }
     c.set_interrupt_handler(*a);
     none()
+}
+
+unsafe extern "C" fn w_channel_module(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    crate::channel::channel_module(m, a, n)
 }

@@ -1,0 +1,275 @@
+"""Benchmarks of interloop.Channel against the stdlib's cross-interpreter queue (issue 5).
+
+    python benches/bench_channel.py [--quick] [--runs N]
+
+Prints a markdown table and writes ``benches/results/channel.json``. Every number is
+the median of several runs, all measured in the same process run. The peer is
+CPython 3.13's ``_interpqueues`` through ``test.support.interpreters.queues`` (or
+the ``interpreters-pep-734`` backport / 3.14's ``concurrent.interpreters``), skipped
+when none is available.
+"""
+import argparse
+import asyncio
+import builtins
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import interloop  # noqa: E402
+import chan_jobs  # noqa: E402
+
+MSG = b"x" * 100
+
+
+def median_of(runs, fn):
+    return statistics.median(fn() for _ in range(runs))
+
+
+def loop_factories():
+    return (("asyncio loop", asyncio.new_event_loop), ("interloop loop", interloop.new_event_loop))
+
+
+# -- interloop ----------------------------------------------------------------------
+
+def il_throughput(factory, count, worker_fn, maxsize=1024):
+    """Caller -> worker: messages per second, first send to the worker's last recv."""
+    async def main():
+        async with interloop.Pool(1) as pool:
+            warm = interloop.Channel(maxsize)
+            job = asyncio.ensure_future(pool.run(worker_fn, warm))
+            for _ in range(100):
+                await warm.send(MSG)
+            warm.close()
+            await job
+            ch = interloop.Channel(maxsize)
+            job = asyncio.ensure_future(pool.run(worker_fn, ch))
+            await asyncio.sleep(0.01)  # the worker waits in recv
+            t = time.perf_counter()
+            send_nowait, send = ch.send_nowait, ch.send
+            for _ in range(count):
+                try:
+                    send_nowait(MSG)
+                except interloop.ChannelFull:
+                    await send(MSG)
+            ch.close()
+            n = await job
+            dt = time.perf_counter() - t
+            assert n == count, (n, count)
+            return count / dt
+    return asyncio.run(main(), loop_factory=factory)
+
+
+def il_throughput_back(factory, count, maxsize=1024):
+    """Worker -> caller: messages per second."""
+    async def main():
+        async with interloop.Pool(1) as pool:
+            ch = interloop.Channel(maxsize)
+            t = time.perf_counter()
+            job = asyncio.ensure_future(pool.run(chan_jobs.produce, ch, count, len(MSG)))
+            n = 0
+            async for _ in ch:
+                n += 1
+            dt = time.perf_counter() - t
+            assert n == count and await job == count
+            return count / dt
+    return asyncio.run(main(), loop_factory=factory)
+
+
+def il_roundtrip(factory, count):
+    """Caller -> worker -> caller, one message at a time: median seconds."""
+    async def main():
+        async with interloop.Pool(1) as pool:
+            inp, out = interloop.Channel(), interloop.Channel()
+            job = asyncio.ensure_future(pool.run(chan_jobs.echo, inp, out))
+            for _ in range(50):
+                await inp.send(MSG)
+                await out.recv()
+            vals = []
+            for _ in range(count):
+                t = time.perf_counter()
+                await inp.send(MSG)
+                await out.recv()
+                vals.append(time.perf_counter() - t)
+            inp.close()
+            await job
+            return statistics.median(vals)
+    return asyncio.run(main(), loop_factory=factory)
+
+
+def il_many_producers(factory, total, senders=4, maxsize=1024):
+    """``senders`` worker jobs send ``(sender, i)`` to the caller; checks that each
+    sender's messages arrive once each and in order. Messages per second."""
+    async def main():
+        async with interloop.Pool(2, concurrency=senders) as pool:
+            ch = interloop.Channel(maxsize)
+            per = total // senders
+            t = time.perf_counter()
+            jobs = [asyncio.ensure_future(pool.run(chan_jobs.produce_seq, ch, s, per))
+                    for s in range(senders)]
+            nexts = [0] * senders
+            recv_nowait = ch.recv_nowait
+            for _ in range(per * senders):
+                try:
+                    s, i = recv_nowait()
+                except interloop.ChannelEmpty:
+                    s, i = await ch.recv()
+                if i != nexts[s]:
+                    raise AssertionError(f"sender {s}: got {i}, expected {nexts[s]}")
+                nexts[s] += 1
+            dt = time.perf_counter() - t
+            assert await asyncio.gather(*jobs) == [per] * senders and ch.qsize() == 0
+            return per * senders / dt
+    return asyncio.run(main(), loop_factory=factory)
+
+
+# -- the stdlib's cross-interpreter queue ----------------------------------------------
+
+def stdlib_interpreters():
+    for name in ("concurrent.interpreters", "test.support.interpreters",
+                 "interpreters_backport.interpreters"):
+        try:
+            mod = __import__(name, fromlist=["queues"])
+            queues = getattr(mod, "queues", None) or __import__(name + ".queues", fromlist=["_"])
+            return name, mod, queues
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
+ECHO = """
+while True:
+    x = qin.get()
+    if x is None:
+        break
+    qout.put(x)
+"""
+
+COUNT = """
+n = 0
+while True:
+    x = qin.get()
+    if x is None:
+        break
+    n += 1
+qout.put(n)
+"""
+
+
+def stdlib_run(peer, code, body):
+    name, mod, queues = peer
+    interp = mod.create()
+    try:
+        qin, qout = queues.create(), queues.create()
+        setup = (f"from {name} import queues\n"
+                 f"qin, qout = queues.Queue({qin.id}), queues.Queue({qout.id})\n")
+        t = threading.Thread(target=interp.exec, args=(setup + code,))
+        t.start()
+        try:
+            return body(qin, qout)
+        finally:
+            qin.put(None)
+            t.join()
+    finally:
+        interp.close()
+
+
+def stdlib_throughput(peer, count):
+    def body(qin, qout):
+        t = time.perf_counter()
+        for _ in range(count):
+            qin.put(MSG)
+        qin.put(None)
+        n = qout.get()
+        dt = time.perf_counter() - t
+        assert n == count
+        return count / dt
+    return stdlib_run(peer, COUNT, body)
+
+
+def stdlib_roundtrip(peer, count):
+    def body(qin, qout):
+        vals = []
+        for _ in range(count):
+            t = time.perf_counter()
+            qin.put(MSG)
+            qout.get()
+            vals.append(time.perf_counter() - t)
+        return statistics.median(vals)
+    return stdlib_run(peer, ECHO, body)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="fewer messages, 3 runs")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "channel.json"))
+    args = ap.parse_args()
+    runs = 3 if args.quick else args.runs
+    count = 50_000 if args.quick else 200_000
+    rt_count = 300 if args.quick else 2000
+    many = 200_000 if args.quick else 1_000_000
+    lines = []
+
+    def print(*parts, flush=False):  # noqa: A001 - also keeps the markdown for the report
+        text = " ".join(str(p) for p in parts)
+        builtins.print(text, flush=True)
+        lines.append(text)
+
+    report = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": runs,
+              "loadavg_at_start": os.getloadavg(), "messages": count, "message_bytes": len(MSG)}
+    print(f"# interloop channel benchmarks (CPython {report['python']}, {os.cpu_count()} cores, "
+          f"median of {runs})\n", flush=True)
+
+    peer = stdlib_interpreters()
+    tp, rt = {}, {}
+    for label, factory in loop_factories():
+        tp[f"interloop Channel, caller ({label}) -> worker, async for"] = median_of(
+            runs, lambda: il_throughput(factory, count, chan_jobs.count))
+        tp[f"interloop Channel, caller ({label}) -> worker, recv_nowait first"] = median_of(
+            runs, lambda: il_throughput(factory, count, chan_jobs.count_fast))
+        tp[f"interloop Channel, worker -> caller ({label}), async for"] = median_of(
+            runs, lambda: il_throughput_back(factory, count))
+        tp[f"interloop Channel, 4 worker producers -> caller ({label}), pickled tuples, "
+           f"order checked ({many:,} messages)"] = median_of(
+            runs, lambda: il_many_producers(factory, many))
+        rt[f"interloop Channel, {label}"] = median_of(runs, lambda: il_roundtrip(factory, rt_count))
+    if peer is not None:
+        tp[f"stdlib queue ({peer[0]}), main -> sub-interpreter thread"] = median_of(
+            runs, lambda: stdlib_throughput(peer, count))
+        rt[f"stdlib queue ({peer[0]}), polling get()"] = median_of(
+            runs, lambda: stdlib_roundtrip(peer, 50))
+
+    report["throughput"] = {k: {"msgs_per_s": v} for k, v in tp.items()}
+    report["roundtrip"] = {k: {"us": v * 1e6} for k, v in rt.items()}
+    print(f"## {len(MSG)}-byte `bytes` messages, {count:,} of them unless noted, one direction\n")
+    print("| path | messages/s |\n|---|---:|")
+    for k, v in tp.items():
+        print(f"| {k} | {v:,.0f} |")
+    print()
+    print("## Round trip caller -> worker -> caller, one message at a time (median)\n")
+    print("| path | µs |\n|---|---:|")
+    for k, v in rt.items():
+        print(f"| {k} | {v * 1e6:,.1f} |")
+    print()
+    report["loadavg_at_end"] = os.getloadavg()
+    print(f"Targets (issue 5): >= 500,000 messages/s caller -> worker; round trip <= 20 µs. "
+          f"Load average at start {report['loadavg_at_start']}, at end {report['loadavg_at_end']} "
+          "(the machine is shared).")
+    report["markdown"] = "\n".join(lines)
+    report["order"] = 45
+    report["command"] = os.environ.get("INTERLOOP_BENCH_COMMAND", "python benches/bench_channel.py")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    builtins.print(f"(written to {os.path.relpath(args.out)})")
+
+
+if __name__ == "__main__":
+    main()
