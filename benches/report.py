@@ -45,9 +45,9 @@ def load_markdown_sections(directory: Path) -> "list[tuple[int, str]]":
         except ValueError:
             continue
         if isinstance(doc, dict) and doc.get("schema") != 1 and isinstance(doc.get("markdown"), str):
-            text = doc["markdown"].replace("\n# ", "\n## ")
-            if text.startswith("# "):
-                text = "#" + text
+            # One level down: the script's title becomes a section of this report.
+            text = "\n" + doc["markdown"]
+            text = text.replace("\n## ", "\n### ").replace("\n# ", "\n## ").lstrip("\n")
             if doc.get("command"):
                 text += f"\n\n- Command: `{doc['command']}`"
             out.append((doc.get("order", 60), text))
