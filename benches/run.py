@@ -150,6 +150,10 @@ def select_cases(module: str, suite: harness.Suite, only: "list[str] | None") ->
     return [c.name for c in suite.cases if c.name in only or f"{suite.name}.{c.name}" in only]
 
 
+# Benchmarks run as their own scripts: bench_pool.py (issue 4), bench_channel.py (issue 5).
+STANDALONE = ("pool", "channel")
+
+
 def main(argv: "list[str]") -> int:
     args = parse_args(argv)
     if not args.no_venv and not in_bench_venv():
@@ -188,26 +192,18 @@ def main(argv: "list[str]") -> int:
             if not info["available"] and variant in failures:
                 info["error"] = f"pip install failed: {failures[variant]}"
         wrote.append(harness.write_results(doc, out_dir))
-    if only is None or "pool" in only:
-        # The parallel engine's benchmark is a standalone script (its peers are pools,
-        # not loops); it writes a JSON with its own Markdown, merged into the report.
-        out = out_dir / "pool.json"
-        cmd = [sys.executable, str(BENCHES / "bench_pool.py"), "--out", str(out)]
+    # Standalone scripts whose peers are not event loops (pools, cross-interpreter
+    # queues): each writes a JSON with its own Markdown, merged into the report.
+    for name in STANDALONE:
+        if only is not None and name not in only:
+            continue
+        out = out_dir / f"{name}.json"
+        cmd = [sys.executable, str(BENCHES / f"bench_{name}.py"), "--out", str(out)]
         cmd += ["--quick"] if args.quick else ["--runs", str(args.runs)]
         if subprocess.run(cmd).returncode == 0:
             wrote.append(out)
         else:
-            print("bench: bench_pool.py failed", file=sys.stderr)
-    if only is None or "channel" in only:
-        # Cross-interpreter channels (issue 5): standalone too (its peer is the
-        # stdlib's _interpqueues); JSON with its own Markdown.
-        out = out_dir / "channel.json"
-        cmd = [sys.executable, str(BENCHES / "bench_channel.py"), "--out", str(out)]
-        cmd += ["--quick"] if args.quick else ["--runs", str(args.runs)]
-        if subprocess.run(cmd).returncode == 0:
-            wrote.append(out)
-        else:
-            print("bench: bench_channel.py failed", file=sys.stderr)
+            print(f"bench: bench_{name}.py failed", file=sys.stderr)
     if not wrote:
         print("bench: no benchmark matched", file=sys.stderr)
         return 1

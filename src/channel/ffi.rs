@@ -8,6 +8,7 @@
 //! notifier capsule (`Arc<Notifier>`, one per waiting loop). A capsule belongs to
 //! the interpreter that made it; only the Rust state behind it is shared.
 use super::state::{self, Channel, Notifier, RecvResult, SendResult, Side};
+use crate::interp::ffi_util::{method, DefPtr};
 use pyo3::ffi;
 use std::os::raw::{c_char, c_void};
 use std::sync::{Arc, OnceLock};
@@ -21,23 +22,8 @@ pub(super) const NOTIFIER: &std::ffi::CStr = c"interloop.channel.notifier";
 const TAG_PICKLE: u8 = 0;
 const TAG_RAW: u8 = 1; // a `bytes` object, sent as is
 
-struct DefPtr(*mut ffi::PyModuleDef);
-// Safety: written once (in `init_def`, under the main GIL), read-only afterwards.
-unsafe impl Send for DefPtr {}
-unsafe impl Sync for DefPtr {}
-
 static DEF: OnceLock<DefPtr> = OnceLock::new();
 
-macro_rules! method {
-    ($name:literal, $f:ident, $doc:literal) => {
-        ffi::PyMethodDef {
-            ml_name: $name.as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: $f },
-            ml_flags: ffi::METH_FASTCALL,
-            ml_doc: $doc.as_ptr(),
-        }
-    };
-}
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// before any worker starts (so workers never race on `PyModuleDef_Init`).

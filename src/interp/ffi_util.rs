@@ -3,6 +3,27 @@
 use pyo3::ffi;
 use std::os::raw::c_char;
 
+/// A module definition built once and shared by every interpreter that creates the
+/// module (the worker module, the channel module).
+pub(crate) struct DefPtr(pub *mut ffi::PyModuleDef);
+// Safety: the definition is written once (under the main GIL, before any worker
+// starts) and only read afterwards; CPython treats it as immutable after init.
+unsafe impl Send for DefPtr {}
+unsafe impl Sync for DefPtr {}
+
+/// A `METH_FASTCALL` entry of a raw module's method table.
+macro_rules! method {
+    ($name:literal, $f:ident, $doc:literal) => {
+        pyo3::ffi::PyMethodDef {
+            ml_name: $name.as_ptr(),
+            ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunctionFast: $f },
+            ml_flags: pyo3::ffi::METH_FASTCALL,
+            ml_doc: $doc.as_ptr(),
+        }
+    };
+}
+pub(crate) use method;
+
 /// New reference to `None`.
 pub unsafe fn none() -> *mut ffi::PyObject {
     let n = ffi::Py_None();

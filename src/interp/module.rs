@@ -10,30 +10,15 @@
 use super::ffi_util::*;
 use super::worker::WorkerCtx;
 use crate::sched::{kind, Completion, Origin};
+use crate::interp::ffi_util::{method, DefPtr};
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 use std::sync::OnceLock;
 
 type Args = *mut *mut ffi::PyObject;
 
-struct DefPtr(*mut ffi::PyModuleDef);
-// Safety: the definition is written once (in `init_module_def`, under the main
-// GIL) and only read afterwards; CPython treats it as immutable after init.
-unsafe impl Send for DefPtr {}
-unsafe impl Sync for DefPtr {}
-
 static DEF: OnceLock<DefPtr> = OnceLock::new();
 
-macro_rules! method {
-    ($name:literal, $f:ident, $doc:literal) => {
-        ffi::PyMethodDef {
-            ml_name: $name.as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: $f },
-            ml_flags: ffi::METH_FASTCALL,
-            ml_doc: $doc.as_ptr(),
-        }
-    };
-}
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// (from `#[pymodule]`), before any worker starts.
