@@ -8,7 +8,7 @@
 //! notifier capsule (`Arc<Notifier>`, one per waiting loop). A capsule belongs to
 //! the interpreter that made it; only the Rust state behind it is shared.
 use super::state::{self, Channel, Notifier, RecvResult, SendResult, Side};
-use crate::interp::ffi_util::{method, DefPtr};
+use crate::interp::ffi_util::{arg_u64, leak_module_def, method, nargs, none, set_error, DefPtr};
 use pyo3::ffi;
 use std::os::raw::{c_char, c_void};
 use std::sync::{Arc, OnceLock};
@@ -23,7 +23,6 @@ const TAG_PICKLE: u8 = 0;
 const TAG_RAW: u8 = 1; // a `bytes` object, sent as is
 
 static DEF: OnceLock<DefPtr> = OnceLock::new();
-
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// before any worker starts (so workers never race on `PyModuleDef_Init`).
@@ -47,22 +46,16 @@ pub fn init_def() {
             method!(c"notifier_close", c_notifier_close, c"notifier_close(n): its loop is gone; channels skip its waiters"),
             ffi::PyMethodDef::zeroed(),
         ];
-        let def = Box::new(ffi::PyModuleDef {
-            m_base: ffi::PyModuleDef_HEAD_INIT,
-            m_name: c"interloop._chan".as_ptr(),
-            m_doc: c"interloop's channel functions (raw FFI, usable in any interpreter)".as_ptr(),
-            m_size: 0,
-            m_methods: Box::leak(methods.into_boxed_slice()).as_mut_ptr(),
-            m_slots: std::ptr::null_mut(),
-            m_traverse: None,
-            m_clear: None,
-            m_free: None,
-        });
-        let def = Box::leak(def) as *mut ffi::PyModuleDef;
-        // Safety: the main GIL is held (called from the #[pymodule] init); this
-        // stamps the definition once, before any worker exists.
-        unsafe { ffi::PyModuleDef_Init(def) };
-        DefPtr(def)
+        // Safety: called from the #[pymodule] init (main GIL held), before workers.
+        unsafe {
+            leak_module_def(
+                c"interloop._chan",
+                c"interloop's channel functions (raw FFI, usable in any interpreter)",
+                0,
+                methods,
+                None,
+            )
+        }
     });
 }
 
@@ -90,35 +83,6 @@ pub unsafe extern "C" fn channel_module(
 }
 
 // --- helpers (every one requires the calling interpreter's GIL) --------------------
-
-unsafe fn set_error(exc: *mut ffi::PyObject, msg: &str) -> *mut ffi::PyObject {
-    let c = std::ffi::CString::new(msg.replace('\0', " ")).unwrap();
-    ffi::PyErr_SetString(exc, c.as_ptr());
-    std::ptr::null_mut()
-}
-
-unsafe fn none() -> *mut ffi::PyObject {
-    let n = ffi::Py_None();
-    ffi::Py_IncRef(n);
-    n
-}
-
-unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bool {
-    let n = ffi::PyVectorcall_NARGS(n as usize);
-    if n != want {
-        set_error(ffi::PyExc_TypeError, &format!("{name}() takes {want} arguments ({n} given)"));
-        return false;
-    }
-    true
-}
-
-unsafe fn arg_u64(o: *mut ffi::PyObject) -> Option<u64> {
-    let v = ffi::PyLong_AsUnsignedLongLong(o);
-    if v == u64::MAX && !ffi::PyErr_Occurred().is_null() {
-        return None;
-    }
-    Some(v)
-}
 
 unsafe fn arg_side(o: *mut ffi::PyObject) -> Option<Side> {
     match arg_u64(o)? {

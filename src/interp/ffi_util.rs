@@ -112,3 +112,44 @@ pub unsafe fn set_error(exc: *mut ffi::PyObject, msg: &str) -> *mut ffi::PyObjec
     ffi::PyErr_SetString(exc, c.as_ptr());
     std::ptr::null_mut()
 }
+
+/// Checks a METH_FASTCALL call's positional count; sets TypeError and returns false
+/// when it is not `want`.
+pub unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bool {
+    let n = ffi::PyVectorcall_NARGS(n as usize);
+    if n != want {
+        set_error(ffi::PyExc_TypeError, &format!("{name}() takes {want} arguments ({n} given)"));
+        return false;
+    }
+    true
+}
+
+/// Leaks `methods` (and `slots`, if any) into a static module definition and stamps
+/// it with `PyModuleDef_Init`, once.
+///
+/// # Safety
+/// The main interpreter's GIL is held (called from the `#[pymodule]` init), before
+/// any worker exists, so no interpreter races on `PyModuleDef_Init`. `methods` and
+/// `slots` end with their zeroed sentinels.
+pub unsafe fn leak_module_def(
+    name: &'static std::ffi::CStr,
+    doc: &'static std::ffi::CStr,
+    state_size: ffi::Py_ssize_t,
+    methods: Vec<ffi::PyMethodDef>,
+    slots: Option<Vec<ffi::PyModuleDef_Slot>>,
+) -> DefPtr {
+    let def = Box::new(ffi::PyModuleDef {
+        m_base: ffi::PyModuleDef_HEAD_INIT,
+        m_name: name.as_ptr(),
+        m_doc: doc.as_ptr(),
+        m_size: state_size,
+        m_methods: Box::leak(methods.into_boxed_slice()).as_mut_ptr(),
+        m_slots: slots.map_or(std::ptr::null_mut(), |s| Box::leak(s.into_boxed_slice()).as_mut_ptr()),
+        m_traverse: None,
+        m_clear: None,
+        m_free: None,
+    });
+    let def = Box::leak(def) as *mut ffi::PyModuleDef;
+    ffi::PyModuleDef_Init(def);
+    DefPtr(def)
+}

@@ -10,7 +10,7 @@
 use super::ffi_util::*;
 use super::worker::WorkerCtx;
 use crate::sched::{kind, Completion, Origin};
-use crate::interp::ffi_util::{method, DefPtr};
+use crate::interp::ffi_util::{leak_module_def, method, DefPtr};
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 use std::sync::OnceLock;
@@ -18,7 +18,6 @@ use std::sync::OnceLock;
 type Args = *mut *mut ffi::PyObject;
 
 static DEF: OnceLock<DefPtr> = OnceLock::new();
-
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// (from `#[pymodule]`), before any worker starts.
@@ -47,23 +46,16 @@ pub fn init_module_def() {
             },
             ffi::PyModuleDef_Slot { slot: 0, value: std::ptr::null_mut() },
         ];
-        let def = Box::new(ffi::PyModuleDef {
-            m_base: ffi::PyModuleDef_HEAD_INIT,
-            m_name: c"interloop._interloop".as_ptr(),
-            m_doc: c"interloop's worker-side native module (raw FFI, one per sub-interpreter)".as_ptr(),
-            m_size: std::mem::size_of::<*const WorkerCtx>() as ffi::Py_ssize_t,
-            m_methods: Box::leak(methods.into_boxed_slice()).as_mut_ptr(),
-            m_slots: Box::leak(slots.into_boxed_slice()).as_mut_ptr(),
-            m_traverse: None,
-            m_clear: None,
-            m_free: None,
-        });
-        let def = Box::leak(def) as *mut ffi::PyModuleDef;
-        // Safety: the main GIL is held (we are called from the #[pymodule] init);
-        // `PyModuleDef_Init` only stamps the type and the module index, once, here,
-        // so workers never race on it.
-        unsafe { ffi::PyModuleDef_Init(def) };
-        DefPtr(def)
+        // Safety: called from the #[pymodule] init (main GIL held), before workers.
+        unsafe {
+            leak_module_def(
+                c"interloop._interloop",
+                c"interloop's worker-side native module (raw FFI, one per sub-interpreter)",
+                std::mem::size_of::<*const WorkerCtx>() as ffi::Py_ssize_t,
+                methods,
+                Some(slots),
+            )
+        }
     });
 }
 
@@ -157,15 +149,6 @@ unsafe fn ctx<'a>(m: *mut ffi::PyObject) -> Option<&'a WorkerCtx> {
         return None;
     }
     Some(c)
-}
-
-unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bool {
-    let n = ffi::PyVectorcall_NARGS(n as usize);
-    if n != want {
-        set_error(ffi::PyExc_TypeError, &format!("{name}() takes {want} arguments ({n} given)"));
-        return false;
-    }
-    true
 }
 
 unsafe extern "C" fn w_wake_fd(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
