@@ -36,6 +36,29 @@ import pytest
 LOOP_KINDS = ("asyncio", "interloop")
 
 
+def _dump_this_interpreters_stacks(terminal):
+    """pytest-timeout's stack dump, limited to this interpreter's threads.
+
+    Its own dump calls ``sys._current_frames()``, which on 3.13 also walks the
+    frames of pool workers' threads in other interpreters without their GILs; one
+    such dump ended in a double free. faulthandler walks only this interpreter."""
+    import faulthandler
+    import sys
+
+    terminal.sep("+", "Timeout: stacks of this interpreter's threads (stderr)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+
+
+try:
+    import pytest_timeout
+except ImportError:  # pragma: no cover - pytest-timeout is a test dependency
+    pass
+else:
+    pytest_timeout.dump_stacks = _dump_this_interpreters_stacks
+
+
 def make_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A new event loop of ``kind``; not set as the current loop."""
     if kind == "asyncio":

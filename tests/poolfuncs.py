@@ -162,3 +162,28 @@ async def break_worker_loop():
     """Stops the worker's own loop from inside: the worker's driver fails."""
     asyncio.get_running_loop().stop()
     await asyncio.sleep(3600)
+
+
+async def interrupt_targets():
+    """Asks this worker's interrupt handler, for the job running it, whether it
+    would raise: while the job's coroutine executes (yes), and while its task is
+    current but the coroutine is not executing, as when asyncio's C code schedules
+    the task's done callbacks (no: raising there strands the task)."""
+    from interloop import _worker
+    d = _worker._driver
+    loop = asyncio.get_running_loop()
+    job = d.job_var.get()
+    task = asyncio.current_task()
+    running = d.on_interrupt(job)
+    outside = loop.create_future()
+
+    def probe():
+        asyncio.tasks._enter_task(loop, task)
+        try:
+            outside.set_result(d.on_interrupt(job))
+        finally:
+            asyncio.tasks._leave_task(loop, task)
+
+    loop.call_soon(probe)
+    around = await outside
+    return type(running).__name__, type(around).__name__

@@ -259,6 +259,16 @@ def test_interrupt_cpu_bound_code(fn):
     run(main())
 
 
+def test_interrupt_lands_only_in_the_running_coroutine():
+    # Regression: an interrupt raised while the task was current but its coroutine
+    # had returned (asyncio scheduling done callbacks; Python frames in debug mode)
+    # aborted that scheduling, so the job never completed and close() hung.
+    async def main():
+        async with interloop.Pool(1) as pool:
+            assert await pool.run(pf.interrupt_targets) == ("CancelledError", "NoneType")
+    run(main())
+
+
 def test_fresh_pool_serves_and_interrupts_before_workers_finish_starting():
     # Plain-function jobs run before a worker has imported asyncio; they can be
     # interrupted there too.

@@ -435,6 +435,7 @@ class Driver:
         self.loop = loop
         self.concurrency = max(1, int(cfg.get("concurrency") or 1))
         self.tasks = {}        # job id -> Task, started and not finished
+        self.coros = {}        # job id -> the coroutine its Task runs (set before eager start)
         self.blocked = {}      # job id -> how many nested results it is awaiting
         self.nblocked = 0      # jobs with a non-zero count in `blocked`
         self.sync_job = None   # job whose plain function (or eager first step) runs now
@@ -470,15 +471,22 @@ class Driver:
             self.shutdown()
 
     def on_interrupt(self, job):
-        """Pending-call handler: the exception to raise in the running code, if it is ``job``."""
+        """Pending-call handler: the exception to raise in the running code, if it is ``job``.
+
+        The exception is raised only where it can unwind into the job: inside its
+        plain function (``start``'s try block) or while its coroutine is executing.
+        A task is also "current" while asyncio's C code runs around its coroutine
+        (scheduling done callbacks after it returned, in debug mode through Python
+        frames); raising there would abort that machinery and strand the task. A
+        suspended job is cancelled through the inbox instead (``drain_inbox``)."""
         if self.sync_job == job:
             return self.asyncio.CancelledError()
-        t = self.tasks.get(job)
-        if t is None:
+        coro = self.coros.get(job)
+        if coro is None:
             # Taken but not started yet (the pending call fired between `take` and
-            # the call): `start` will see it. (Or already finished: harmless.)
+            # the call): `start`/`launch` will see it. (Or already finished: harmless.)
             self.doomed.add(job)
-        elif self.asyncio.current_task(self.loop) is t:
+        elif coro.cr_running:
             return self.asyncio.CancelledError()
         return None
 
@@ -523,10 +531,10 @@ class Driver:
                 self.doomed.discard(job)
                 raise self.asyncio.CancelledError()
             r = fn(*args, **kwargs)
-            if not (type(r) is _CoroutineType or (r is not None and self.asyncio.iscoroutine(r))):
-                self.sync_job = None
-                self.succeed(job, r)
-                return
+            is_coro = type(r) is _CoroutineType or (r is not None and self.asyncio.iscoroutine(r))
+            # From here an interrupt finds no running code for `job`: it is marked
+            # doomed, and `launch` closes the coroutine instead of starting it.
+            self.sync_job = None
         except BaseException as e:  # noqa: BLE001
             self.sync_job = None
             if isinstance(e, self.asyncio.CancelledError):
@@ -534,7 +542,10 @@ class Driver:
             else:
                 self.fail(job, e)
             return
-        self.launch(job, r)
+        if is_coro:
+            self.launch(job, r)
+        else:
+            self.succeed(job, r)
 
     def launch_early(self, job, coro):
         """Starts the coroutine job taken before the loop existed, unless it was
@@ -550,24 +561,33 @@ class Driver:
 
     def launch(self, job, coro):
         """Runs a job's coroutine as an eager task."""
+        if self.doomed and job in self.doomed:
+            self.doomed.discard(job)
+            coro.close()
+            self.cancelled(job)
+            return
+        guarded = _guarded(coro)
+        self.coros[job] = guarded
         try:
-            self.sync_job = job
-            if self.doomed and job in self.doomed:
-                self.doomed.discard(job)
-                coro.close()
-                raise self.asyncio.CancelledError()
             ctx = self.contextvars.copy_context()
             ctx.run(self.job_var.set, job)
-            task = self.asyncio.Task(_guarded(coro), loop=self.loop, context=ctx, eager_start=True)
+            # The first step runs now; an interrupt lands in it while `guarded` runs.
+            task = self.asyncio.Task(guarded, loop=self.loop, context=ctx, eager_start=True)
         except BaseException as e:  # noqa: BLE001
-            self.sync_job = None
+            self.coros.pop(job, None)
+            guarded.close()
             if isinstance(e, self.asyncio.CancelledError):
                 self.cancelled(job)
             else:
                 self.fail(job, e)
             return
-        self.sync_job = None
+        if job in self.doomed:
+            # Interrupted after the first step suspended (the handler found the
+            # coroutine not running): cancel it the ordinary way.
+            self.doomed.discard(job)
+            task.cancel()
         if task.done():
+            self.coros.pop(job, None)
             self.finish_task(job, task)
             return
         self.tasks[job] = task
@@ -575,6 +595,7 @@ class Driver:
 
     def on_task_done(self, job, task):
         self.tasks.pop(job, None)
+        self.coros.pop(job, None)
         if self.blocked.pop(job, 0):
             self.nblocked -= 1
         self.finish_task(job, task)
