@@ -17,6 +17,7 @@ pub mod bridge;
 mod interp;
 mod sched;
 mod channel;
+mod buffer;
 
 // `gil_used = true`: the loop's state is guarded by the GIL (see event_loop/cell.rs).
 #[pymodule(gil_used = true)]

@@ -67,13 +67,47 @@ class ChannelFull(Exception):
     """``send_nowait`` on a full channel."""
 
 
-def _dumps(obj):
+_PICKLE, _RAW, _BUFFER, _PICKLE_OOB = 0, 1, 2, 3  # message tags (src/channel/ffi.rs)
+_ZERO_COPY_MIN = 64 * 1024  # buffers this large travel by reference (src/buffer)
+_PickleBuffer = pickle.PickleBuffer
+
+
+def _encode(obj):
+    """``(data, tag, bufs)`` for native ``send``.
+
+    ``bytes`` below the zero-copy size travel as they are. A large ``bytes`` or
+    ``bytearray``, and any ``memoryview`` or ``PickleBuffer``, travels as one buffer
+    by reference (the receiver gets a read-only ``memoryview`` over the sender's
+    memory). Anything else is pickled (protocol 5) here, in the sender, so what
+    cannot travel fails before anything is queued; its large out-of-band buffers
+    (``PickleBuffer``s, e.g. of NumPy arrays) travel by reference.
+    """
+    t = type(obj)
+    if t is bytes:
+        if len(obj) < _ZERO_COPY_MIN:
+            return obj, _RAW, None
+        return b"", _BUFFER, (obj,)
+    if t is memoryview or t is _PickleBuffer or (t is bytearray and len(obj) >= _ZERO_COPY_MIN):
+        return b"", _BUFFER, (obj,)
+    bufs = None
+
+    def out_of_band(pb):
+        nonlocal bufs
+        with memoryview(pb) as m:
+            if m.nbytes < _ZERO_COPY_MIN or not m.contiguous:
+                return True  # small or scattered: pickled in band
+        if bufs is None:
+            bufs = []
+        bufs.append(pb)
+        return False
+
     try:
-        return pickle.dumps(obj, 5)
+        data = pickle.dumps(obj, 5, buffer_callback=out_of_band)
     except Exception as e:  # noqa: BLE001 - any pickling failure is the caller's TypeError
         raise TypeError(
             f"cannot send {type(obj).__qualname__} through an interloop.Channel: it cannot "
             f"be pickled ({type(e).__name__}: {e})") from e
+    return data, (_PICKLE if bufs is None else _PICKLE_OOB), bufs
 
 
 class Channel:
@@ -81,8 +115,13 @@ class Channel:
     awaitable on both ends.
 
     ``maxsize`` bounds the number of queued messages (``await send`` waits for
-    room); ``0`` means unbounded. Objects travel pickled (``bytes`` as they are):
-    each receiver gets its own copy. ``close()`` refuses further sends; receivers
+    room); ``0`` means unbounded. Objects travel pickled (small ``bytes`` as they
+    are): each receiver gets its own copy. Buffers travel without being copied: a
+    ``bytes`` or ``bytearray`` of 64 KiB or more, any ``memoryview`` or
+    ``PickleBuffer``, and the large out-of-band buffers of pickled objects (NumPy
+    arrays...) arrive as read-only ``memoryview``s (or objects rebuilt on them)
+    over the sender's memory, which stays alive while any view of it does; do not
+    modify a mutable buffer after sending it. ``close()`` refuses further sends; receivers
     drain what is left, then get ``ChannelClosed`` (``async for`` ends). A channel
     pickles as its process-wide id: handles unpickled anywhere (e.g. in a worker,
     as an argument of ``pool.run``) are equal and share the same state.
@@ -148,29 +187,23 @@ class Channel:
         return _n.close(self._h)
 
     # -- sending --
-    # A `bytes` object travels as is (no pickling); anything else is pickled here,
-    # in the sender, so what cannot travel fails before anything is queued.
     def send_nowait(self, obj):
         """Queues ``obj`` or raises ``ChannelFull`` / ``ChannelClosed``; an object
         that cannot be pickled raises ``TypeError`` (nothing is queued)."""
-        if type(obj) is bytes:
-            r = _n.send(self._h, obj, True)
-        else:
-            data = _dumps(obj)
-            r = _n.send(self._h, data, False)
-            if r:
-                _unpin(data)
+        data, tag, bufs = _encode(obj)
+        r = _n.send(self._h, data, tag, bufs)
         if r:
+            if tag == _PICKLE or tag == _PICKLE_OOB:
+                _unpin(data, bufs)
             if r == _CLOSED:
                 raise ChannelClosed("send on a closed channel")
             raise ChannelFull()
 
     async def send(self, obj):
         """Queues ``obj``, waiting for room if the channel is full."""
-        raw = type(obj) is bytes
-        data = obj if raw else _dumps(obj)
+        data, tag, bufs = _encode(obj)
         h = self._h
-        r = _n.send(h, data, raw)
+        r = _n.send(h, data, tag, bufs)
         if not r:
             return
         try:
@@ -178,10 +211,10 @@ class Channel:
                 if r == _CLOSED:
                     raise ChannelClosed("send on a closed channel")
                 await _wait(h, _SEND)
-                r = _n.send(h, data, raw)
+                r = _n.send(h, data, tag, bufs)
         except BaseException:
-            if not raw:
-                _unpin(data)
+            if tag == _PICKLE or tag == _PICKLE_OOB:
+                _unpin(data, bufs)
             raise
 
     # -- receiving --
@@ -223,12 +256,12 @@ class Channel:
                 return r
 
 
-def _unpin(data):
+def _unpin(data, bufs=None):
     """A pickled message that will not be queued: if it holds channels (each pinned
     when pickled, see ``__reduce__``), unpickle it to release their pins."""
     if b"_open" in data:
         try:
-            _loads(data)
+            _loads(data, bufs)
         except Exception:  # noqa: BLE001 - best effort; the sender gets its own error
             pass
 

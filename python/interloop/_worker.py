@@ -200,11 +200,11 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def loads(data):
+def loads(data, buffers=None):
     if b"main__" not in data:
-        return pickle.loads(data)
+        return pickle.loads(data, buffers=buffers)
     import io
-    return _Unpickler(io.BytesIO(data)).load()
+    return _Unpickler(io.BytesIO(data), buffers=buffers).load()
 
 
 def encode_error(exc):

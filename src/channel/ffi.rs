@@ -7,8 +7,9 @@
 //! Handles are capsules owning an `Arc`: a channel capsule (`Arc<Channel>`) and a
 //! notifier capsule (`Arc<Notifier>`, one per waiting loop). A capsule belongs to
 //! the interpreter that made it; only the Rust state behind it is shared.
-use super::state::{self, Channel, Notifier, RecvResult, SendResult, Side};
-use crate::interp::ffi_util::{arg_u64, leak_module_def, method, nargs, none, set_error, DefPtr};
+use super::state::{self, Channel, Message, Notifier, RecvResult, SendResult, Side};
+use crate::buffer::{self, Region};
+use crate::interp::ffi_util::{arg_u64, leak_module_def, list, method, nargs, none, set_error, DefPtr};
 use pyo3::ffi;
 use std::os::raw::{c_char, c_void};
 use std::sync::{Arc, OnceLock};
@@ -19,21 +20,25 @@ const CHAN: &std::ffi::CStr = c"interloop.channel";
 pub(super) const NOTIFIER: &std::ffi::CStr = c"interloop.channel.notifier";
 
 /// First byte of every queued message: how the receiver rebuilds it.
+#[allow(dead_code)] // the default case of `c_recv`
 const TAG_PICKLE: u8 = 0;
 const TAG_RAW: u8 = 1; // a `bytes` object, sent as is
+const TAG_BUFFER: u8 = 2; // one buffer, by reference: the receiver gets a memoryview
+const TAG_PICKLE_OOB: u8 = 3; // a pickle whose out-of-band buffers travel by reference
 
 static DEF: OnceLock<DefPtr> = OnceLock::new();
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// before any worker starts (so workers never race on `PyModuleDef_Init`).
 pub fn init_def() {
+    buffer::view::init_spec();
     DEF.get_or_init(|| {
         let methods = vec![
             method!(c"new", c_new, c"new(maxsize) -> channel capsule"),
             method!(c"open", c_open, c"open(id, unpin) -> channel capsule; ValueError if it no longer exists"),
             method!(c"id", c_id, c"id(ch) -> int"),
             method!(c"pin", c_pin, c"pin(ch): a pickled copy is in flight (kept alive until opened with unpin)"),
-            method!(c"send", c_send, c"send(ch, data: bytes, raw: bool) -> 0 sent | 1 full | 2 closed; raw: data is the message itself, else its pickle"),
+            method!(c"send", c_send, c"send(ch, data: bytes, tag: int, bufs: sequence|None) -> 0 sent | 1 full | 2 closed; tag 0 pickle, 1 raw bytes, 2 one buffer (bufs[0]), 3 pickle with out-of-band bufs"),
             method!(c"recv", c_recv, c"recv(ch, loads, empty, closed) -> the next message (pickles rebuilt with loads), or empty / closed"),
             method!(c"wait", c_wait, c"wait(ch, side, notifier, token) -> bool: queued (False: proceed now)"),
             method!(c"unwait", c_unwait, c"unwait(ch, side, notifier, token) -> bool: removed (False: already woken)"),
@@ -43,6 +48,7 @@ pub fn init_def() {
             method!(c"notifier", c_notifier, c"notifier() -> notifier capsule (one per waiting loop)"),
             method!(c"notifier_fd", c_notifier_fd, c"notifier_fd(n) -> int: readable when tokens are queued"),
             method!(c"notifier_drain", c_notifier_drain, c"notifier_drain(n) -> list of woken tokens"),
+            method!(c"buffer_address", c_buffer_address, c"buffer_address(obj) -> int: address of obj's buffer (to check zero-copy)"),
             method!(c"notifier_close", c_notifier_close, c"notifier_close(n): its loop is gone; channels skip its waiters"),
             ffi::PyMethodDef::zeroed(),
         ];
@@ -59,7 +65,9 @@ pub fn init_def() {
     });
 }
 
-/// A new module object in the current interpreter; new reference or NULL.
+/// A new module object in the current interpreter; new reference or NULL. It
+/// carries this interpreter's `SharedBuffer` type (the exporter of received
+/// buffers) as an attribute.
 ///
 /// # Safety
 /// The current interpreter's GIL is held and `init_def` has run.
@@ -67,7 +75,56 @@ pub unsafe fn create_module() -> *mut ffi::PyObject {
     let Some(def) = DEF.get() else {
         return set_error(ffi::PyExc_SystemError, "interloop channel module not initialised");
     };
-    ffi::PyModule_Create2(def.0, ffi::PYTHON_API_VERSION)
+    let m = ffi::PyModule_Create2(def.0, ffi::PYTHON_API_VERSION);
+    if m.is_null() {
+        return m;
+    }
+    let tp = buffer::view::new_type();
+    if tp.is_null() || ffi::PyModule_AddObject(m, c"SharedBuffer".as_ptr(), tp) != 0 {
+        if !tp.is_null() {
+            ffi::Py_DecRef(tp);
+        }
+        ffi::Py_DecRef(m);
+        return std::ptr::null_mut();
+    }
+    m
+}
+
+/// This interpreter's exporter type, from the module (new reference) or NULL.
+unsafe fn view_type(m: *mut ffi::PyObject) -> *mut ffi::PyTypeObject {
+    ffi::PyObject_GetAttrString(m, c"SharedBuffer".as_ptr()) as *mut ffi::PyTypeObject
+}
+
+/// Regions over each object of the sequence `seq` (None: no regions).
+unsafe fn regions_of(m: *mut ffi::PyObject, seq: *mut ffi::PyObject) -> Option<Vec<Arc<Region>>> {
+    if seq == ffi::Py_None() {
+        return Some(Vec::new());
+    }
+    let fast = ffi::PySequence_Fast(seq, c"bufs must be a sequence".as_ptr());
+    if fast.is_null() {
+        return None;
+    }
+    let tp = view_type(m);
+    if tp.is_null() {
+        ffi::Py_DecRef(fast);
+        return None;
+    }
+    let n = ffi::PySequence_Fast_GET_SIZE(fast);
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        match Region::from_object(ffi::PySequence_Fast_GET_ITEM(fast, i), tp) {
+            Some(r) => out.push(r),
+            None => {
+                out.clear();
+                ffi::Py_DecRef(tp as *mut ffi::PyObject);
+                ffi::Py_DecRef(fast);
+                return None;
+            }
+        }
+    }
+    ffi::Py_DecRef(tp as *mut ffi::PyObject);
+    ffi::Py_DecRef(fast);
+    Some(out)
 }
 
 /// `channel_module()` of the worker module (METH_FASTCALL signature).
@@ -192,8 +249,8 @@ unsafe extern "C" fn c_pin(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
     none()
 }
 
-unsafe extern "C" fn c_send(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    if !nargs(n, 3, "send") {
+unsafe extern "C" fn c_send(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    if !nargs(n, 4, "send") {
         return std::ptr::null_mut();
     }
     let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
@@ -202,14 +259,22 @@ unsafe extern "C" fn c_send(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
     if ffi::PyBytes_AsStringAndSize(*a.add(1), &mut p, &mut len) != 0 {
         return std::ptr::null_mut();
     }
-    let tag = if ffi::PyObject_IsTrue(*a.add(2)) == 1 { TAG_RAW } else { TAG_PICKLE };
-    // Copied into Rust-owned memory (one tag byte, then the data): only Rust data
-    // crosses between interpreters.
+    let Some(tag) = arg_u64(*a.add(2)) else { return std::ptr::null_mut() };
+    if tag > TAG_PICKLE_OOB as u64 {
+        return set_error(ffi::PyExc_ValueError, "unknown message tag");
+    }
+    let Some(bufs) = regions_of(m, *a.add(3)) else { return std::ptr::null_mut() };
+    if tag == TAG_BUFFER as u64 && bufs.len() != 1 {
+        return set_error(ffi::PyExc_ValueError, "a buffer message carries exactly one buffer");
+    }
+    // The bytes are copied into Rust-owned memory (one tag byte, then the data);
+    // buffers travel as regions: only Rust data crosses between interpreters.
     let src = std::slice::from_raw_parts(p as *const u8, len as usize);
     let mut data = Vec::with_capacity(src.len() + 1);
-    data.push(tag);
+    data.push(tag as u8);
     data.extend_from_slice(src);
-    let r = match ch.try_send(data) {
+    // A refused message drops its regions here, in the sender (released at once).
+    let r = match ch.try_send(Message { data, bufs }) {
         SendResult::Sent => 0,
         SendResult::Full => 1,
         SendResult::Closed => 2,
@@ -217,15 +282,17 @@ unsafe extern "C" fn c_send(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
     ffi::PyLong_FromLong(r)
 }
 
-/// `recv(ch, loads, empty, closed)`: the next message (raw bytes as they were,
-/// pickles through `loads`), else the `empty` or `closed` object given.
-unsafe extern "C" fn c_recv(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+/// `recv(ch, loads, empty, closed)`: the next message (raw bytes as they were, a
+/// buffer as a read-only memoryview, pickles through `loads(data)` or, with
+/// out-of-band buffers, `loads(data, memoryviews)`), else the `empty` or `closed`
+/// object given.
+unsafe extern "C" fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     if !nargs(n, 4, "recv") {
         return std::ptr::null_mut();
     }
     let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
-    let d = match ch.try_recv() {
-        RecvResult::Item(d) => d,
+    let Message { data: d, bufs } = match ch.try_recv() {
+        RecvResult::Item(msg) => msg,
         RecvResult::Empty => {
             ffi::Py_IncRef(*a.add(2));
             return *a.add(2);
@@ -235,14 +302,59 @@ unsafe extern "C" fn c_recv(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
             return *a.add(3);
         }
     };
+    let tag = d[0];
+    let views = if bufs.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        let tp = view_type(m);
+        if tp.is_null() {
+            return tp as *mut ffi::PyObject;
+        }
+        let items = bufs.into_iter().map(|r| buffer::view::memoryview(tp, r)).collect();
+        ffi::Py_DecRef(tp as *mut ffi::PyObject);
+        let l = list(items);
+        if l.is_null() {
+            return l;
+        }
+        l
+    };
+    if tag == TAG_BUFFER {
+        let mv = ffi::PyList_GetItem(views, 0); // borrowed; the list has one item
+        ffi::Py_IncRef(mv);
+        ffi::Py_DecRef(views);
+        return mv;
+    }
     let body = &d[1..];
     let b = ffi::PyBytes_FromStringAndSize(body.as_ptr() as *const c_char, body.len() as ffi::Py_ssize_t);
-    if b.is_null() || d[0] == TAG_RAW {
+    if b.is_null() || tag == TAG_RAW {
+        if !views.is_null() {
+            ffi::Py_DecRef(views);
+        }
         return b;
     }
-    let r = ffi::PyObject_CallOneArg(*a.add(1), b);
+    let r = if views.is_null() {
+        ffi::PyObject_CallOneArg(*a.add(1), b)
+    } else {
+        let args = [b, views];
+        let r = ffi::PyObject_Vectorcall(*a.add(1), args.as_ptr(), 2, std::ptr::null_mut());
+        ffi::Py_DecRef(views);
+        r
+    };
     ffi::Py_DecRef(b);
     r
+}
+
+unsafe extern "C" fn c_buffer_address(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    if !nargs(n, 1, "buffer_address") {
+        return std::ptr::null_mut();
+    }
+    let mut pb: ffi::Py_buffer = std::mem::zeroed();
+    if ffi::PyObject_GetBuffer(*a, &mut pb, ffi::PyBUF_FULL_RO) != 0 {
+        return std::ptr::null_mut();
+    }
+    let addr = pb.buf as usize;
+    ffi::PyBuffer_Release(&mut pb);
+    ffi::PyLong_FromSize_t(addr)
 }
 
 unsafe extern "C" fn c_wait(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {

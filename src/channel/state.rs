@@ -2,6 +2,7 @@
 //! notifiers that wake waiting loops. No Python object is touched here,
 //! so every lock below is held only for a few queue operations and never while a
 //! GIL is being waited for (trap 2).
+use crate::buffer::Region;
 use crate::event_loop::sources::LoopWaker;
 use crate::sched::WakeFd;
 use parking_lot::Mutex;
@@ -26,10 +27,37 @@ pub enum SendResult {
     Closed,
 }
 
+/// One queued message: its bytes (a tag byte, then a pickle or raw data) and the
+/// buffers it carries by reference (see `crate::buffer`).
+pub struct Message {
+    pub data: Vec<u8>,
+    pub bufs: Vec<Arc<Region>>,
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(data: Vec<u8>) -> Self {
+        Message { data, bufs: Vec::new() }
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, o: &Self) -> bool {
+        self.data == o.data
+            && self.bufs.len() == o.bufs.len()
+            && self.bufs.iter().zip(&o.bufs).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Message({:?}, {} buffers)", self.data, self.bufs.len())
+    }
+}
+
 /// Outcome of a non-blocking receive.
-#[derive(PartialEq, Eq, Debug)]
+#[derive(PartialEq, Debug)]
 pub enum RecvResult {
-    Item(Vec<u8>),
+    Item(Message),
     Empty,
     Closed,
 }
@@ -134,7 +162,7 @@ fn pop_live(q: &mut VecDeque<Waiter>) -> Option<Waiter> {
 }
 
 struct Inner {
-    queue: VecDeque<Vec<u8>>,
+    queue: VecDeque<Message>,
     closed: bool,
     recv_waiters: VecDeque<Waiter>,
     send_waiters: VecDeque<Waiter>,
@@ -165,7 +193,7 @@ impl Channel {
         self.maxsize == 0 || g.queue.len() < self.maxsize
     }
 
-    pub fn try_send(&self, data: Vec<u8>) -> SendResult {
+    pub fn try_send(&self, data: Message) -> SendResult {
         let w = {
             let mut g = self.inner.lock();
             if g.closed {
@@ -347,14 +375,14 @@ mod tests {
     #[test]
     fn fifo_bounded_closed() {
         let ch = create(2);
-        assert_eq!(ch.try_send(vec![1]), SendResult::Sent);
-        assert_eq!(ch.try_send(vec![2]), SendResult::Sent);
-        assert_eq!(ch.try_send(vec![3]), SendResult::Full);
-        assert_eq!(ch.try_recv(), RecvResult::Item(vec![1]));
+        assert_eq!(ch.try_send(vec![1].into()), SendResult::Sent);
+        assert_eq!(ch.try_send(vec![2].into()), SendResult::Sent);
+        assert_eq!(ch.try_send(vec![3].into()), SendResult::Full);
+        assert_eq!(ch.try_recv(), RecvResult::Item(vec![1].into()));
         assert!(ch.close());
         assert!(!ch.close());
-        assert_eq!(ch.try_send(vec![4]), SendResult::Closed);
-        assert_eq!(ch.try_recv(), RecvResult::Item(vec![2]));
+        assert_eq!(ch.try_send(vec![4].into()), SendResult::Closed);
+        assert_eq!(ch.try_recv(), RecvResult::Item(vec![2].into()));
         assert_eq!(ch.try_recv(), RecvResult::Closed);
     }
 
@@ -364,13 +392,13 @@ mod tests {
         let n = Arc::new(Notifier::new().unwrap());
         assert!(ch.wait(Side::Recv, &n, 7));
         assert!(ch.wait(Side::Recv, &n, 8));
-        assert_eq!(ch.try_send(vec![1]), SendResult::Sent);
+        assert_eq!(ch.try_send(vec![1].into()), SendResult::Sent);
         assert_eq!(n.drain(), vec![7]);
         assert!(!ch.wait(Side::Recv, &n, 10)); // an item is there: proceed
         assert!(ch.unwait(Side::Recv, &n, 8));
         assert!(!ch.unwait(Side::Recv, &n, 7)); // already woken
         assert!(ch.wait(Side::Send, &n, 11)); // full
-        assert_eq!(ch.try_recv(), RecvResult::Item(vec![1]));
+        assert_eq!(ch.try_recv(), RecvResult::Item(vec![1].into()));
         assert_eq!(n.drain(), vec![11]);
         assert!(ch.wait(Side::Recv, &n, 12));
         ch.close();
@@ -404,7 +432,10 @@ mod tests {
                     let mut got = Vec::new();
                     loop {
                         match ch.try_recv() {
-                            RecvResult::Item(d) => got.push((d[0] as u64, u64::from_le_bytes(d[1..9].try_into().unwrap()))),
+                            RecvResult::Item(m) => {
+                                let d = &m.data;
+                                got.push((d[0] as u64, u64::from_le_bytes(d[1..9].try_into().unwrap())))
+                            }
                             RecvResult::Empty => park(&ch, Side::Recv, &n, &mut token),
                             RecvResult::Closed => return got,
                         }
@@ -422,7 +453,7 @@ mod tests {
                         let mut msg = vec![p as u8];
                         msg.extend_from_slice(&i.to_le_bytes());
                         loop {
-                            match ch.try_send(msg.clone()) {
+                            match ch.try_send(msg.clone().into()) {
                                 SendResult::Sent => break,
                                 SendResult::Full => park(&ch, Side::Send, &n, &mut token),
                                 SendResult::Closed => panic!("closed early"),
@@ -457,7 +488,7 @@ mod tests {
         assert!(ch.wait(Side::Recv, &dead, 1));
         assert!(ch.wait(Side::Recv, &live, 2));
         dead.close();
-        assert_eq!(ch.try_send(vec![0]), SendResult::Sent);
+        assert_eq!(ch.try_send(vec![0].into()), SendResult::Sent);
         assert_eq!(live.drain(), vec![2]);
         assert!(dead.drain().is_empty());
     }

@@ -180,8 +180,13 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
     }
     // Step 3.
     *ctx.slot().interp.lock() = ffi::PyInterpreterState_Get() as usize;
+    // This interpreter lends memory to zero-copy buffers; buffers handed back are
+    // released here (a pending call, after a wake-up so it runs soon).
+    let waker = (ctx.sched.clone(), ctx.me);
+    let owner = crate::buffer::Owner::register_current(Some(Box::new(move || waker.0.slots[waker.1].wake.notify())));
     drive(ctx, config);
     // Step 4.
+    owner.unregister();
     *ctx.slot().interp.lock() = 0;
     HANDLER.with(|h| h.set(std::ptr::null_mut()));
     let h = ctx.interrupt_handler.replace(std::ptr::null_mut());
