@@ -54,3 +54,31 @@ async def produce_seq(ch, sender, n):
         except interloop.ChannelFull:
             await send(m)
     return n
+
+
+async def count_bytes(ch):
+    """Receives buffers until the channel closes; touches the last byte of each
+    (so the data is reachable) and returns the total size."""
+    total = 0
+    async for mv in ch:
+        total += len(mv)
+        mv[-1]
+    return total
+
+
+async def produce_big(ch, n, size):
+    data = b"\x01" * size
+    for _ in range(n):
+        await ch.send(data)
+    ch.close()
+    return n
+
+
+def make_mb(i):
+    """A job returning 1 MB (the large-results benchmark)."""
+    return bytes([i & 0xFF]) * 1_000_000
+
+
+def make_mb_view(i):
+    """Like ``make_mb``, returned as a memoryview: it arrives without a copy."""
+    return memoryview(bytes([i & 0xFF]) * 1_000_000)

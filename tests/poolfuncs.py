@@ -187,3 +187,30 @@ async def interrupt_targets():
     loop.call_soon(probe)
     around = await outside
     return type(running).__name__, type(around).__name__
+
+
+def buffer_arg_info(buf, *, also=None):
+    """What a buffer argument arrived as, and where its memory is."""
+    from interloop import _channel
+    out = (type(buf).__name__, _channel._n.buffer_address(buf), len(buf), bytes(buf[:4]))
+    if also is not None:
+        out += (type(also).__name__, len(also))
+    return out
+
+
+def big_view_result(nbytes, fill):
+    """Returns a large buffer without a copy: (its view, its address here)."""
+    import pickle
+    from interloop import _channel
+    data = bytes([fill]) * nbytes
+    return pickle.PickleBuffer(data), _channel._n.buffer_address(data)
+
+
+def big_bytes_result(nbytes, fill):
+    return bytes([fill]) * nbytes
+
+
+async def wait_for_flag(path):
+    import os
+    while not os.path.exists(path):
+        await asyncio.sleep(0.005)

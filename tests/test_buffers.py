@@ -259,3 +259,59 @@ def test_buffers_forwarded_through_a_worker_keep_pointing_at_the_callers_memory(
                 assert addr(mv) == addr(d) and mv == d
             assert await fut == 5
     run(main())
+
+
+# -- pool arguments and results --------------------------------------------------------
+
+import poolfuncs as pf  # noqa: E402
+
+
+@needs_workers
+def test_pool_buffer_arguments_travel_by_reference():
+    async def main():
+        async with interloop.Pool(1) as pool:
+            big = os.urandom(MIB)
+            view = memoryview(big)
+            kind, address, n, head = await pool.run(pf.buffer_arg_info, view)
+            assert (kind, n, head) == ("memoryview", MIB, big[:4]) and address == addr(big)
+            # bytes and bytearray stay values: rebuilt (one copy) in the worker
+            r = await pool.run(pf.buffer_arg_info, big, also=bytearray(big))
+            assert r[0] == "bytes" and r[2] == MIB and r[3] == big[:4] and r[4:] == ("bytearray", MIB)
+            small = await pool.run(pf.buffer_arg_info, memoryview(b"abcd"))
+            assert small[0] == "memoryview" and small[3] == b"abcd"
+    run(main())
+
+
+@needs_workers
+def test_pool_buffer_results_travel_by_reference():
+    async def main():
+        async with interloop.Pool(1) as pool:
+            view, address = await pool.run(pf.big_view_result, 2 * MIB, 5)
+            assert type(view) is memoryview and view.readonly and addr(view) == address
+            assert view.nbytes == 2 * MIB and view.tobytes().count(5) == 2 * MIB
+            b = await pool.run(pf.big_bytes_result, MIB, 6)
+            assert type(b) is bytes and b == bytes([6]) * MIB
+    run(main())
+
+
+@needs_workers
+def test_buffers_of_a_job_cancelled_while_queued_are_released(tmp_path):
+    async def main():
+        flag = str(tmp_path / "go")
+        async with interloop.Pool(1, concurrency=1) as pool:
+            busy = pool.submit(pf.wait_for_flag, flag)  # occupies the only worker
+            try:
+                arr = array.array("B", bytes(MIB))
+                gone = weakref.ref(arr)
+                fut = pool.submit(pf.buffer_arg_info, memoryview(arr))
+                del arr
+                await asyncio.sleep(0.05)
+                assert pool.stats()["queued"] == 1
+                assert gone() is not None  # held for the queued job
+                fut.cancel()
+                gc.collect()
+                assert gone() is None
+            finally:
+                open(flag, "w").close()
+            await busy
+    run(main())

@@ -42,6 +42,7 @@ _IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
 _live_cores = set()  # cores to shut down at interpreter exit
 _stuck_cores = set()  # cores whose close() already timed out on stuck workers
 _live_lock = threading.Lock()
+_STASHED = _wire._STASHED  # first byte of a result whose buffers are stashed
 
 
 def _check_version():
@@ -92,7 +93,7 @@ class _JobFuture(asyncio.Future):
     """The awaitable of one job: a real ``asyncio.Future`` whose ``cancel()`` also
     cancels the job (cheaper than a done-callback per job)."""
 
-    __slots__ = ("_pool", "_job", "_interrupt", "_label")
+    __slots__ = ("_pool", "_job", "_interrupt", "_label", "_stash")
 
     def cancel(self, msg=None):
         if not super().cancel(msg):
@@ -100,7 +101,7 @@ class _JobFuture(asyncio.Future):
         pool = self._pool
         if pool is not None:
             self._pool = None
-            pool._cancel_job(self._job, self._interrupt)
+            pool._cancel_job(self._job, self._interrupt, self._stash)
         return True
 
 
@@ -178,11 +179,12 @@ class Pool:
                 continue
             fut = pending.pop(job, None)
             if fut is None or fut.done():
+                _wire.discard_result(kind, data)
                 continue
             fut._pool = None
             if kind == 0:
                 try:
-                    fut.set_result(loads(data))
+                    fut.set_result(loads(data) if data[0] != _STASHED else _wire.loads_result(data))
                 except BaseException as e:  # noqa: BLE001 - unpickling the result failed
                     fut.set_exception(e)
             else:
@@ -220,35 +222,41 @@ class Pool:
                 w.set_result(None)
                 room -= 1
 
-    def _cancel_job(self, job, interrupt):
+    def _cancel_job(self, job, interrupt, stash):
         if self._pending.pop(job, None) is not None:
-            self._core.cancel(job, interrupt)
+            if not self._core.cancel(job, interrupt):
+                _wire.discard_stash(stash)  # removed while queued: nobody takes its buffers
             if self._room_waiters:
                 self._wake_room()
 
-    def _submit(self, loop, payload, interrupt, label):
+    def _submit(self, loop, payload, interrupt, label, stash):
         fut = _JobFuture(loop=loop)
         job = self._core.submit(payload, 1 if interrupt else 0)
         fut._pool = self
         fut._job = job
         fut._interrupt = interrupt
         fut._label = label
+        fut._stash = stash
         self._pending[job] = fut
         return fut
 
-    async def _submit_when_room(self, loop, payload, interrupt, label):
-        while len(self._pending) >= self._max_pending:
-            w = loop.create_future()
-            self._room_waiters.append(w)
-            try:
-                await w
-            except asyncio.CancelledError:
-                if w.done() and not w.cancelled():
-                    self._wake_room()  # pass our slot on
-                raise
-            if self._closed:
-                raise RuntimeError("the pool was closed")
-        return await self._submit(loop, payload, interrupt, label)
+    async def _submit_when_room(self, loop, payload, interrupt, label, stash):
+        try:
+            while len(self._pending) >= self._max_pending:
+                w = loop.create_future()
+                self._room_waiters.append(w)
+                try:
+                    await w
+                except asyncio.CancelledError:
+                    if w.done() and not w.cancelled():
+                        self._wake_room()  # pass our slot on
+                    raise
+                if self._closed:
+                    raise RuntimeError("the pool was closed")
+        except BaseException:
+            _wire.discard_stash(stash)  # never submitted
+            raise
+        return await self._submit(loop, payload, interrupt, label, stash)
 
     # -- public API -------------------------------------------------------------
     def run(self, fn, /, *args, interrupt=False, **kwargs):
@@ -262,16 +270,17 @@ class Pool:
         """
         if self._closed:
             raise RuntimeError("the pool is closed")
-        payload = _wire.dumps_job(fn, args, kwargs)
-        return self._run(payload, interrupt, _wire.label_of(fn))
+        payload, stash = _wire.dumps_job(fn, args, kwargs)
+        return self._run(payload, interrupt, _wire.label_of(fn), stash)
 
-    async def _run(self, payload, interrupt, label):
+    async def _run(self, payload, interrupt, label, stash):
         loop = self._attach()
         if self._closed:
+            _wire.discard_stash(stash)
             raise RuntimeError("the pool is closed")
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
-            return await self._submit_when_room(loop, payload, interrupt, label)
-        return await self._submit(loop, payload, interrupt, label)
+            return await self._submit_when_room(loop, payload, interrupt, label, stash)
+        return await self._submit(loop, payload, interrupt, label, stash)
 
     def submit(self, fn, /, *args, interrupt=False, **kwargs):
         """Like ``run`` but submits now and returns the ``asyncio.Future`` itself
@@ -280,11 +289,11 @@ class Pool:
         if self._closed:
             raise RuntimeError("the pool is closed")
         loop = self._attach()
-        payload = _wire.dumps_job(fn, args, kwargs)
+        payload, stash = _wire.dumps_job(fn, args, kwargs)
         label = _wire.label_of(fn)
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
-            return self._submit_when_room(loop, payload, interrupt, label)
-        return self._submit(loop, payload, interrupt, label)
+            return self._submit_when_room(loop, payload, interrupt, label, stash)
+        return self._submit(loop, payload, interrupt, label, stash)
 
     async def map(self, fn, iterable, *, ordered=True, window=None):
         """Yields ``fn(item)`` for each item, in order or as they complete.
@@ -489,22 +498,23 @@ class InterpreterExecutor(concurrent.futures.Executor):
         self._thread.start()
 
     def submit(self, fn, /, *args, **kwargs):
-        payload = _wire.dumps_job(fn, args, kwargs)
+        payload, stash = _wire.dumps_job(fn, args, kwargs)
         f = concurrent.futures.Future()
         with self._lock:
             if self._shutdown:
+                _wire.discard_stash(stash)
                 raise RuntimeError("cannot schedule new futures after shutdown")
             job = self._core.submit(payload, 0)
             self._pending[job] = f
-        f.add_done_callback(functools.partial(self._on_done, job))
+        f.add_done_callback(functools.partial(self._on_done, job, stash))
         return f
 
-    def _on_done(self, job, f):
+    def _on_done(self, job, stash, f):
         if f.cancelled():
             with self._lock:
                 known = self._pending.pop(job, None) is not None
-            if known:
-                self._core.cancel(job, False)
+            if known and not self._core.cancel(job, False):
+                _wire.discard_stash(stash)  # removed while queued
 
     def _drain_loop(self):
         core = self._core
@@ -518,6 +528,7 @@ class InterpreterExecutor(concurrent.futures.Executor):
                 with self._lock:
                     f = self._pending.pop(job, None)
                 if f is None:
+                    _wire.discard_result(kind, data)
                     continue
                 try:
                     value = _wire.decode(kind, data)

@@ -78,21 +78,140 @@ _NO_ARGS = pickle.dumps(((), {}), 5)
 
 
 def dumps_job(fn, args, kwargs):
-    """Encodes a call; raises ``TypeError`` naming what cannot travel.
+    """Encodes a call as ``(payload, stash)``; raises ``TypeError`` naming what
+    cannot travel.
 
-    Payload: 4-byte little-endian length of the pickled function, the pickled
-    function (cached: pickling a function reference costs microseconds), then the
-    pickled ``(args, kwargs)``.
+    Payload: 4-byte little-endian length of the pickled function (bit 31 set when
+    an 8-byte stash id follows), the pickled function (cached: pickling a function
+    reference costs microseconds), the stash id if any, then the pickled ``(args,
+    kwargs)``. Large buffers among the arguments travel out of band (see
+    ``dumps_value``) in the stash; ``stash`` is its id (0: none), to give back with
+    ``discard_stash`` if the job is dropped before a worker takes it.
     """
     try:
         fnb = _fn_cache[fn][0]
     except (KeyError, TypeError):
         fnb = _pickle_fn(fn, args, kwargs)[0]
+    if not (args or kwargs):
+        return len(fnb).to_bytes(4, "little") + fnb + _NO_ARGS, 0
+    forced = None
+    if not _BUFFER_TYPES.isdisjoint(map(type, args)) or (
+            kwargs and not _BUFFER_TYPES.isdisjoint(map(type, kwargs.values()))):
+        forced = []
+        args = tuple([_wrap(a, forced) for a in args])
+        kwargs = {k: _wrap(v, forced) for k, v in kwargs.items()}
     try:
-        rest = pickle.dumps((args, kwargs), 5) if args or kwargs else _NO_ARGS
+        rest, sid = dumps_value((args, kwargs), forced)
     except Exception as e:
         raise _why_unpicklable(fn, args, kwargs, e) from e
-    return len(fnb).to_bytes(4, "little") + fnb + rest
+    if sid:
+        return ((len(fnb) | _HAS_STASH).to_bytes(4, "little") + fnb
+                + sid.to_bytes(8, "little") + rest), sid
+    return len(fnb).to_bytes(4, "little") + fnb + rest, 0
+
+
+# --- large buffers (zero-copy through src/buffer) -------------------------------------
+# A buffer of at least _ZERO_COPY_MIN bytes found while pickling (a PickleBuffer: the
+# out-of-band buffers of NumPy arrays and the like) is not copied into the pickle:
+# Rust keeps a reference to the sender's memory (a "region") in a stash, and the
+# receiver rebuilds the object over a read-only memoryview of that same memory.
+# Top-level large bytes/bytearray arguments and results are sent the same way and
+# rebuilt as bytes/bytearray (one copy, in the receiver: they are values); a
+# memoryview or PickleBuffer argument or result arrives as a read-only memoryview.
+
+_ZERO_COPY_MIN = 64 * 1024
+_HAS_STASH = 1 << 31
+_STASHED = 90  # first byte of a result whose buffers are in the stash (b"Z")
+_BUFFER_TYPES = frozenset((bytes, bytearray, memoryview, pickle.PickleBuffer))
+_chan_module = None
+
+
+def _chan():
+    global _chan_module
+    if _chan_module is None:
+        from interloop import _channel
+        _chan_module = _channel._n
+    return _chan_module
+
+
+class _Big:
+    """A large bytes/bytearray, pickled out of band and rebuilt as its own type."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v):
+        self.v = v
+
+    def __reduce_ex__(self, protocol):
+        return type(self.v), (pickle.PickleBuffer(self.v),)
+
+
+def _wrap(v, forced):
+    t = type(v)
+    if t is bytes or t is bytearray:
+        return _Big(v) if len(v) >= _ZERO_COPY_MIN else v
+    if t is memoryview or t is pickle.PickleBuffer:
+        pb = pickle.PickleBuffer(v)  # always out of band: it arrives as a memoryview
+        forced.append(pb)
+        return pb
+    return v
+
+
+def dumps_value(obj, forced=None):
+    """``(pickle, stash id or 0)``: ``obj`` pickled (protocol 5) with its large
+    buffers (and those in ``forced``) out of band, in the stash."""
+    bufs = None
+
+    def out_of_band(pb):
+        nonlocal bufs
+        if not (forced and any(pb is f for f in forced)):
+            with memoryview(pb) as m:
+                if m.nbytes < _ZERO_COPY_MIN:
+                    return True  # small: in band
+        if bufs is None:
+            bufs = []
+        bufs.append(pb)
+        return False
+
+    data = pickle.dumps(obj, 5, buffer_callback=out_of_band)
+    if bufs is None:
+        return data, 0
+    return data, _chan().stash(bufs)
+
+
+def discard_stash(sid):
+    """Releases stashed buffers nobody will take (a dropped job or result)."""
+    if sid:
+        _chan().unstash(sid)
+
+
+def dumps_result(value):
+    """A result's bytes: a plain pickle, or, with buffers in the stash, ``b"Z"`` +
+    8-byte stash id + pickle."""
+    t = type(value)
+    if t in _BUFFER_TYPES:
+        forced = []
+        data, sid = dumps_value(_wrap(value, forced), forced)
+    else:
+        data, sid = dumps_value(value)
+    if sid:
+        return b"Z" + sid.to_bytes(8, "little") + data
+    return data
+
+
+def loads_result(data):
+    if data and data[0] == _STASHED:
+        bufs = _chan().unstash(int.from_bytes(data[1:9], "little"))
+        if bufs is None:
+            raise RuntimeError("the result's buffers were already released")
+        return loads(data[9:], bufs)
+    return loads(data)
+
+
+def discard_result(kind, data):
+    """A completion nobody will read: releases its stashed buffers."""
+    if kind == OK and data and data[0] == _STASHED:
+        _chan().unstash(int.from_bytes(data[1:9], "little"))
 
 
 def label_of(fn):
@@ -127,16 +246,24 @@ _fn_loaded = {}  # pickled fn -> fn, in the receiving interpreter
 
 
 def loads_job(payload):
-    """``(fn, args, kwargs)`` from ``dumps_job``'s bytes."""
+    """``(fn, args, kwargs)`` from ``dumps_job``'s bytes (takes its stashed buffers)."""
     n = int.from_bytes(payload[:4], "little")
+    stashed = n & _HAS_STASH
+    n &= ~_HAS_STASH
     fnb = payload[4:4 + n]
+    bufs = None
+    if stashed:
+        bufs = _chan().unstash(int.from_bytes(payload[4 + n:12 + n], "little"))
+        if bufs is None:
+            raise RuntimeError("the job's buffers were released (was it cancelled?)")
+        n += 8
     fn = _fn_loaded.get(fnb)
     if fn is None:
         fn = loads(fnb)
         if len(_fn_loaded) > 4096:
             _fn_loaded.clear()
         _fn_loaded[fnb] = fn
-    args, kwargs = loads(payload[4 + n:])
+    args, kwargs = loads(payload[4 + n:], bufs)
     return fn, args, kwargs
 
 
@@ -227,7 +354,7 @@ def encode_error(exc):
 def decode(kind, data):
     """The job's result, or raises its exception (worker traceback as ``__cause__``)."""
     if kind == OK:
-        return loads(data)
+        return loads_result(data)
     if kind == ERR:
         exc, tb = loads(data)
         exc.__cause__ = RemoteTraceback(tb)
@@ -246,6 +373,7 @@ def decode(kind, data):
 def resolve(fut, kind, data):
     """Resolves an asyncio future from a completion, exactly once."""
     if fut.done():
+        discard_result(kind, data)
         return
     try:
         fut.set_result(decode(kind, data))
@@ -366,7 +494,7 @@ def _run_plain_jobs_early(native):
 
 def _complete_value(native, job, value):
     try:
-        data = pickle.dumps(value, 5)
+        data = dumps_result(value)
     except Exception as e:  # noqa: BLE001
         _complete_error(native, job, TypeError(
             f"the result ({type(value).__qualname__}) cannot be pickled: {type(e).__name__}: {e}"))
@@ -467,6 +595,8 @@ class Driver:
             fut = self.children.pop(job, None)
             if fut is not None:
                 resolve(fut, kind, data)
+            else:
+                discard_result(kind, data)
         if shutdown and not self.closing:
             self.shutdown()
 
@@ -657,14 +787,14 @@ class Driver:
 
     # -- nested spawn (interloop.spawn inside a worker) --
     def spawn(self, fn, args, kwargs, interrupt=False):
-        payload = dumps_job(fn, args, kwargs)
+        payload, sid = dumps_job(fn, args, kwargs)
         child = self.native.spawn(payload, FLAG_INTERRUPT if interrupt else 0)
         fut = self.loop.create_future()
         self.children[child] = fut
         self.pump_soon()  # if this loop goes idle, it takes the child back itself
-        return self._await_child(child, fut, interrupt)
+        return self._await_child(child, fut, interrupt, sid)
 
-    async def _await_child(self, child, fut, interrupt):
+    async def _await_child(self, child, fut, interrupt, sid):
         parent = self.job_var.get()
         if parent is not None:
             n = self.blocked.get(parent, 0)
@@ -676,7 +806,8 @@ class Driver:
             return await fut
         except self.asyncio.CancelledError:
             if self.children.pop(child, None) is not None:
-                self.native.cancel(child, interrupt)
+                if not self.native.cancel(child, interrupt):
+                    discard_stash(sid)  # removed while queued: nobody takes its buffers
             raise
         finally:
             n = self.blocked.get(parent, 0) if parent is not None else 0

@@ -310,3 +310,21 @@ unsafe extern "C" fn run_release(arg: *mut c_void) -> c_int {
     }
     0
 }
+
+/// Regions parked under an id while the bytes that refer to them travel on their
+/// own (a pool job's payload, a job's result): the receiver takes them with
+/// [`unstash`]. Whoever gives up a payload or result unread takes them too, so
+/// nothing is held longer than the job.
+static STASH: Mutex<Option<std::collections::HashMap<u64, Vec<Arc<Region>>>>> = Mutex::new(None);
+static NEXT_STASH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub fn stash(bufs: Vec<Arc<Region>>) -> u64 {
+    let id = NEXT_STASH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    STASH.lock().get_or_insert_with(Default::default).insert(id, bufs);
+    id
+}
+
+/// The regions parked under `id`, once; `None` if already taken.
+pub fn unstash(id: u64) -> Option<Vec<Arc<Region>>> {
+    STASH.lock().as_mut().and_then(|m| m.remove(&id))
+}

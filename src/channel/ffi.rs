@@ -48,6 +48,8 @@ pub fn init_def() {
             method!(c"notifier", c_notifier, c"notifier() -> notifier capsule (one per waiting loop)"),
             method!(c"notifier_fd", c_notifier_fd, c"notifier_fd(n) -> int: readable when tokens are queued"),
             method!(c"notifier_drain", c_notifier_drain, c"notifier_drain(n) -> list of woken tokens"),
+            method!(c"stash", c_stash, c"stash(bufs) -> id: park regions over these buffers until unstash(id)"),
+            method!(c"unstash", c_unstash, c"unstash(id) -> list of read-only memoryviews, or None if already taken"),
             method!(c"buffer_address", c_buffer_address, c"buffer_address(obj) -> int: address of obj's buffer (to check zero-copy)"),
             method!(c"notifier_close", c_notifier_close, c"notifier_close(n): its loop is gone; channels skip its waiters"),
             ffi::PyMethodDef::zeroed(),
@@ -93,6 +95,17 @@ pub unsafe fn create_module() -> *mut ffi::PyObject {
 /// This interpreter's exporter type, from the module (new reference) or NULL.
 unsafe fn view_type(m: *mut ffi::PyObject) -> *mut ffi::PyTypeObject {
     ffi::PyObject_GetAttrString(m, c"SharedBuffer".as_ptr()) as *mut ffi::PyTypeObject
+}
+
+/// A list of read-only memoryviews over `bufs` (new reference) or NULL.
+unsafe fn views_of(m: *mut ffi::PyObject, bufs: Vec<Arc<Region>>) -> *mut ffi::PyObject {
+    let tp = view_type(m);
+    if tp.is_null() {
+        return std::ptr::null_mut();
+    }
+    let items = bufs.into_iter().map(|r| buffer::view::memoryview(tp, r)).collect();
+    ffi::Py_DecRef(tp as *mut ffi::PyObject);
+    list(items)
 }
 
 /// Regions over each object of the sequence `seq` (None: no regions).
@@ -306,13 +319,7 @@ unsafe extern "C" fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
     let views = if bufs.is_empty() {
         std::ptr::null_mut()
     } else {
-        let tp = view_type(m);
-        if tp.is_null() {
-            return tp as *mut ffi::PyObject;
-        }
-        let items = bufs.into_iter().map(|r| buffer::view::memoryview(tp, r)).collect();
-        ffi::Py_DecRef(tp as *mut ffi::PyObject);
-        let l = list(items);
+        let l = views_of(m, bufs);
         if l.is_null() {
             return l;
         }
@@ -342,6 +349,25 @@ unsafe extern "C" fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
     };
     ffi::Py_DecRef(b);
     r
+}
+
+unsafe extern "C" fn c_stash(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    if !nargs(n, 1, "stash") {
+        return std::ptr::null_mut();
+    }
+    let Some(bufs) = regions_of(m, *a) else { return std::ptr::null_mut() };
+    ffi::PyLong_FromUnsignedLongLong(buffer::stash(bufs))
+}
+
+unsafe extern "C" fn c_unstash(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    if !nargs(n, 1, "unstash") {
+        return std::ptr::null_mut();
+    }
+    let Some(id) = arg_u64(*a) else { return std::ptr::null_mut() };
+    match buffer::unstash(id) {
+        Some(bufs) => views_of(m, bufs),
+        None => none(),
+    }
 }
 
 unsafe extern "C" fn c_buffer_address(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
