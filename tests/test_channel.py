@@ -334,6 +334,48 @@ def test_several_workers_produce_to_one_channel():
 
 
 @needs_workers
+def test_a_million_messages_many_senders_and_receivers_close_mid_stream():
+    # Senders: 3 worker jobs and the caller; receivers: 2 worker jobs and the
+    # caller, all on one bounded channel; closed once about 1M messages went
+    # through. Every message sent is received exactly once, in order per sender
+    # as seen by each receiver.
+    async def main():
+        async with interloop.Pool(2, concurrency=5) as pool:
+            ch = Channel(maxsize=1024)
+            producers = [asyncio.ensure_future(pool.run(cf.produce, ch, s, 10**9)) for s in range(3)]
+            consumers = [asyncio.ensure_future(pool.run(cf.consume, ch)) for _ in range(2)]
+
+            async def caller_producer():
+                i = 0
+                try:
+                    while True:
+                        await ch.send((3, i))
+                        i += 1
+                except interloop.ChannelClosed:
+                    return i
+
+            mine = asyncio.ensure_future(caller_producer())
+            got = []
+            while len(got) < 400_000:  # about 1M in all, with the workers' share
+                got.append(await ch.recv())
+            ch.close()
+            async for x in ch:
+                got.append(x)
+            sent = await asyncio.wait_for(asyncio.gather(*producers, mine), 120)
+            received = [got] + await asyncio.wait_for(asyncio.gather(*consumers), 120)
+        assert sum(sent) >= 600_000 and sum(len(r) for r in received) == sum(sent)
+        for part in received:  # each receiver sees each sender's messages in order
+            last = {}
+            for s, i in part:
+                assert i > last.get(s, -1)
+                last[s] = i
+        for s in range(4):
+            seq = sorted(i for part in received for (t, i) in part if t == s)
+            assert seq == list(range(sent[s])), f"sender {s}: lost or duplicated messages"
+    run(main())
+
+
+@needs_workers
 def test_close_mid_stream_nothing_lost():
     async def main():
         async with interloop.Pool(2, concurrency=3) as pool:
