@@ -190,7 +190,10 @@ class Channel:
     def send_nowait(self, obj):
         """Queues ``obj`` or raises ``ChannelFull`` / ``ChannelClosed``; an object
         that cannot be pickled raises ``TypeError`` (nothing is queued)."""
-        data, tag, bufs = _encode(obj)
+        if type(obj) is bytes and len(obj) < _ZERO_COPY_MIN:  # the common case, inline
+            data, tag, bufs = obj, _RAW, None
+        else:
+            data, tag, bufs = _encode(obj)
         r = _n.send(self._h, data, tag, bufs)
         if r:
             if tag == _PICKLE or tag == _PICKLE_OOB:
@@ -201,7 +204,10 @@ class Channel:
 
     async def send(self, obj):
         """Queues ``obj``, waiting for room if the channel is full."""
-        data, tag, bufs = _encode(obj)
+        if type(obj) is bytes and len(obj) < _ZERO_COPY_MIN:  # the common case, inline
+            data, tag, bufs = obj, _RAW, None
+        else:
+            data, tag, bufs = _encode(obj)
         h = self._h
         r = _n.send(h, data, tag, bufs)
         if not r:
