@@ -28,6 +28,27 @@ def test_call_soon_passes_positional_args(loop):
 def test_call_soon_rejects_keyword_args(loop):
     with pytest.raises(TypeError):
         loop.call_soon(print, end="")
+    with pytest.raises(TypeError):
+        loop.call_soon(print, context=None, end="")
+    with pytest.raises(TypeError):
+        loop.call_soon()
+    with pytest.raises(TypeError):
+        loop.call_soon(context=None)
+
+
+def test_call_soon_through_the_unbound_method_and_with_context_keyword(loop):
+    import contextvars
+    var = contextvars.ContextVar("v", default="outer")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "inner")
+    got = []
+    type(loop).call_soon(loop, lambda *a: got.append((a, var.get())), 1, 2, context=ctx)
+    loop.call_soon(lambda: got.append(((), var.get())), context=None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert got == [((1, 2), "inner"), ((), "outer")]
+    with pytest.raises((TypeError, AttributeError)):  # not a loop: an error, no crash
+        type(loop).call_soon(object(), print)
 
 
 def test_callbacks_scheduled_during_a_batch_run_on_the_next_iteration(loop):

@@ -291,6 +291,19 @@ impl LoopCore {
         }
     }
 
+    pub(super) fn call_soon_impl<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let this = slf.get();
+        this.check_schedule(slf, &callback, "call_soon", true)?;
+        let h = this.new_handle(slf, callback, args, context)?;
+        this.push_ready(slf.py(), Ready::Native(h.clone().unbind()));
+        Ok(h)
+    }
+
     fn push_ready(&self, py: Python<'_>, item: Ready) {
         self.state.with(py, |s| s.ready.push_back(item));
     }
@@ -799,6 +812,7 @@ impl LoopCore {
         asyncio_attr(py, &FUTURE_CLASS, "futures", &["Future"])?.call((), Some(&kw))
     }
 
+    /// (Replaced at import by the raw entry in `fast.rs`, which runs the same body.)
     #[pyo3(signature = (callback, *args, context=None))]
     fn call_soon<'py>(
         slf: &Bound<'py, Self>,
@@ -806,11 +820,7 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let this = slf.get();
-        this.check_schedule(slf, &callback, "call_soon", true)?;
-        let h = this.new_handle(slf, callback, args, context)?;
-        this.push_ready(slf.py(), Ready::Native(h.clone().unbind()));
-        Ok(h)
+        Self::call_soon_impl(slf, callback, args, context)
     }
 
     /// asyncio's internal `_call_soon(callback, args, context)`: no checks.

@@ -2,6 +2,7 @@
 //! (Named `event_loop` because `loop` is a Rust keyword.)
 pub mod cell;
 mod core;
+mod fast;
 mod handle;
 mod objref;
 pub mod sources;
@@ -15,6 +16,7 @@ use pyo3::prelude::*;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LoopCore>()?;
+    fast::install(m.py())?;
     m.add_class::<Handle>()?;
     m.add_class::<TimerHandle>()?;
     Ok(())

@@ -1,0 +1,101 @@
+//! A raw `METH_FASTCALL | METH_KEYWORDS` entry for `LoopCore.call_soon`, the
+//! hottest call into the loop (asyncio's C `Task` calls `loop.call_soon(step,
+//! context=ctx)` at every step). PyO3's generic wrapper (trampoline, keyword
+//! matching, the `*args` tuple) costs more instructions than the call's own work
+//! and spreads it over more code; this entry parses the one keyword itself and
+//! then runs the same body as the `#[pymethods]` `call_soon` (which stays as the
+//! documented signature). Installed over the PyO3 method when the module loads.
+use super::core::LoopCore;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use std::sync::OnceLock;
+
+struct Def(ffi::PyMethodDef);
+// Safety: written once (below, under the GIL) and only read by CPython afterwards.
+unsafe impl Send for Def {}
+unsafe impl Sync for Def {}
+
+static CALL_SOON: OnceLock<Def> = OnceLock::new();
+
+/// Replaces `LoopCore.call_soon` with the raw entry.
+pub fn install(py: Python<'_>) -> PyResult<()> {
+    let def = CALL_SOON.get_or_init(|| {
+        Def(ffi::PyMethodDef {
+            ml_name: c"call_soon".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: call_soon },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nSchedules callback(*args) \
+in the next iteration; returns its Handle."
+                .as_ptr(),
+        })
+    });
+    let tp = py.get_type::<LoopCore>();
+    // Safety: GIL held; `def` is 'static; the descriptor checks that `self` is a
+    // LoopCore (or subclass) instance before calling `call_soon`.
+    unsafe {
+        let d = ffi::PyDescr_NewMethod(tp.as_ptr() as *mut ffi::PyTypeObject, &def.0 as *const _ as *mut _);
+        let d = Bound::from_owned_ptr_or_err(py, d)?;
+        tp.setattr("call_soon", d)?;
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn call_soon(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // Safety: CPython calls this with the GIL held (method descriptor call), `slf`
+    // an instance of LoopCore or a subclass (checked by the descriptor), `args`
+    // valid for `nargs` positional plus `len(kwnames)` keyword values, borrowed.
+    let py = Python::assume_attached();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(py, slf, args, nargsf, kwnames)));
+    match r {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            pyo3::exceptions::PySystemError::new_err("panic in interloop call_soon").restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+unsafe fn body(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+    let mut context = None;
+    if !kwnames.is_null() {
+        let kw = Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>();
+        for (i, name) in kw.iter().enumerate() {
+            if name.eq(pyo3::intern!(py, "context"))? && context.is_none() {
+                context = Some(Bound::from_borrowed_ptr(py, *args.offset(nargs + i as isize)));
+            } else {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "call_soon() got an unexpected keyword argument {}",
+                    name.repr()?
+                )));
+            }
+        }
+    }
+    if nargs < 1 {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "call_soon() missing 1 required positional argument: 'callback'",
+        ));
+    }
+    let callback = Bound::from_borrowed_ptr(py, *args);
+    let rest = std::slice::from_raw_parts(args.add(1), (nargs - 1) as usize);
+    let rest = PyTuple::new(py, rest.iter().map(|&p| Bound::from_borrowed_ptr(py, p)))?;
+    let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>();
+    let h = LoopCore::call_soon_impl(&slf, callback, rest, context)?;
+    Ok(h.into_ptr())
+}
