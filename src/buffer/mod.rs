@@ -24,6 +24,7 @@
 #![cfg_attr(test, allow(dead_code))] // the Python side is not linked into unit tests
 pub mod view;
 
+use crate::interp::ffi_util::_PyEval_AddPendingCall;
 use parking_lot::Mutex;
 use pyo3::ffi;
 use std::os::raw::{c_char, c_int, c_void};
@@ -149,19 +150,6 @@ unsafe fn release(mut view: Box<ffi::Py_buffer>) {
     ffi::PyBuffer_Release(&mut *view);
 }
 
-extern "C" {
-    // Exported by libpython 3.12 and 3.13 (see `interp::worker`, which uses it for
-    // interrupts): schedules `func(arg)` in `interp`, run by one of its threads with
-    // its GIL held at the next eval-breaker check. Fails (-1) when the interpreter's
-    // queue of pending calls is full.
-    fn _PyEval_AddPendingCall(
-        interp: *mut ffi::PyInterpreterState,
-        func: unsafe extern "C" fn(*mut c_void) -> c_int,
-        arg: *mut c_void,
-        flags: c_int,
-    ) -> c_int;
-}
-
 struct Garbage(Box<ffi::Py_buffer>);
 // Safety: moved between threads only to be released by the owner, under its GIL.
 unsafe impl Send for Garbage {}
@@ -243,13 +231,14 @@ impl Owner {
         Some(o)
     }
 
-    /// Releases what other interpreters handed back. GIL of this owner held.
+    /// Releases what other interpreters handed back.
+    ///
+    /// # Safety
+    /// This owner's GIL is held.
     unsafe fn collect_here(&self) {
         let garbage = {
             let mut g = self.state.lock();
-            if g.garbage.is_empty() {
-                return;
-            }
+            g.scheduled = false;
             std::mem::take(&mut g.garbage)
         };
         for Garbage(v) in garbage {
@@ -298,16 +287,9 @@ impl Owner {
 unsafe extern "C" fn run_release(arg: *mut c_void) -> c_int {
     // Safety: `arg` came from `Arc::into_raw` in `defer` and is used once.
     let owner = Arc::from_raw(arg as *const Owner);
-    let garbage = {
-        let mut g = owner.state.lock();
-        g.scheduled = false;
-        std::mem::take(&mut g.garbage)
-    };
-    for Garbage(v) in garbage {
-        // Safety: pending calls run in the interpreter they were added to, on one
-        // of its threads, with its GIL held.
-        release(v);
-    }
+    // Safety: pending calls run in the interpreter they were added to, on one of
+    // its threads, with its GIL held.
+    owner.collect_here();
     0
 }
 

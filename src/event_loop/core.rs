@@ -320,8 +320,21 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
+        Self::schedule_soon(slf, callback, args, context, "call_soon", true)
+    }
+
+    /// `call_soon` and `call_soon_threadsafe`: checks, a handle, the ready queue
+    /// (guarded by the GIL, which this thread holds).
+    fn schedule_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<Bound<'py, Handle>> {
         let this = slf.get();
-        this.check_schedule(slf, &callback, "call_soon", true)?;
+        this.check_schedule(slf, &callback, method, check_thread)?;
         let h = this.new_handle(slf, callback, args, context)?;
         this.push_ready(slf.py(), Ready::Native(h.clone().unbind()));
         Ok(h)
@@ -866,14 +879,9 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let this = slf.get();
-        this.check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
-        let py = slf.py();
-        let h = this.new_handle(slf, callback, args, context)?;
-        // The ready queue is guarded by the GIL, which this thread holds; the waker
-        // makes a loop blocked in epoll notice.
-        this.push_ready(py, Ready::Native(h.clone().unbind()));
-        this.wake();
+        let h = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe", false)?;
+        // The waker makes a loop blocked in epoll notice.
+        slf.get().wake();
         Ok(h)
     }
 

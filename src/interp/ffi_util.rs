@@ -1,7 +1,21 @@
 //! Small raw-FFI helpers. Every function requires the current thread to hold the
 //! GIL of the interpreter the objects belong to.
 use pyo3::ffi;
-use std::os::raw::c_char;
+use std::os::raw::{c_char, c_int, c_void};
+
+extern "C" {
+    /// Schedules `func(arg)` in `interp`: one of its threads runs it with its GIL
+    /// held at the next eval-breaker check. Callable from any thread, without a
+    /// GIL (it takes the interpreter's pending-calls lock); -1 when the queue is
+    /// full. Exported by libpython 3.12 and 3.13 (for `_testinternalcapi`), same ABI
+    /// on both: (interp, int (*)(void *), void *, int flags/mainthreadonly) -> int.
+    pub fn _PyEval_AddPendingCall(
+        interp: *mut ffi::PyInterpreterState,
+        func: unsafe extern "C" fn(*mut c_void) -> c_int,
+        arg: *mut c_void,
+        flags: c_int,
+    ) -> c_int;
+}
 
 /// A module definition built once and shared by every interpreter that creates the
 /// module (the worker module, the channel module).

@@ -13,6 +13,7 @@
 //!    interrupt handler, post `WORKER_EXITED`, `Py_EndInterpreter`.
 //! 5. `PyEval_RestoreThread(main_ts)`, `PyThreadState_Clear`,
 //!    `PyThreadState_DeleteCurrent`, then `mark_exited` (the caller joins).
+use super::ffi_util::_PyEval_AddPendingCall;
 use super::module;
 use crate::sched::{kind, Completion, Job, Origin, Scheduler, WorkerSlot};
 use crossbeam_deque::Worker;
@@ -66,17 +67,6 @@ impl WorkerCtx {
 thread_local! {
     /// The driver's interrupt handler (borrowed from `WorkerCtx`), for pending calls.
     static HANDLER: Cell<*mut ffi::PyObject> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-extern "C" {
-    // Exported by libpython 3.12 and 3.13 (for `_testinternalcapi`); same ABI on
-    // both: (interp, int (*)(void *), void *, int flags/mainthreadonly) -> int.
-    fn _PyEval_AddPendingCall(
-        interp: *mut ffi::PyInterpreterState,
-        func: unsafe extern "C" fn(*mut c_void) -> c_int,
-        arg: *mut c_void,
-        flags: c_int,
-    ) -> c_int;
 }
 
 /// Interrupts job `job` on worker `w` even if it never awaits: schedules a pending
