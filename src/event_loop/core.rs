@@ -199,6 +199,17 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 impl LoopCore {
+    /// Re-arms `fd` so the reactor reports it again if it is still ready (used by
+    /// native readers that stopped before draining their descriptor).
+    pub(crate) fn rearm_fd(&self, py: Python<'_>, fd: RawFd) {
+        let registry = &self.registry;
+        self.state.with(py, |s| {
+            if let Some(i) = s.io.get(&fd).and_then(IoEntry::interest) {
+                let _ = registry.reregister(&mut SourceFd(&fd), Token(fd as usize), i);
+            }
+        })
+    }
+
     #[inline]
     fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Relaxed) {
@@ -390,7 +401,7 @@ impl LoopCore {
         let py = slf.py();
         self.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
-        let drains = side == Side::Read && callback.is_instance_of::<crate::transport::SocketReader>();
+        let drains = side == Side::Read && crate::transport::drains_itself(&callback);
         let h = Handle::create(py, callback, args, None, slf.as_any(), self.is_debug(), None)?;
         h.get().mark_io();
         if drains {
@@ -1000,12 +1011,7 @@ impl LoopCore {
     /// Re-arms `fd` so the reactor reports it again if it is still ready (used by
     /// native readers that stopped before draining their socket).
     fn _rearm(&self, py: Python<'_>, fd: RawFd) {
-        let registry = &self.registry;
-        self.state.with(py, |s| {
-            if let Some(i) = s.io.get(&fd).and_then(IoEntry::interest) {
-                let _ = registry.reregister(&mut SourceFd(&fd), Token(fd as usize), i);
-            }
-        })
+        self.rearm_fd(py, fd)
     }
 
     /// The registered descriptors.
