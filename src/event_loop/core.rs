@@ -530,8 +530,9 @@ impl LoopCore {
                     // mio registers edge-triggered; re-arming reports the descriptor
                     // again while it stays ready, which gives asyncio's level-triggered
                     // add_reader semantics (a reader that does not drain is called again).
-                    // A native socket reader alone on its descriptor drains it or asks
-                    // for the re-arm itself (`_rearm`), saving a system call per event;
+                    // A native reader that drains its descriptor (socket and pipe
+                    // readers, `transport::drains_itself`), alone on it, reads until it
+                    // is drained or asks for the re-arm itself, saving a system call per event;
                     // a hang-up or error is always re-armed so EOF is never missed.
                     let self_draining = entry.writer.is_none()
                         && !ev.is_read_closed()
