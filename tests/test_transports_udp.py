@@ -434,3 +434,46 @@ def test_transport_is_collected_after_close(loop):
     loop.run_until_complete(asyncio.sleep(0))
     gc.collect()
     assert ref() is None
+
+
+def test_sendto_address_errors_of_the_socket(loop):
+    # Addresses the socket itself refuses: an OSError goes to error_received and the
+    # endpoint stays open; anything else is a fatal error that closes it.
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        client, proto = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0))
+        # No SO_BROADCAST: the kernel refuses (EACCES).
+        client.sendto(b"x", ("<broadcast>", 9))
+        exc = await proto.queue.get()
+        assert isinstance(exc, PermissionError)
+        assert not client.is_closing()
+        # A port out of range: CPython's OverflowError, fatal for the transport.
+        client.sendto(b"x", ("127.0.0.1", 70000))
+        assert isinstance(await proto.lost, OverflowError)
+        assert client.is_closing()
+
+    loop.run_until_complete(main())
+    assert [c["message"] for c in contexts] == ["Fatal write error on datagram transport"]
+    assert isinstance(contexts[0]["exception"], OverflowError)
+
+
+def test_sendto_address_forms(loop):
+    # Forms of the same destination that CPython's socket accepts: all arrive.
+    async def main():
+        server, addr = await _echo_server(loop)
+        client, proto = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0))
+        forms = [addr, ("127.0.0.1", addr[1]), ("localhost", addr[1]),
+                 (b"127.0.0.1", addr[1])]
+        for i, form in enumerate(forms):
+            client.sendto(b"%d" % i, form)
+        got = sorted([await proto.queue.get() for _ in forms])
+        assert got == sorted((b"%d" % i, addr) for i in range(len(forms)))
+        client.close()
+        server.close()
+        await proto.lost
+
+    loop.run_until_complete(main())
