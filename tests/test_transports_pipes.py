@@ -420,3 +420,50 @@ def test_unix_stream_sockets_use_the_native_socket_transport(loop):
         from interloop._transports import SocketTransport
 
         assert all(isinstance(t, SocketTransport) for t in transports)
+
+
+def test_read_pipe_on_a_terminal_gets_every_line(loop):
+    # A terminal in canonical mode returns one line per read even when more are
+    # waiting: a short read does not mean the descriptor is drained.
+    import pty
+
+    master, slave = pty.openpty()
+    slave_file = os.fdopen(slave, "rb", 0)
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(ReadRecorder, slave_file)
+        os.write(master, b"first\nsecond\nthird\n")
+        while rp.data.count(b"\n") < 3:
+            rp.chunk.clear()
+            await asyncio.wait_for(rp.chunk.wait(), 10)
+        assert bytes(rp.data).replace(b"\r", b"") == b"first\nsecond\nthird\n"
+        rt.close()
+        await rp.lost
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        os.close(master)
+        slave_file.close()
+
+
+def test_read_pipe_transport_is_collected_after_close(loop, pipe):
+    import gc
+    import weakref
+
+    rf, wf = pipe
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(ReadRecorder, rf)
+        wt, wp = await loop.connect_write_pipe(WriteRecorder, wf)
+        refs = weakref.ref(rt), weakref.ref(wt)
+        wt.write(b"x")
+        wt.close()
+        await wp.lost
+        await rp.lost
+        return refs
+
+    refs = loop.run_until_complete(main())
+    loop.run_until_complete(asyncio.sleep(0))
+    gc.collect()
+    assert [r() for r in refs] == [None, None]

@@ -19,7 +19,9 @@ native callables hold the transport; they are removed when the connection is los
 """
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from asyncio import protocols, selector_events, unix_events
 from asyncio.log import logger
 
@@ -81,7 +83,11 @@ class DatagramTransport(_DatagramBase):
 
 class ReadPipeTransport(_ReadPipeBase):
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
-        self._read_ready = _interloop.PipeReader(self, pipe.fileno(), loop)
+        # A short read drains a pipe or a socket, not a terminal (one line per read
+        # in canonical mode): only the former may skip the reactor's re-arm.
+        mode = os.fstat(pipe.fileno()).st_mode
+        drains = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+        self._read_ready = _interloop.PipeReader(self, pipe.fileno(), loop, drains)
         try:
             super().__init__(loop, pipe, protocol, waiter, extra)
         except BaseException:

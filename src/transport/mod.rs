@@ -58,9 +58,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// Whether the reactor may skip re-arming a reader with this callback (see 3. above).
+/// Whether the reactor may skip re-arming a reader with this callback (see 3. above):
+/// stream sockets, and pipe readers on pipes and sockets (not on terminals).
 pub(crate) fn drains_itself(callback: &Bound<'_, PyAny>) -> bool {
-    callback.is_instance_of::<SocketReader>() || callback.is_instance_of::<PipeReader>()
+    callback.is_instance_of::<SocketReader>()
+        || callback.cast::<PipeReader>().is_ok_and(|r| r.get().drains)
 }
 
 /// asyncio's `max_size` of socket and pipe transports: the most one read asks for.

@@ -16,13 +16,17 @@ pub struct PipeReader {
     /// (transport, loop)
     transport: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
     fd: RawFd,
+    /// A short read means the descriptor is drained (pipes and sockets). Not so for
+    /// a terminal in canonical mode, which returns one line per read: the reactor
+    /// re-arms such a reader after every event.
+    pub(super) drains: bool,
 }
 
 #[pymethods]
 impl PipeReader {
     #[new]
-    fn new(transport: Py<PyAny>, fd: RawFd, loop_: Py<PyAny>) -> Self {
-        PipeReader { transport: GilCell::new(Some((transport, loop_))), fd }
+    fn new(transport: Py<PyAny>, fd: RawFd, loop_: Py<PyAny>, drains: bool) -> Self {
+        PipeReader { transport: GilCell::new(Some((transport, loop_))), fd, drains }
     }
 
     /// The reader callback, asyncio's `_read_ready`: one `read`, then
@@ -30,8 +34,9 @@ impl PipeReader {
     /// to `_fatal_error`. An exception from `data_received` propagates to the loop,
     /// as in asyncio.
     ///
-    /// The reactor does not re-arm this reader after an event: a short read drained
-    /// the descriptor, so a full-sized read re-arms it (and so does an exception).
+    /// When `drains`, the reactor does not re-arm this reader after an event: a short
+    /// read drained the descriptor, so a full-sized read re-arms it (and so does an
+    /// exception).
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
         let Some((t, lp)) = self
             .transport
@@ -55,7 +60,7 @@ impl PipeReader {
         }
         let protocol = t.getattr(intern!(py, "_protocol"))?;
         let result = protocol.call_method1(intern!(py, "data_received"), (data,));
-        if n == MAX_READ || result.is_err() {
+        if self.drains && (n == MAX_READ || result.is_err()) {
             rearm(lp, fd)?;
         }
         result.map(drop)
