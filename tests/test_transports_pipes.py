@@ -467,3 +467,24 @@ def test_read_pipe_transport_is_collected_after_close(loop, pipe):
     loop.run_until_complete(asyncio.sleep(0))
     gc.collect()
     assert [r() for r in refs] == [None, None]
+
+
+def test_read_pipe_on_a_datagram_socket_gets_every_message(loop):
+    # A datagram socket returns one message per read even when more are queued.
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(ReadRecorder, a)
+        for part in (b"one ", b"two ", b"three"):
+            b.send(part)
+        while rp.data != b"one two three":
+            rp.chunk.clear()
+            await asyncio.wait_for(rp.chunk.wait(), 10)
+        rt.close()
+        await rp.lost
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        a.close()
+        b.close()

@@ -83,10 +83,11 @@ class DatagramTransport(_DatagramBase):
 
 class ReadPipeTransport(_ReadPipeBase):
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
-        # A short read drains a pipe or a socket, not a terminal (one line per read
-        # in canonical mode): only the former may skip the reactor's re-arm.
-        mode = os.fstat(pipe.fileno()).st_mode
-        drains = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+        # A short read drains a pipe or a stream socket; not a terminal (one line per
+        # read in canonical mode) nor a datagram socket (one message per read): only
+        # the former may skip the reactor's re-arm.
+        drains = stat.S_ISFIFO(os.fstat(pipe.fileno()).st_mode) or (
+            isinstance(pipe, socket.socket) and pipe.type == socket.SOCK_STREAM)
         self._read_ready = _interloop.PipeReader(self, pipe.fileno(), loop, drains)
         try:
             super().__init__(loop, pipe, protocol, waiter, extra)

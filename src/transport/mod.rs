@@ -59,7 +59,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// Whether the reactor may skip re-arming a reader with this callback (see 3. above):
-/// stream sockets, and pipe readers on pipes and sockets (not on terminals).
+/// stream sockets, and pipe readers on pipes and stream sockets (not on terminals).
 pub(crate) fn drains_itself(callback: &Bound<'_, PyAny>) -> bool {
     callback.is_instance_of::<SocketReader>()
         || callback.cast::<PipeReader>().is_ok_and(|r| r.get().drains)

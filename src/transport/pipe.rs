@@ -16,9 +16,9 @@ pub struct PipeReader {
     /// (transport, loop)
     transport: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
     fd: RawFd,
-    /// A short read means the descriptor is drained (pipes and sockets). Not so for
-    /// a terminal in canonical mode, which returns one line per read: the reactor
-    /// re-arms such a reader after every event.
+    /// A short read means the descriptor is drained (pipes, stream sockets). Not so
+    /// for a terminal in canonical mode (one line per read) or a datagram socket (one
+    /// message per read): the reactor re-arms such a reader after every event.
     pub(super) drains: bool,
 }
 
