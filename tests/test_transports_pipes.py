@@ -488,3 +488,28 @@ def test_read_pipe_on_a_datagram_socket_gets_every_message(loop):
     finally:
         a.close()
         b.close()
+
+
+def test_write_pipe_on_a_terminal_whose_master_closes(loop):
+    # A character device gets no reader from the write pipe transport, so a hang-up
+    # shows up as a failed write of the buffered data (EIO): the transport reports
+    # it and loses the connection with that error.
+    import pty
+
+    master, slave = pty.openpty()
+    slave_file = os.fdopen(slave, "wb", 0)
+
+    async def main():
+        wt, wp = await loop.connect_write_pipe(WriteRecorder, slave_file)
+        while wt.get_write_buffer_size() == 0:
+            wt.write(b"t" * 4096)
+        os.close(master)
+        exc = await wp.lost
+        assert isinstance(exc, OSError)
+        assert wt.is_closing()
+        assert wt.get_write_buffer_size() == 0
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        slave_file.close()

@@ -12,7 +12,9 @@ replaced per instance by native callables from `src/transport/`:
   `protocol.datagram_received(data, addr)` (`error_received` on an OSError);
   `sendto` is a direct `send`/`sendto` when nothing is buffered.
 - `ReadPipeTransport`: `_read_ready` is one `read` and `protocol.data_received(data)`.
-- `WritePipeTransport`: `write` is a direct `write` when nothing is buffered.
+- `WritePipeTransport`: `write` is a direct `write` when nothing is buffered, an
+  append (and the high-water check) when something is; `_write_ready`, the writer
+  callback while data is buffered, writes the buffer and trims it.
 
 Whatever the native path does not handle itself goes to asyncio's method. The
 native callables hold the transport; they are removed when the connection is lost.
@@ -115,9 +117,11 @@ class WritePipeTransport(_WritePipeBase):
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(loop, pipe, protocol, waiter, extra)
         self.write = _interloop.PipeWriter(self, self._fileno, _WritePipeBase.write)
+        self._write_ready = _interloop.PipeFlusher(
+            self, self._fileno, _WritePipeBase._write_ready)
 
     def _call_connection_lost(self, exc):
         try:
             super()._call_connection_lost(exc)
         finally:
-            _drop_native(self, "write")
+            _drop_native(self, "write", "_write_ready")

@@ -11,7 +11,7 @@
 //! | stream socket (TCP, Unix)    | [`SocketReader`]    | [`SocketWriter`]    |
 //! | datagram socket (UDP)        | [`DatagramReader`]  | [`DatagramSender`]  |
 //! | read pipe                    | [`PipeReader`]      |                     |
-//! | write pipe                   |                     | [`PipeWriter`]      |
+//! | write pipe                   |                     | [`PipeWriter`], and [`PipeFlusher`] while data is buffered |
 //!
 //! The shape is the same everywhere:
 //!
@@ -38,7 +38,7 @@ mod sockaddr;
 mod stream;
 
 pub use datagram::{DatagramReader, DatagramSender};
-pub use pipe::{PipeReader, PipeWriter};
+pub use pipe::{PipeFlusher, PipeReader, PipeWriter};
 pub use stream::{SocketReader, SocketWriter};
 
 use crate::event_loop::{GilCell, LoopCore};
@@ -55,6 +55,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DatagramSender>()?;
     m.add_class::<PipeReader>()?;
     m.add_class::<PipeWriter>()?;
+    m.add_class::<PipeFlusher>()?;
     Ok(())
 }
 

@@ -1,13 +1,13 @@
 //! `PipeReader` and `PipeWriter`: the hot path of asyncio's
 //! `unix_events._UnixReadPipeTransport` and `_UnixWritePipeTransport` (see the module
 //! docs in `mod.rs`). The descriptor may be a pipe, a socket or a character device.
-use super::{fatal, is_bytes_like, os_error, read_bytes, rearm, truthy, would_block, MAX_READ};
+use super::{errno, fatal, is_bytes_like, os_error, read_bytes, rearm, truthy, would_block, MAX_READ};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyMemoryView, PySlice};
+use pyo3::types::{PyByteArray, PyMemoryView, PySlice};
 use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 
@@ -109,17 +109,20 @@ impl PipeWriter {
         };
         let t = t.bind(py);
         let slow = |data: &Bound<'_, PyAny>| fallback.bind(py).call1((t, data)).map(drop);
-        if !is_bytes_like(data)
-            || truthy(t, intern!(py, "_conn_lost"))?
-            || truthy(t, intern!(py, "_closing"))?
-            || truthy(t, intern!(py, "_buffer"))?
-        {
+        if !is_bytes_like(data) || truthy(t, intern!(py, "_conn_lost"))? || truthy(t, intern!(py, "_closing"))? {
             return slow(data);
         }
         let Ok(buf) = PyBuffer::<u8>::get(data) else { return slow(data) };
         let len = buf.len_bytes();
         if !buf.is_c_contiguous() || len == 0 {
             return slow(data);
+        }
+        let pending = t.getattr(intern!(py, "_buffer"))?;
+        if pending.is_truthy()? {
+            // Already waiting for the pipe: asyncio appends and maybe pauses the
+            // protocol (its writer callback is registered).
+            drop(buf);
+            return append(t, &pending, data);
         }
         // Safety: the buffer is C-contiguous, `len` bytes long, and kept alive and
         // unmoved by `buf` (a held buffer export) for the duration of the call.
@@ -152,5 +155,114 @@ impl PipeWriter {
 
     fn __clear__(&self) {
         Python::attach(|py| drop(self.state.try_with(py, |s| s.take())));
+    }
+}
+
+/// asyncio's `self._buffer += data; self._maybe_pause_protocol()`, with the pause
+/// check (a Python method) called only when the buffer is over the high-water mark
+/// and the protocol is not paused yet: otherwise it would do nothing.
+fn append(t: &Bound<'_, PyAny>, pending: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = t.py();
+    pending.call_method1(intern!(py, "extend"), (data,))?;
+    let size = pending.len()?;
+    let high: usize = t.getattr(intern!(py, "_high_water"))?.extract()?;
+    if size > high && !truthy(t, intern!(py, "_protocol_paused"))? {
+        t.call_method0(intern!(py, "_maybe_pause_protocol"))?;
+    }
+    Ok(())
+}
+
+/// The writer callback of a write pipe transport with data buffered: asyncio's
+/// `_write_ready`, one `write` of the buffer, natively. A partial write deletes what
+/// was written from the front of the buffer (a `bytearray`, which does that without
+/// moving the rest); the end of the buffer and errors do what asyncio does.
+#[pyclass(frozen, module = "interloop._interloop", name = "PipeFlusher")]
+pub struct PipeFlusher {
+    /// (transport, asyncio's `_write_ready` for anything unexpected)
+    state: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
+    fd: RawFd,
+}
+
+#[pymethods]
+impl PipeFlusher {
+    #[new]
+    fn new(transport: Py<PyAny>, fd: RawFd, fallback: Py<PyAny>) -> Self {
+        PipeFlusher { state: GilCell::new(Some((transport, fallback))), fd }
+    }
+
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let Some((t, fallback)) =
+            self.state.with(py, |s| s.as_ref().map(|(t, f)| (t.clone_ref(py), f.clone_ref(py))))
+        else {
+            return Ok(());
+        };
+        let t = t.bind(py);
+        let pending = t.getattr(intern!(py, "_buffer"))?;
+        let Ok(pending) = pending.cast_into_exact::<PyByteArray>() else {
+            return fallback.bind(py).call1((t,)).map(drop);
+        };
+        let len = pending.len();
+        if len == 0 {
+            // asyncio asserts the buffer is not empty: its method says so.
+            return fallback.bind(py).call1((t,)).map(drop);
+        }
+        // Safety: the bytearray's storage is `len` bytes at `data()`; no Python code
+        // runs between reading the pointer and the end of `write` (nothing can
+        // resize or free it), and the GIL is held throughout.
+        let n = unsafe { libc::write(self.fd, pending.data().cast(), len) };
+        if n < 0 {
+            let e = errno();
+            if would_block(e) {
+                return Ok(());
+            }
+            return self.failed(t, &pending, os_error(e));
+        }
+        let n = n as usize;
+        if n < len {
+            if n > 0 {
+                pending.del_item(PySlice::new(py, 0, n as isize, 1))?;
+            }
+            return Ok(());
+        }
+        // Everything written: stop watching, maybe resume the protocol (which may
+        // write again), finish a pending close.
+        pending.call_method0(intern!(py, "clear"))?;
+        let lp = t.getattr(intern!(py, "_loop"))?;
+        lp.call_method1(intern!(py, "_remove_writer"), (self.fd,))?;
+        t.call_method0(intern!(py, "_maybe_resume_protocol"))?;
+        if truthy(t, intern!(py, "_closing"))? {
+            lp.call_method1(intern!(py, "_remove_reader"), (self.fd,))?;
+            t.call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.state
+            .traverse_with(|s| {
+                if let Some((t, f)) = s {
+                    visit.call(t)?;
+                    visit.call(f)?;
+                }
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| drop(self.state.try_with(py, |s| s.take())));
+    }
+}
+
+impl PipeFlusher {
+    /// asyncio: drop the buffer, count the lost connection, stop watching (its
+    /// `_fatal_error` does not, the buffer being empty), report.
+    fn failed(&self, t: &Bound<'_, PyAny>, pending: &Bound<'_, PyByteArray>, e: PyErr) -> PyResult<()> {
+        let py = t.py();
+        pending.call_method0(intern!(py, "clear"))?;
+        let lost = t.getattr(intern!(py, "_conn_lost"))?.add(1)?;
+        t.setattr(intern!(py, "_conn_lost"), lost)?;
+        t.getattr(intern!(py, "_loop"))?.call_method1(intern!(py, "_remove_writer"), (self.fd,))?;
+        fatal(t, e, "Fatal write error on pipe transport")
     }
 }
