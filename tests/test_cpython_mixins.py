@@ -7,7 +7,9 @@ classes (``test_events.SelectEventLoopTests`` and friends); we do the same with
 Which tests are expected not to pass, and why, is listed in one place:
 ``cpython_expectations.py``. Expected failures are strict xfails.
 
-Results on main ae34746 (merged as 6c3464b; native socket transports), pass / xfail / skip:
+Results on main ae34746 (merged as 6c3464b; native socket transports), pass / xfail / skip,
+unchanged with native datagram and pipe transports (net-transports, both versions,
+also with PYTHONASYNCIODEBUG=1):
 
     mixin                                   3.13          3.12
     test_events (EventLoopTestsMixin

@@ -22,7 +22,12 @@ from asyncio.log import logger
 from collections.abc import Mapping
 
 from . import _interloop
-from ._transports import SocketTransport
+from ._transports import (
+    DatagramTransport,
+    ReadPipeTransport,
+    SocketTransport,
+    WritePipeTransport,
+)
 
 __all__ = ("Loop", "new_event_loop", "run", "EventLoopPolicy", "install")
 
@@ -202,6 +207,16 @@ class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        self._ensure_fd_no_transport(sock)
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return WritePipeTransport(self, pipe, protocol, waiter, extra)
 
     def _make_ssl_transport(
         self, rawsock, protocol, sslcontext, waiter=None, *, server_side=False,

@@ -222,6 +222,17 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 impl LoopCore {
+    /// Re-arms `fd` so the reactor reports it again if it is still ready (used by
+    /// native readers that stopped before draining their descriptor).
+    pub(crate) fn rearm_fd(&self, py: Python<'_>, fd: RawFd) {
+        let registry = &self.registry;
+        self.state.with(py, |s| {
+            if let Some(i) = s.io.get(&fd).and_then(IoEntry::interest) {
+                let _ = registry.reregister(&mut SourceFd(&fd), Token(fd as usize), i);
+            }
+        })
+    }
+
     #[inline]
     fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Relaxed) {
@@ -439,7 +450,7 @@ impl LoopCore {
         let py = slf.py();
         self.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
-        let drains = side == Side::Read && callback.is_instance_of::<crate::transport::SocketReader>();
+        let drains = side == Side::Read && crate::transport::drains_itself(&callback);
         let h = Handle::create(py, callback, args, None, slf.as_any(), self.is_debug(), None)?;
         h.get().mark_io();
         if drains {
@@ -568,8 +579,9 @@ impl LoopCore {
                     // mio registers edge-triggered; re-arming reports the descriptor
                     // again while it stays ready, which gives asyncio's level-triggered
                     // add_reader semantics (a reader that does not drain is called again).
-                    // A native socket reader alone on its descriptor drains it or asks
-                    // for the re-arm itself (`_rearm`), saving a system call per event;
+                    // A native reader that drains its descriptor (socket and pipe
+                    // readers, `transport::drains_itself`), alone on it, reads until it
+                    // is drained or asks for the re-arm itself, saving a system call per event;
                     // a hang-up or error is always re-armed so EOF is never missed.
                     let self_draining = entry.writer.is_none()
                         && !ev.is_read_closed()
@@ -1041,12 +1053,7 @@ impl LoopCore {
     /// Re-arms `fd` so the reactor reports it again if it is still ready (used by
     /// native readers that stopped before draining their socket).
     fn _rearm(&self, py: Python<'_>, fd: RawFd) {
-        let registry = &self.registry;
-        self.state.with(py, |s| {
-            if let Some(i) = s.io.get(&fd).and_then(IoEntry::interest) {
-                let _ = registry.reregister(&mut SourceFd(&fd), Token(fd as usize), i);
-            }
-        })
+        self.rearm_fd(py, fd)
     }
 
     /// The registered descriptors.

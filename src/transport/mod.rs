@@ -1,26 +1,162 @@
-//! Native fast paths for asyncio's socket transports on interloop's loop.
+//! Native fast paths for asyncio's transports on interloop's loop.
 //!
-//! interloop still uses asyncio's own `_SelectorSocketTransport` (subclassed in
+//! interloop keeps asyncio's own transport classes (subclassed in
 //! `python/interloop/_transports.py`) for every decision a transport makes: flow
-//! control, closing, EOF, errors, sendfile, TLS. What moves to Rust is the per-message
-//! path, which in asyncio costs two or three Python frames per read and per write:
+//! control, closing, EOF, errors, sendfile, TLS. What moves to Rust is the per-event
+//! path, which in asyncio costs two or three Python frames per read and per write.
+//! Each transport gets per-instance replacements for its hot methods:
 //!
-//! - [`SocketReader`] is registered as the transport's reader callback. When the socket
-//!   is readable it `recv`s into a buffer shared by all transports of the process and
-//!   hands the bytes to `protocol.data_received`. EOF, errors, a closed transport and
-//!   buffered protocols go to the transport's own Python methods, unchanged.
-//! - [`SocketWriter`] is the transport's `write`. When nothing is buffered and no
-//!   special state is set it `send`s directly; whatever it cannot finish (a partial
-//!   send, would-block, anything unusual) goes to asyncio's `write`, which buffers and
-//!   registers the writer as usual.
+//! | transport                    | reader callback     | write method        |
+//! |------------------------------|---------------------|---------------------|
+//! | stream socket (TCP, Unix)    | [`SocketReader`]    | [`SocketWriter`]    |
+//! | datagram socket (UDP)        | [`DatagramReader`]  | [`DatagramSender`]  |
+//! | read pipe                    | [`PipeReader`]      |                     |
+//! | write pipe                   |                     | [`PipeWriter`], and [`PipeFlusher`] while data is buffered |
+//!
+//! The shape is the same everywhere:
+//!
+//! 1. A reader does one system call into a buffer shared by all transports of the
+//!    process (`read_bytes`), copies the bytes out, and calls the protocol
+//!    (`data_received` / `datagram_received`). EOF and unusual states call the
+//!    transport's Python methods, so their behaviour is asyncio's.
+//! 2. A writer checks asyncio's preconditions for a direct send (a bytes-like
+//!    argument, nothing buffered, connection not lost, not closing) and makes the
+//!    system call itself. Whatever it cannot finish (would-block, a partial write, an
+//!    argument or address it does not handle) goes to asyncio's own method, which
+//!    buffers, registers the writer, pauses the protocol, or raises asyncio's
+//!    exception, unchanged.
+//! 3. A reader that reads until the descriptor is known drained is marked as such
+//!    on its I/O handle (`drains_itself`), and the reactor then skips the re-arm it
+//!    otherwise makes after each event (see `event_loop/core.rs`); such a reader
+//!    re-arms itself (`rearm`) when it may have left data unread.
+//! 4. When the transport's connection is lost the Python side removes the native
+//!    objects again (they hold the transport: a cycle, and asyncio's methods handle
+//!    a closed transport).
+mod datagram;
+mod pipe;
+mod sockaddr;
 mod stream;
 
+pub use datagram::{DatagramReader, DatagramSender};
+pub use pipe::{PipeFlusher, PipeReader, PipeWriter};
 pub use stream::{SocketReader, SocketWriter};
 
+use crate::event_loop::{GilCell, LoopCore};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use std::os::fd::RawFd;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SocketReader>()?;
     m.add_class::<SocketWriter>()?;
+    m.add_class::<DatagramReader>()?;
+    m.add_class::<DatagramSender>()?;
+    m.add_class::<PipeReader>()?;
+    m.add_class::<PipeWriter>()?;
+    m.add_class::<PipeFlusher>()?;
     Ok(())
+}
+
+/// Whether the reactor may skip re-arming a reader with this callback (see 3. above):
+/// stream sockets, and pipe readers on pipes and stream sockets (not on terminals).
+pub(crate) fn drains_itself(callback: &Bound<'_, PyAny>) -> bool {
+    callback.is_instance_of::<SocketReader>()
+        || callback.cast::<PipeReader>().is_ok_and(|r| r.get().drains)
+}
+
+/// asyncio's `max_size` of socket and pipe transports: the most one read asks for.
+pub(crate) const MAX_READ: usize = 256 * 1024;
+
+/// One receive buffer for every transport of the process: a read copies out of it
+/// into a new `bytes` before any Python code runs, so it is never shared by two reads.
+static READ_BUF: std::sync::LazyLock<GilCell<Vec<u8>>> =
+    std::sync::LazyLock::new(|| GilCell::new(Vec::new()));
+
+/// Runs one read-like system call, `read(ptr, len) -> count or -1`, on the shared
+/// buffer and copies what it read into a new `bytes`. `Err` holds the errno.
+///
+/// `read` must write at most `len` bytes at `ptr` and nothing after it returns.
+pub(crate) fn read_bytes<'py>(
+    py: Python<'py>,
+    mut read: impl FnMut(*mut u8, usize) -> isize,
+) -> Result<Bound<'py, PyBytes>, i32> {
+    let mut run = |buf: &mut Vec<u8>| {
+        if buf.len() < MAX_READ {
+            buf.resize(MAX_READ, 0);
+        }
+        let n = read(buf.as_mut_ptr(), MAX_READ);
+        if n < 0 {
+            Err(errno())
+        } else {
+            // Allocating a `bytes` runs no Python code (bytes are not GC-tracked).
+            Ok(PyBytes::new(py, &buf[..n as usize]))
+        }
+    };
+    match READ_BUF.try_with(py, &mut run) {
+        Some(r) => r,
+        // Re-entered (a reader ran from inside another's allocation): use a private
+        // buffer rather than share.
+        None => run(&mut Vec::new()),
+    }
+}
+
+pub(crate) fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub(crate) fn would_block(errno: i32) -> bool {
+    errno == libc::EAGAIN || errno == libc::EWOULDBLOCK || errno == libc::EINTR
+}
+
+/// The exception CPython's `socket` and `os` functions raise for `errno`:
+/// `OSError(errno, strerror)`, which CPython turns into the matching subclass
+/// (`ConnectionRefusedError`, `BrokenPipeError`, ...).
+pub(crate) fn os_error(errno: i32) -> PyErr {
+    let message = std::io::Error::from_raw_os_error(errno).to_string();
+    // Rust appends " (os error N)" to strerror's text; Python does not.
+    let message = match message.rfind(" (os error ") {
+        Some(i) => message[..i].to_owned(),
+        None => message,
+    };
+    PyOSError::new_err((errno, message))
+}
+
+pub(crate) fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
+}
+
+/// Reports `e` through the transport's `_fatal_error(exc, message)`, as asyncio's
+/// transport code does (KeyboardInterrupt and SystemExit propagate).
+pub(crate) fn fatal(transport: &Bound<'_, PyAny>, e: PyErr, message: &str) -> PyResult<()> {
+    let py = transport.py();
+    if is_fatal(py, &e) {
+        return Err(e);
+    }
+    transport.call_method1(intern!(py, "_fatal_error"), (e.value(py), message))?;
+    Ok(())
+}
+
+/// What asyncio's transports accept as data: `bytes`, `bytearray`, `memoryview`.
+pub(crate) fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
+    data.is_instance_of::<PyBytes>()
+        || data.is_instance_of::<PyByteArray>()
+        || data.is_instance_of::<PyMemoryView>()
+}
+
+pub(crate) fn truthy(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<bool> {
+    obj.getattr(name)?.is_truthy()
+}
+
+/// Re-arms `fd` on the loop (see 3. above).
+pub(crate) fn rearm(lp: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+    let py = lp.py();
+    match lp.cast::<LoopCore>() {
+        Ok(core) => {
+            core.get().rearm_fd(py, fd);
+            Ok(())
+        }
+        Err(_) => lp.call_method1(intern!(py, "_rearm"), (fd,)).map(drop),
+    }
 }

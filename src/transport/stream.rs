@@ -1,43 +1,13 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
+use super::{fatal, is_bytes_like, os_error, read_bytes, rearm, would_block, MAX_READ};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit};
+use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::PyMemoryView;
 use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
-
-/// asyncio's `_SelectorTransport.max_size`: the most one `recv` asks for.
-const MAX_READ: usize = 256 * 1024;
-
-/// One receive buffer for every transport of the process: a read copies out of it
-/// into a new `bytes` before any Python code runs, so it is never shared by two reads.
-static READ_BUF: std::sync::LazyLock<GilCell<Vec<u8>>> =
-    std::sync::LazyLock::new(|| GilCell::new(Vec::new()));
-
-fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
-}
-
-fn last_os_error() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
-fn would_block(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
-}
-
-/// Reports `e` through the transport's `_fatal_error(exc, message)`, as asyncio's
-/// transport code does (KeyboardInterrupt and SystemExit propagate).
-fn fatal(transport: &Bound<'_, PyAny>, e: PyErr, message: &str) -> PyResult<()> {
-    let py = transport.py();
-    if is_fatal(py, &e) {
-        return Err(e);
-    }
-    transport.call_method1(intern!(py, "_fatal_error"), (e.value(py), message))?;
-    Ok(())
-}
 
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketReader")]
 pub struct SocketReader {
@@ -66,7 +36,7 @@ impl SocketReader {
             return Ok(());
         };
         let lp = lp.bind(py);
-        let rearm = || lp.call_method1(intern!(py, "_rearm"), (self.fd,)).map(drop);
+        let rearm = || rearm(lp, self.fd);
         let result = self.read_once(py, t.bind(py));
         match result {
             Ok(true) => Ok(()),
@@ -108,35 +78,14 @@ impl SocketReader {
             return Ok(false);
         }
         let fd = self.fd;
-        let read = READ_BUF.try_with(py, |buf| {
-            if buf.len() < MAX_READ {
-                buf.resize(MAX_READ, 0);
-            }
-            // Safety: `buf` is a live, writable allocation of MAX_READ bytes that
-            // nothing else uses during the call (the GilCell borrow).
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_READ, 0) };
-            if n < 0 {
-                Err(last_os_error())
-            } else {
-                Ok(PyBytes::new(py, &buf[..n as usize]))
-            }
-        });
-        let result = match read {
-            Some(r) => r,
-            None => {
-                // Re-entered (a reader ran from inside another's allocation): use a
-                // private buffer rather than share.
-                let mut buf = vec![0u8; MAX_READ];
-                // Safety: as above, for a local buffer.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_READ, 0) };
-                if n < 0 { Err(last_os_error()) } else { Ok(PyBytes::new(py, &buf[..n as usize])) }
-            }
-        };
+        // Safety: `read_bytes` passes a live, writable buffer of `len` bytes that
+        // nothing else uses during the call; `recv` writes at most `len` bytes.
+        let result = read_bytes(py, |buf, len| unsafe { libc::recv(fd, buf.cast(), len, 0) });
         let data = match result {
             Ok(d) => d,
-            Err(e) if would_block(&e) => return Ok(true),
+            Err(e) if would_block(e) => return Ok(true),
             Err(e) => {
-                fatal(t, PyErr::from(e), "Fatal read error on socket transport")?;
+                fatal(t, os_error(e), "Fatal read error on socket transport")?;
                 return Ok(true);
             }
         };
@@ -215,10 +164,7 @@ impl SocketWriter {
         // The fast path needs asyncio's preconditions for a direct send: a bytes-like
         // argument, no write_eof, no sendfile in progress, connection not lost, and
         // nothing buffered. Anything else takes asyncio's own path (and its errors).
-        let plain = data.is_instance_of::<PyBytes>()
-            || data.is_instance_of::<PyByteArray>()
-            || data.is_instance_of::<PyMemoryView>();
-        if !plain
+        if !is_bytes_like(data)
             || t.getattr(intern!(py, "_eof"))?.is_truthy()?
             || !t.getattr(intern!(py, "_empty_waiter"))?.is_none()
             || t.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
@@ -239,11 +185,11 @@ impl SocketWriter {
         let n = unsafe { libc::send(self.fd, buf.buf_ptr().cast(), len, 0) };
         drop(buf);
         if n < 0 {
-            let e = last_os_error();
-            if would_block(&e) {
+            let e = super::errno();
+            if would_block(e) {
                 return slow(data);
             }
-            return fatal(t, PyErr::from(e), "Fatal write error on socket transport");
+            return fatal(t, os_error(e), "Fatal write error on socket transport");
         }
         let n = n as usize;
         if n == len {
