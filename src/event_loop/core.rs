@@ -522,8 +522,10 @@ impl LoopCore {
             let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
             self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
         }
-        for h in std::mem::take(&mut garbage) {
-            let_go(py, h);
+        if !garbage.is_empty() {
+            for h in garbage.drain(..) {
+                let_go(py, h);
+            }
         }
 
         let timeout = if has_ready || sources_pending || self.stopping.load(Ordering::Relaxed) {
@@ -596,7 +598,9 @@ impl LoopCore {
         }
 
         // 4b: completions from native sources (their callbacks resolve futures).
-        self.drain_sources(slf)?;
+        if self.sources.with(py, |v| !v.is_empty()) {
+            self.drain_sources(slf)?;
+        }
 
         // 4c: timers that are due (no clock read when there are none).
         self.state.with(py, |s| {
@@ -617,9 +621,9 @@ impl LoopCore {
         if !garbage.is_empty() {
             let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
             self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
-        }
-        for h in garbage {
-            let_go(py, h);
+            for h in garbage {
+                let_go(py, h);
+            }
         }
 
         // 5: run what is ready now.
