@@ -181,6 +181,9 @@ class Pool:
                 continue
             fut._pool = None
             if kind == 0:
+                if not data:  # None travels as empty data
+                    fut.set_result(None)
+                    continue
                 try:
                     fut.set_result(loads(data))
                 except BaseException as e:  # noqa: BLE001 - unpickling the result failed
@@ -262,8 +265,8 @@ class Pool:
         """
         if self._closed:
             raise RuntimeError("the pool is closed")
-        payload = _wire.dumps_job(fn, args, kwargs)
-        return self._run(payload, interrupt, _wire.label_of(fn))
+        payload, label = _wire.encode_call(fn, args, kwargs)
+        return self._run(payload, interrupt, label)
 
     async def _run(self, payload, interrupt, label):
         loop = self._attach()
@@ -280,8 +283,7 @@ class Pool:
         if self._closed:
             raise RuntimeError("the pool is closed")
         loop = self._attach()
-        payload = _wire.dumps_job(fn, args, kwargs)
-        label = _wire.label_of(fn)
+        payload, label = _wire.encode_call(fn, args, kwargs)
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return self._submit_when_room(loop, payload, interrupt, label)
         return self._submit(loop, payload, interrupt, label)

@@ -73,8 +73,7 @@ def _main_available():
         getattr(getattr(main, "__spec__", None), "name", None))
 
 
-_fn_cache = {}  # fn -> (pickled fn, label); functions are pickled once per process
-_NO_ARGS = pickle.dumps(((), {}), 5)
+_fn_cache = {}  # fn -> (length-prefixed pickled fn, label); pickled once per process
 
 
 def dumps_job(fn, args, kwargs):
@@ -82,17 +81,24 @@ def dumps_job(fn, args, kwargs):
 
     Payload: 4-byte little-endian length of the pickled function, the pickled
     function (cached: pickling a function reference costs microseconds), then the
-    pickled ``(args, kwargs)``.
+    pickled ``(args, kwargs)``, or nothing for a call without arguments (the worker
+    module splits the payload, ``src/interp/module.rs`` ``w_take``).
     """
+    return encode_call(fn, args, kwargs)[0]
+
+
+def encode_call(fn, args, kwargs):
+    """``(payload, label)`` of a call (one cache lookup for both)."""
     try:
-        fnb = _fn_cache[fn][0]
+        fnb, label = _fn_cache[fn]
     except (KeyError, TypeError):
-        fnb = _pickle_fn(fn, args, kwargs)[0]
+        fnb, label = _pickle_fn(fn, args, kwargs)
+    if not args and not kwargs:
+        return fnb, label
     try:
-        rest = pickle.dumps((args, kwargs), 5) if args or kwargs else _NO_ARGS
+        return fnb + pickle.dumps((args, kwargs), 5), label
     except Exception as e:
         raise _why_unpicklable(fn, args, kwargs, e) from e
-    return len(fnb).to_bytes(4, "little") + fnb + rest
 
 
 def label_of(fn):
@@ -113,6 +119,7 @@ def _pickle_fn(fn, args, kwargs):
         fnb = pickle.dumps(fn, 5)
     except Exception as e:
         raise _why_unpicklable(fn, args, kwargs, e) from e
+    fnb = len(fnb).to_bytes(4, "little") + fnb
     entry = (fnb, f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}")
     try:
         if len(_fn_cache) > 4096:
@@ -126,17 +133,18 @@ def _pickle_fn(fn, args, kwargs):
 _fn_loaded = {}  # pickled fn -> fn, in the receiving interpreter
 
 
-def loads_job(payload):
-    """``(fn, args, kwargs)`` from ``dumps_job``'s bytes."""
-    n = int.from_bytes(payload[:4], "little")
-    fnb = payload[4:4 + n]
+def loads_job(fnb, argsb):
+    """``(fn, args, kwargs)`` from the two halves of ``dumps_job``'s bytes (split
+    by the worker module's ``take``)."""
     fn = _fn_loaded.get(fnb)
     if fn is None:
         fn = loads(fnb)
         if len(_fn_loaded) > 4096:
             _fn_loaded.clear()
         _fn_loaded[fnb] = fn
-    args, kwargs = loads(payload[4 + n:])
+    if not argsb:
+        return fn, (), {}
+    args, kwargs = loads(argsb)
     return fn, args, kwargs
 
 
@@ -227,7 +235,7 @@ def encode_error(exc):
 def decode(kind, data):
     """The job's result, or raises its exception (worker traceback as ``__cause__``)."""
     if kind == OK:
-        return loads(data)
+        return loads(data) if data else None
     if kind == ERR:
         exc, tb = loads(data)
         exc.__cause__ = RemoteTraceback(tb)
@@ -342,13 +350,13 @@ def _run_plain_jobs_early(native):
         job = native.take()
         if job is None:
             return None
-        job, payload, _flags, _local = job
+        job, fnb, argsb, _flags, _local = job
         try:
             _early_job = job
             if job in _early_doomed:
                 _early_doomed.discard(job)
                 raise _EarlyInterrupt()
-            fn, args, kwargs = loads_job(payload)
+            fn, args, kwargs = loads_job(fnb, argsb)
             r = fn(*args, **kwargs)
         except _EarlyInterrupt:
             _early_job = None
@@ -365,6 +373,9 @@ def _run_plain_jobs_early(native):
 
 
 def _complete_value(native, job, value):
+    if value is None:  # empty data means None (a pickle is never empty)
+        native.complete(job, OK, b"")
+        return
     try:
         data = pickle.dumps(value, 5)
     except Exception as e:  # noqa: BLE001
@@ -517,11 +528,11 @@ class Driver:
                 return  # registered: the next submission writes our wake fd
             self.start(*job)
 
-    def start(self, job, payload, flags, local):
+    def start(self, job, fnb, argsb, flags, local):
         if local:
             self.local.add(job)
         try:
-            fn, args, kwargs = loads_job(payload)
+            fn, args, kwargs = loads_job(fnb, argsb)
         except BaseException as e:  # noqa: BLE001
             self.fail(job, e)
             return
