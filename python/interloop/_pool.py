@@ -60,6 +60,13 @@ def _check_version():
             "a Pool cannot be created inside a pool worker; use interloop.spawn() there")
 
 
+# Bounded spinning right after activity (docs/design-pool.md, "Spinning"): a worker
+# that just finished a job spins this long for the next one before it parks, and
+# `Pool.run` on an otherwise idle loop spins this long for its result before the
+# loop sleeps. 0 turns both off.
+_SPIN_US = int(os.environ.get("INTERLOOP_POOL_SPIN_US", "50"))
+
+
 def _config(preload, concurrency):
     main = sys.modules.get("__main__")
     main_path = getattr(main, "__file__", None)
@@ -85,7 +92,24 @@ def _config(preload, concurrency):
         "concurrency": concurrency,
         "main_path": os.path.abspath(main_path) if main_path else None,
         "main_name": main_name,
+        "spin_us": _SPIN_US,
     })
+
+
+def _never_idle():
+    return False
+
+
+def _idle_probe(loop):
+    """A function telling whether ``loop`` has no callback ready (so the running
+    coroutine would leave it idle), or one that always says no."""
+    sizes = getattr(loop, "_queue_sizes", None)  # interloop's loop
+    if sizes is not None:
+        return lambda: sizes()[0] == 0
+    ready = getattr(loop, "_ready", None)  # asyncio's base event loop
+    if isinstance(ready, collections.deque):
+        return lambda: not ready
+    return _never_idle
 
 
 class _JobFuture(asyncio.Future):
@@ -130,6 +154,8 @@ class Pool:
             _live_cores.add(self._core)
         self._loop = loop
         self._attached = None  # "reader" | "native"
+        self._loop_idle = _never_idle
+        self._spin_credit = 8 if _SPIN_US > 0 else -(1 << 62)
         self._pending = {}     # job id -> asyncio.Future
         self._room_waiters = collections.deque()
         self._control_waiters = []
@@ -154,6 +180,7 @@ class Pool:
             else:
                 loop.add_reader(self._core.fd(), self._on_completions)
                 self._attached = "reader"
+            self._loop_idle = _idle_probe(loop)
         return loop
 
     def _detach(self):
@@ -274,7 +301,22 @@ class Pool:
             raise RuntimeError("the pool is closed")
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return await self._submit_when_room(loop, payload, interrupt, label)
-        return await self._submit(loop, payload, interrupt, label)
+        fut = self._submit(loop, payload, interrupt, label)
+        if self._spin_credit > 0 and self._loop_idle():
+            # Nothing else to run here: rather than sleep in epoll and be woken, spin
+            # briefly for a fast result and resolve it now (then `await` does not
+            # suspend). Credit: after failed spins (slow jobs) stop spinning, and
+            # probe again now and then.
+            if self._core.spin(_SPIN_US):
+                self._on_completions()
+                self._spin_credit = 8
+            else:
+                self._spin_credit -= 1
+        elif self._spin_credit <= 0:
+            self._spin_credit -= 1
+            if self._spin_credit < -64:
+                self._spin_credit = 1
+        return await fut
 
     def submit(self, fn, /, *args, interrupt=False, **kwargs):
         """Like ``run`` but submits now and returns the ``asyncio.Future`` itself

@@ -445,6 +445,7 @@ class Driver:
         self.native = native
         self.loop = loop
         self.concurrency = max(1, int(cfg.get("concurrency") or 1))
+        self.spin_us = max(0, int(cfg.get("spin_us") or 0))
         self.tasks = {}        # job id -> Task, started and not finished
         self.coros = {}        # job id -> the coroutine its Task runs (set before eager start)
         self.blocked = {}      # job id -> how many nested results it is awaiting
@@ -523,7 +524,9 @@ class Driver:
                 native.busy()
                 self.pump_soon()
                 return
-            job = native.take()
+            # With no job of its own left, a worker that just ran one spins briefly
+            # for the next (round trips and bursts skip the park and wake-up).
+            job = native.take(0 if self.tasks else self.spin_us)
             if job is None:
                 return  # registered: the next submission writes our wake fd
             self.start(*job)

@@ -85,6 +85,12 @@ impl PoolCore {
         self.completions.drain(py)
     }
 
+    /// Spins up to `us` microseconds (GIL held) for a completion; returns whether one
+    /// is waiting (then `drain()` has it). See `Completions::spin_wait`.
+    fn spin(&self, us: u64) -> bool {
+        self.completions.spin_wait(Duration::from_micros(us.min(1000)))
+    }
+
     /// Blocks without the GIL until completions may be waiting (for threads).
     fn wait(&self, py: Python<'_>, timeout: f64) -> bool {
         let ms = if timeout < 0.0 { -1 } else { (timeout * 1000.0).min(i32::MAX as f64) as i32 };
@@ -136,6 +142,8 @@ impl PoolCore {
         d.set_item("cancelled", s.cancelled)?;
         d.set_item("stolen", s.stolen)?;
         d.set_item("wakeups", s.wakeups)?;
+        d.set_item("spins", s.spins)?;
+        d.set_item("spin_hits", s.spin_hits)?;
         let lat = PyDict::new(py);
         let (count, mean, p50, p90, p99, max) = s.latency;
         lat.set_item("count", count)?;

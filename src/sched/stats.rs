@@ -12,6 +12,9 @@ pub struct Stats {
     pub stolen: AtomicU64,
     /// Wake-ups written to idle workers' fds.
     pub wakeups: AtomicU64,
+    /// Spins of a worker for new work after a job, and how many found a job.
+    pub spins: AtomicU64,
+    pub spin_hits: AtomicU64,
     latency_us: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
     workers: usize,
@@ -27,6 +30,8 @@ pub struct StatsSnapshot {
     pub cancelled: u64,
     pub stolen: u64,
     pub wakeups: u64,
+    pub spins: u64,
+    pub spin_hits: u64,
     /// (count, mean, p50, p90, p99, max-bucket upper bound), microseconds.
     pub latency: (u64, f64, f64, f64, f64, f64),
 }
@@ -40,6 +45,8 @@ impl Stats {
             cancelled: AtomicU64::new(0),
             stolen: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
+            spins: AtomicU64::new(0),
+            spin_hits: AtomicU64::new(0),
             latency_us: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_us: AtomicU64::new(0),
             workers,
@@ -87,6 +94,8 @@ impl Stats {
             cancelled: self.cancelled.load(Ordering::Relaxed),
             stolen: self.stolen.load(Ordering::Relaxed),
             wakeups: self.wakeups.load(Ordering::Relaxed),
+            spins: self.spins.load(Ordering::Relaxed),
+            spin_hits: self.spin_hits.load(Ordering::Relaxed),
             latency: (total, mean, pct(0.5), pct(0.9), pct(0.99), max),
         }
     }
