@@ -36,6 +36,10 @@ from . import _interloop as _native
 from . import _worker as _wire
 from ._worker import RemoteError  # noqa: F401 - re-exported
 
+_get_running_loop = asyncio.get_running_loop
+_encode_call = _wire.encode_call
+_fn_cache = _wire._fn_cache  # fn -> (payload of a call without arguments, label)
+
 __all__ = ["Pool", "spawn", "InterpreterExecutor", "RemoteError"]
 
 _IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
@@ -94,6 +98,22 @@ def _config(preload, concurrency):
         "main_name": main_name,
         "spin_us": _SPIN_US,
     })
+
+
+class _MapSink:
+    """Where an unordered ``map()`` collects its finished futures."""
+
+    __slots__ = ("done", "waiter")
+
+    def __init__(self):
+        self.done = collections.deque()
+        self.waiter = None
+
+    def add(self, fut):
+        self.done.append(fut)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
 
 def _never_idle():
@@ -157,6 +177,7 @@ class Pool:
         self._loop_idle = _never_idle
         self._spin_credit = 8 if _SPIN_US > 0 else -(1 << 62)
         self._pending = {}     # job id -> asyncio.Future
+        self._sinks = {}       # job id -> _MapSink of the unordered map() it belongs to
         self._room_waiters = collections.deque()
         self._control_waiters = []
         self._ready = set()
@@ -198,6 +219,7 @@ class Pool:
         if batch is None:
             batch = self._core.drain()
         pending = self._pending
+        sinks = self._sinks
         loads = _wire.loads
         for job, kind, data in batch:
             if kind >= 16:
@@ -210,13 +232,17 @@ class Pool:
             if kind == 0:
                 if not data:  # None travels as empty data
                     fut.set_result(None)
-                    continue
-                try:
-                    fut.set_result(loads(data))
-                except BaseException as e:  # noqa: BLE001 - unpickling the result failed
-                    fut.set_exception(e)
+                else:
+                    try:
+                        fut.set_result(loads(data))
+                    except BaseException as e:  # noqa: BLE001 - unpickling the result failed
+                        fut.set_exception(e)
             else:
                 _wire.resolve(fut, kind, data)
+            if sinks:
+                sink = sinks.pop(job, None)
+                if sink is not None:
+                    sink.add(fut)
         if self._room_waiters:
             self._wake_room()
         if self._control_waiters and not pending:
@@ -251,14 +277,18 @@ class Pool:
                 room -= 1
 
     def _cancel_job(self, job, interrupt):
-        if self._pending.pop(job, None) is not None:
+        fut = self._pending.pop(job, None)
+        if fut is not None:
+            sink = self._sinks.pop(job, None) if self._sinks else None
+            if sink is not None:
+                sink.add(fut)
             self._core.cancel(job, interrupt)
             if self._room_waiters:
                 self._wake_room()
 
     def _submit(self, loop, payload, interrupt, label):
         fut = _JobFuture(loop=loop)
-        job = self._core.submit(payload, 1 if interrupt else 0)
+        job = self._core.submit(payload, interrupt)
         fut._pool = self
         fut._job = job
         fut._interrupt = interrupt
@@ -324,11 +354,27 @@ class Pool:
         reached it returns a coroutine that waits for room, then submits."""
         if self._closed:
             raise RuntimeError("the pool is closed")
-        loop = self._attach()
-        payload, label = _wire.encode_call(fn, args, kwargs)
+        loop = _get_running_loop()
+        if loop is not self._loop or self._attached is None:
+            loop = self._attach()
+        if args or kwargs:
+            payload, label = _encode_call(fn, args, kwargs)
+        else:
+            try:
+                payload, label = _fn_cache[fn]
+            except (KeyError, TypeError):
+                payload, label = _encode_call(fn, args, kwargs)
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return self._submit_when_room(loop, payload, interrupt, label)
-        return self._submit(loop, payload, interrupt, label)
+        # `_submit`, inlined: this is the hot path of many small jobs.
+        fut = _JobFuture(loop=loop)
+        job = self._core.submit(payload, interrupt)
+        fut._pool = self
+        fut._job = job
+        fut._interrupt = interrupt
+        fut._label = label
+        self._pending[job] = fut
+        return fut
 
     async def map(self, fn, iterable, *, ordered=True, window=None):
         """Yields ``fn(item)`` for each item, in order or as they complete.
@@ -351,12 +397,17 @@ class Pool:
                 while inflight:
                     yield await inflight.popleft()
             else:
-                done = collections.deque()
-                wake = [None]
+                # Futures of this pool report to `sink` straight from the drain (no
+                # done-callback, no call_soon per job); others (waiting for room)
+                # through a done-callback.
+                sink = _MapSink()
+                done = sink.done
+                sinks = self._sinks
+                inflight = set()  # not yet yielded
 
                 def on_done(f):
                     done.append(f)
-                    w = wake[0]
+                    w = sink.waiter
                     if w is not None and not w.done():
                         w.set_result(None)
                 count = 0
@@ -369,17 +420,20 @@ class Pool:
                             exhausted = True
                             break
                         f = self.submit(fn, item)
-                        if not isinstance(f, asyncio.Future):
+                        if type(f) is _JobFuture:
+                            sinks[f._job] = sink
+                        else:
                             f = asyncio.ensure_future(f)
-                        inflight.append(f)
-                        f.add_done_callback(on_done)
+                            f.add_done_callback(on_done)
+                        inflight.add(f)
                         count += 1
                     if count == 0 and exhausted:
                         break
                     while not done:
-                        wake[0] = self._loop.create_future()
-                        await wake[0]
+                        sink.waiter = self._loop.create_future()
+                        await sink.waiter
                     f = done.popleft()
+                    inflight.discard(f)
                     count -= 1
                     yield f.result()
         finally:
@@ -538,7 +592,7 @@ class InterpreterExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            job = self._core.submit(payload, 0)
+            job = self._core.submit(payload, False)
             self._pending[job] = f
         f.add_done_callback(functools.partial(self._on_done, job))
         return f

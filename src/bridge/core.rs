@@ -59,9 +59,10 @@ impl PoolCore {
         self.sched.workers()
     }
 
-    /// Queues one job (pickled `(fn, args, kwargs)`); returns its id.
-    fn submit(&self, payload: &[u8], flags: u32) -> u64 {
-        self.sched.submit(payload.to_vec(), flags, Origin::Caller, None)
+    /// Queues one job (`_worker.dumps_job`'s bytes); returns its id. `interrupt`
+    /// sets the job's interrupt flag.
+    fn submit(&self, payload: &[u8], interrupt: bool) -> u64 {
+        self.sched.submit(payload.to_vec(), interrupt as u32, Origin::Caller, None)
     }
 
     /// Cancels a job: removed if still queued, else its worker-side task is
