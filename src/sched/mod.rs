@@ -49,7 +49,7 @@ mod stats;
 
 pub use job::{Job, JobCtl, JobId, JobState, Origin};
 pub use park::WakeFd;
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{Padded, Stats, StatsSnapshot};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use parking_lot::{Condvar, Mutex};
@@ -121,7 +121,8 @@ pub struct Scheduler {
     /// The job table, sharded by id so the caller inserting new jobs and workers
     /// removing finished ones rarely meet on one lock.
     jobs: Vec<Mutex<HashMap<JobId, Arc<JobCtl>>>>,
-    next_id: AtomicU64,
+    /// Written by the submitter on every job: kept off the lines workers read.
+    next_id: Padded<AtomicU64>,
     next_notify: AtomicUsize,
     /// Set while one worker spins for new work after its last job (see
     /// [`Scheduler::take_spinning`]); submitters then skip the wake-up.
@@ -152,7 +153,7 @@ impl Scheduler {
             injector: Injector::new(),
             slots,
             jobs: (0..JOB_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            next_id: AtomicU64::new(1),
+            next_id: Padded(AtomicU64::new(1)),
             next_notify: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
             stats: Stats::new(n),
