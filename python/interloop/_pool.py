@@ -175,7 +175,7 @@ class Pool:
         self._loop = loop
         self._attached = None  # "reader" | "native"
         self._loop_idle = _never_idle
-        self._spin_credit = 8 if _SPIN_US > 0 else -(1 << 62)
+        self._spin_credit = 8 if _SPIN_US > 0 else 0  # 0: never spin
         self._pending = {}     # job id -> asyncio.Future
         self._sinks = {}       # job id -> _MapSink of the unordered map() it belongs to
         self._room_waiters = collections.deque()
@@ -332,20 +332,20 @@ class Pool:
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return await self._submit_when_room(loop, payload, interrupt, label)
         fut = self._submit(loop, payload, interrupt, label)
-        if self._spin_credit > 0 and self._loop_idle():
-            # Nothing else to run here: rather than sleep in epoll and be woken, spin
-            # briefly for a fast result and resolve it now (then `await` does not
-            # suspend). Credit: after failed spins (slow jobs) stop spinning, and
-            # probe again now and then.
-            if self._core.spin(_SPIN_US):
-                self._on_completions()
-                self._spin_credit = 8
-            else:
-                self._spin_credit -= 1
-        elif self._spin_credit <= 0:
-            self._spin_credit -= 1
-            if self._spin_credit < -64:
-                self._spin_credit = 1
+        credit = self._spin_credit
+        if credit > 0:
+            if self._loop_idle():
+                # Nothing else to run here: rather than sleep in epoll and be woken,
+                # spin briefly for a fast result and resolve it now (then `await`
+                # does not suspend). Credit: after failed spins (slow jobs) stop
+                # spinning, and probe again every 64 calls.
+                if self._core.spin(_SPIN_US):
+                    self._on_completions()
+                    self._spin_credit = 8
+                else:
+                    self._spin_credit = credit - 1 if credit > 1 else -64
+        elif credit < 0:
+            self._spin_credit = credit + 1 if credit < -1 else 1
         return await fut
 
     def submit(self, fn, /, *args, interrupt=False, **kwargs):

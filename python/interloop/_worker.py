@@ -551,7 +551,7 @@ class Driver:
                 return
             # With no job of its own left, a worker that just ran one spins briefly
             # for the next (round trips and bursts skip the park and wake-up).
-            job = native.take(0 if self.tasks else self.spin_us)
+            job = native.take(0 if self.tasks or self.ready else self.spin_us)
             if job is None:
                 return  # registered: the next submission writes our wake fd
             self.start(*job)
