@@ -29,6 +29,10 @@ import pool_jobs  # noqa: E402
 
 CPU_JOBS = 16
 WORKERS = 2
+# The caller's event loop for the interloop rows of the tiny-job and round-trip
+# sections: asyncio's own (completions through an eventfd and add_reader), and
+# interloop's (completions drained natively by the loop).
+LOOPS = (("", None), (" [interloop loop]", interloop.new_event_loop))
 
 
 def median_of(runs, fn):
@@ -179,11 +183,14 @@ def tiny_section(runs, jobs):
                 async for _ in pool.map(pool_jobs.cpu, [0] * count, ordered=False, window=4096):
                     pass
             return (time.perf_counter() - t) / count
-    res["interloop Pool.submit (gather of futures)"] = median_of(runs, lambda: asyncio.run(il(jobs, pool_jobs.noop, "submit")))[0]
-    res["interloop Pool.run (gather of coroutines)"] = median_of(runs, lambda: asyncio.run(il(jobs, pool_jobs.noop, "run")))[0]
     big = 20_000
-    res[f"interloop Pool.submit, {big} jobs"] = median_of(runs, lambda: asyncio.run(il(big, pool_jobs.noop, "submit")))[0]
-    res[f"interloop Pool.map, {big} jobs"] = median_of(runs, lambda: asyncio.run(il(big, None, "map")))[0]
+    for suffix, factory in LOOPS:
+        def arun(coro, factory=factory):
+            return asyncio.run(coro, loop_factory=factory)
+        res["interloop Pool.submit (gather of futures)" + suffix] = median_of(runs, lambda: arun(il(jobs, pool_jobs.noop, "submit")))[0]
+        res["interloop Pool.run (gather of coroutines)" + suffix] = median_of(runs, lambda: arun(il(jobs, pool_jobs.noop, "run")))[0]
+        res[f"interloop Pool.submit, {big} jobs" + suffix] = median_of(runs, lambda: arun(il(big, pool_jobs.noop, "submit")))[0]
+        res[f"interloop Pool.map, {big} jobs" + suffix] = median_of(runs, lambda: arun(il(big, None, "map")))[0]
     return res
 
 
@@ -224,8 +231,11 @@ def roundtrip_section(runs, count):
                 return statistics.median(vals)
         res["aiomultiprocess"] = median_of(runs, lambda: asyncio.run(main()))[0]
 
-    for label, fn in (("interloop Pool.run (plain def)", pool_jobs.noop),
-                      ("interloop Pool.run (async def)", pool_jobs.anoop)):
+    for (label, fn), (suffix, factory) in ((a, b) for b in LOOPS for a in (
+            ("interloop Pool.run (plain def)", pool_jobs.noop),
+            ("interloop Pool.run (async def)", pool_jobs.anoop))):
+        label += suffix
+
         async def main(fn=fn):
             async with interloop.Pool(WORKERS) as pool:
                 for _ in range(10):
@@ -236,7 +246,7 @@ def roundtrip_section(runs, count):
                     await pool.run(fn)
                     vals.append(time.perf_counter() - t)
                 return statistics.median(vals)
-        res[label] = median_of(runs, lambda: asyncio.run(main()))[0]
+        res[label] = median_of(runs, lambda: asyncio.run(main(), loop_factory=factory))[0]
     return res
 
 

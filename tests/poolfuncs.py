@@ -1,5 +1,6 @@
 """Functions the pool tests send to workers (workers import this module by name)."""
 import asyncio
+import enum
 import os
 import sys
 import threading
@@ -38,6 +39,16 @@ def kw(a, *, b=2, c=3):
 async def sleep_then(x, delay):
     await asyncio.sleep(delay)
     return x
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+async def sleep_for(delay):
+    await asyncio.sleep(delay)
+    return delay
 
 
 class CustomError(Exception):

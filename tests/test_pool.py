@@ -359,6 +359,39 @@ def test_map_ordered_and_unordered():
     run(main())
 
 
+def test_map_unordered_leaving_early_errors_and_close():
+    async def main():
+        async with interloop.Pool(2) as pool:
+            got = []
+            async for r in pool.map(pf.ident, range(1000), ordered=False, window=50):
+                got.append(r)
+                if len(got) == 20:
+                    break  # the rest is cancelled
+            assert len(set(got)) == 20
+            while pool.stats()["pending"]:
+                await asyncio.sleep(0.01)
+            # a failing item raises out of the loop
+            with pytest.raises(TypeError):
+                async for r in pool.map(pf.fib, [1, 2, None], ordered=False):
+                    pass
+            # max_pending: items waiting for room travel the done-callback path
+            async with interloop.Pool(2, max_pending=3) as small:
+                got = [r async for r in small.map(pf.ident, range(40), ordered=False, window=10)]
+                assert sorted(got) == list(range(40))
+        # closing the pool with cancel=True ends a consumer waiting in map
+        pool = interloop.Pool(1)
+        await pool.start()
+
+        async def consume():
+            return [r async for r in pool.map(pf.sleep_for, [0.5] * 4, ordered=False)]
+        t = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.1)
+        await pool.close(cancel=True)
+        with pytest.raises(asyncio.CancelledError):
+            await t
+    run(main())
+
+
 def test_backpressure_max_pending():
     async def main():
         async with interloop.Pool(2, max_pending=3) as pool:
@@ -386,6 +419,43 @@ def test_idle_workers_park():
             t0 = time.process_time()
             await asyncio.sleep(0.5)
             assert time.process_time() - t0 < 0.1
+    run(main())
+
+
+def test_spinning_is_bounded_to_just_after_activity():
+    # Workers spin briefly for the next job after running one, then park: after a
+    # burst of round trips and bursts, an idle pool stops spinning altogether.
+    import time
+    async def main():
+        async with interloop.Pool(2) as pool:
+            for i in range(50):
+                assert await pool.run(pf.ident, i) == i
+            assert await asyncio.gather(*(pool.submit(pf.ident, i) for i in range(200))) == list(range(200))
+            await asyncio.sleep(0.05)
+            spins = pool.stats()["spins"]
+            t0 = time.process_time()
+            await asyncio.sleep(0.3)
+            assert pool.stats()["spins"] == spins
+            assert time.process_time() - t0 < 0.1
+            s = pool.stats()
+            assert s["spin_hits"] <= s["spins"]
+    run(main())
+
+
+def test_falsy_none_and_argument_shapes_round_trip():
+    async def main():
+        async with interloop.Pool(2) as pool:
+            for v in (None, 0, b"", "", (), [], {}, False, True, 2**100, -1.5, "é\udc80", b"\x80"):
+                r = await pool.run(pf.ident, v)
+                assert r == v and type(r) is type(v)
+            # subclasses of the simple types keep their type (they travel by pickle)
+            r = await pool.run(pf.ident, pf.Level.HIGH)
+            assert r is pf.Level.HIGH
+            assert await pool.run(pf.add, 1, pf.Level.LOW) == 2
+            assert await pool.run(pf.kw, 1) == (1, 2, 3)
+            assert await pool.run(pf.kw, a=1, c=5) == (1, 2, 5)
+            assert await pool.run(pf.plain_noop) is None
+            assert await pool.submit(pf.noop) is None
     run(main())
 
 

@@ -36,13 +36,16 @@ from . import _interloop as _native
 from . import _worker as _wire
 from ._worker import RemoteError  # noqa: F401 - re-exported
 
+_get_running_loop = asyncio.get_running_loop
+_encode_call = _wire.encode_call
+_fn_cache = _wire._fn_cache  # fn -> (payload of a call without arguments, label)
+
 __all__ = ["Pool", "spawn", "InterpreterExecutor", "RemoteError"]
 
 _IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
 _live_cores = set()  # cores to shut down at interpreter exit
 _stuck_cores = set()  # cores whose close() already timed out on stuck workers
 _live_lock = threading.Lock()
-_STASHED = _wire._STASHED  # first byte of a result whose buffers are stashed
 
 
 def _check_version():
@@ -59,6 +62,13 @@ def _check_version():
     if _IN_WORKER:
         raise RuntimeError(
             "a Pool cannot be created inside a pool worker; use interloop.spawn() there")
+
+
+# Bounded spinning right after activity (docs/design-pool.md, "Spinning"): a worker
+# that just finished a job spins this long for the next one before it parks, and
+# `Pool.run` on an otherwise idle loop spins this long for its result before the
+# loop sleeps. 0 turns both off.
+_SPIN_US = int(os.environ.get("INTERLOOP_POOL_SPIN_US", "50"))
 
 
 def _config(preload, concurrency):
@@ -86,14 +96,47 @@ def _config(preload, concurrency):
         "concurrency": concurrency,
         "main_path": os.path.abspath(main_path) if main_path else None,
         "main_name": main_name,
+        "spin_us": _SPIN_US,
     })
+
+
+class _MapSink:
+    """Where an unordered ``map()`` collects its finished futures."""
+
+    __slots__ = ("done", "waiter")
+
+    def __init__(self):
+        self.done = collections.deque()
+        self.waiter = None
+
+    def add(self, fut):
+        self.done.append(fut)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+def _never_idle():
+    return False
+
+
+def _idle_probe(loop):
+    """A function telling whether ``loop`` has no callback ready (so the running
+    coroutine would leave it idle), or one that always says no."""
+    sizes = getattr(loop, "_queue_sizes", None)  # interloop's loop
+    if sizes is not None:
+        return lambda: sizes()[0] == 0
+    ready = getattr(loop, "_ready", None)  # asyncio's base event loop
+    if isinstance(ready, collections.deque):
+        return lambda: not ready
+    return _never_idle
 
 
 class _JobFuture(asyncio.Future):
     """The awaitable of one job: a real ``asyncio.Future`` whose ``cancel()`` also
     cancels the job (cheaper than a done-callback per job)."""
 
-    __slots__ = ("_pool", "_job", "_interrupt", "_label", "_stash")
+    __slots__ = ("_pool", "_job", "_interrupt", "_label")
 
     def cancel(self, msg=None):
         if not super().cancel(msg):
@@ -101,7 +144,7 @@ class _JobFuture(asyncio.Future):
         pool = self._pool
         if pool is not None:
             self._pool = None
-            pool._cancel_job(self._job, self._interrupt, self._stash)
+            pool._cancel_job(self._job, self._interrupt)
         return True
 
 
@@ -131,7 +174,11 @@ class Pool:
             _live_cores.add(self._core)
         self._loop = loop
         self._attached = None  # "reader" | "native"
+        self._loop_idle = _never_idle
+        self._spin_credit = 8 if _SPIN_US > 0 else 0  # 0: never spin
         self._pending = {}     # job id -> asyncio.Future
+        self._sinks = {}       # job id -> _MapSink of the unordered map() it belongs to
+        self._stashes = {}     # job id -> stash id of its buffers, until a worker takes them
         self._room_waiters = collections.deque()
         self._control_waiters = []
         self._ready = set()
@@ -155,6 +202,7 @@ class Pool:
             else:
                 loop.add_reader(self._core.fd(), self._on_completions)
                 self._attached = "reader"
+            self._loop_idle = _idle_probe(loop)
         return loop
 
     def _detach(self):
@@ -172,23 +220,34 @@ class Pool:
         if batch is None:
             batch = self._core.drain()
         pending = self._pending
+        sinks = self._sinks
+        stashes = self._stashes
         loads = _wire.loads
         for job, kind, data in batch:
             if kind >= 16:
                 self._on_control(job, kind, data)
                 continue
             fut = pending.pop(job, None)
+            if stashes:
+                stashes.pop(job, None)  # a worker took the call's buffers
             if fut is None or fut.done():
                 _wire.discard_result(kind, data)
                 continue
             fut._pool = None
             if kind == 0:
-                try:
-                    fut.set_result(loads(data) if data[0] != _STASHED else _wire.loads_result(data))
-                except BaseException as e:  # noqa: BLE001 - unpickling the result failed
-                    fut.set_exception(e)
+                if not data:  # None travels as empty data
+                    fut.set_result(None)
+                else:
+                    try:
+                        fut.set_result(loads(data))
+                    except BaseException as e:  # noqa: BLE001 - unpickling the result failed
+                        fut.set_exception(e)
             else:
                 _wire.resolve(fut, kind, data)
+            if sinks:
+                sink = sinks.pop(job, None)
+                if sink is not None:
+                    sink.add(fut)
         if self._room_waiters:
             self._wake_room()
         if self._control_waiters and not pending:
@@ -222,25 +281,31 @@ class Pool:
                 w.set_result(None)
                 room -= 1
 
-    def _cancel_job(self, job, interrupt, stash):
-        if self._pending.pop(job, None) is not None:
-            if not self._core.cancel(job, interrupt):
-                _wire.discard_stash(stash)  # removed while queued: nobody takes its buffers
+    def _cancel_job(self, job, interrupt):
+        fut = self._pending.pop(job, None)
+        if fut is not None:
+            sink = self._sinks.pop(job, None) if self._sinks else None
+            if sink is not None:
+                sink.add(fut)
+            sid = self._stashes.pop(job, 0) if self._stashes else 0
+            if not self._core.cancel(job, interrupt) and sid:
+                _wire.discard_stash(sid)  # removed while queued: nobody takes its buffers
             if self._room_waiters:
                 self._wake_room()
 
-    def _submit(self, loop, payload, interrupt, label, stash):
+    def _submit(self, loop, payload, interrupt, label):
         fut = _JobFuture(loop=loop)
-        job = self._core.submit(payload, 1 if interrupt else 0)
+        job = self._core.submit(payload, interrupt)
         fut._pool = self
         fut._job = job
         fut._interrupt = interrupt
         fut._label = label
-        fut._stash = stash
         self._pending[job] = fut
+        if type(payload) is not bytes:
+            self._stashes[job] = payload.sid
         return fut
 
-    async def _submit_when_room(self, loop, payload, interrupt, label, stash):
+    async def _submit_when_room(self, loop, payload, interrupt, label):
         try:
             while len(self._pending) >= self._max_pending:
                 w = loop.create_future()
@@ -254,9 +319,9 @@ class Pool:
                 if self._closed:
                     raise RuntimeError("the pool was closed")
         except BaseException:
-            _wire.discard_stash(stash)  # never submitted
+            _wire.discard_stash(_wire.payload_stash(payload))  # never submitted
             raise
-        return await self._submit(loop, payload, interrupt, label, stash)
+        return await self._submit(loop, payload, interrupt, label)
 
     # -- public API -------------------------------------------------------------
     def run(self, fn, /, *args, interrupt=False, **kwargs):
@@ -270,17 +335,32 @@ class Pool:
         """
         if self._closed:
             raise RuntimeError("the pool is closed")
-        payload, stash = _wire.dumps_job(fn, args, kwargs)
-        return self._run(payload, interrupt, _wire.label_of(fn), stash)
+        payload, label = _wire.encode_call(fn, args, kwargs)
+        return self._run(payload, interrupt, label)
 
-    async def _run(self, payload, interrupt, label, stash):
+    async def _run(self, payload, interrupt, label):
         loop = self._attach()
         if self._closed:
-            _wire.discard_stash(stash)
+            _wire.discard_stash(_wire.payload_stash(payload))
             raise RuntimeError("the pool is closed")
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
-            return await self._submit_when_room(loop, payload, interrupt, label, stash)
-        return await self._submit(loop, payload, interrupt, label, stash)
+            return await self._submit_when_room(loop, payload, interrupt, label)
+        fut = self._submit(loop, payload, interrupt, label)
+        credit = self._spin_credit
+        if credit > 0:
+            if self._loop_idle():
+                # Nothing else to run here: rather than sleep in epoll and be woken,
+                # spin briefly for a fast result and resolve it now (then `await`
+                # does not suspend). Credit: after failed spins (slow jobs) stop
+                # spinning, and probe again every 64 calls.
+                if self._core.spin(_SPIN_US):
+                    self._on_completions()
+                    self._spin_credit = 8
+                else:
+                    self._spin_credit = credit - 1 if credit > 1 else -64
+        elif credit < 0:
+            self._spin_credit = credit + 1 if credit < -1 else 1
+        return await fut
 
     def submit(self, fn, /, *args, interrupt=False, **kwargs):
         """Like ``run`` but submits now and returns the ``asyncio.Future`` itself
@@ -288,12 +368,29 @@ class Pool:
         reached it returns a coroutine that waits for room, then submits."""
         if self._closed:
             raise RuntimeError("the pool is closed")
-        loop = self._attach()
-        payload, stash = _wire.dumps_job(fn, args, kwargs)
-        label = _wire.label_of(fn)
+        loop = _get_running_loop()
+        if loop is not self._loop or self._attached is None:
+            loop = self._attach()
+        if args or kwargs:
+            payload, label = _encode_call(fn, args, kwargs)
+        else:
+            try:
+                payload, label = _fn_cache[fn]
+            except (KeyError, TypeError):
+                payload, label = _encode_call(fn, args, kwargs)
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
-            return self._submit_when_room(loop, payload, interrupt, label, stash)
-        return self._submit(loop, payload, interrupt, label, stash)
+            return self._submit_when_room(loop, payload, interrupt, label)
+        # `_submit`, inlined: this is the hot path of many small jobs.
+        fut = _JobFuture(loop=loop)
+        job = self._core.submit(payload, interrupt)
+        fut._pool = self
+        fut._job = job
+        fut._interrupt = interrupt
+        fut._label = label
+        self._pending[job] = fut
+        if type(payload) is not bytes:
+            self._stashes[job] = payload.sid
+        return fut
 
     async def map(self, fn, iterable, *, ordered=True, window=None):
         """Yields ``fn(item)`` for each item, in order or as they complete.
@@ -316,12 +413,17 @@ class Pool:
                 while inflight:
                     yield await inflight.popleft()
             else:
-                done = collections.deque()
-                wake = [None]
+                # Futures of this pool report to `sink` straight from the drain (no
+                # done-callback, no call_soon per job); others (waiting for room)
+                # through a done-callback.
+                sink = _MapSink()
+                done = sink.done
+                sinks = self._sinks
+                inflight = set()  # not yet yielded
 
                 def on_done(f):
                     done.append(f)
-                    w = wake[0]
+                    w = sink.waiter
                     if w is not None and not w.done():
                         w.set_result(None)
                 count = 0
@@ -334,17 +436,20 @@ class Pool:
                             exhausted = True
                             break
                         f = self.submit(fn, item)
-                        if not isinstance(f, asyncio.Future):
+                        if type(f) is _JobFuture:
+                            sinks[f._job] = sink
+                        else:
                             f = asyncio.ensure_future(f)
-                        inflight.append(f)
-                        f.add_done_callback(on_done)
+                            f.add_done_callback(on_done)
+                        inflight.add(f)
                         count += 1
                     if count == 0 and exhausted:
                         break
                     while not done:
-                        wake[0] = self._loop.create_future()
-                        await wake[0]
+                        sink.waiter = self._loop.create_future()
+                        await sink.waiter
                     f = done.popleft()
+                    inflight.discard(f)
                     count -= 1
                     yield f.result()
         finally:
@@ -498,23 +603,24 @@ class InterpreterExecutor(concurrent.futures.Executor):
         self._thread.start()
 
     def submit(self, fn, /, *args, **kwargs):
-        payload, stash = _wire.dumps_job(fn, args, kwargs)
+        payload = _wire.dumps_job(fn, args, kwargs)
+        sid = _wire.payload_stash(payload)
         f = concurrent.futures.Future()
         with self._lock:
             if self._shutdown:
-                _wire.discard_stash(stash)
+                _wire.discard_stash(sid)
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            job = self._core.submit(payload, 0)
+            job = self._core.submit(payload, False)
             self._pending[job] = f
-        f.add_done_callback(functools.partial(self._on_done, job, stash))
+        f.add_done_callback(functools.partial(self._on_done, job, sid))
         return f
 
-    def _on_done(self, job, stash, f):
+    def _on_done(self, job, sid, f):
         if f.cancelled():
             with self._lock:
                 known = self._pending.pop(job, None) is not None
             if known and not self._core.cancel(job, False):
-                _wire.discard_stash(stash)  # removed while queued
+                _wire.discard_stash(sid)  # removed while queued
 
     def _drain_loop(self):
         core = self._core

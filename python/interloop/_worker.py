@@ -25,8 +25,12 @@ raw-FFI module; see ``src/interp/module.rs``):
    exactly one ``native.complete(job, kind, bytes)``. Before asyncio is imported
    (most of a worker's start-up), plain-function jobs already run (step 1b).
 """
+import marshal
 import pickle
 import sys
+
+_marshal_dumps = marshal.dumps
+_marshal_loads = marshal.loads
 
 OK, ERR, REMOTE_ERR, CANCELLED, LOST = 0, 1, 2, 3, 4
 WORKER_READY, WORKER_FAILED, WORKER_EXITED = 16, 17, 18
@@ -73,27 +77,45 @@ def _main_available():
         getattr(getattr(main, "__spec__", None), "name", None))
 
 
-_fn_cache = {}  # fn -> (pickled fn, label); functions are pickled once per process
-_NO_ARGS = pickle.dumps(((), {}), 5)
+_fn_cache = {}  # fn -> (length-prefixed pickled fn, label); pickled once per process
+
+# Values of exactly these types travel by marshal (2-3x cheaper than pickle both ways,
+# and exact for them): positional arguments of a call without keywords, and results.
+# Subclasses (bool aside, listed itself) still go by pickle, which keeps their type.
+_MARSHAL_TYPES = frozenset((int, float, str, bytes, bool, type(None)))
 
 
 def dumps_job(fn, args, kwargs):
-    """Encodes a call as ``(payload, stash)``; raises ``TypeError`` naming what
-    cannot travel.
+    """Encodes a call; raises ``TypeError`` naming what cannot travel.
 
-    Payload: 4-byte little-endian length of the pickled function (bit 31 set when
-    an 8-byte stash id follows), the pickled function (cached: pickling a function
-    reference costs microseconds), the stash id if any, then the pickled ``(args,
-    kwargs)``. Large buffers among the arguments travel out of band (see
-    ``dumps_value``) in the stash; ``stash`` is its id (0: none), to give back with
-    ``discard_stash`` if the job is dropped before a worker takes it.
+    Payload: 4-byte little-endian length of the pickled function, the pickled
+    function (cached: pickling a function reference costs microseconds), then the
+    arguments: nothing for a call without arguments, marshalled positional
+    arguments, the pickled ``(args, kwargs)``, or, when large buffers travel out of
+    band (see ``dumps_value``), a 0 byte, the 8-byte stash id and the pickle. The
+    worker module splits the payload (``src/interp/module.rs`` ``w_take``). A payload
+    with stashed buffers is a ``_Stashed`` (a ``bytes`` carrying ``.sid``): whoever
+    drops the job before a worker takes it gives them back (``discard_stash``).
     """
+    return encode_call(fn, args, kwargs)[0]
+
+
+def encode_call(fn, args, kwargs):
+    """``(payload, label)`` of a call (one cache lookup for both)."""
     try:
-        fnb = _fn_cache[fn][0]
+        fnb, label = _fn_cache[fn]
     except (KeyError, TypeError):
-        fnb = _pickle_fn(fn, args, kwargs)[0]
-    if not (args or kwargs):
-        return len(fnb).to_bytes(4, "little") + fnb + _NO_ARGS, 0
+        fnb, label = _pickle_fn(fn, args, kwargs)
+    if not kwargs:
+        if not args:
+            return fnb, label
+        if len(args) <= 4:
+            for a in args:
+                t = type(a)
+                if t not in _MARSHAL_TYPES or (t is bytes and len(a) >= _ZERO_COPY_MIN):
+                    break
+            else:
+                return fnb + _marshal_dumps(args), label
     forced = None
     if not _BUFFER_TYPES.isdisjoint(map(type, args)) or (
             kwargs and not _BUFFER_TYPES.isdisjoint(map(type, kwargs.values()))):
@@ -105,9 +127,10 @@ def dumps_job(fn, args, kwargs):
     except Exception as e:
         raise _why_unpicklable(fn, args, kwargs, e) from e
     if sid:
-        return ((len(fnb) | _HAS_STASH).to_bytes(4, "little") + fnb
-                + sid.to_bytes(8, "little") + rest), sid
-    return len(fnb).to_bytes(4, "little") + fnb + rest, 0
+        payload = _Stashed(fnb + b"\x00" + sid.to_bytes(8, "little") + rest)
+        payload.sid = sid
+        return payload, label
+    return fnb + rest, label
 
 
 # --- large buffers (zero-copy through src/buffer) -------------------------------------
@@ -118,12 +141,16 @@ def dumps_job(fn, args, kwargs):
 # Top-level large bytes/bytearray arguments and results are sent the same way and
 # rebuilt as bytes/bytearray (one copy, in the receiver: they are values); a
 # memoryview or PickleBuffer argument or result arrives as a read-only memoryview.
+# Stashed data starts with a 0 byte, which no pickle (0x80) or marshal stream starts with.
 
 _ZERO_COPY_MIN = 64 * 1024
-_HAS_STASH = 1 << 31
-_STASHED = 90  # first byte of a result whose buffers are in the stash (b"Z")
+_STASHED = 0
 _BUFFER_TYPES = frozenset((bytes, bytearray, memoryview, pickle.PickleBuffer))
 _chan_module = None
+
+
+class _Stashed(bytes):
+    """A job payload whose buffers wait in the stash under ``.sid``."""
 
 
 def _chan():
@@ -179,6 +206,11 @@ def dumps_value(obj, forced=None):
     return data, _chan().stash(bufs)
 
 
+def payload_stash(payload):
+    """The stash id of a job payload (0: none)."""
+    return payload.sid if type(payload) is _Stashed else 0
+
+
 def discard_stash(sid):
     """Releases stashed buffers nobody will take (a dropped job or result)."""
     if sid:
@@ -186,26 +218,24 @@ def discard_stash(sid):
 
 
 def dumps_result(value):
-    """A result's bytes: a plain pickle, or, with buffers in the stash, ``b"Z"`` +
-    8-byte stash id + pickle."""
-    t = type(value)
-    if t in _BUFFER_TYPES:
+    """A result's bytes: a pickle, or, with buffers in the stash, a 0 byte, the
+    8-byte stash id, then the pickle."""
+    if type(value) in _BUFFER_TYPES:
         forced = []
         data, sid = dumps_value(_wrap(value, forced), forced)
     else:
         data, sid = dumps_value(value)
     if sid:
-        return b"Z" + sid.to_bytes(8, "little") + data
+        return b"\x00" + sid.to_bytes(8, "little") + data
     return data
 
 
-def loads_result(data):
-    if data and data[0] == _STASHED:
-        bufs = _chan().unstash(int.from_bytes(data[1:9], "little"))
-        if bufs is None:
-            raise RuntimeError("the result's buffers were already released")
-        return loads(data[9:], bufs)
-    return loads(data)
+def _load_stashed(data):
+    bufs = _chan().unstash(int.from_bytes(data[1:9], "little"))
+    if bufs is None:
+        raise RuntimeError("the buffers of this job or result were already released "
+                           "(was it cancelled?)")
+    return loads(data[9:], bufs)
 
 
 def discard_result(kind, data):
@@ -232,6 +262,7 @@ def _pickle_fn(fn, args, kwargs):
         fnb = pickle.dumps(fn, 5)
     except Exception as e:
         raise _why_unpicklable(fn, args, kwargs, e) from e
+    fnb = len(fnb).to_bytes(4, "little") + fnb
     entry = (fnb, f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}")
     try:
         if len(_fn_cache) > 4096:
@@ -245,25 +276,23 @@ def _pickle_fn(fn, args, kwargs):
 _fn_loaded = {}  # pickled fn -> fn, in the receiving interpreter
 
 
-def loads_job(payload):
-    """``(fn, args, kwargs)`` from ``dumps_job``'s bytes (takes its stashed buffers)."""
-    n = int.from_bytes(payload[:4], "little")
-    stashed = n & _HAS_STASH
-    n &= ~_HAS_STASH
-    fnb = payload[4:4 + n]
-    bufs = None
-    if stashed:
-        bufs = _chan().unstash(int.from_bytes(payload[4 + n:12 + n], "little"))
-        if bufs is None:
-            raise RuntimeError("the job's buffers were released (was it cancelled?)")
-        n += 8
+def loads_job(fnb, argsb):
+    """``(fn, args, kwargs)`` from the two halves of ``dumps_job``'s bytes (split
+    by the worker module's ``take``)."""
     fn = _fn_loaded.get(fnb)
     if fn is None:
         fn = loads(fnb)
         if len(_fn_loaded) > 4096:
             _fn_loaded.clear()
         _fn_loaded[fnb] = fn
-    args, kwargs = loads(payload[4 + n:], bufs)
+    if not argsb:
+        return fn, (), {}
+    if argsb[0] != 0x80:
+        if argsb[0] == _STASHED:  # a pickle whose buffers wait in the stash
+            args, kwargs = _load_stashed(argsb)
+            return fn, args, kwargs
+        return fn, _marshal_loads(argsb), {}  # marshalled positional arguments
+    args, kwargs = loads(argsb)
     return fn, args, kwargs
 
 
@@ -328,6 +357,13 @@ class _Unpickler(pickle.Unpickler):
 
 
 def loads(data, buffers=None):
+    """Unpickles ``data``, or unmarshals it: our pickles (protocol 5) start with
+    0x80, which no marshal stream does (see ``_MARSHAL_TYPES``); a 0 byte starts
+    data whose buffers wait in the stash (``dumps_result``)."""
+    if data[0] != 0x80:
+        if data[0] == _STASHED:
+            return _load_stashed(data)
+        return _marshal_loads(data)
     if b"main__" not in data:
         return pickle.loads(data, buffers=buffers)
     import io
@@ -354,7 +390,7 @@ def encode_error(exc):
 def decode(kind, data):
     """The job's result, or raises its exception (worker traceback as ``__cause__``)."""
     if kind == OK:
-        return loads_result(data)
+        return loads(data) if data else None
     if kind == ERR:
         exc, tb = loads(data)
         exc.__cause__ = RemoteTraceback(tb)
@@ -470,13 +506,13 @@ def _run_plain_jobs_early(native):
         job = native.take()
         if job is None:
             return None
-        job, payload, _flags, _local = job
+        job, fnb, argsb, _flags, _local = job
         try:
             _early_job = job
             if job in _early_doomed:
                 _early_doomed.discard(job)
                 raise _EarlyInterrupt()
-            fn, args, kwargs = loads_job(payload)
+            fn, args, kwargs = loads_job(fnb, argsb)
             r = fn(*args, **kwargs)
         except _EarlyInterrupt:
             _early_job = None
@@ -493,6 +529,13 @@ def _run_plain_jobs_early(native):
 
 
 def _complete_value(native, job, value):
+    if value is None:  # empty data means None (a pickle is never empty)
+        native.complete(job, OK, b"")
+        return
+    t = type(value)
+    if t in _MARSHAL_TYPES and not (t is bytes and len(value) >= _ZERO_COPY_MIN):
+        native.complete(job, OK, _marshal_dumps(value))
+        return
     try:
         data = dumps_result(value)
     except Exception as e:  # noqa: BLE001
@@ -562,6 +605,7 @@ class Driver:
         self.native = native
         self.loop = loop
         self.concurrency = max(1, int(cfg.get("concurrency") or 1))
+        self.spin_us = max(0, int(cfg.get("spin_us") or 0))
         self.tasks = {}        # job id -> Task, started and not finished
         self.coros = {}        # job id -> the coroutine its Task runs (set before eager start)
         self.blocked = {}      # job id -> how many nested results it is awaiting
@@ -642,16 +686,18 @@ class Driver:
                 native.busy()
                 self.pump_soon()
                 return
-            job = native.take()
+            # With no job of its own left, a worker that just ran one spins briefly
+            # for the next (round trips and bursts skip the park and wake-up).
+            job = native.take(0 if self.tasks or self.ready else self.spin_us)
             if job is None:
                 return  # registered: the next submission writes our wake fd
             self.start(*job)
 
-    def start(self, job, payload, flags, local):
+    def start(self, job, fnb, argsb, flags, local):
         if local:
             self.local.add(job)
         try:
-            fn, args, kwargs = loads_job(payload)
+            fn, args, kwargs = loads_job(fnb, argsb)
         except BaseException as e:  # noqa: BLE001
             self.fail(job, e)
             return
@@ -787,12 +833,12 @@ class Driver:
 
     # -- nested spawn (interloop.spawn inside a worker) --
     def spawn(self, fn, args, kwargs, interrupt=False):
-        payload, sid = dumps_job(fn, args, kwargs)
+        payload = dumps_job(fn, args, kwargs)
         child = self.native.spawn(payload, FLAG_INTERRUPT if interrupt else 0)
         fut = self.loop.create_future()
         self.children[child] = fut
         self.pump_soon()  # if this loop goes idle, it takes the child back itself
-        return self._await_child(child, fut, interrupt, sid)
+        return self._await_child(child, fut, interrupt, payload_stash(payload))
 
     async def _await_child(self, child, fut, interrupt, sid):
         parent = self.job_var.get()

@@ -59,9 +59,10 @@ impl PoolCore {
         self.sched.workers()
     }
 
-    /// Queues one job (pickled `(fn, args, kwargs)`); returns its id.
-    fn submit(&self, payload: &[u8], flags: u32) -> u64 {
-        self.sched.submit(payload.to_vec(), flags, Origin::Caller, None)
+    /// Queues one job (`_worker.dumps_job`'s bytes); returns its id. `interrupt`
+    /// sets the job's interrupt flag.
+    fn submit(&self, payload: &[u8], interrupt: bool) -> u64 {
+        self.sched.submit(payload.to_vec(), interrupt as u32, Origin::Caller, None)
     }
 
     /// Cancels a job: removed if still queued, else its worker-side task is
@@ -83,6 +84,12 @@ impl PoolCore {
     /// Every waiting completion as `[(job_id, kind, bytes), ...]`.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         self.completions.drain(py)
+    }
+
+    /// Spins up to `us` microseconds (GIL held) for a completion; returns whether one
+    /// is waiting (then `drain()` has it). See `Completions::spin_wait`.
+    fn spin(&self, us: u64) -> bool {
+        self.completions.spin_wait(Duration::from_micros(us.min(1000)))
     }
 
     /// Blocks without the GIL until completions may be waiting (for threads).
@@ -136,6 +143,8 @@ impl PoolCore {
         d.set_item("cancelled", s.cancelled)?;
         d.set_item("stolen", s.stolen)?;
         d.set_item("wakeups", s.wakeups)?;
+        d.set_item("spins", s.spins)?;
+        d.set_item("spin_hits", s.spin_hits)?;
         let lat = PyDict::new(py);
         let (count, mean, p50, p90, p99, max) = s.latency;
         lat.set_item("count", count)?;

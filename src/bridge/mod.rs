@@ -29,6 +29,8 @@ pub struct Completions {
     loop_waker: Mutex<Option<Arc<LoopWaker>>>,
     /// Whether the eventfd may be set (so `drain` only reads it when it has to).
     fd_notified: AtomicBool,
+    /// Mirrors `!queue.is_empty()` (written under the lock) for `spin_wait`.
+    nonempty: AtomicBool,
 }
 
 impl Completions {
@@ -38,6 +40,7 @@ impl Completions {
             wake: WakeFd::new()?,
             loop_waker: Mutex::new(None),
             fd_notified: AtomicBool::new(false),
+            nonempty: AtomicBool::new(false),
         })
     }
 
@@ -51,13 +54,36 @@ impl Completions {
         self.wake.wait(timeout_ms)
     }
 
+    /// Spins (GIL held: bounded, and workers never need the main GIL for jobs) up to
+    /// `budget` for a completion to arrive; returns whether one is waiting. Used by
+    /// `Pool.run` right after a submission on an otherwise idle loop: catching a fast
+    /// result here saves the loop's sleep in epoll and its wake-up.
+    pub fn spin_wait(&self, budget: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + budget;
+        let mut i = 0u32;
+        loop {
+            if self.nonempty.load(Ordering::Acquire) {
+                return true;
+            }
+            i = i.wrapping_add(1);
+            if i % 32 == 0 && std::time::Instant::now() >= deadline {
+                return false;
+            }
+            crate::sched::spin_pause(i);
+        }
+    }
+
     /// Takes every waiting completion as a list of `(job_id, kind, bytes)`.
     pub fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         if self.fd_notified.swap(false, Ordering::AcqRel) {
             self.wake.clear();
         }
         // Taken in its own statement: the lock is never held while touching Python.
-        let batch = std::mem::take(&mut *self.queue.lock());
+        let batch = {
+            let mut q = self.queue.lock();
+            self.nonempty.store(false, Ordering::Relaxed);
+            std::mem::take(&mut *q)
+        };
         let items = batch.into_iter().map(|c| {
             PyTuple::new(py, [c.job.into_pyobject(py).unwrap().into_any(), c.kind.into_pyobject(py).unwrap().into_any(), PyBytes::new(py, &c.data).into_any()])
         });
@@ -74,6 +100,7 @@ impl CompletionSink for std::sync::Arc<Completions> {
         let was_empty = {
             let mut q = self.queue.lock();
             q.push(c);
+            self.nonempty.store(true, Ordering::Release);
             q.len() == 1
         };
         if was_empty {

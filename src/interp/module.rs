@@ -28,7 +28,7 @@ pub fn init_module_def() {
             method!(c"index", w_index, c"index() -> int: this worker's index"),
             method!(c"ready", w_ready, c"ready(error: str|None): tell the caller this worker started"),
             method!(c"poll", w_poll, c"poll() -> (shutdown, cancels, completions)"),
-            method!(c"take", w_take, c"take() -> (job, payload, flags, local) | None; registers for a wake-up if None"),
+            method!(c"take", w_take, c"take(spin_us=0) -> (job, fn_bytes, args_bytes, flags, local) | None; registers for a wake-up if None; may first spin up to spin_us if a job was taken since the last spin"),
             method!(c"busy", w_busy, c"busy(): no capacity now, do not wake me for new jobs"),
             method!(c"has_work", w_has_work, c"has_work() -> bool: some job is queued somewhere"),
             method!(c"complete", w_complete, c"complete(job, kind, data: bytes); a local job (see take) is not routed: its spawner is this worker, which resolved it"),
@@ -199,18 +199,41 @@ unsafe extern "C" fn w_poll(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t
     tuple(&[bool_(inbox.shutdown), cancels, done])
 }
 
-unsafe extern "C" fn w_take(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn w_take(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     let Some(c) = ctx(m) else { return std::ptr::null_mut() };
-    match c.sched.take(c.me, &c.local) {
-        None => none(),
-        Some(job) => tuple(&[
-            u64_(job.ctl.id),
-            bytes(&job.payload),
-            ffi::PyLong_FromLong(job.flags as _),
-            // spawned by this very worker: the driver resolves it in place
-            bool_(job.ctl.origin == Origin::Worker(c.me)),
-        ]),
+    // Optional argument: how long (µs) to spin for a job before registering for a
+    // wake-up. Granted only once per job taken (right after activity, never idle).
+    let spin_us = if n >= 1 {
+        let Some(v) = arg_u64(*a) else { return std::ptr::null_mut() };
+        v
+    } else {
+        0
+    };
+    let spin = if spin_us > 0 && c.took.replace(false) { std::time::Duration::from_micros(spin_us) } else { Default::default() };
+    let Some(job) = c.sched.take_spinning(c.me, &c.local, spin) else { return none() };
+    c.took.set(true);
+    let (fnb, argsb) = split_payload(&job.payload);
+    tuple(&[
+        u64_(job.ctl.id),
+        bytes(fnb),
+        bytes(argsb),
+        ffi::PyLong_FromLong(job.flags as _),
+        // spawned by this very worker: the driver resolves it in place
+        bool_(job.ctl.origin == Origin::Worker(c.me)),
+    ])
+}
+
+/// Wire format (`_worker.dumps_job`): u32 LE length, the pickled function, then the
+/// pickled `(args, kwargs)` or nothing. Split here: two slices in Rust cost less than
+/// slicing and `int.from_bytes` in the driver. A payload not made by `dumps_job`
+/// gives an empty function part, which fails that job (unpickling), not the worker.
+fn split_payload(p: &[u8]) -> (&[u8], &[u8]) {
+    let Some((head, rest)) = p.split_first_chunk::<4>() else { return (&[], p) };
+    let n = u32::from_le_bytes(*head) as usize;
+    if n > rest.len() {
+        return (&[], p);
     }
+    rest.split_at(n)
 }
 
 unsafe extern "C" fn w_busy(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {

@@ -41,6 +41,8 @@ pub struct WorkerCtx {
     pub local: Worker<Job>,
     thread: ThreadId,
     interrupt_handler: Cell<*mut ffi::PyObject>,
+    /// A job was taken since the last spin (`take(spin_us)` spins only then).
+    pub took: Cell<bool>,
 }
 
 impl WorkerCtx {
@@ -120,6 +122,7 @@ pub fn worker_main(sched: Arc<Scheduler>, me: usize, local: Worker<Job>, config:
         local,
         thread: std::thread::current().id(),
         interrupt_handler: Cell::new(std::ptr::null_mut()),
+        took: Cell::new(false),
     };
     // Safety: this thread holds no GIL yet; `run` follows the numbered protocol
     // above, pairing every state change with its undo.

@@ -78,6 +78,68 @@ fn no_lost_wakeup() {
     });
 }
 
+/// `take_spinning` vs a submission: a spinning worker suppresses the submitter's
+/// wake-up, so when it stops spinning (clear `spinning`, fence, then `take`: look,
+/// register `wants_work`, fence, look again) it must see the job, or the submitter
+/// must have seen it register and woken it. Two workers: the spinner and one that
+/// is already parked, registered (which a skipped wake-up leaves asleep).
+#[test]
+fn no_lost_wakeup_with_a_spinner() {
+    fn try_pop(q: &AtomicUsize) -> bool {
+        let mut n = q.load(SeqCst);
+        while n > 0 {
+            match q.compare_exchange(n, n - 1, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(m) => n = m,
+            }
+        }
+        false
+    }
+    loom::model(|| {
+        let queue = Arc::new(AtomicUsize::new(0));
+        let spinning = Arc::new(AtomicBool::new(true)); // the spinner holds the flag
+        let wants = Arc::new(AtomicBool::new(false)); // the spinner's wants_work
+        let woken = Arc::new(AtomicBool::new(false)); // the spinner's eventfd
+        let other_woken = Arc::new(AtomicBool::new(false)); // the parked worker's eventfd
+        let submitter = {
+            let (q, s, w, k, o) = (queue.clone(), spinning.clone(), wants.clone(), woken.clone(), other_woken.clone());
+            thread::spawn(move || {
+                q.fetch_add(1, SeqCst); // injector.push
+                fence(SeqCst); // notify_one
+                if s.load(SeqCst) {
+                    return; // a spinner will find it
+                }
+                // round robin: either worker that wants work (the parked one always does)
+                if w.load(SeqCst) {
+                    k.store(true, SeqCst);
+                } else {
+                    o.store(true, SeqCst);
+                }
+            })
+        };
+        // The spinner gives up (one look, then the deadline) ...
+        let mut got = queue.load(SeqCst) > 0 && try_pop(&queue);
+        spinning.store(false, SeqCst);
+        fence(SeqCst);
+        // ... then `take`.
+        if !got {
+            got = try_pop(&queue);
+        }
+        if !got {
+            wants.store(true, SeqCst);
+            fence(SeqCst);
+            got = try_pop(&queue);
+        }
+        submitter.join().unwrap();
+        if !got && !other_woken.load(SeqCst) {
+            assert!(woken.load(SeqCst), "job queued, both workers asleep, none woken");
+        }
+        if !got {
+            assert!(try_pop(&queue));
+        }
+    });
+}
+
 /// The completion queue (`bridge::Completions`): producers push under the lock and
 /// write the fd only when the queue was empty; the consumer clears the fd, then takes
 /// the batch. No completion is left in the queue with the fd clear.

@@ -49,7 +49,7 @@ mod stats;
 
 pub use job::{Job, JobCtl, JobId, JobState, Origin};
 pub use park::WakeFd;
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{Padded, Stats, StatsSnapshot};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use parking_lot::{Condvar, Mutex};
@@ -121,8 +121,12 @@ pub struct Scheduler {
     /// The job table, sharded by id so the caller inserting new jobs and workers
     /// removing finished ones rarely meet on one lock.
     jobs: Vec<Mutex<HashMap<JobId, Arc<JobCtl>>>>,
-    next_id: AtomicU64,
+    /// Written by the submitter on every job: kept off the lines workers read.
+    next_id: Padded<AtomicU64>,
     next_notify: AtomicUsize,
+    /// Set while one worker spins for new work after its last job (see
+    /// [`Scheduler::take_spinning`]); submitters then skip the wake-up.
+    spinning: AtomicBool,
     pub stats: Stats,
     sink: Box<dyn CompletionSink>,
 }
@@ -149,8 +153,9 @@ impl Scheduler {
             injector: Injector::new(),
             slots,
             jobs: (0..JOB_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            next_id: AtomicU64::new(1),
+            next_id: Padded(AtomicU64::new(1)),
             next_notify: AtomicUsize::new(0),
+            spinning: AtomicBool::new(false),
             stats: Stats::new(n),
             sink,
         };
@@ -192,10 +197,14 @@ impl Scheduler {
         id
     }
 
-    /// Wakes one worker (not `except`) that asked for work and is not yet notified.
+    /// Wakes one worker (not `except`) that asked for work and is not yet notified,
+    /// unless a worker spins for work (it will find the job without a wake-up).
     pub fn notify_one(&self, except: Option<usize>) {
-        // Pairs with the fence in `take` (step 4).
+        // Pairs with the fences in `take` (step 4) and `take_spinning`.
         fence(Ordering::SeqCst);
+        if self.spinning.load(Ordering::SeqCst) {
+            return;
+        }
         let n = self.slots.len();
         let start = self.next_notify.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
@@ -265,6 +274,45 @@ impl Scheduler {
             fence(Ordering::SeqCst);
             registered = true;
         }
+    }
+
+    /// `take`, but when nothing is queued, first spin up to `spin` for a job to appear
+    /// (at most one worker spins at a time: three busy threads on two cores would
+    /// slow everyone down). A job submitted while a worker spins costs its submitter
+    /// no `write(2)` and the worker no wake-up from `epoll_wait`, which is most of
+    /// a round trip's latency. The driver asks for a spin only right after running
+    /// a job, with nothing else to do, so an idle pool never spins.
+    ///
+    /// No lost wake-up: a submitter pushes, fences and reads `spinning`; the spinner
+    /// clears `spinning`, fences and then looks (in `take`). Either the submitter sees
+    /// the flag cleared (and wakes someone who registered) or the spinner's look sees
+    /// the job.
+    pub fn take_spinning(&self, me: usize, local: &Worker<Job>, spin: Duration) -> Option<Job> {
+        if !spin.is_zero()
+            && local.is_empty()
+            && !self.has_work()
+            && self.spinning.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+        {
+            self.stats.spins.fetch_add(1, Ordering::Relaxed);
+            let deadline = Instant::now() + spin;
+            let mut i = 0u32;
+            let hit = loop {
+                if !local.is_empty() || self.has_work() {
+                    break true;
+                }
+                i = i.wrapping_add(1);
+                if i % 32 == 0 && Instant::now() >= deadline {
+                    break false;
+                }
+                spin_pause(i);
+            };
+            if hit {
+                self.stats.spin_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            self.spinning.store(false, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+        }
+        self.take(me, local)
     }
 
     /// The worker has no capacity (or other ready work): do not wake it for new jobs.
@@ -400,3 +448,15 @@ impl Scheduler {
 mod tests;
 #[cfg(all(test, loom))]
 mod loom;
+
+/// One step of a bounded spin. Mostly `sched_yield`: with three busy threads on two
+/// cores (the caller, a spinning worker, a working one) a pure busy loop can hold
+/// the very core that the thread it waits for needs; yielding lets that thread run.
+#[inline]
+pub fn spin_pause(i: u32) {
+    if i % 4 == 0 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}

@@ -1,0 +1,45 @@
+"""Instruction counts per tiny pool job, for before/after comparisons that the shared
+machine's load cannot blur (docs/design-pool.md, "Measurements").
+
+    INTERLOOP_POOL_SPIN_US=0 valgrind --tool=callgrind --separate-threads=yes \\
+        --callgrind-out-file=cg.%p python benches/pool_callgrind.py N [pool|floor] [interloop]
+
+Run with N=0 and N=4000 and subtract: per-thread totals (`summary:` line of
+`cg.PID-01` = the caller, `-02`/`-03` = the workers) divided by 4000 are the cost of
+one job. Spinning is turned off (a spin under valgrind counts instructions while it
+waits). ``floor`` is the same `gather` with bare asyncio futures resolved in one
+callback: what asyncio itself costs per job, without any pool. ``interloop`` runs the
+caller on interloop's loop instead of asyncio's.
+"""
+import asyncio
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import interloop  # noqa: E402
+import pool_jobs  # noqa: E402
+
+
+async def pool(n):
+    async with interloop.Pool(2) as p:
+        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
+        await asyncio.gather(*(p.submit(pool_jobs.noop) for _ in range(n)))
+
+
+async def floor(n):
+    loop = asyncio.get_running_loop()
+    futs = [loop.create_future() for _ in range(n)]
+
+    def resolve():
+        for f in futs:
+            f.set_result(None)
+    loop.call_soon(resolve)
+    await asyncio.gather(*futs)
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    mode = sys.argv[2] if len(sys.argv) > 2 else "pool"
+    factory = interloop.new_event_loop if sys.argv[3:] == ["interloop"] else None
+    asyncio.run({"pool": pool, "floor": floor}[mode](n), loop_factory=factory)
