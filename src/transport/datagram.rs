@@ -5,7 +5,7 @@
 //! reactor like any reader: `datagram_received` is called once per loop iteration
 //! per socket, in the same interleaving with other callbacks as on asyncio's loop.
 use super::sockaddr::RawAddr;
-use super::{errno, fatal, is_bytes_like, os_error, read_bytes, truthy, would_block};
+use super::{clear_cell, errno, fatal, is_bytes_like, os_error, read_bytes, truthy, would_block};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
@@ -215,7 +215,7 @@ impl DatagramSender {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| drop(self.state.try_with(py, |s| s.take())));
+        clear_cell(&self.state);
     }
 }
 

@@ -61,6 +61,27 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// Whether the reactor may skip re-arming a reader with this callback (see 3. above):
 /// stream sockets, and pipe readers on pipes and stream sockets (not on terminals).
+/// The state most hot-path objects hold: their transport and a partner (the loop, or
+/// asyncio's method for the slow path), until the transport lets them go.
+pub(crate) type Pair = GilCell<Option<(Py<PyAny>, Py<PyAny>)>>;
+
+/// `__traverse__` of a [`Pair`] (nothing while it is borrowed: then it is in use).
+pub(crate) fn traverse_pair(cell: &Pair, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+    cell.traverse_with(|p| {
+        if let Some((a, b)) = p {
+            visit.call(a)?;
+            visit.call(b)?;
+        }
+        Ok(())
+    })
+    .unwrap_or(Ok(()))
+}
+
+/// `__clear__` of a cell: drops what it holds (unless it is borrowed).
+pub(crate) fn clear_cell<T>(cell: &GilCell<Option<T>>) {
+    Python::attach(|py| drop(cell.try_with(py, |c| c.take())));
+}
+
 pub(crate) fn drains_itself(callback: &Bound<'_, PyAny>) -> bool {
     callback.is_instance_of::<SocketReader>()
         || callback.cast::<PipeReader>().is_ok_and(|r| r.get().drains)

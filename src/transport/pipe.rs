@@ -1,7 +1,7 @@
 //! `PipeReader` and `PipeWriter`: the hot path of asyncio's
 //! `unix_events._UnixReadPipeTransport` and `_UnixWritePipeTransport` (see the module
 //! docs in `mod.rs`). The descriptor may be a pipe, a socket or a character device.
-use super::{errno, fatal, is_bytes_like, os_error, read_bytes, rearm, truthy, would_block, MAX_READ};
+use super::{clear_cell, errno, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, truthy, would_block, Pair, MAX_READ};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
@@ -14,7 +14,7 @@ use std::os::fd::RawFd;
 #[pyclass(frozen, module = "interloop._interloop", name = "PipeReader")]
 pub struct PipeReader {
     /// (transport, loop)
-    transport: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
+    transport: Pair,
     fd: RawFd,
     /// A short read means the descriptor is drained (pipes, stream sockets). Not so
     /// for a terminal in canonical mode (one line per read) or a datagram socket (one
@@ -67,26 +67,18 @@ impl PipeReader {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.transport
-            .traverse_with(|t| {
-                if let Some((t, l)) = t {
-                    visit.call(t)?;
-                    visit.call(l)?;
-                }
-                Ok(())
-            })
-            .unwrap_or(Ok(()))
+        traverse_pair(&self.transport, &visit)
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| drop(self.transport.try_with(py, |t| t.take())));
+        clear_cell(&self.transport);
     }
 }
 
 #[pyclass(frozen, module = "interloop._interloop", name = "PipeWriter")]
 pub struct PipeWriter {
     /// (transport, asyncio's write function for everything but the fast path)
-    state: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
+    state: Pair,
     fd: RawFd,
 }
 
@@ -142,19 +134,11 @@ impl PipeWriter {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.state
-            .traverse_with(|s| {
-                if let Some((t, f)) = s {
-                    visit.call(t)?;
-                    visit.call(f)?;
-                }
-                Ok(())
-            })
-            .unwrap_or(Ok(()))
+        traverse_pair(&self.state, &visit)
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| drop(self.state.try_with(py, |s| s.take())));
+        clear_cell(&self.state);
     }
 }
 
@@ -179,7 +163,7 @@ fn append(t: &Bound<'_, PyAny>, pending: &Bound<'_, PyAny>, data: &Bound<'_, PyA
 #[pyclass(frozen, module = "interloop._interloop", name = "PipeFlusher")]
 pub struct PipeFlusher {
     /// (transport, asyncio's `_write_ready` for anything unexpected)
-    state: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
+    state: Pair,
     fd: RawFd,
 }
 
@@ -238,19 +222,11 @@ impl PipeFlusher {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.state
-            .traverse_with(|s| {
-                if let Some((t, f)) = s {
-                    visit.call(t)?;
-                    visit.call(f)?;
-                }
-                Ok(())
-            })
-            .unwrap_or(Ok(()))
+        traverse_pair(&self.state, &visit)
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| drop(self.state.try_with(py, |s| s.take())));
+        clear_cell(&self.state);
     }
 }
 

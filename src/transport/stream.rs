@@ -1,5 +1,5 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
-use super::{fatal, is_bytes_like, os_error, read_bytes, rearm, would_block, MAX_READ};
+use super::{clear_cell, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, would_block, Pair, MAX_READ};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketReader")]
 pub struct SocketReader {
     /// (transport, loop)
-    transport: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
+    transport: Pair,
     fd: RawFd,
 }
 
@@ -49,19 +49,11 @@ impl SocketReader {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.transport
-            .traverse_with(|t| {
-                if let Some((t, l)) = t {
-                    visit.call(t)?;
-                    visit.call(l)?;
-                }
-                Ok(())
-            })
-            .unwrap_or(Ok(()))
+        traverse_pair(&self.transport, &visit)
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| drop(self.transport.try_with(py, |t| t.take())));
+        clear_cell(&self.transport);
     }
 }
 
@@ -141,7 +133,7 @@ impl SocketReader {
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketWriter")]
 pub struct SocketWriter {
     /// (transport, asyncio's write function for everything but the fast path)
-    state: GilCell<Option<(Py<PyAny>, Py<PyAny>)>>,
+    state: Pair,
     fd: RawFd,
 }
 
@@ -201,18 +193,10 @@ impl SocketWriter {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.state
-            .traverse_with(|s| {
-                if let Some((t, f)) = s {
-                    visit.call(t)?;
-                    visit.call(f)?;
-                }
-                Ok(())
-            })
-            .unwrap_or(Ok(()))
+        traverse_pair(&self.state, &visit)
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| drop(self.state.try_with(py, |s| s.take())));
+        clear_cell(&self.state);
     }
 }
