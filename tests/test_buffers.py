@@ -23,19 +23,7 @@ needs_workers = pytest.mark.skipif(
     reason="pool workers need CPython >= 3.12.4 (gh-112140)")
 
 MIB = 1 << 20
-_LOOP_FACTORY = None
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "interloop"])
-def loop_kind(request):
-    global _LOOP_FACTORY
-    _LOOP_FACTORY = asyncio.new_event_loop if request.param == "asyncio" else interloop.new_event_loop
-    yield request.param
-    _LOOP_FACTORY = None
-
-
-def run(coro):
-    return asyncio.run(coro, loop_factory=_LOOP_FACTORY)
+from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 addr = _channel._n.buffer_address

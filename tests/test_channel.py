@@ -16,20 +16,7 @@ needs_workers = pytest.mark.skipif(
     sys.version_info < (3, 12, 4),
     reason="pool workers need CPython >= 3.12.4 (gh-112140)")
 
-_LOOP_FACTORY = None
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "interloop"])
-def loop_kind(request):
-    """Every test runs on asyncio's loop and on interloop's."""
-    global _LOOP_FACTORY
-    _LOOP_FACTORY = asyncio.new_event_loop if request.param == "asyncio" else interloop.new_event_loop
-    yield request.param
-    _LOOP_FACTORY = None
-
-
-def run(coro):
-    return asyncio.run(coro, loop_factory=_LOOP_FACTORY)
+from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 # -- one interpreter ---------------------------------------------------------------
@@ -509,7 +496,7 @@ def test_a_message_refused_releases_the_channels_it_holds():
 
 def test_waiter_of_a_dropped_loop_does_not_swallow_a_wakeup():
     ch = Channel()
-    dead = _LOOP_FACTORY()
+    dead = new_loop()
     dead.run_until_complete(asyncio.sleep(0))
     stuck = dead.create_task(ch.recv())          # waits, and is never cancelled
     dead.run_until_complete(asyncio.sleep(0.01))

@@ -22,21 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-_LOOP_FACTORY = None
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "interloop"])
-def loop_kind(request):
-    """Every pool test runs on asyncio's loop (completions through an eventfd and
-    add_reader) and on interloop's (completions drained natively by the loop)."""
-    global _LOOP_FACTORY
-    _LOOP_FACTORY = asyncio.new_event_loop if request.param == "asyncio" else interloop.new_event_loop
-    yield request.param
-    _LOOP_FACTORY = None
-
-
-def run(coro):
-    return asyncio.run(coro, loop_factory=_LOOP_FACTORY)
+from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 def run_script(tmp_path, source, timeout=60):
