@@ -510,3 +510,26 @@ def test_waiter_of_a_dropped_loop_does_not_swallow_a_wakeup():
         ch.send_nowait("for the live loop")
         assert await asyncio.wait_for(t, 5) == "for the live loop"
     run(main())
+
+
+def test_an_idle_receiver_spins_briefly_and_stops_after_fruitless_spins(monkeypatch):
+    from interloop import _channel
+    if _channel._SPIN_US <= 0:
+        pytest.skip("spinning turned off (INTERLOOP_CHANNEL_SPIN_US=0)")
+    monkeypatch.setattr(_channel, "_spin_credit", 8)
+
+    async def main():
+        ch = Channel()
+        ch.send_nowait(b"x")
+        assert _channel._spun(ch._h)  # a message is there: the spin ends at once
+        assert ch.recv_nowait() == b"x"
+        for _ in range(8):
+            assert not _channel._spun(ch._h)  # nothing comes within the budget
+        assert _channel._spin_credit < 0  # no more spinning for a while...
+        ch.send_nowait(b"y")
+        assert not _channel._spun(ch._h)  # ...even with a message there
+        asyncio.get_running_loop().call_soon(lambda: None)
+        monkeypatch.setattr(_channel, "_spin_credit", 8)
+        assert not _channel._spun(ch._h)  # a loop with work ready never spins
+        assert await ch.recv() == b"y"
+    run(main())

@@ -40,6 +40,7 @@ pub fn init_def() {
             method!(c"pin", c_pin, c"pin(ch): a pickled copy is in flight (kept alive until opened with unpin)"),
             method!(c"send", c_send, c"send(ch, data: bytes, tag: int, bufs: sequence|None) -> 0 sent | 1 full | 2 closed; tag 0 pickle, 1 raw bytes, 2 one buffer (bufs[0]), 3 pickle with out-of-band bufs"),
             method!(c"recv", c_recv, c"recv(ch, loads, empty, closed) -> the next message (pickles rebuilt with loads), or empty / closed"),
+            method!(c"spin_recv", c_spin_recv, c"spin_recv(ch, us) -> bool: spin (GIL released) up to us microseconds until a receive could proceed"),
             method!(c"wait", c_wait, c"wait(ch, side, notifier, token) -> bool: queued (False: proceed now)"),
             method!(c"unwait", c_unwait, c"unwait(ch, side, notifier, token) -> bool: removed (False: already woken)"),
             method!(c"wake", c_wake, c"wake(ch, side): wake one waiter of that side"),
@@ -381,6 +382,20 @@ unsafe extern "C" fn c_buffer_address(_m: *mut ffi::PyObject, a: Args, n: ffi::P
     let addr = pb.buf as usize;
     ffi::PyBuffer_Release(&mut pb);
     ffi::PyLong_FromSize_t(addr)
+}
+
+unsafe extern "C" fn c_spin_recv(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    if !nargs(n, 2, "spin_recv") {
+        return std::ptr::null_mut();
+    }
+    let (Some(ch), Some(us)) = (chan(*a), arg_u64(*a.add(1))) else { return std::ptr::null_mut() };
+    let ch = ch.clone();
+    // The GIL is released while spinning: a producer in this interpreter (another
+    // thread) can run. The channel is plain Rust data; `ch` is our own `Arc`.
+    let ts = ffi::PyEval_SaveThread();
+    let ok = ch.spin_until_receivable(std::time::Duration::from_micros(us.min(1000)));
+    ffi::PyEval_RestoreThread(ts);
+    ffi::PyBool_FromLong(ok as _)
 }
 
 unsafe extern "C" fn c_wait(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {

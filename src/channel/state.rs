@@ -293,6 +293,29 @@ impl Channel {
     }
 
     /// (queued messages, closed, waiting receivers, waiting senders)
+    /// Spins (yielding the CPU now and then) up to `budget` until a receive could
+    /// proceed (an item is queued or the channel is closed); returns whether it can.
+    /// For a receiver about to sleep right after activity: a reply that comes within
+    /// microseconds then costs no wake-up of its thread.
+    pub fn spin_until_receivable(&self, budget: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + budget;
+        let mut i = 0u32;
+        loop {
+            if i % 8 == 0 {
+                let g = self.inner.lock();
+                if g.closed || !g.queue.is_empty() {
+                    return true;
+                }
+                drop(g);
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+            }
+            i = i.wrapping_add(1);
+            crate::sched::spin_pause(i);
+        }
+    }
+
     pub fn info(&self) -> (usize, bool, usize, usize) {
         let g = self.inner.lock();
         (g.queue.len(), g.closed, g.recv_waiters.len(), g.send_waiters.len())
