@@ -13,8 +13,8 @@ mod core;
 pub use self::core::register;
 pub use self::core::PoolCore;
 
-use crate::event_loop::sources::{CompletionSource, LoopWaker};
-use crate::sched::{Completion, CompletionSink, WakeFd};
+use crate::event_loop::sources::{CompletionSource, LoopWaker, SourceWake};
+use crate::sched::{Completion, CompletionSink};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,12 +23,8 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 pub struct Completions {
     queue: Mutex<Vec<Completion>>,
-    wake: WakeFd,
-    /// Set when an interloop loop drains this queue natively: producers wake that
-    /// loop instead of writing the eventfd (event_loop/sources.rs).
-    loop_waker: Mutex<Option<Arc<LoopWaker>>>,
-    /// Whether the eventfd may be set (so `drain` only reads it when it has to).
-    fd_notified: AtomicBool,
+    /// The eventfd, or the waker of an interloop loop that drains this queue natively.
+    wake: SourceWake,
     /// Mirrors `!queue.is_empty()` (written under the lock) for `spin_wait`.
     nonempty: AtomicBool,
 }
@@ -37,16 +33,14 @@ impl Completions {
     pub fn new() -> std::io::Result<Self> {
         Ok(Completions {
             queue: Mutex::new(Vec::new()),
-            wake: WakeFd::new()?,
-            loop_waker: Mutex::new(None),
-            fd_notified: AtomicBool::new(false),
+            wake: SourceWake::new()?,
             nonempty: AtomicBool::new(false),
         })
     }
 
     /// The fd that becomes readable when completions are waiting.
     pub fn fd(&self) -> i32 {
-        self.wake.raw()
+        self.wake.fd()
     }
 
     /// Blocks (the caller must have released the GIL) until completions may be waiting.
@@ -75,9 +69,7 @@ impl Completions {
 
     /// Takes every waiting completion as a list of `(job_id, kind, bytes)`.
     pub fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        if self.fd_notified.swap(false, Ordering::AcqRel) {
-            self.wake.clear();
-        }
+        self.wake.clear();
         // Taken in its own statement: the lock is never held while touching Python.
         let batch = {
             let mut q = self.queue.lock();
@@ -104,30 +96,16 @@ impl CompletionSink for std::sync::Arc<Completions> {
             q.len() == 1
         };
         if was_empty {
-            // Taken in its own statement: no lock is held while waking.
-            let waker = self.loop_waker.lock().clone();
-            match waker {
-                Some(w) => w.wake(),
-                None => {
-                    self.fd_notified.store(true, Ordering::Release);
-                    self.wake.notify();
-                }
-            }
+            self.wake.wake();
         }
     }
 }
 
 impl CompletionSource for Completions {
     fn set_waker(&self, waker: Option<Arc<LoopWaker>>) {
-        let pending = {
-            let mut w = self.loop_waker.lock();
-            *w = waker;
-            w.is_none()
-        };
         // Back on the eventfd: make sure anything already queued is seen through it.
-        if pending && !self.queue.lock().is_empty() {
-            self.fd_notified.store(true, Ordering::Release);
-            self.wake.notify();
+        if self.wake.set_waker(waker) && !self.queue.lock().is_empty() {
+            self.wake.wake();
         }
     }
 

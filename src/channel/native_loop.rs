@@ -12,14 +12,9 @@ use std::sync::Arc;
 
 impl CompletionSource for Notifier {
     fn set_waker(&self, waker: Option<Arc<LoopWaker>>) {
-        let back_to_fd = {
-            let mut w = self.loop_waker.lock();
-            *w = waker;
-            w.is_none()
-        };
         // Back on the eventfd: make sure tokens already queued are seen through it.
-        if back_to_fd && self.has_pending() {
-            self.wake_loop();
+        if self.wake.set_waker(waker) && self.has_pending() {
+            self.wake.wake();
         }
     }
 

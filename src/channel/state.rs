@@ -3,8 +3,7 @@
 //! so every lock below is held only for a few queue operations and never while a
 //! GIL is being waited for (trap 2).
 use crate::buffer::Region;
-use crate::event_loop::sources::LoopWaker;
-use crate::sched::WakeFd;
+use crate::event_loop::sources::SourceWake;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,11 +68,8 @@ pub enum RecvResult {
 /// `add_reader`), or, when interloop's own loop drains this notifier natively
 /// (`native_loop.rs`), through that loop's waker.
 pub struct Notifier {
-    wake: WakeFd,
+    pub(super) wake: SourceWake,
     tokens: Mutex<Vec<u64>>,
-    pub(super) loop_waker: Mutex<Option<Arc<LoopWaker>>>,
-    /// Whether the eventfd may be set (so `drain` reads it only when it has to).
-    fd_notified: AtomicBool,
     /// Its loop is gone: waiters of this notifier are skipped when waking.
     closed: AtomicBool,
 }
@@ -81,10 +77,8 @@ pub struct Notifier {
 impl Notifier {
     pub fn new() -> std::io::Result<Self> {
         Ok(Notifier {
-            wake: WakeFd::new()?,
+            wake: SourceWake::new()?,
             tokens: Mutex::new(Vec::new()),
-            loop_waker: Mutex::new(None),
-            fd_notified: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
     }
@@ -100,7 +94,7 @@ impl Notifier {
     }
 
     pub fn fd(&self) -> i32 {
-        self.wake.raw()
+        self.wake.fd()
     }
 
     pub fn notify(&self, token: u64) {
@@ -110,19 +104,7 @@ impl Notifier {
             t.len() == 1
         };
         if first {
-            self.wake_loop();
-        }
-    }
-
-    pub(super) fn wake_loop(&self) {
-        // Taken in its own statement: no lock is held while waking.
-        let waker = self.loop_waker.lock().clone();
-        match waker {
-            Some(w) => w.wake(),
-            None => {
-                self.fd_notified.store(true, Ordering::Release);
-                self.wake.notify();
-            }
+            self.wake.wake();
         }
     }
 
@@ -133,9 +115,7 @@ impl Notifier {
     /// Takes every queued token. The fd is cleared *before* the tokens are taken,
     /// so a token queued meanwhile either is taken now or set the fd again.
     pub fn drain(&self) -> Vec<u64> {
-        if self.fd_notified.swap(false, Ordering::AcqRel) {
-            self.wake.clear();
-        }
+        self.wake.clear();
         std::mem::take(&mut *self.tokens.lock())
     }
 }

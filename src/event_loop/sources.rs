@@ -39,6 +39,66 @@ impl LoopWaker {
     }
 }
 
+/// How a producer (the pool's completion queue, a channel notifier) wakes the loop
+/// that consumes it: through an eventfd that loop watches with `add_reader`, or,
+/// once interloop's own loop drains the producer natively, through that loop's
+/// [`LoopWaker`] (no eventfd write, no reader callback).
+pub struct SourceWake {
+    fd: crate::sched::WakeFd,
+    loop_waker: parking_lot::Mutex<Option<Arc<LoopWaker>>>,
+    /// Whether the eventfd may be set (so `clear` reads it only when it has to).
+    fd_notified: AtomicBool,
+}
+
+impl SourceWake {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(SourceWake {
+            fd: crate::sched::WakeFd::new()?,
+            loop_waker: parking_lot::Mutex::new(None),
+            fd_notified: AtomicBool::new(false),
+        })
+    }
+
+    /// The fd that becomes readable on a wake-up (when no loop drains natively).
+    pub fn fd(&self) -> i32 {
+        self.fd.raw()
+    }
+
+    /// Blocks until a wake-up (the caller must not hold a GIL).
+    pub fn wait(&self, timeout_ms: i32) -> bool {
+        self.fd.wait(timeout_ms)
+    }
+
+    /// Wakes the consumer. Call with no lock held.
+    pub fn wake(&self) {
+        // Taken in its own statement: no lock is held while waking.
+        let waker = self.loop_waker.lock().clone();
+        match waker {
+            Some(w) => w.wake(),
+            None => {
+                self.fd_notified.store(true, Ordering::Release);
+                self.fd.notify();
+            }
+        }
+    }
+
+    /// Before the consumer takes what is queued: resets the eventfd if it was
+    /// written, so an item queued meanwhile either is taken now or sets it again.
+    pub fn clear(&self) {
+        if self.fd_notified.swap(false, Ordering::AcqRel) {
+            self.fd.clear();
+        }
+    }
+
+    /// [`CompletionSource::set_waker`]: returns true when the producer is back on the
+    /// eventfd (the caller then wakes again if something is already queued).
+    pub fn set_waker(&self, waker: Option<Arc<LoopWaker>>) -> bool {
+        let mut w = self.loop_waker.lock();
+        *w = waker;
+        w.is_none()
+    }
+}
+
 /// A native producer of completions the loop drains itself.
 pub trait CompletionSource: Send + Sync {
     /// Install (or with `None` remove) the waker to call when the source becomes
