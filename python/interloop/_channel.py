@@ -69,7 +69,7 @@ class ChannelFull(Exception):
 
 
 _PICKLE, _RAW, _BUFFER, _PICKLE_OOB = 0, 1, 2, 3  # message tags (src/channel/ffi.rs)
-_ZERO_COPY_MIN = 64 * 1024  # buffers this large travel by reference (src/buffer)
+_ZERO_COPY_MIN = _wire._ZERO_COPY_MIN  # buffers this large travel by reference (src/buffer)
 _PickleBuffer = pickle.PickleBuffer
 
 
@@ -90,20 +90,8 @@ def _encode(obj):
         return b"", _BUFFER, (obj,)
     if t is memoryview or t is _PickleBuffer or (t is bytearray and len(obj) >= _ZERO_COPY_MIN):
         return b"", _BUFFER, (obj,)
-    bufs = None
-
-    def out_of_band(pb):
-        nonlocal bufs
-        with memoryview(pb) as m:
-            if m.nbytes < _ZERO_COPY_MIN or not m.contiguous:
-                return True  # small or scattered: pickled in band
-        if bufs is None:
-            bufs = []
-        bufs.append(pb)
-        return False
-
     try:
-        data = pickle.dumps(obj, 5, buffer_callback=out_of_band)
+        data, bufs = _wire.pickle_oob(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure is the caller's TypeError
         raise TypeError(
             f"cannot send {type(obj).__qualname__} through an interloop.Channel: it cannot "
@@ -277,14 +265,6 @@ _SPIN_US = int(os.environ.get("INTERLOOP_CHANNEL_SPIN_US", "30") or 0)
 _spin_credit = 8 if _SPIN_US > 0 else 0
 
 
-def _loop_idle(loop):
-    sizes = getattr(loop, "_queue_sizes", None)  # interloop's loop: (ready, timers)
-    if sizes is not None:
-        return sizes()[0] == 0
-    ready = getattr(loop, "_ready", None)  # asyncio's loop
-    return ready is not None and not ready
-
-
 def _spun(h):
     """Spins for a message if this loop would go idle; True if one may be there."""
     global _spin_credit
@@ -293,7 +273,7 @@ def _spun(h):
         if credit < 0:
             _spin_credit = credit + 1 if credit < -1 else 1
         return False
-    if not _loop_idle(asyncio.get_running_loop()):
+    if not _wire.idle_probe(asyncio.get_running_loop())():
         return False
     if _n.spin_recv(h, _SPIN_US):
         _spin_credit = 8

@@ -116,22 +116,6 @@ class _MapSink:
             w.set_result(None)
 
 
-def _never_idle():
-    return False
-
-
-def _idle_probe(loop):
-    """A function telling whether ``loop`` has no callback ready (so the running
-    coroutine would leave it idle), or one that always says no."""
-    sizes = getattr(loop, "_queue_sizes", None)  # interloop's loop
-    if sizes is not None:
-        return lambda: sizes()[0] == 0
-    ready = getattr(loop, "_ready", None)  # asyncio's base event loop
-    if isinstance(ready, collections.deque):
-        return lambda: not ready
-    return _never_idle
-
-
 class _JobFuture(asyncio.Future):
     """The awaitable of one job: a real ``asyncio.Future`` whose ``cancel()`` also
     cancels the job (cheaper than a done-callback per job)."""
@@ -174,7 +158,7 @@ class Pool:
             _live_cores.add(self._core)
         self._loop = loop
         self._attached = None  # "reader" | "native"
-        self._loop_idle = _never_idle
+        self._loop_idle = _wire.never_idle
         self._spin_credit = 8 if _SPIN_US > 0 else 0  # 0: never spin
         self._pending = {}     # job id -> asyncio.Future
         self._sinks = {}       # job id -> _MapSink of the unordered map() it belongs to
@@ -202,7 +186,7 @@ class Pool:
             else:
                 loop.add_reader(self._core.fd(), self._on_completions)
                 self._attached = "reader"
-            self._loop_idle = _idle_probe(loop)
+            self._loop_idle = _wire.idle_probe(loop)
         return loop
 
     def _detach(self):

@@ -28,6 +28,7 @@ raw-FFI module; see ``src/interp/module.rs``):
 import marshal
 import pickle
 import sys
+from collections import deque as _deque
 
 _marshal_dumps = marshal.dumps
 _marshal_loads = marshal.loads
@@ -187,6 +188,16 @@ def _wrap(v, forced):
 def dumps_value(obj, forced=None):
     """``(pickle, stash id or 0)``: ``obj`` pickled (protocol 5) with its large
     buffers (and those in ``forced``) out of band, in the stash."""
+    data, bufs = pickle_oob(obj, forced)
+    if bufs is None:
+        return data, 0
+    return data, _chan().stash(bufs)
+
+
+def pickle_oob(obj, forced=None):
+    """``(pickle, buffers or None)``: ``obj`` pickled (protocol 5) with its
+    ``PickleBuffer``s of at least ``_ZERO_COPY_MIN`` bytes (and those in ``forced``)
+    left out of band, to travel by reference (a channel message, the stash)."""
     bufs = None
 
     def out_of_band(pb):
@@ -200,15 +211,29 @@ def dumps_value(obj, forced=None):
         bufs.append(pb)
         return False
 
-    data = pickle.dumps(obj, 5, buffer_callback=out_of_band)
-    if bufs is None:
-        return data, 0
-    return data, _chan().stash(bufs)
+    return pickle.dumps(obj, 5, buffer_callback=out_of_band), bufs
 
 
 def payload_stash(payload):
     """The stash id of a job payload (0: none)."""
     return payload.sid if type(payload) is _Stashed else 0
+
+
+def never_idle():
+    return False
+
+
+def idle_probe(loop):
+    """A function telling whether ``loop`` has no callback ready (so the running
+    coroutine would leave it idle: the moment a short spin beats sleeping), or
+    one that always says no."""
+    sizes = getattr(loop, "_queue_sizes", None)  # interloop's loop: (ready, timers)
+    if sizes is not None:
+        return lambda: sizes()[0] == 0
+    ready = getattr(loop, "_ready", None)  # asyncio's base event loop
+    if isinstance(ready, _deque):
+        return lambda: not ready
+    return never_idle
 
 
 def discard_stash(sid):
