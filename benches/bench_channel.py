@@ -10,8 +10,6 @@ when none is available.
 """
 import argparse
 import asyncio
-import builtins
-import json
 import os
 import platform
 import statistics
@@ -24,6 +22,7 @@ sys.path.insert(0, HERE)
 
 import interloop  # noqa: E402
 import chan_jobs  # noqa: E402
+import standalone  # noqa: E402
 
 MSG = b"x" * 100
 
@@ -291,12 +290,7 @@ def main():
     count = 50_000 if args.quick else 200_000
     rt_count = 300 if args.quick else 2000
     many = 200_000 if args.quick else 1_000_000
-    lines = []
-
-    def print(*parts, flush=False):  # noqa: A001 - also keeps the markdown for the report
-        text = " ".join(str(p) for p in parts)
-        builtins.print(text, flush=True)
-        lines.append(text)
+    print, lines = standalone.markdown_printer()  # noqa: A001 - also keeps the markdown
 
     report = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": runs,
               "loadavg_at_start": os.getloadavg(), "messages": count, "message_bytes": len(MSG)}
@@ -369,13 +363,7 @@ def main():
           "1 MiB messages >= 5 GiB/s; 200 x 1 MB results no slower than threads. "
           f"Load average at start {report['loadavg_at_start']}, at end {report['loadavg_at_end']} "
           "(the machine is shared).")
-    report["markdown"] = "\n".join(lines)
-    report["order"] = 45
-    report["command"] = os.environ.get("INTERLOOP_BENCH_COMMAND", "python benches/bench_channel.py")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    builtins.print(f"(written to {os.path.relpath(args.out)})")
+    standalone.write_report(report, lines, args.out, 45, "bench_channel.py")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ Prints a markdown table and writes ``benches/results/pool.json``. Every number i
 the median of several runs, all measured in the same process run.
 """
 import argparse
-import builtins
 import asyncio
 import concurrent.futures
-import json
 import multiprocessing
 import os
 import platform
@@ -26,6 +24,7 @@ sys.path.insert(0, HERE)
 
 import interloop  # noqa: E402
 import pool_jobs  # noqa: E402
+import standalone  # noqa: E402
 
 CPU_JOBS = 16
 WORKERS = 2
@@ -331,12 +330,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "pool.json"))
     args = ap.parse_args()
     runs = 3 if args.quick else args.runs
-    lines = []
-
-    def print(*parts, flush=False):  # noqa: A001 - also keeps the markdown for the report
-        text = " ".join(str(p) for p in parts)
-        builtins.print(text, flush=True)
-        lines.append(text)
+    print, lines = standalone.markdown_printer()  # noqa: A001 - also keeps the markdown
 
     n = 300_000 if args.quick else 1_500_000
 
@@ -385,13 +379,7 @@ def main():
     report["loadavg_at_end"] = os.getloadavg()
     print(f"load average at start {report['loadavg_at_start']}, at end {report['loadavg_at_end']} "
           "(the machine is shared: CPU numbers need an idle machine)")
-    report["markdown"] = "\n".join(lines)
-    report["order"] = 40
-    report["command"] = os.environ.get("INTERLOOP_BENCH_COMMAND", "python benches/bench_pool.py")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    builtins.print(f"(written to {os.path.relpath(args.out)})")
+    standalone.write_report(report, lines, args.out, 40, "bench_pool.py")
 
 
 if __name__ == "__main__":
