@@ -23,9 +23,35 @@ CONNECTIONS = 10
 MESSAGE = 1024
 
 
-def _pin(cpu: int) -> None:
+def pin(cpu: int) -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {cpu})
+
+
+def against_server(script: str, server_args: "list[str]", variant: str, client) -> dict:
+    """Starts ``script --serve variant *server_args`` (an echo server that prints its
+    port, pinned to CPU 0 and serving until its stdin closes), then runs
+    ``client(port)`` on the variant's loop pinned to CPU 1. Shared with bench_udp.py."""
+    server = subprocess.Popen(
+        [sys.executable, script, "--serve", variant, *server_args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
+    try:
+        port = int(server.stdout.readline())
+        pin(1)
+        loop = loop_factory(variant)()
+        try:
+            return loop.run_until_complete(client(port))
+        finally:
+            loop.close()
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 class _EchoProtocol(asyncio.Protocol):
@@ -120,26 +146,7 @@ async def _client(mode: str, port: int, n: int) -> dict:
 
 def _measure(mode: str):
     def measure(variant: str, n: int) -> dict:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", variant, mode],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-        )
-        try:
-            port = int(server.stdout.readline())
-            _pin(1)
-            loop = loop_factory(variant)()
-            try:
-                return loop.run_until_complete(_client(mode, port, n))
-            finally:
-                loop.close()
-        finally:
-            server.stdin.close()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        return against_server(__file__, [mode], variant, lambda port: _client(mode, port, n))
 
     measure.__name__ = f"echo_{mode}"
     return measure
@@ -171,5 +178,5 @@ SUITE = Suite(
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--serve":
-    _pin(0)
+    pin(0)
     asyncio.run(_serve(sys.argv[3]), loop_factory=loop_factory(sys.argv[2]))

@@ -11,23 +11,17 @@ sent again after a second rather than hanging the run (and counted in `resent`).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 import time
 
 from harness import Case, Suite
 
 from bench_loop import LOOPS, loop_factory, probe_loop
+from bench_tcp import against_server, pin
 
 ENDPOINTS = 10
 DATAGRAM = 256
 RESEND_AFTER = 1.0
-
-
-def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {cpu})
 
 
 class _EchoProtocol(asyncio.DatagramProtocol):
@@ -111,26 +105,7 @@ async def _client(port: int, n: int) -> dict:
 
 
 def _measure(variant: str, n: int) -> dict:
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", variant],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        cwd=os.path.dirname(os.path.abspath(__file__)),
-    )
-    try:
-        port = int(server.stdout.readline())
-        _pin(1)
-        loop = loop_factory(variant)()
-        try:
-            return loop.run_until_complete(_client(port, n))
-        finally:
-            loop.close()
-    finally:
-        server.stdin.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    return against_server(__file__, [], variant, lambda port: _client(port, n))
 
 
 _measure.__name__ = "echo_datagram"
@@ -158,5 +133,5 @@ SUITE = Suite(
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--serve":
-    _pin(0)
+    pin(0)
     asyncio.run(_serve(), loop_factory=loop_factory(sys.argv[2]))
