@@ -65,6 +65,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// asyncio's method for the slow path), until the transport lets them go.
 pub(crate) type Pair = GilCell<Option<(Py<PyAny>, Py<PyAny>)>>;
 
+/// New references to what a [`Pair`] holds, or `None` once it let go.
+pub(crate) fn pair_get(cell: &Pair, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
+    cell.with(py, |p| p.as_ref().map(|(a, b)| (a.clone_ref(py), b.clone_ref(py))))
+}
+
 /// `__traverse__` of a [`Pair`] (nothing while it is borrowed: then it is in use).
 pub(crate) fn traverse_pair(cell: &Pair, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
     cell.traverse_with(|p| {

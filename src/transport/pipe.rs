@@ -1,7 +1,7 @@
 //! `PipeReader` and `PipeWriter`: the hot path of asyncio's
 //! `unix_events._UnixReadPipeTransport` and `_UnixWritePipeTransport` (see the module
 //! docs in `mod.rs`). The descriptor may be a pipe, a socket or a character device.
-use super::{clear_cell, errno, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, truthy, would_block, Pair, MAX_READ};
+use super::{clear_cell, pair_get, errno, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, truthy, would_block, Pair, MAX_READ};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
@@ -38,10 +38,7 @@ impl PipeReader {
     /// read drained the descriptor, so a full-sized read re-arms it (and so does an
     /// exception).
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let Some((t, lp)) = self
-            .transport
-            .with(py, |t| t.as_ref().map(|(t, l)| (t.clone_ref(py), l.clone_ref(py))))
-        else {
+        let Some((t, lp)) = pair_get(&self.transport, py) else {
             return Ok(());
         };
         let (t, lp) = (t.bind(py), lp.bind(py));
@@ -94,9 +91,7 @@ impl PipeWriter {
     /// (which retries the write once, then buffers and registers the writer, or
     /// counts the lost connection and reports the error, as it decides).
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some((t, fallback)) =
-            self.state.with(py, |s| s.as_ref().map(|(t, f)| (t.clone_ref(py), f.clone_ref(py))))
-        else {
+        let Some((t, fallback)) = pair_get(&self.state, py) else {
             return Err(PyOSError::new_err("transport is closed"));
         };
         let t = t.bind(py);
@@ -175,9 +170,7 @@ impl PipeFlusher {
     }
 
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let Some((t, fallback)) =
-            self.state.with(py, |s| s.as_ref().map(|(t, f)| (t.clone_ref(py), f.clone_ref(py))))
-        else {
+        let Some((t, fallback)) = pair_get(&self.state, py) else {
             return Ok(());
         };
         let t = t.bind(py);

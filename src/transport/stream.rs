@@ -1,5 +1,5 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
-use super::{clear_cell, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, would_block, Pair, MAX_READ};
+use super::{clear_cell, pair_get, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, would_block, Pair, MAX_READ};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
@@ -29,10 +29,7 @@ impl SocketReader {
     /// every path that may leave data unread re-arms it: a full-sized read, a
     /// buffered protocol's read, an exception.
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let Some((t, lp)) = self
-            .transport
-            .with(py, |t| t.as_ref().map(|(t, l)| (t.clone_ref(py), l.clone_ref(py))))
-        else {
+        let Some((t, lp)) = pair_get(&self.transport, py) else {
             return Ok(());
         };
         let lp = lp.bind(py);
@@ -146,9 +143,7 @@ impl SocketWriter {
 
     /// `transport.write(data)`.
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some((t, fallback)) =
-            self.state.with(py, |s| s.as_ref().map(|(t, f)| (t.clone_ref(py), f.clone_ref(py))))
-        else {
+        let Some((t, fallback)) = pair_get(&self.state, py) else {
             return Err(PyOSError::new_err("transport is closed"));
         };
         let t = t.bind(py);
