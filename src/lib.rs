@@ -14,10 +14,10 @@ pub mod event_loop;
 pub mod transport;
 
 pub mod bridge;
+mod buffer;
+mod channel;
 mod interp;
 mod sched;
-mod channel;
-mod buffer;
 
 // `gil_used = true`: the loop's state is guarded by the GIL (see event_loop/cell.rs).
 #[pymodule(gil_used = true)]

@@ -49,12 +49,14 @@ class SocketTransport(_SocketBase):
         fd = sock.fileno()
         # Set before asyncio's __init__, which schedules the reader registration.
         self._read_ready = _interloop.SocketReader(self, fd, loop)
-        self.write = _interloop.SocketWriter(self, fd, _SocketBase.write)
+        self.write = _interloop.SocketWriter(self, fd, _SocketBase.write).function()
         super().__init__(loop, sock, protocol, waiter, extra, server)
 
     def set_protocol(self, protocol):
-        self._interloop_plain_protocol = not isinstance(protocol, protocols.BufferedProtocol)
         super().set_protocol(protocol)
+        reader = self.__dict__.get("_read_ready")
+        if reader is not None:  # the native reader keeps the protocol (and its kind)
+            reader.set_protocol(protocol, not isinstance(protocol, protocols.BufferedProtocol))
 
     def _call_connection_lost(self, exc):
         try:

@@ -34,10 +34,14 @@ impl PoolCore {
         if workers == 0 {
             return Err(PyRuntimeError::new_err("a pool needs at least one worker"));
         }
-        let completions = Arc::new(Completions::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
+        let completions =
+            Arc::new(Completions::new().map_err(|e| PyOSError::new_err(e.to_string()))?);
         let (sched, locals) = Scheduler::new(workers, Box::new(completions.clone()))
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        let config = Arc::new(crate::interp::WorkerConfig { driver_code: driver_code(py)?, config: config.into() });
+        let config = Arc::new(crate::interp::WorkerConfig {
+            driver_code: driver_code(py)?,
+            config: config.into(),
+        });
         let mut threads = Vec::with_capacity(workers);
         for (i, local) in locals.into_iter().enumerate() {
             let (s, c) = (sched.clone(), config.clone());
@@ -47,7 +51,11 @@ impl PoolCore {
                 .map_err(|e| PyOSError::new_err(e.to_string()))?;
             threads.push(Some(h));
         }
-        Ok(PoolCore { sched, completions, threads: Mutex::new(threads) })
+        Ok(PoolCore {
+            sched,
+            completions,
+            threads: Mutex::new(threads),
+        })
     }
 
     /// The fd that is readable when `drain()` has something.
@@ -62,7 +70,8 @@ impl PoolCore {
     /// Queues one job (`_worker.dumps_job`'s bytes); returns its id. `interrupt`
     /// sets the job's interrupt flag.
     fn submit(&self, payload: &[u8], interrupt: bool) -> u64 {
-        self.sched.submit(payload.to_vec(), interrupt as u32, Origin::Caller, None)
+        self.sched
+            .submit(payload.to_vec(), interrupt as u32, Origin::Caller, None)
     }
 
     /// Cancels a job: removed if still queued, else its worker-side task is
@@ -89,12 +98,17 @@ impl PoolCore {
     /// Spins up to `us` microseconds (GIL held) for a completion; returns whether one
     /// is waiting (then `drain()` has it). See `Completions::spin_wait`.
     fn spin(&self, us: u64) -> bool {
-        self.completions.spin_wait(Duration::from_micros(us.min(1000)))
+        self.completions
+            .spin_wait(Duration::from_micros(us.min(1000)))
     }
 
     /// Blocks without the GIL until completions may be waiting (for threads).
     fn wait(&self, py: Python<'_>, timeout: f64) -> bool {
-        let ms = if timeout < 0.0 { -1 } else { (timeout * 1000.0).min(i32::MAX as f64) as i32 };
+        let ms = if timeout < 0.0 {
+            -1
+        } else {
+            (timeout * 1000.0).min(i32::MAX as f64) as i32
+        };
         let c = self.completions.clone();
         py.detach(move || c.wait(ms))
     }
@@ -164,11 +178,16 @@ fn driver_code(py: Python<'_>) -> PyResult<Arc<[u8]>> {
     if let Some(c) = CODE.get() {
         return Ok(c.clone());
     }
-    let code = py
-        .import("builtins")?
-        .getattr("compile")?
-        .call1((crate::interp::DRIVER_SRC, "interloop/_worker.py", "exec"))?;
-    let bytes: Vec<u8> = py.import("marshal")?.getattr("dumps")?.call1((code,))?.extract()?;
+    let code = py.import("builtins")?.getattr("compile")?.call1((
+        crate::interp::DRIVER_SRC,
+        "interloop/_worker.py",
+        "exec",
+    ))?;
+    let bytes: Vec<u8> = py
+        .import("marshal")?
+        .getattr("dumps")?
+        .call1((code,))?
+        .extract()?;
     Ok(CODE.get_or_init(|| bytes.into()).clone())
 }
 

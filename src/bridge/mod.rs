@@ -16,10 +16,10 @@ pub use self::core::PoolCore;
 use crate::event_loop::sources::{CompletionSource, LoopWaker, SourceWake};
 use crate::sched::{Completion, CompletionSink};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub struct Completions {
     queue: Mutex<Vec<Completion>>,
@@ -77,7 +77,14 @@ impl Completions {
             std::mem::take(&mut *q)
         };
         let items = batch.into_iter().map(|c| {
-            PyTuple::new(py, [c.job.into_pyobject(py).unwrap().into_any(), c.kind.into_pyobject(py).unwrap().into_any(), PyBytes::new(py, &c.data).into_any()])
+            PyTuple::new(
+                py,
+                [
+                    c.job.into_pyobject(py).unwrap().into_any(),
+                    c.kind.into_pyobject(py).unwrap().into_any(),
+                    PyBytes::new(py, &c.data).into_any(),
+                ],
+            )
         });
         let mut out = Vec::new();
         for t in items {

@@ -43,7 +43,10 @@ pub struct Region {
 enum Keep {
     Owned(#[allow(dead_code)] Box<[u8]>),
     Slice(#[allow(dead_code)] Arc<Region>),
-    Foreign { view: Box<ffi::Py_buffer>, owner: Arc<Owner> },
+    Foreign {
+        view: Box<ffi::Py_buffer>,
+        owner: Arc<Owner>,
+    },
 }
 
 // Safety: a region's bytes are only read through it (every view is read-only);
@@ -55,7 +58,11 @@ unsafe impl Sync for Region {}
 impl Region {
     pub fn owned(data: Vec<u8>) -> Region {
         let b = data.into_boxed_slice();
-        Region { ptr: b.as_ptr(), len: b.len(), keep: Keep::Owned(b) }
+        Region {
+            ptr: b.as_ptr(),
+            len: b.len(),
+            keep: Keep::Owned(b),
+        }
     }
 
     pub fn as_ptr(&self) -> *const u8 {
@@ -74,7 +81,10 @@ impl Region {
     /// # Safety
     /// The current thread holds the GIL of the interpreter `o` belongs to;
     /// `view_type` is that interpreter's exporter type (see [`view`]).
-    pub unsafe fn from_object(o: *mut ffi::PyObject, view_type: *mut ffi::PyTypeObject) -> Option<Arc<Region>> {
+    pub unsafe fn from_object(
+        o: *mut ffi::PyObject,
+        view_type: *mut ffi::PyTypeObject,
+    ) -> Option<Arc<Region>> {
         // Boxed: the exporter may keep pointers into the struct (its shape/strides
         // fields), so it must not move until released.
         let mut pb: Box<ffi::Py_buffer> = Box::new(std::mem::zeroed());
@@ -84,12 +94,25 @@ impl Region {
         let len = pb.len.max(0) as usize;
         if ffi::PyBuffer_IsContiguous(&*pb, b'A' as c_char) == 0 {
             let mut v = vec![0u8; len];
-            let r = ffi::PyBuffer_ToContiguous(v.as_mut_ptr() as *mut c_void, &*pb, pb.len, b'C' as c_char);
+            let r = ffi::PyBuffer_ToContiguous(
+                v.as_mut_ptr() as *mut c_void,
+                &*pb,
+                pb.len,
+                b'C' as c_char,
+            );
             ffi::PyBuffer_Release(&mut *pb);
-            return if r == 0 { Some(Arc::new(Region::owned(v))) } else { None };
+            return if r == 0 {
+                Some(Arc::new(Region::owned(v)))
+            } else {
+                None
+            };
         }
         let copy = |mut pb: Box<ffi::Py_buffer>| {
-            let v = if len == 0 { Vec::new() } else { std::slice::from_raw_parts(pb.buf as *const u8, len).to_vec() };
+            let v = if len == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(pb.buf as *const u8, len).to_vec()
+            };
             ffi::PyBuffer_Release(&mut *pb);
             Some(Arc::new(Region::owned(v)))
         };
@@ -99,14 +122,24 @@ impl Region {
         if let Some(parent) = view::base_region(pb.obj, view_type) {
             let (start, p) = (parent.ptr as usize, pb.buf as usize);
             if p >= start && p + len <= start + parent.len {
-                let r = Region { ptr: pb.buf as *const u8, len, keep: Keep::Slice(parent) };
+                let r = Region {
+                    ptr: pb.buf as *const u8,
+                    len,
+                    keep: Keep::Slice(parent),
+                };
                 ffi::PyBuffer_Release(&mut *pb);
                 return Some(Arc::new(r));
             }
         }
-        let Some(owner) = Owner::current() else { return copy(pb) };
+        let Some(owner) = Owner::current() else {
+            return copy(pb);
+        };
         owner.collect_here();
-        Some(Arc::new(Region { ptr: pb.buf as *const u8, len, keep: Keep::Foreign { view: pb, owner } }))
+        Some(Arc::new(Region {
+            ptr: pb.buf as *const u8,
+            len,
+            keep: Keep::Foreign { view: pb, owner },
+        }))
     }
 }
 
@@ -121,7 +154,9 @@ impl Drop for Region {
 impl Region {
     #[cfg(not(test))]
     fn drop_foreign(&mut self) {
-        let Keep::Foreign { view, owner } = &mut self.keep else { return };
+        let Keep::Foreign { view, owner } = &mut self.keep else {
+            return;
+        };
         let view = std::mem::replace(view, Box::new(unsafe { std::mem::zeroed() }));
         // Safety: `PyThreadState_GetUnchecked` only reads this thread's current
         // thread state; a non-null one means this thread holds that interpreter's
@@ -184,7 +219,11 @@ impl Owner {
     pub unsafe fn register_current(wake: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Owner> {
         let o = Arc::new(Owner {
             interp: ffi::PyInterpreterState_Get() as usize,
-            state: Mutex::new(OwnerState { alive: true, garbage: Vec::new(), scheduled: false }),
+            state: Mutex::new(OwnerState {
+                alive: true,
+                garbage: Vec::new(),
+                scheduled: false,
+            }),
             wake,
         });
         OWNERS.lock().push(o.clone());
@@ -224,7 +263,11 @@ impl Owner {
         }
         let o = Arc::new(Owner {
             interp: me,
-            state: Mutex::new(OwnerState { alive: true, garbage: Vec::new(), scheduled: false }),
+            state: Mutex::new(OwnerState {
+                alive: true,
+                garbage: Vec::new(),
+                scheduled: false,
+            }),
             wake: None,
         });
         owners.push(o.clone());
@@ -265,7 +308,15 @@ impl Owner {
                 // lock, on its own thread, before it ends); `_PyEval_AddPendingCall`
                 // may be called from any thread and only takes the interpreter's
                 // pending-calls lock, which is never held while waiting for ours.
-                if unsafe { _PyEval_AddPendingCall(self.interp as *mut ffi::PyInterpreterState, run_release, arg, 0) } == 0 {
+                if unsafe {
+                    _PyEval_AddPendingCall(
+                        self.interp as *mut ffi::PyInterpreterState,
+                        run_release,
+                        arg,
+                        0,
+                    )
+                } == 0
+                {
                     g.scheduled = true;
                 } else {
                     // Queue full: the next hand-back (or the owner's next
@@ -302,7 +353,10 @@ static NEXT_STASH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 pub fn stash(bufs: Vec<Arc<Region>>) -> u64 {
     let id = NEXT_STASH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    STASH.lock().get_or_insert_with(Default::default).insert(id, bufs);
+    STASH
+        .lock()
+        .get_or_insert_with(Default::default)
+        .insert(id, bufs);
     id
 }
 

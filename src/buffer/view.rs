@@ -24,17 +24,30 @@ unsafe impl Sync for SpecPtr {}
 
 static SPEC: OnceLock<SpecPtr> = OnceLock::new();
 
-const DOC: &std::ffi::CStr = c"Read-only bytes shared between interpreters by interloop (channels, \
+const DOC: &std::ffi::CStr =
+    c"Read-only bytes shared between interpreters by interloop (channels, \
 pool arguments and results). Use it through memoryview(); it cannot be created directly.";
 
 /// Builds the type spec once (call with the main GIL held, before workers start).
 pub fn init_spec() {
     SPEC.get_or_init(|| {
         let slots = vec![
-            ffi::PyType_Slot { slot: ffi::Py_bf_getbuffer, pfunc: getbuffer as *mut c_void },
-            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: dealloc as *mut c_void },
-            ffi::PyType_Slot { slot: ffi::Py_tp_doc, pfunc: DOC.as_ptr() as *mut c_void },
-            ffi::PyType_Slot { slot: 0, pfunc: std::ptr::null_mut() },
+            ffi::PyType_Slot {
+                slot: ffi::Py_bf_getbuffer,
+                pfunc: getbuffer as *mut c_void,
+            },
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_dealloc,
+                pfunc: dealloc as *mut c_void,
+            },
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_doc,
+                pfunc: DOC.as_ptr() as *mut c_void,
+            },
+            ffi::PyType_Slot {
+                slot: 0,
+                pfunc: std::ptr::null_mut(),
+            },
         ];
         let spec = Box::new(ffi::PyType_Spec {
             name: c"interloop.SharedBuffer".as_ptr(),
@@ -54,7 +67,10 @@ pub fn init_spec() {
 pub unsafe fn new_type() -> *mut ffi::PyObject {
     match SPEC.get() {
         Some(s) => ffi::PyType_FromSpec(s.0),
-        None => set_error(ffi::PyExc_SystemError, "interloop buffer type not initialised"),
+        None => set_error(
+            ffi::PyExc_SystemError,
+            "interloop buffer type not initialised",
+        ),
     }
 }
 
@@ -78,7 +94,10 @@ pub unsafe fn memoryview(tp: *mut ffi::PyTypeObject, region: Arc<Region>) -> *mu
 ///
 /// # Safety
 /// The current interpreter's GIL is held; `obj` is a live object or null.
-pub unsafe fn base_region(obj: *mut ffi::PyObject, tp: *mut ffi::PyTypeObject) -> Option<Arc<Region>> {
+pub unsafe fn base_region(
+    obj: *mut ffi::PyObject,
+    tp: *mut ffi::PyTypeObject,
+) -> Option<Arc<Region>> {
     if obj.is_null() || tp.is_null() {
         return None;
     }
@@ -113,7 +132,11 @@ pub unsafe fn base_region(obj: *mut ffi::PyObject, tp: *mut ffi::PyTypeObject) -
     None
 }
 
-unsafe extern "C" fn getbuffer(o: *mut ffi::PyObject, view: *mut ffi::Py_buffer, flags: c_int) -> c_int {
+unsafe extern "C" fn getbuffer(
+    o: *mut ffi::PyObject,
+    view: *mut ffi::Py_buffer,
+    flags: c_int,
+) -> c_int {
     // Safety: CPython calls this with the GIL held and `o` of our type.
     let r = (*(o as *mut RegionObject)).region;
     if r.is_null() {
@@ -122,7 +145,14 @@ unsafe extern "C" fn getbuffer(o: *mut ffi::PyObject, view: *mut ffi::Py_buffer,
     }
     let r = &*r;
     // Read-only: a request for a writable buffer fails with BufferError.
-    ffi::PyBuffer_FillInfo(view, o, r.as_ptr() as *mut c_void, r.len() as ffi::Py_ssize_t, 1, flags)
+    ffi::PyBuffer_FillInfo(
+        view,
+        o,
+        r.as_ptr() as *mut c_void,
+        r.len() as ffi::Py_ssize_t,
+        1,
+        flags,
+    )
 }
 
 unsafe extern "C" fn dealloc(o: *mut ffi::PyObject) {

@@ -9,7 +9,9 @@
 //! the interpreter that made it; only the Rust state behind it is shared.
 use super::state::{self, Channel, Message, Notifier, RecvResult, SendResult, Side};
 use crate::buffer::{self, Region};
-use crate::interp::ffi_util::{arg_u64, leak_module_def, list, method, nargs, none, set_error, DefPtr};
+use crate::interp::ffi_util::{
+    arg_u64, leak_module_def, list, method, nargs, none, set_error, DefPtr,
+};
 use pyo3::ffi;
 use std::os::raw::{c_char, c_void};
 use std::sync::{Arc, OnceLock};
@@ -76,7 +78,10 @@ pub fn init_def() {
 /// The current interpreter's GIL is held and `init_def` has run.
 pub unsafe fn create_module() -> *mut ffi::PyObject {
     let Some(def) = DEF.get() else {
-        return set_error(ffi::PyExc_SystemError, "interloop channel module not initialised");
+        return set_error(
+            ffi::PyExc_SystemError,
+            "interloop channel module not initialised",
+        );
     };
     let m = ffi::PyModule_Create2(def.0, ffi::PYTHON_API_VERSION);
     if m.is_null() {
@@ -104,7 +109,10 @@ unsafe fn views_of(m: *mut ffi::PyObject, bufs: Vec<Arc<Region>>) -> *mut ffi::P
     if tp.is_null() {
         return std::ptr::null_mut();
     }
-    let items = bufs.into_iter().map(|r| buffer::view::memoryview(tp, r)).collect();
+    let items = bufs
+        .into_iter()
+        .map(|r| buffer::view::memoryview(tp, r))
+        .collect();
     ffi::Py_DecRef(tp as *mut ffi::PyObject);
     list(items)
 }
@@ -223,19 +231,31 @@ unsafe fn notifier<'a>(o: *mut ffi::PyObject) -> Option<&'a Arc<Notifier>> {
 // capsule, which the caller's argument keeps alive for the call. Channel locks are
 // short and never held while calling into Python.
 
-unsafe extern "C" fn c_new(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_new(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "new") {
         return std::ptr::null_mut();
     }
-    let Some(maxsize) = arg_u64(*a) else { return std::ptr::null_mut() };
+    let Some(maxsize) = arg_u64(*a) else {
+        return std::ptr::null_mut();
+    };
     chan_capsule(state::create(maxsize as usize))
 }
 
-unsafe extern "C" fn c_open(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_open(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 2, "open") {
         return std::ptr::null_mut();
     }
-    let Some(id) = arg_u64(*a) else { return std::ptr::null_mut() };
+    let Some(id) = arg_u64(*a) else {
+        return std::ptr::null_mut();
+    };
     let unpin = ffi::PyObject_IsTrue(*a.add(1)) == 1;
     match state::open(id, unpin) {
         Some(ch) => chan_capsule(ch),
@@ -246,40 +266,65 @@ unsafe extern "C" fn c_open(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
     }
 }
 
-unsafe extern "C" fn c_id(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_id(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "id") {
         return std::ptr::null_mut();
     }
-    let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
+    let Some(ch) = chan(*a) else {
+        return std::ptr::null_mut();
+    };
     ffi::PyLong_FromUnsignedLongLong(ch.id)
 }
 
-unsafe extern "C" fn c_pin(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_pin(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "pin") {
         return std::ptr::null_mut();
     }
-    let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
+    let Some(ch) = chan(*a) else {
+        return std::ptr::null_mut();
+    };
     state::pin(ch);
     none()
 }
 
-unsafe extern "C" fn c_send(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_send(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 4, "send") {
         return std::ptr::null_mut();
     }
-    let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
+    let Some(ch) = chan(*a) else {
+        return std::ptr::null_mut();
+    };
     let mut p: *mut c_char = std::ptr::null_mut();
     let mut len: ffi::Py_ssize_t = 0;
     if ffi::PyBytes_AsStringAndSize(*a.add(1), &mut p, &mut len) != 0 {
         return std::ptr::null_mut();
     }
-    let Some(tag) = arg_u64(*a.add(2)) else { return std::ptr::null_mut() };
+    let Some(tag) = arg_u64(*a.add(2)) else {
+        return std::ptr::null_mut();
+    };
     if tag > TAG_PICKLE_OOB as u64 {
         return set_error(ffi::PyExc_ValueError, "unknown message tag");
     }
-    let Some(bufs) = regions_of(m, *a.add(3)) else { return std::ptr::null_mut() };
+    let Some(bufs) = regions_of(m, *a.add(3)) else {
+        return std::ptr::null_mut();
+    };
     if tag == TAG_BUFFER as u64 && bufs.len() != 1 {
-        return set_error(ffi::PyExc_ValueError, "a buffer message carries exactly one buffer");
+        return set_error(
+            ffi::PyExc_ValueError,
+            "a buffer message carries exactly one buffer",
+        );
     }
     // The bytes are copied into Rust-owned memory (one tag byte, then the data);
     // buffers travel as regions: only Rust data crosses between interpreters.
@@ -300,11 +345,17 @@ unsafe extern "C" fn c_send(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
 /// buffer as a read-only memoryview, pickles through `loads(data)` or, with
 /// out-of-band buffers, `loads(data, memoryviews)`), else the `empty` or `closed`
 /// object given.
-unsafe extern "C" fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_recv(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 4, "recv") {
         return std::ptr::null_mut();
     }
-    let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
+    let Some(ch) = chan(*a) else {
+        return std::ptr::null_mut();
+    };
     let Message { data: d, bufs } = match ch.try_recv() {
         RecvResult::Item(msg) => msg,
         RecvResult::Empty => {
@@ -333,7 +384,10 @@ unsafe extern "C" fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
         return mv;
     }
     let body = &d[1..];
-    let b = ffi::PyBytes_FromStringAndSize(body.as_ptr() as *const c_char, body.len() as ffi::Py_ssize_t);
+    let b = ffi::PyBytes_FromStringAndSize(
+        body.as_ptr() as *const c_char,
+        body.len() as ffi::Py_ssize_t,
+    );
     if b.is_null() || tag == TAG_RAW {
         if !views.is_null() {
             ffi::Py_DecRef(views);
@@ -352,26 +406,42 @@ unsafe extern "C" fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
     r
 }
 
-unsafe extern "C" fn c_stash(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_stash(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "stash") {
         return std::ptr::null_mut();
     }
-    let Some(bufs) = regions_of(m, *a) else { return std::ptr::null_mut() };
+    let Some(bufs) = regions_of(m, *a) else {
+        return std::ptr::null_mut();
+    };
     ffi::PyLong_FromUnsignedLongLong(buffer::stash(bufs))
 }
 
-unsafe extern "C" fn c_unstash(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_unstash(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "unstash") {
         return std::ptr::null_mut();
     }
-    let Some(id) = arg_u64(*a) else { return std::ptr::null_mut() };
+    let Some(id) = arg_u64(*a) else {
+        return std::ptr::null_mut();
+    };
     match buffer::unstash(id) {
         Some(bufs) => views_of(m, bufs),
         None => none(),
     }
 }
 
-unsafe extern "C" fn c_buffer_address(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_buffer_address(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "buffer_address") {
         return std::ptr::null_mut();
     }
@@ -384,11 +454,17 @@ unsafe extern "C" fn c_buffer_address(_m: *mut ffi::PyObject, a: Args, n: ffi::P
     ffi::PyLong_FromSize_t(addr)
 }
 
-unsafe extern "C" fn c_spin_recv(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_spin_recv(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 2, "spin_recv") {
         return std::ptr::null_mut();
     }
-    let (Some(ch), Some(us)) = (chan(*a), arg_u64(*a.add(1))) else { return std::ptr::null_mut() };
+    let (Some(ch), Some(us)) = (chan(*a), arg_u64(*a.add(1))) else {
+        return std::ptr::null_mut();
+    };
     let ch = ch.clone();
     // The GIL is released while spinning: a producer in this interpreter (another
     // thread) can run. The channel is plain Rust data; `ch` is our own `Arc`.
@@ -398,52 +474,84 @@ unsafe extern "C" fn c_spin_recv(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssi
     ffi::PyBool_FromLong(ok as _)
 }
 
-unsafe extern "C" fn c_wait(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_wait(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 4, "wait") {
         return std::ptr::null_mut();
     }
-    let (Some(ch), Some(side), Some(nt), Some(token)) =
-        (chan(*a), arg_side(*a.add(1)), notifier(*a.add(2)), arg_u64(*a.add(3)))
-    else {
+    let (Some(ch), Some(side), Some(nt), Some(token)) = (
+        chan(*a),
+        arg_side(*a.add(1)),
+        notifier(*a.add(2)),
+        arg_u64(*a.add(3)),
+    ) else {
         return std::ptr::null_mut();
     };
     ffi::PyBool_FromLong(ch.wait(side, nt, token) as _)
 }
 
-unsafe extern "C" fn c_unwait(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_unwait(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 4, "unwait") {
         return std::ptr::null_mut();
     }
-    let (Some(ch), Some(side), Some(nt), Some(token)) =
-        (chan(*a), arg_side(*a.add(1)), notifier(*a.add(2)), arg_u64(*a.add(3)))
-    else {
+    let (Some(ch), Some(side), Some(nt), Some(token)) = (
+        chan(*a),
+        arg_side(*a.add(1)),
+        notifier(*a.add(2)),
+        arg_u64(*a.add(3)),
+    ) else {
         return std::ptr::null_mut();
     };
     ffi::PyBool_FromLong(ch.unwait(side, nt, token) as _)
 }
 
-unsafe extern "C" fn c_wake(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_wake(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 2, "wake") {
         return std::ptr::null_mut();
     }
-    let (Some(ch), Some(side)) = (chan(*a), arg_side(*a.add(1))) else { return std::ptr::null_mut() };
+    let (Some(ch), Some(side)) = (chan(*a), arg_side(*a.add(1))) else {
+        return std::ptr::null_mut();
+    };
     ch.wake_one(side);
     none()
 }
 
-unsafe extern "C" fn c_close(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_close(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "close") {
         return std::ptr::null_mut();
     }
-    let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
+    let Some(ch) = chan(*a) else {
+        return std::ptr::null_mut();
+    };
     ffi::PyBool_FromLong(ch.close() as _)
 }
 
-unsafe extern "C" fn c_info(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_info(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "info") {
         return std::ptr::null_mut();
     }
-    let Some(ch) = chan(*a) else { return std::ptr::null_mut() };
+    let Some(ch) = chan(*a) else {
+        return std::ptr::null_mut();
+    };
     let (len, closed, recvs, sends) = ch.info();
     let t = ffi::PyTuple_New(5);
     if t.is_null() {
@@ -466,7 +574,11 @@ unsafe extern "C" fn c_info(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
     t
 }
 
-unsafe extern "C" fn c_notifier(_m: *mut ffi::PyObject, _a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_notifier(
+    _m: *mut ffi::PyObject,
+    _a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 0, "notifier") {
         return std::ptr::null_mut();
     }
@@ -482,19 +594,31 @@ unsafe extern "C" fn c_notifier(_m: *mut ffi::PyObject, _a: Args, n: ffi::Py_ssi
     cap
 }
 
-unsafe extern "C" fn c_notifier_fd(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_notifier_fd(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "notifier_fd") {
         return std::ptr::null_mut();
     }
-    let Some(nt) = notifier(*a) else { return std::ptr::null_mut() };
+    let Some(nt) = notifier(*a) else {
+        return std::ptr::null_mut();
+    };
     ffi::PyLong_FromLong(nt.fd() as _)
 }
 
-unsafe extern "C" fn c_notifier_drain(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_notifier_drain(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "notifier_drain") {
         return std::ptr::null_mut();
     }
-    let Some(nt) = notifier(*a) else { return std::ptr::null_mut() };
+    let Some(nt) = notifier(*a) else {
+        return std::ptr::null_mut();
+    };
     let tokens = nt.drain();
     let l = ffi::PyList_New(tokens.len() as ffi::Py_ssize_t);
     if l.is_null() {
@@ -511,11 +635,17 @@ unsafe extern "C" fn c_notifier_drain(_m: *mut ffi::PyObject, a: Args, n: ffi::P
     l
 }
 
-unsafe extern "C" fn c_notifier_close(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn c_notifier_close(
+    _m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     if !nargs(n, 1, "notifier_close") {
         return std::ptr::null_mut();
     }
-    let Some(nt) = notifier(*a) else { return std::ptr::null_mut() };
+    let Some(nt) = notifier(*a) else {
+        return std::ptr::null_mut();
+    };
     nt.close();
     none()
 }

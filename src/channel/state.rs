@@ -35,7 +35,10 @@ pub struct Message {
 
 impl From<Vec<u8>> for Message {
     fn from(data: Vec<u8>) -> Self {
-        Message { data, bufs: Vec::new() }
+        Message {
+            data,
+            bufs: Vec::new(),
+        }
     }
 }
 
@@ -43,7 +46,11 @@ impl PartialEq for Message {
     fn eq(&self, o: &Self) -> bool {
         self.data == o.data
             && self.bufs.len() == o.bufs.len()
-            && self.bufs.iter().zip(&o.bufs).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self
+                .bufs
+                .iter()
+                .zip(&o.bufs)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
@@ -196,7 +203,11 @@ impl Channel {
             let mut g = self.inner.lock();
             match g.queue.pop_front() {
                 Some(item) => {
-                    let w = if self.maxsize != 0 { pop_live(&mut g.send_waiters) } else { None };
+                    let w = if self.maxsize != 0 {
+                        pop_live(&mut g.send_waiters)
+                    } else {
+                        None
+                    };
                     (item, w)
                 }
                 None if g.closed => return RecvResult::Closed,
@@ -220,7 +231,10 @@ impl Channel {
         if ready {
             return false;
         }
-        let w = Waiter { notifier: notifier.clone(), token };
+        let w = Waiter {
+            notifier: notifier.clone(),
+            token,
+        };
         match side {
             Side::Recv => g.recv_waiters.push_back(w),
             Side::Send => g.send_waiters.push_back(w),
@@ -236,7 +250,9 @@ impl Channel {
                 Side::Recv => &mut g.recv_waiters,
                 Side::Send => &mut g.send_waiters,
             };
-            q.iter().position(|w| w.is(notifier, token)).and_then(|i| q.remove(i))
+            q.iter()
+                .position(|w| w.is(notifier, token))
+                .and_then(|i| q.remove(i))
         };
         removed.is_some()
     }
@@ -298,7 +314,12 @@ impl Channel {
 
     pub fn info(&self) -> (usize, bool, usize, usize) {
         let g = self.inner.lock();
-        (g.queue.len(), g.closed, g.recv_waiters.len(), g.send_waiters.len())
+        (
+            g.queue.len(),
+            g.closed,
+            g.recv_waiters.len(),
+            g.send_waiters.len(),
+        )
     }
 }
 
@@ -337,7 +358,14 @@ pub fn create(maxsize: usize) -> Arc<Channel> {
             send_waiters: VecDeque::new(),
         }),
     });
-    registry().lock().insert(id, Entry { channel: Arc::downgrade(&ch), pinned: None, pins: 0 });
+    registry().lock().insert(
+        id,
+        Entry {
+            channel: Arc::downgrade(&ch),
+            pinned: None,
+            pins: 0,
+        },
+    );
     ch
 }
 
@@ -437,7 +465,10 @@ mod tests {
                         match ch.try_recv() {
                             RecvResult::Item(m) => {
                                 let d = &m.data;
-                                got.push((d[0] as u64, u64::from_le_bytes(d[1..9].try_into().unwrap())))
+                                got.push((
+                                    d[0] as u64,
+                                    u64::from_le_bytes(d[1..9].try_into().unwrap()),
+                                ))
                             }
                             RecvResult::Empty => park(&ch, Side::Recv, &n, &mut token),
                             RecvResult::Closed => return got,
@@ -480,14 +511,19 @@ mod tests {
             all.extend(got);
         }
         all.sort();
-        let want: Vec<(u64, u64)> = (0..PRODUCERS).flat_map(|p| (0..PER).map(move |i| (p, i))).collect();
+        let want: Vec<(u64, u64)> = (0..PRODUCERS)
+            .flat_map(|p| (0..PER).map(move |i| (p, i)))
+            .collect();
         assert_eq!(all, want);
     }
 
     #[test]
     fn waiters_of_a_closed_notifier_are_skipped() {
         let ch = create(0);
-        let (dead, live) = (Arc::new(Notifier::new().unwrap()), Arc::new(Notifier::new().unwrap()));
+        let (dead, live) = (
+            Arc::new(Notifier::new().unwrap()),
+            Arc::new(Notifier::new().unwrap()),
+        );
         assert!(ch.wait(Side::Recv, &dead, 1));
         assert!(ch.wait(Side::Recv, &live, 2));
         dead.close();

@@ -25,13 +25,19 @@ unsafe impl<T: Send> Sync for GilCell<T> {}
 
 impl<T> GilCell<T> {
     pub fn new(value: T) -> Self {
-        GilCell { value: UnsafeCell::new(value), borrowed: Cell::new(false) }
+        GilCell {
+            value: UnsafeCell::new(value),
+            borrowed: Cell::new(false),
+        }
     }
 
     /// Runs `f` with exclusive access. `f` must not run Python code (see module docs).
     #[inline]
     pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
-        assert!(!self.borrowed.get(), "interloop: GilCell borrowed re-entrantly");
+        assert!(
+            !self.borrowed.get(),
+            "interloop: GilCell borrowed re-entrantly"
+        );
         self.borrowed.set(true);
         struct Release<'a>(&'a Cell<bool>);
         impl Drop for Release<'_> {

@@ -139,7 +139,10 @@ const FREE_HANDLES_MAX: usize = 256;
 const INTERNAL_POLL_EVERY: u32 = 64;
 
 pub(crate) fn monotonic() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // Safety: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on
     // Linux. It is the clock `time.monotonic()` reads, so `loop.time()` agrees with it.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -147,7 +150,10 @@ pub(crate) fn monotonic() -> f64 {
 }
 
 fn clock_resolution() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // Safety: as above.
     let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC, &mut ts) };
     if rc == 0 {
@@ -211,12 +217,17 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         match obj.call_method0("fileno") {
             Ok(f) => f.extract::<i64>()?,
             Err(_) => {
-                return Err(PyValueError::new_err(format!("Invalid file object: {}", obj.repr()?)))
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr()?
+                )))
             }
         }
     };
     if fd < 0 || fd > i32::MAX as i64 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
     }
     Ok(fd as RawFd)
 }
@@ -368,8 +379,19 @@ impl LoopCore {
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
         let py = slf.py();
-        let info = TimerInfo { when, heap_cancelled: self.timer_cancelled.clone() };
-        let h = Handle::create(py, callback, args, context, slf.as_any(), self.is_debug(), Some(info))?;
+        let info = TimerInfo {
+            when,
+            heap_cancelled: self.timer_cancelled.clone(),
+        };
+        let h = Handle::create(
+            py,
+            callback,
+            args,
+            context,
+            slf.as_any(),
+            self.is_debug(),
+            Some(info),
+        )?;
         h.get().scheduled.store(true, Ordering::Release);
         let item = h.clone().unbind();
         self.state.with(py, |s| s.timers.push(when, item));
@@ -451,7 +473,15 @@ impl LoopCore {
         self.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
         let drains = side == Side::Read && crate::transport::drains_itself(&callback);
-        let h = Handle::create(py, callback, args, None, slf.as_any(), self.is_debug(), None)?;
+        let h = Handle::create(
+            py,
+            callback,
+            args,
+            None,
+            slf.as_any(),
+            self.is_debug(),
+            None,
+        )?;
         h.get().mark_io();
         if drains {
             h.get().mark_drains();
@@ -505,7 +535,8 @@ impl LoopCore {
         let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
         let (has_ready, next_when, io_count) = self.state.with(py, |s| {
             if cancelled > MIN_CANCELLED_FOR_COMPACTION && cancelled * 2 > s.timers.len() {
-                s.timers.retain_into(|h| !h.get().is_cancelled(), &mut garbage);
+                s.timers
+                    .retain_into(|h| !h.get().is_cancelled(), &mut garbage);
             } else {
                 while s.timers.peek().is_some_and(|h| h.get().is_cancelled()) {
                     garbage.extend(s.timers.pop());
@@ -519,7 +550,9 @@ impl LoopCore {
             h.get().scheduled.store(false, Ordering::Release);
         }
         if !garbage.is_empty() {
-            let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
+            let n = garbage
+                .len()
+                .min(self.timer_cancelled.load(Ordering::Relaxed));
             self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
         }
         if !garbage.is_empty() {
@@ -531,7 +564,8 @@ impl LoopCore {
         let timeout = if has_ready || sources_pending || self.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
         } else {
-            next_when.map(|w| Duration::from_secs_f64((w - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT)))
+            next_when
+                .map(|w| Duration::from_secs_f64((w - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT)))
         };
 
         // 3: poll.
@@ -619,7 +653,9 @@ impl LoopCore {
             }
         });
         if !garbage.is_empty() {
-            let n = garbage.len().min(self.timer_cancelled.load(Ordering::Relaxed));
+            let n = garbage
+                .len()
+                .min(self.timer_cancelled.load(Ordering::Relaxed));
             self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
             for h in garbage {
                 let_go(py, h);
@@ -630,7 +666,9 @@ impl LoopCore {
         let ntodo = self.state.with(py, |s| s.ready.len());
         let debug = self.is_debug();
         for _ in 0..ntodo {
-            let Some(item) = self.state.with(py, |s| s.ready.pop_front()) else { break };
+            let Some(item) = self.state.with(py, |s| s.ready.pop_front()) else {
+                break;
+            };
             match item {
                 Ready::Native(h) => {
                     if h.get().is_cancelled() {
@@ -670,7 +708,10 @@ impl LoopCore {
                         let dt = monotonic() - t0;
                         slf.setattr("_current_handle", py.None())?;
                         res?;
-                        let limit: f64 = slf.getattr("slow_callback_duration")?.extract().unwrap_or(0.1);
+                        let limit: f64 = slf
+                            .getattr("slow_callback_duration")?
+                            .extract()
+                            .unwrap_or(0.1);
                         if dt >= limit {
                             slf.call_method1("_warn_slow_callback", (obj, dt))?;
                         }
@@ -684,7 +725,8 @@ impl LoopCore {
     }
 
     fn sources_pending(&self, py: Python<'_>) -> bool {
-        self.sources.with(py, |v| v.iter().any(|a| a.source.has_pending()))
+        self.sources
+            .with(py, |v| v.iter().any(|a| a.source.has_pending()))
     }
 
     fn drain_sources(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -696,7 +738,9 @@ impl LoopCore {
                 .collect()
         });
         for (source, callback) in pending {
-            let res = source.drain(py).and_then(|batch| callback.bind(py).call1((batch,)).map(drop));
+            let res = source
+                .drain(py)
+                .and_then(|batch| callback.bind(py).call1((batch,)).map(drop));
             if let Err(e) = res {
                 if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
                     || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
@@ -726,7 +770,11 @@ impl LoopCore {
         source.set_waker(Some(self.waker.clone()));
         let replaced = self.sources.with(py, |v| {
             let old = v.iter().position(|a| a.key == key).map(|i| v.remove(i));
-            v.push(Attached { key, source, callback });
+            v.push(Attached {
+                key,
+                source,
+                callback,
+            });
             old
         });
         drop(replaced);
@@ -737,7 +785,9 @@ impl LoopCore {
 
     /// Detaches the source attached under `key`; returns whether there was one.
     pub fn detach_source(&self, py: Python<'_>, key: usize) -> bool {
-        let removed = self.sources.with(py, |v| v.iter().position(|a| a.key == key).map(|i| v.remove(i)));
+        let removed = self.sources.with(py, |v| {
+            v.iter().position(|a| a.key == key).map(|i| v.remove(i))
+        });
         match removed {
             Some(a) => {
                 a.source.set_waker(None);
@@ -764,7 +814,10 @@ impl LoopCore {
                 slf.call_method1("_handle_callback_exception", (h, e.value(py)))?;
             }
         }
-        let limit: f64 = slf.getattr("slow_callback_duration")?.extract().unwrap_or(0.1);
+        let limit: f64 = slf
+            .getattr("slow_callback_duration")?
+            .extract()
+            .unwrap_or(0.1);
         if dt >= limit {
             slf.call_method1("_warn_slow_callback", (h, dt))?;
         }
@@ -802,7 +855,10 @@ impl LoopCore {
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
         Ok(LoopCore {
             state: GilCell::new(State::default()),
-            poll: parking_lot::Mutex::new(PollState { poll, events: Events::with_capacity(1024) }),
+            poll: parking_lot::Mutex::new(PollState {
+                poll,
+                events: Events::with_capacity(1024),
+            }),
             registry,
             waker: Arc::new(LoopWaker::new(waker)),
             sources: GilCell::new(Vec::new()),
@@ -849,8 +905,13 @@ impl LoopCore {
             if let Some(k) = kwargs {
                 kw.update(k.as_mapping())?;
             }
-            return asyncio_attr(py, &BASE_CREATE_TASK, "base_events", &["BaseEventLoop", "create_task"])?
-                .call((slf, coro), Some(&kw));
+            return asyncio_attr(
+                py,
+                &BASE_CREATE_TASK,
+                "base_events",
+                &["BaseEventLoop", "create_task"],
+            )?
+            .call((slf, coro), Some(&kw));
         }
         kw.set_item(intern!(py, "loop"), slf)?;
         asyncio_attr(py, &TASK_CLASS, "tasks", &["Task"])?.call((coro,), Some(&kw))
@@ -966,7 +1027,11 @@ impl LoopCore {
         self.attach_source(py, key, core.get().completions(), callback)
     }
 
-    fn _interloop_detach_completions(&self, py: Python<'_>, core: &Bound<'_, crate::bridge::PoolCore>) -> bool {
+    fn _interloop_detach_completions(
+        &self,
+        py: Python<'_>,
+        core: &Bound<'_, crate::bridge::PoolCore>,
+    ) -> bool {
         self.detach_source(py, core.as_ptr() as usize)
     }
 
@@ -1067,7 +1132,8 @@ impl LoopCore {
 
     /// Counts for tests and debugging: `(ready, timers, descriptors)`.
     fn _queue_sizes(&self, py: Python<'_>) -> (usize, usize, usize) {
-        self.state.with(py, |s| (s.ready.len(), s.timers.len(), s.io.len()))
+        self.state
+            .with(py, |s| (s.ready.len(), s.timers.len(), s.io.len()))
     }
 
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {

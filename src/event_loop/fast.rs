@@ -11,8 +11,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::sync::OnceLock;
 
-struct Def(ffi::PyMethodDef);
-// Safety: written once (below, under the GIL) and only read by CPython afterwards.
+/// A `PyMethodDef` that can live in a `static`: CPython keeps a pointer to it for as
+/// long as the functions made from it live, so it must never move nor be freed.
+pub(crate) struct Def(pub(crate) ffi::PyMethodDef);
+// Safety: written once (at initialisation) and only read by CPython afterwards; the
+// pointers in it are 'static (C string literals and `extern "C"` functions).
 unsafe impl Send for Def {}
 unsafe impl Sync for Def {}
 
@@ -23,7 +26,9 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     let def = CALL_SOON.get_or_init(|| {
         Def(ffi::PyMethodDef {
             ml_name: c"call_soon".as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: call_soon },
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_soon,
+            },
             ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
             ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nSchedules callback(*args) \
 in the next iteration; returns its Handle."
@@ -34,7 +39,10 @@ in the next iteration; returns its Handle."
     // Safety: GIL held; `def` is 'static; the descriptor checks that `self` is a
     // LoopCore (or subclass) instance before calling `call_soon`.
     unsafe {
-        let d = ffi::PyDescr_NewMethod(tp.as_ptr() as *mut ffi::PyTypeObject, &def.0 as *const _ as *mut _);
+        let d = ffi::PyDescr_NewMethod(
+            tp.as_ptr() as *mut ffi::PyTypeObject,
+            &def.0 as *const _ as *mut _,
+        );
         let d = Bound::from_owned_ptr_or_err(py, d)?;
         tp.setattr("call_soon", d)?;
     }
@@ -51,7 +59,9 @@ unsafe extern "C" fn call_soon(
     // an instance of LoopCore or a subclass (checked by the descriptor), `args`
     // valid for `nargs` positional plus `len(kwnames)` keyword values, borrowed.
     let py = Python::assume_attached();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(py, slf, args, nargsf, kwnames)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        body(py, slf, args, nargsf, kwnames)
+    }));
     match r {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
@@ -78,7 +88,10 @@ unsafe fn body(
         let kw = Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>();
         for (i, name) in kw.iter().enumerate() {
             if name.eq(pyo3::intern!(py, "context"))? && context.is_none() {
-                context = Some(Bound::from_borrowed_ptr(py, *args.offset(nargs + i as isize)));
+                context = Some(Bound::from_borrowed_ptr(
+                    py,
+                    *args.offset(nargs + i as isize),
+                ));
             } else {
                 return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                     "call_soon() got an unexpected keyword argument {}",

@@ -28,7 +28,9 @@ use std::sync::Arc;
 pub(crate) fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
     HELPERS
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("interloop._loop")?.unbind()))
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("interloop._loop")?.unbind())
+        })
         .map(|m| m.bind(py))
 }
 
@@ -77,7 +79,13 @@ pub(crate) struct TimerInfo {
     pub heap_cancelled: Arc<AtomicUsize>,
 }
 
-#[pyclass(frozen, subclass, weakref, module = "interloop._interloop", name = "Handle")]
+#[pyclass(
+    frozen,
+    subclass,
+    weakref,
+    module = "interloop._interloop",
+    name = "Handle"
+)]
 pub struct Handle {
     inner: GilCell<Inner>,
     cancelled: AtomicBool,
@@ -280,7 +288,9 @@ impl Handle {
             // or the handle's dealloc (the caller holds the handle) release it.
             Some((f.clone_ref(py), a.clone_ref(py), ctx))
         });
-        let Some((func, args, ctx)) = taken else { return Ok(()) };
+        let Some((func, args, ctx)) = taken else {
+            return Ok(());
+        };
         // Safety: `func` and `args` are strong references we own for the whole block;
         // `ctx` is borrowed from this handle, which the caller keeps alive and which
         // releases its context only in take_inner/refill/dealloc (none can run during
@@ -296,9 +306,17 @@ impl Handle {
             } else {
                 ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut())
             };
-            let err = if res.is_null() { Some(PyErr::fetch(py)) } else { None };
+            let err = if res.is_null() {
+                Some(PyErr::fetch(py))
+            } else {
+                None
+            };
             let exit_failed = ffi::PyContext_Exit(ctx) < 0;
-            let exit_err = if exit_failed { Some(PyErr::fetch(py)) } else { None };
+            let exit_err = if exit_failed {
+                Some(PyErr::fetch(py))
+            } else {
+                None
+            };
             if !res.is_null() {
                 ffi::Py_DECREF(res);
             }
@@ -311,7 +329,8 @@ impl Handle {
     }
 
     pub(crate) fn loop_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.loop_.as_ref().map(|l| l.to_py(py)))
+        self.inner
+            .with(py, |i| i.loop_.as_ref().map(|l| l.to_py(py)))
     }
 
     /// asyncio's `Handle.cancel()`: mark cancelled, drop the callback and its
@@ -382,12 +401,14 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.callback.as_ref().map(|(f, _)| f.to_py(py)))
+        self.inner
+            .with(py, |i| i.callback.as_ref().map(|(f, _)| f.to_py(py)))
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.callback.as_ref().map(|(_, a)| a.to_py(py)))
+        self.inner
+            .with(py, |i| i.callback.as_ref().map(|(_, a)| a.to_py(py)))
     }
 
     #[getter]
@@ -407,7 +428,8 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| i.source_traceback.as_ref().map(|t| t.clone_ref(py)))
+        self.inner
+            .with(py, |i| i.source_traceback.as_ref().map(|t| t.clone_ref(py)))
     }
 
     #[getter]
@@ -454,14 +476,23 @@ impl TimerHandle {
         };
         let a = slf.as_super().get();
         let b = other.as_super().get();
-        let (wa, wb) = (a.timer.as_ref().map_or(f64::NAN, |t| t.when), b.timer.as_ref().map_or(f64::NAN, |t| t.when));
+        let (wa, wb) = (
+            a.timer.as_ref().map_or(f64::NAN, |t| t.when),
+            b.timer.as_ref().map_or(f64::NAN, |t| t.when),
+        );
         let equal = || -> PyResult<bool> {
             if wa != wb || a.is_cancelled() != b.is_cancelled() {
                 return Ok(false);
             }
             let none = || py.None();
-            let (ca, cb) = (a._callback(py).unwrap_or_else(none), b._callback(py).unwrap_or_else(none));
-            let (aa, ab) = (a._args(py).unwrap_or_else(none), b._args(py).unwrap_or_else(none));
+            let (ca, cb) = (
+                a._callback(py).unwrap_or_else(none),
+                b._callback(py).unwrap_or_else(none),
+            );
+            let (aa, ab) = (
+                a._args(py).unwrap_or_else(none),
+                b._args(py).unwrap_or_else(none),
+            );
             Ok(ca.bind(py).eq(cb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
         };
         let r = match op {
@@ -472,7 +503,10 @@ impl TimerHandle {
             Eq => equal()?,
             Ne => !equal()?,
         };
-        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, r)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 
     fn __hash__(slf: PyRef<'_, Self>) -> isize {

@@ -2,7 +2,7 @@
 //! (Named `event_loop` because `loop` is a Rust keyword.)
 pub mod cell;
 mod core;
-mod fast;
+pub(crate) mod fast;
 mod handle;
 mod objref;
 pub mod sources;

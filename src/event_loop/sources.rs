@@ -23,7 +23,10 @@ pub struct LoopWaker {
 
 impl LoopWaker {
     pub(crate) fn new(waker: mio::Waker) -> Self {
-        LoopWaker { waker, pending: AtomicBool::new(false) }
+        LoopWaker {
+            waker,
+            pending: AtomicBool::new(false),
+        }
     }
 
     pub fn wake(&self) {

@@ -32,7 +32,10 @@ impl<T> PartialOrd for Entry<T> {
 impl<T> Ord for Entry<T> {
     // Reversed so that std's max-heap yields the earliest deadline first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.when.total_cmp(&self.when).then_with(|| other.seq.cmp(&self.seq))
+        other
+            .when
+            .total_cmp(&self.when)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -43,7 +46,10 @@ pub struct TimerHeap<T> {
 
 impl<T> Default for TimerHeap<T> {
     fn default() -> Self {
-        TimerHeap { heap: BinaryHeap::new(), next_seq: 0 }
+        TimerHeap {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+        }
     }
 }
 
@@ -100,7 +106,12 @@ impl<T> TimerHeap<T> {
     }
 
     pub fn drain_into(&mut self, out: &mut Vec<T>) {
-        out.extend(std::mem::take(&mut self.heap).into_vec().into_iter().map(|e| e.item));
+        out.extend(
+            std::mem::take(&mut self.heap)
+                .into_vec()
+                .into_iter()
+                .map(|e| e.item),
+        );
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {

@@ -30,7 +30,9 @@ macro_rules! method {
     ($name:literal, $f:ident, $doc:literal) => {
         pyo3::ffi::PyMethodDef {
             ml_name: $name.as_ptr(),
-            ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunctionFast: $f },
+            ml_meth: pyo3::ffi::PyMethodDefPointer {
+                PyCFunctionFast: $f,
+            },
             ml_flags: pyo3::ffi::METH_FASTCALL,
             ml_doc: $doc.as_ptr(),
         }
@@ -132,7 +134,10 @@ pub unsafe fn set_error(exc: *mut ffi::PyObject, msg: &str) -> *mut ffi::PyObjec
 pub unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bool {
     let n = ffi::PyVectorcall_NARGS(n as usize);
     if n != want {
-        set_error(ffi::PyExc_TypeError, &format!("{name}() takes {want} arguments ({n} given)"));
+        set_error(
+            ffi::PyExc_TypeError,
+            &format!("{name}() takes {want} arguments ({n} given)"),
+        );
         return false;
     }
     true
@@ -158,7 +163,9 @@ pub unsafe fn leak_module_def(
         m_doc: doc.as_ptr(),
         m_size: state_size,
         m_methods: Box::leak(methods.into_boxed_slice()).as_mut_ptr(),
-        m_slots: slots.map_or(std::ptr::null_mut(), |s| Box::leak(s.into_boxed_slice()).as_mut_ptr()),
+        m_slots: slots.map_or(std::ptr::null_mut(), |s| {
+            Box::leak(s.into_boxed_slice()).as_mut_ptr()
+        }),
         m_traverse: None,
         m_clear: None,
         m_free: None,

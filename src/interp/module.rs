@@ -9,8 +9,8 @@
 //! thread after creation and cleared before the interpreter ends.
 use super::ffi_util::*;
 use super::worker::WorkerCtx;
-use crate::sched::{kind, Completion, Origin};
 use crate::interp::ffi_util::{leak_module_def, method, DefPtr};
+use crate::sched::{kind, Completion, Origin};
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 use std::sync::OnceLock;
@@ -73,7 +73,8 @@ pub unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
     }
     ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins());
     let spec = ffi::PyRun_String(
-        c"__import__('importlib.machinery').machinery.ModuleSpec('interloop._interloop', None)".as_ptr(),
+        c"__import__('importlib.machinery').machinery.ModuleSpec('interloop._interloop', None)"
+            .as_ptr(),
         ffi::Py_eval_input,
         globals,
         globals,
@@ -95,7 +96,10 @@ pub unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
     let state = ffi::PyModule_GetState(m) as *mut *const WorkerCtx;
     if state.is_null() {
         ffi::Py_DecRef(m);
-        set_error(ffi::PyExc_SystemError, "interloop worker module has no state");
+        set_error(
+            ffi::PyExc_SystemError,
+            "interloop worker module has no state",
+        );
         return std::ptr::null_mut();
     }
     *state = ctx;
@@ -140,29 +144,53 @@ unsafe extern "C" fn w_exec(m: *mut ffi::PyObject) -> c_int {
 unsafe fn ctx<'a>(m: *mut ffi::PyObject) -> Option<&'a WorkerCtx> {
     let state = ffi::PyModule_GetState(m) as *mut *const WorkerCtx;
     if state.is_null() || (*state).is_null() {
-        set_error(ffi::PyExc_RuntimeError, "the interloop worker is shutting down");
+        set_error(
+            ffi::PyExc_RuntimeError,
+            "the interloop worker is shutting down",
+        );
         return None;
     }
     let c = &**state;
     if !c.on_own_thread() {
-        set_error(ffi::PyExc_RuntimeError, "interloop worker functions must be called from the worker's own thread");
+        set_error(
+            ffi::PyExc_RuntimeError,
+            "interloop worker functions must be called from the worker's own thread",
+        );
         return None;
     }
     Some(c)
 }
 
-unsafe extern "C" fn w_wake_fd(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_wake_fd(
+    m: *mut ffi::PyObject,
+    _a: Args,
+    _n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     ffi::PyLong_FromLong(c.slot().wake.raw() as _)
 }
 
-unsafe extern "C" fn w_index(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_index(
+    m: *mut ffi::PyObject,
+    _a: Args,
+    _n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     u64_(c.me as u64)
 }
 
-unsafe extern "C" fn w_ready(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_ready(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     if !nargs(n, 1, "ready") {
         return std::ptr::null_mut();
     }
@@ -175,42 +203,82 @@ unsafe extern "C" fn w_ready(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t)
         if p.is_null() {
             return std::ptr::null_mut();
         }
-        (kind::WORKER_FAILED, std::slice::from_raw_parts(p as *const u8, len as usize).to_vec())
+        (
+            kind::WORKER_FAILED,
+            std::slice::from_raw_parts(p as *const u8, len as usize).to_vec(),
+        )
     };
-    c.sched.route(Origin::Caller, Completion { job: c.me as u64, kind: k, data });
+    c.sched.route(
+        Origin::Caller,
+        Completion {
+            job: c.me as u64,
+            kind: k,
+            data,
+        },
+    );
     none()
 }
 
-unsafe extern "C" fn w_poll(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_poll(
+    m: *mut ffi::PyObject,
+    _a: Args,
+    _n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     c.slot().wake.clear();
     c.sched.clear_notified(c.me);
     let inbox = c.sched.take_inbox(c.me);
     let cancels = list(
-        inbox.cancels.iter().map(|&(id, intr)| tuple(&[u64_(id), bool_(intr)])).collect(),
+        inbox
+            .cancels
+            .iter()
+            .map(|&(id, intr)| tuple(&[u64_(id), bool_(intr)]))
+            .collect(),
     );
     let done = list(
         inbox
             .completions
             .iter()
-            .map(|x| tuple(&[u64_(x.job), ffi::PyLong_FromLong(x.kind as _), bytes(&x.data)]))
+            .map(|x| {
+                tuple(&[
+                    u64_(x.job),
+                    ffi::PyLong_FromLong(x.kind as _),
+                    bytes(&x.data),
+                ])
+            })
             .collect(),
     );
     tuple(&[bool_(inbox.shutdown), cancels, done])
 }
 
-unsafe extern "C" fn w_take(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_take(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     // Optional argument: how long (µs) to spin for a job before registering for a
     // wake-up. Granted only once per job taken (right after activity, never idle).
     let spin_us = if n >= 1 {
-        let Some(v) = arg_u64(*a) else { return std::ptr::null_mut() };
+        let Some(v) = arg_u64(*a) else {
+            return std::ptr::null_mut();
+        };
         v
     } else {
         0
     };
-    let spin = if spin_us > 0 && c.took.replace(false) { std::time::Duration::from_micros(spin_us) } else { Default::default() };
-    let Some(job) = c.sched.take_spinning(c.me, &c.local, spin) else { return none() };
+    let spin = if spin_us > 0 && c.took.replace(false) {
+        std::time::Duration::from_micros(spin_us)
+    } else {
+        Default::default()
+    };
+    let Some(job) = c.sched.take_spinning(c.me, &c.local, spin) else {
+        return none();
+    };
     c.took.set(true);
     let (fnb, argsb) = split_payload(&job.payload);
     tuple(&[
@@ -228,7 +296,9 @@ unsafe extern "C" fn w_take(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) 
 /// slicing and `int.from_bytes` in the driver. A payload not made by `dumps_job`
 /// gives an empty function part, which fails that job (unpickling), not the worker.
 fn split_payload(p: &[u8]) -> (&[u8], &[u8]) {
-    let Some((head, rest)) = p.split_first_chunk::<4>() else { return (&[], p) };
+    let Some((head, rest)) = p.split_first_chunk::<4>() else {
+        return (&[], p);
+    };
     let n = u32::from_le_bytes(*head) as usize;
     if n > rest.len() {
         return (&[], p);
@@ -236,47 +306,85 @@ fn split_payload(p: &[u8]) -> (&[u8], &[u8]) {
     rest.split_at(n)
 }
 
-unsafe extern "C" fn w_busy(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_busy(
+    m: *mut ffi::PyObject,
+    _a: Args,
+    _n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     c.sched.set_busy(c.me);
     none()
 }
 
-unsafe extern "C" fn w_has_work(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_has_work(
+    m: *mut ffi::PyObject,
+    _a: Args,
+    _n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     bool_(c.sched.has_work())
 }
 
-unsafe extern "C" fn w_complete(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_complete(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     if !nargs(n, 3, "complete") {
         return std::ptr::null_mut();
     }
-    let (Some(id), Some(k), Some(data)) = (arg_u64(*a), arg_u64(*a.add(1)), arg_bytes(*a.add(2))) else {
+    let (Some(id), Some(k), Some(data)) = (arg_u64(*a), arg_u64(*a.add(1)), arg_bytes(*a.add(2)))
+    else {
         return std::ptr::null_mut();
     };
     c.sched.complete(c.me, id, k as u8, data.to_vec());
     none()
 }
 
-unsafe extern "C" fn w_spawn(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_spawn(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     if !nargs(n, 2, "spawn") {
         return std::ptr::null_mut();
     }
     let (Some(data), Some(flags)) = (arg_bytes(*a), arg_u64(*a.add(1))) else {
         return std::ptr::null_mut();
     };
-    let id = c.sched.submit(data.to_vec(), flags as u32, Origin::Worker(c.me), Some(&c.local));
+    let id = c.sched.submit(
+        data.to_vec(),
+        flags as u32,
+        Origin::Worker(c.me),
+        Some(&c.local),
+    );
     u64_(id)
 }
 
-unsafe extern "C" fn w_cancel(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_cancel(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     if !nargs(n, 2, "cancel") {
         return std::ptr::null_mut();
     }
-    let Some(id) = arg_u64(*a) else { return std::ptr::null_mut() };
+    let Some(id) = arg_u64(*a) else {
+        return std::ptr::null_mut();
+    };
     let intr = ffi::PyObject_IsTrue(*a.add(1)) == 1;
     let running = c.sched.cancel(id, intr);
     if let (Some(w), true) = (running, intr) {
@@ -285,8 +393,14 @@ unsafe extern "C" fn w_cancel(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t
     bool_(running.is_some())
 }
 
-unsafe extern "C" fn w_set_interrupt_handler(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    let Some(c) = ctx(m) else { return std::ptr::null_mut() };
+unsafe extern "C" fn w_set_interrupt_handler(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let Some(c) = ctx(m) else {
+        return std::ptr::null_mut();
+    };
     if !nargs(n, 1, "set_interrupt_handler") {
         return std::ptr::null_mut();
     }
@@ -294,6 +408,10 @@ unsafe extern "C" fn w_set_interrupt_handler(m: *mut ffi::PyObject, a: Args, n: 
     none()
 }
 
-unsafe extern "C" fn w_channel_module(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+unsafe extern "C" fn w_channel_module(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
     crate::channel::channel_module(m, a, n)
 }

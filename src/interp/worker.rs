@@ -85,7 +85,14 @@ pub fn interrupt(sched: &Scheduler, w: usize, job: u64) {
     // `_PyEval_AddPendingCall` may be called from any thread; it takes the
     // interpreter's pending-calls lock. `arg` is freed by `run_interrupt`, or leaked
     // if the interpreter ends first (8 bytes).
-    unsafe { _PyEval_AddPendingCall(*interp as *mut ffi::PyInterpreterState, run_interrupt, arg, 0) };
+    unsafe {
+        _PyEval_AddPendingCall(
+            *interp as *mut ffi::PyInterpreterState,
+            run_interrupt,
+            arg,
+            0,
+        )
+    };
 }
 
 unsafe extern "C" fn run_interrupt(arg: *mut c_void) -> c_int {
@@ -115,7 +122,12 @@ unsafe extern "C" fn run_interrupt(arg: *mut c_void) -> c_int {
     -1
 }
 
-pub fn worker_main(sched: Arc<Scheduler>, me: usize, local: Worker<Job>, config: Arc<WorkerConfig>) {
+pub fn worker_main(
+    sched: Arc<Scheduler>,
+    me: usize,
+    local: Worker<Job>,
+    config: Arc<WorkerConfig>,
+) {
     let ctx = WorkerCtx {
         sched: sched.clone(),
         me,
@@ -139,7 +151,11 @@ pub fn worker_main(sched: Arc<Scheduler>, me: usize, local: Worker<Job>, config:
 fn fail(ctx: &WorkerCtx, msg: &str) {
     ctx.sched.route(
         Origin::Caller,
-        Completion { job: ctx.me as u64, kind: kind::WORKER_FAILED, data: msg.as_bytes().to_vec() },
+        Completion {
+            job: ctx.me as u64,
+            kind: kind::WORKER_FAILED,
+            data: msg.as_bytes().to_vec(),
+        },
     );
 }
 
@@ -176,7 +192,9 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
     // This interpreter lends memory to zero-copy buffers; buffers handed back are
     // released here (a pending call, after a wake-up so it runs soon).
     let waker = (ctx.sched.clone(), ctx.me);
-    let owner = crate::buffer::Owner::register_current(Some(Box::new(move || waker.0.slots[waker.1].wake.notify())));
+    let owner = crate::buffer::Owner::register_current(Some(Box::new(move || {
+        waker.0.slots[waker.1].wake.notify()
+    })));
     drive(ctx, config);
     // Step 4.
     owner.unregister();
@@ -186,7 +204,14 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
     if !h.is_null() {
         ffi::Py_DecRef(h);
     }
-    ctx.sched.route(Origin::Caller, Completion { job: ctx.me as u64, kind: kind::WORKER_EXITED, data: Vec::new() });
+    ctx.sched.route(
+        Origin::Caller,
+        Completion {
+            job: ctx.me as u64,
+            kind: kind::WORKER_EXITED,
+            data: Vec::new(),
+        },
+    );
     ffi::Py_EndInterpreter(ts);
     // Step 5.
     ffi::PyEval_RestoreThread(main_ts);
@@ -208,7 +233,10 @@ unsafe fn drive(ctx: &WorkerCtx, config: &WorkerConfig) {
     let ok = run_driver(m, config);
     if !ok {
         ffi::PyErr_Print();
-        fail(ctx, "the worker driver failed (traceback printed on stderr)");
+        fail(
+            ctx,
+            "the worker driver failed (traceback printed on stderr)",
+        );
     }
     module::detach(m);
     ffi::Py_DecRef(m);
@@ -224,7 +252,11 @@ unsafe fn run_driver(m: *mut ffi::PyObject, config: &WorkerConfig) -> bool {
     if code.is_null() {
         return false;
     }
-    let drv = ffi::PyImport_ExecCodeModuleEx(c"interloop._worker".as_ptr(), code, c"interloop/_worker.py".as_ptr());
+    let drv = ffi::PyImport_ExecCodeModuleEx(
+        c"interloop._worker".as_ptr(),
+        code,
+        c"interloop/_worker.py".as_ptr(),
+    );
     ffi::Py_DecRef(code);
     if drv.is_null() {
         return false;

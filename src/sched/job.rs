@@ -40,7 +40,12 @@ pub struct JobCtl {
 
 impl JobCtl {
     pub fn new(id: JobId, origin: Origin) -> Self {
-        JobCtl { id, origin, submitted_at: Instant::now(), state: AtomicUsize::new(QUEUED) }
+        JobCtl {
+            id,
+            origin,
+            submitted_at: Instant::now(),
+            state: AtomicUsize::new(QUEUED),
+        }
     }
 
     pub fn state(&self) -> JobState {
@@ -56,13 +61,21 @@ impl JobCtl {
     /// `QUEUED -> RUNNING(worker)`; false if the job was cancelled first.
     pub fn try_start(&self, worker: usize) -> bool {
         self.state
-            .compare_exchange(QUEUED, RUNNING | (worker << 2), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                QUEUED,
+                RUNNING | (worker << 2),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
     }
 
     /// `QUEUED -> CANCELLED`; on failure returns the state that won.
     pub fn try_cancel_queued(&self) -> Result<(), JobState> {
-        match self.state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire) {
+        match self
+            .state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => Ok(()),
             Err(_) => Err(self.state()),
         }

@@ -53,7 +53,12 @@ fn no_lost_wakeup() {
         let notified = Arc::new(AtomicBool::new(false));
         let woken = Arc::new(AtomicBool::new(false)); // the eventfd
         let submitter = {
-            let (q, w, n, k) = (queue.clone(), wants.clone(), notified.clone(), woken.clone());
+            let (q, w, n, k) = (
+                queue.clone(),
+                wants.clone(),
+                notified.clone(),
+                woken.clone(),
+            );
             thread::spawn(move || {
                 q.fetch_add(1, SeqCst); // injector.push
                 fence(SeqCst); // notify_one
@@ -72,7 +77,10 @@ fn no_lost_wakeup() {
         submitter.join().unwrap();
         if !got {
             // the worker now sleeps in epoll on its fd: it must have been woken
-            assert!(woken.load(SeqCst), "job queued, worker asleep and not woken");
+            assert!(
+                woken.load(SeqCst),
+                "job queued, worker asleep and not woken"
+            );
             assert!(try_pop(&queue));
         }
     });
@@ -102,7 +110,13 @@ fn no_lost_wakeup_with_a_spinner() {
         let woken = Arc::new(AtomicBool::new(false)); // the spinner's eventfd
         let other_woken = Arc::new(AtomicBool::new(false)); // the parked worker's eventfd
         let submitter = {
-            let (q, s, w, k, o) = (queue.clone(), spinning.clone(), wants.clone(), woken.clone(), other_woken.clone());
+            let (q, s, w, k, o) = (
+                queue.clone(),
+                spinning.clone(),
+                wants.clone(),
+                woken.clone(),
+                other_woken.clone(),
+            );
             thread::spawn(move || {
                 q.fetch_add(1, SeqCst); // injector.push
                 fence(SeqCst); // notify_one
@@ -132,7 +146,10 @@ fn no_lost_wakeup_with_a_spinner() {
         }
         submitter.join().unwrap();
         if !got && !other_woken.load(SeqCst) {
-            assert!(woken.load(SeqCst), "job queued, both workers asleep, none woken");
+            assert!(
+                woken.load(SeqCst),
+                "job queued, both workers asleep, none woken"
+            );
         }
         if !got {
             assert!(try_pop(&queue));

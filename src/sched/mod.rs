@@ -133,7 +133,10 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler for `n` workers; returns the local deques to move into the threads.
-    pub fn new(n: usize, sink: Box<dyn CompletionSink>) -> std::io::Result<(Arc<Self>, Vec<Worker<Job>>)> {
+    pub fn new(
+        n: usize,
+        sink: Box<dyn CompletionSink>,
+    ) -> std::io::Result<(Arc<Self>, Vec<Worker<Job>>)> {
         let locals: Vec<Worker<Job>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let mut slots = Vec::with_capacity(n);
         for w in &locals {
@@ -152,7 +155,9 @@ impl Scheduler {
         let s = Scheduler {
             injector: Injector::new(),
             slots,
-            jobs: (0..JOB_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            jobs: (0..JOB_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             next_id: Padded(AtomicU64::new(1)),
             next_notify: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
@@ -177,12 +182,22 @@ impl Scheduler {
     }
 
     /// Step 1 of the life cycle. `local` is the submitting worker's own deque.
-    pub fn submit(&self, payload: Vec<u8>, flags: u32, origin: Origin, local: Option<&Worker<Job>>) -> JobId {
+    pub fn submit(
+        &self,
+        payload: Vec<u8>,
+        flags: u32,
+        origin: Origin,
+        local: Option<&Worker<Job>>,
+    ) -> JobId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let ctl = Arc::new(JobCtl::new(id, origin));
         self.shard(id).lock().insert(id, ctl.clone());
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        let job = Job { ctl, payload, flags };
+        let job = Job {
+            ctl,
+            payload,
+            flags,
+        };
         let me = match (local, origin) {
             (Some(w), Origin::Worker(i)) => {
                 w.push(job);
@@ -291,7 +306,10 @@ impl Scheduler {
         if !spin.is_zero()
             && local.is_empty()
             && !self.has_work()
-            && self.spinning.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+            && self
+                .spinning
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
         {
             self.stats.spins.fetch_add(1, Ordering::Relaxed);
             let deadline = Instant::now() + spin;
@@ -344,7 +362,14 @@ impl Scheduler {
         self.stats.record_latency(ctl.submitted_at.elapsed());
         // A job its own spawner ran was resolved in place by that worker's driver.
         if ctl.origin != Origin::Worker(worker) {
-            self.route(ctl.origin, Completion { job: id, kind, data });
+            self.route(
+                ctl.origin,
+                Completion {
+                    job: id,
+                    kind,
+                    data,
+                },
+            );
         }
         true
     }
@@ -426,7 +451,11 @@ impl Scheduler {
         let mut v: Vec<JobId> = Vec::new();
         for shard in &self.jobs {
             let jobs = shard.lock();
-            v.extend(jobs.values().filter(|c| c.state() == JobState::Running(worker)).map(|c| c.id));
+            v.extend(
+                jobs.values()
+                    .filter(|c| c.state() == JobState::Running(worker))
+                    .map(|c| c.id),
+            );
         }
         v.sort_unstable();
         v
@@ -439,15 +468,18 @@ impl Scheduler {
     pub fn snapshot(&self) -> StatsSnapshot {
         self.stats.snapshot(
             self.queued(),
-            self.slots.iter().map(|s| s.running.load(Ordering::Relaxed)).collect(),
+            self.slots
+                .iter()
+                .map(|s| s.running.load(Ordering::Relaxed))
+                .collect(),
         )
     }
 }
 
-#[cfg(all(test, not(loom)))]
-mod tests;
 #[cfg(all(test, loom))]
 mod loom;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 /// One step of a bounded spin. Mostly `sched_yield`: with three busy threads on two
 /// cores (the caller, a spinning worker, a working one) a pure busy loop can hold

@@ -18,7 +18,9 @@ impl WakeFd {
             return Err(io::Error::last_os_error());
         }
         // Safety: `fd` is a fresh, valid descriptor nobody else owns.
-        Ok(WakeFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(WakeFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     pub fn raw(&self) -> RawFd {
@@ -42,7 +44,11 @@ impl WakeFd {
 
     /// Blocks up to `timeout_ms` (-1 = forever) until the fd is readable.
     pub fn wait(&self, timeout_ms: i32) -> bool {
-        let mut p = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // Safety: one valid pollfd on the stack.
         let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
         n > 0

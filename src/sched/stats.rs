@@ -75,7 +75,11 @@ impl Stats {
     }
 
     pub fn snapshot(&self, queued: usize, running: Vec<usize>) -> StatsSnapshot {
-        let counts: Vec<u64> = self.latency_us.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .latency_us
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         let upper = |b: usize| if b == 0 { 1.0 } else { (1u64 << b) as f64 };
         let pct = |p: f64| {
@@ -92,7 +96,11 @@ impl Stats {
             }
             upper(BUCKETS - 1)
         };
-        let max = counts.iter().rposition(|&c| c > 0).map(upper).unwrap_or(0.0);
+        let max = counts
+            .iter()
+            .rposition(|&c| c > 0)
+            .map(upper)
+            .unwrap_or(0.0);
         let mean = if total == 0 {
             0.0
         } else {

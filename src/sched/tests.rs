@@ -21,7 +21,9 @@ fn sched(n: usize) -> (Arc<Scheduler>, Vec<Worker<Job>>, VecSink) {
 #[test]
 fn submitted_jobs_are_taken_once_in_order() {
     let (s, locals, _) = sched(1);
-    let ids: Vec<JobId> = (0..5u8).map(|i| s.submit(vec![i], 0, Origin::Caller, None)).collect();
+    let ids: Vec<JobId> = (0..5u8)
+        .map(|i| s.submit(vec![i], 0, Origin::Caller, None))
+        .collect();
     let mut seen = Vec::new();
     while let Some(j) = s.take(0, &locals[0]) {
         assert_eq!(j.ctl.state(), JobState::Running(0));
@@ -39,7 +41,10 @@ fn idle_worker_registers_and_is_woken_once() {
     s.submit(vec![], 0, Origin::Caller, None);
     assert!(s.slots[0].wake.clear(), "the waiting worker was woken");
     s.submit(vec![], 0, Origin::Caller, None);
-    assert!(!s.slots[0].wake.clear(), "already notified: no second write");
+    assert!(
+        !s.slots[0].wake.clear(),
+        "already notified: no second write"
+    );
     s.clear_notified(0);
     assert!(s.take(0, &locals[0]).is_some());
 }
@@ -83,8 +88,16 @@ fn completion_routes_to_origin() {
     let a = s.submit(vec![], 0, Origin::Caller, None);
     let j = s.take(0, &locals[0]).unwrap();
     assert!(s.complete(0, j.ctl.id, kind::OK, b"r".to_vec()));
-    assert!(!s.complete(0, j.ctl.id, kind::OK, b"r".to_vec()), "second completion is ignored");
-    let got = sink.0.lock().drain(..).map(|c| (c.job, c.data)).collect::<Vec<_>>();
+    assert!(
+        !s.complete(0, j.ctl.id, kind::OK, b"r".to_vec()),
+        "second completion is ignored"
+    );
+    let got = sink
+        .0
+        .lock()
+        .drain(..)
+        .map(|c| (c.job, c.data))
+        .collect::<Vec<_>>();
     assert_eq!(got, vec![(a, b"r".to_vec())]);
 
     // nested: worker 0 spawns, worker 1 steals and completes; the result goes to worker 0
@@ -118,7 +131,8 @@ fn own_deque_is_lifo_and_preferred() {
     let q = s.submit(vec![], 0, Origin::Caller, None);
     let a = s.submit(vec![], 0, Origin::Worker(0), Some(&locals[0]));
     let b = s.submit(vec![], 0, Origin::Worker(0), Some(&locals[0]));
-    let order: Vec<JobId> = std::iter::from_fn(|| s.take(0, &locals[0]).map(|j| j.ctl.id)).collect();
+    let order: Vec<JobId> =
+        std::iter::from_fn(|| s.take(0, &locals[0]).map(|j| j.ctl.id)).collect();
     assert_eq!(order, vec![b, a, q]);
 }
 

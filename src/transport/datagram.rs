@@ -34,14 +34,21 @@ impl DatagramReader {
     /// For `AF_INET` and `AF_INET6` sockets (other families keep asyncio's reader).
     #[new]
     fn new(transport: Py<PyAny>, fd: RawFd) -> Self {
-        DatagramReader { transport: GilCell::new(Some(transport)), last_peer: GilCell::new(None), fd }
+        DatagramReader {
+            transport: GilCell::new(Some(transport)),
+            last_peer: GilCell::new(None),
+            fd,
+        }
     }
 
     /// The reader callback: asyncio's `_read_ready`, one `recvfrom` and
     /// `datagram_received(data, addr)`; an `OSError` goes to `error_received`.
     /// Exceptions from the protocol propagate to the loop, as in asyncio.
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(t) = self.transport.with(py, |t| t.as_ref().map(|t| t.clone_ref(py))) else {
+        let Some(t) = self
+            .transport
+            .with(py, |t| t.as_ref().map(|t| t.clone_ref(py)))
+        else {
             return Ok(());
         };
         let t = t.bind(py);
@@ -54,7 +61,9 @@ impl DatagramReader {
         // Safety: `read_bytes` passes a live, writable buffer of `len` bytes that
         // nothing else uses during the call; `addr_ptr`/`len_ptr` point into `peer`,
         // a `sockaddr_storage` whose size `len_ptr` holds, alive for the call.
-        let result = read_bytes(py, |buf, len| unsafe { libc::recvfrom(fd, buf.cast(), len, 0, addr_ptr, len_ptr) });
+        let result = read_bytes(py, |buf, len| unsafe {
+            libc::recvfrom(fd, buf.cast(), len, 0, addr_ptr, len_ptr)
+        });
         let protocol = t.getattr(intern!(py, "_protocol"))?;
         let data = match result {
             Ok(d) => d,
@@ -95,16 +104,25 @@ impl DatagramReader {
 impl DatagramReader {
     fn peer_address<'py>(&self, py: Python<'py>, peer: &RawAddr) -> PyResult<Bound<'py, PyAny>> {
         let cached = self.last_peer.with(py, |last| {
-            last.as_ref().filter(|l| l.raw.same(peer)).map(|l| l.addr.clone_ref(py))
+            last.as_ref()
+                .filter(|l| l.raw.same(peer))
+                .map(|l| l.addr.clone_ref(py))
         });
         if let Some(addr) = cached {
             return Ok(addr.into_bound(py).into_any());
         }
         let Some(addr) = peer.to_python(py)? else {
             // Not IPv4/IPv6 after all: no conversion of our own.
-            return Err(PyOSError::new_err("interloop: unexpected address family from recvfrom"));
+            return Err(PyOSError::new_err(
+                "interloop: unexpected address family from recvfrom",
+            ));
         };
-        let old = self.last_peer.with(py, |last| last.replace(LastPeer { raw: *peer, addr: addr.clone().unbind() }));
+        let old = self.last_peer.with(py, |last| {
+            last.replace(LastPeer {
+                raw: *peer,
+                addr: addr.clone().unbind(),
+            })
+        });
         drop(old); // outside the borrow: dropping a tuple may free it
         Ok(addr.into_any())
     }
@@ -134,15 +152,38 @@ enum Target {
 #[pymethods]
 impl DatagramSender {
     #[new]
-    fn new(transport: Py<PyAny>, fd: RawFd, family: i32, connected: bool, address: Option<Py<PyAny>>, fallback: Py<PyAny>) -> Self {
-        DatagramSender { state: GilCell::new(Some((transport, fallback, address))), fd, family, connected }
+    fn new(
+        transport: Py<PyAny>,
+        fd: RawFd,
+        family: i32,
+        connected: bool,
+        address: Option<Py<PyAny>>,
+        fallback: Py<PyAny>,
+    ) -> Self {
+        DatagramSender {
+            state: GilCell::new(Some((transport, fallback, address))),
+            fd,
+            family,
+            connected,
+        }
     }
 
     /// `transport.sendto(data, addr=None)`.
     #[pyo3(signature = (data, addr=None))]
-    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>, addr: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let Some((t, fallback, address)) = self.state.with(py, |s| {
-            s.as_ref().map(|(t, f, a)| (t.clone_ref(py), f.clone_ref(py), a.as_ref().map(|a| a.clone_ref(py))))
+            s.as_ref().map(|(t, f, a)| {
+                (
+                    t.clone_ref(py),
+                    f.clone_ref(py),
+                    a.as_ref().map(|a| a.clone_ref(py)),
+                )
+            })
         }) else {
             return Err(PyOSError::new_err("transport is closed"));
         };
@@ -152,7 +193,10 @@ impl DatagramSender {
         // asyncio's preconditions for a direct send; anything else (including its
         // TypeError and ValueError) is asyncio's own `sendto`. Empty datagrams too:
         // 3.12 drops them, 3.13 sends them.
-        if !is_bytes_like(data) || truthy(t, intern!(py, "_buffer"))? || truthy(t, intern!(py, "_conn_lost"))? {
+        if !is_bytes_like(data)
+            || truthy(t, intern!(py, "_buffer"))?
+            || truthy(t, intern!(py, "_conn_lost"))?
+        {
             return slow();
         }
         let target = match (&address, addr) {
@@ -167,7 +211,9 @@ impl DatagramSender {
                 None => Target::Socket,
             },
         };
-        let Ok(buf) = PyBuffer::<u8>::get(data) else { return slow() };
+        let Ok(buf) = PyBuffer::<u8>::get(data) else {
+            return slow();
+        };
         let len = buf.len_bytes();
         if !buf.is_c_contiguous() || len == 0 {
             return slow();
@@ -230,7 +276,9 @@ impl DatagramSender {
     ) -> PyResult<()> {
         let py = t.py();
         let sock = t.getattr(intern!(py, "_sock"))?;
-        let Err(e) = sock.call_method1(intern!(py, "sendto"), (data, addr)) else { return Ok(()) };
+        let Err(e) = sock.call_method1(intern!(py, "sendto"), (data, addr)) else {
+            return Ok(());
+        };
         if e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py) {
             return slow();
         }

@@ -43,9 +43,10 @@ pub use stream::{SocketReader, SocketWriter};
 
 use crate::event_loop::{GilCell, LoopCore};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 use std::os::fd::RawFd;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -67,11 +68,16 @@ pub(crate) type Pair = GilCell<Option<(Py<PyAny>, Py<PyAny>)>>;
 
 /// New references to what a [`Pair`] holds, or `None` once it let go.
 pub(crate) fn pair_get(cell: &Pair, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
-    cell.with(py, |p| p.as_ref().map(|(a, b)| (a.clone_ref(py), b.clone_ref(py))))
+    cell.with(py, |p| {
+        p.as_ref().map(|(a, b)| (a.clone_ref(py), b.clone_ref(py)))
+    })
 }
 
 /// `__traverse__` of a [`Pair`] (nothing while it is borrowed: then it is in use).
-pub(crate) fn traverse_pair(cell: &Pair, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+pub(crate) fn traverse_pair(
+    cell: &Pair,
+    visit: &pyo3::PyVisit<'_>,
+) -> Result<(), pyo3::PyTraverseError> {
     cell.traverse_with(|p| {
         if let Some((a, b)) = p {
             visit.call(a)?;
@@ -171,7 +177,42 @@ pub(crate) fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
         || data.is_instance_of::<PyMemoryView>()
 }
 
-pub(crate) fn truthy(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<bool> {
+/// The instance dictionary of a transport (a new reference), for [`attr`].
+pub(crate) fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    // Safety: GIL held (token in `obj`); `PyObject_GenericGetDict` returns a new
+    // reference to the object's `__dict__` (creating it if needed) or NULL with an
+    // exception set, which `from_owned_ptr_or_err` turns into `Err`.
+    let d = unsafe {
+        Bound::from_owned_ptr_or_err(
+            obj.py(),
+            ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
+        )?
+    };
+    Ok(d.cast_into::<PyDict>()?)
+}
+
+/// `getattr(obj, name)` for the attributes asyncio's transports set on the instance
+/// in `__init__` (`_conn_lost`, `_protocol`, `_buffer`, ...): one lookup in the
+/// instance dictionary `dict` (of `obj`, from [`instance_dict`]) instead of the
+/// generic attribute protocol, which first searches the class's whole MRO for a data
+/// descriptor (transport classes have none by these names). Falls back to `getattr`
+/// when the instance does not have the attribute (a class attribute).
+#[inline]
+pub(crate) fn attr<'py>(
+    obj: &Bound<'py, PyAny>,
+    dict: &Bound<'py, PyDict>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match dict.get_item(name)? {
+        Some(v) => Ok(v),
+        None => obj.getattr(name),
+    }
+}
+
+pub(crate) fn truthy(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, pyo3::types::PyString>,
+) -> PyResult<bool> {
     obj.getattr(name)?.is_truthy()
 }
 

@@ -1,7 +1,10 @@
 //! `PipeReader` and `PipeWriter`: the hot path of asyncio's
 //! `unix_events._UnixReadPipeTransport` and `_UnixWritePipeTransport` (see the module
 //! docs in `mod.rs`). The descriptor may be a pipe, a socket or a character device.
-use super::{clear_cell, pair_get, errno, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, truthy, would_block, Pair, MAX_READ};
+use super::{
+    clear_cell, errno, fatal, is_bytes_like, os_error, pair_get, read_bytes, rearm, traverse_pair,
+    truthy, would_block, Pair, MAX_READ,
+};
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
@@ -26,7 +29,11 @@ pub struct PipeReader {
 impl PipeReader {
     #[new]
     fn new(transport: Py<PyAny>, fd: RawFd, loop_: Py<PyAny>, drains: bool) -> Self {
-        PipeReader { transport: GilCell::new(Some((transport, loop_))), fd, drains }
+        PipeReader {
+            transport: GilCell::new(Some((transport, loop_))),
+            fd,
+            drains,
+        }
     }
 
     /// The reader callback, asyncio's `_read_ready`: one `read`, then
@@ -83,7 +90,10 @@ pub struct PipeWriter {
 impl PipeWriter {
     #[new]
     fn new(transport: Py<PyAny>, fd: RawFd, fallback: Py<PyAny>) -> Self {
-        PipeWriter { state: GilCell::new(Some((transport, fallback))), fd }
+        PipeWriter {
+            state: GilCell::new(Some((transport, fallback))),
+            fd,
+        }
     }
 
     /// `transport.write(data)`: a direct `write` when nothing is buffered; the rest
@@ -96,10 +106,15 @@ impl PipeWriter {
         };
         let t = t.bind(py);
         let slow = |data: &Bound<'_, PyAny>| fallback.bind(py).call1((t, data)).map(drop);
-        if !is_bytes_like(data) || truthy(t, intern!(py, "_conn_lost"))? || truthy(t, intern!(py, "_closing"))? {
+        if !is_bytes_like(data)
+            || truthy(t, intern!(py, "_conn_lost"))?
+            || truthy(t, intern!(py, "_closing"))?
+        {
             return slow(data);
         }
-        let Ok(buf) = PyBuffer::<u8>::get(data) else { return slow(data) };
+        let Ok(buf) = PyBuffer::<u8>::get(data) else {
+            return slow(data);
+        };
         let len = buf.len_bytes();
         if !buf.is_c_contiguous() || len == 0 {
             return slow(data);
@@ -124,7 +139,8 @@ impl PipeWriter {
         if n == len {
             return Ok(());
         }
-        let rest = PyMemoryView::from(data)?.get_item(PySlice::new(py, n as isize, len as isize, 1))?;
+        let rest =
+            PyMemoryView::from(data)?.get_item(PySlice::new(py, n as isize, len as isize, 1))?;
         slow(&rest)
     }
 
@@ -140,7 +156,11 @@ impl PipeWriter {
 /// asyncio's `self._buffer += data; self._maybe_pause_protocol()`, with the pause
 /// check (a Python method) called only when the buffer is over the high-water mark
 /// and the protocol is not paused yet: otherwise it would do nothing.
-fn append(t: &Bound<'_, PyAny>, pending: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+fn append(
+    t: &Bound<'_, PyAny>,
+    pending: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let py = t.py();
     pending.call_method1(intern!(py, "extend"), (data,))?;
     let size = pending.len()?;
@@ -166,7 +186,10 @@ pub struct PipeFlusher {
 impl PipeFlusher {
     #[new]
     fn new(transport: Py<PyAny>, fd: RawFd, fallback: Py<PyAny>) -> Self {
-        PipeFlusher { state: GilCell::new(Some((transport, fallback))), fd }
+        PipeFlusher {
+            state: GilCell::new(Some((transport, fallback))),
+            fd,
+        }
     }
 
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
@@ -226,12 +249,18 @@ impl PipeFlusher {
 impl PipeFlusher {
     /// asyncio: drop the buffer, count the lost connection, stop watching (its
     /// `_fatal_error` does not, the buffer being empty), report.
-    fn failed(&self, t: &Bound<'_, PyAny>, pending: &Bound<'_, PyByteArray>, e: PyErr) -> PyResult<()> {
+    fn failed(
+        &self,
+        t: &Bound<'_, PyAny>,
+        pending: &Bound<'_, PyByteArray>,
+        e: PyErr,
+    ) -> PyResult<()> {
         let py = t.py();
         pending.call_method0(intern!(py, "clear"))?;
         let lost = t.getattr(intern!(py, "_conn_lost"))?.add(1)?;
         t.setattr(intern!(py, "_conn_lost"), lost)?;
-        t.getattr(intern!(py, "_loop"))?.call_method1(intern!(py, "_remove_writer"), (self.fd,))?;
+        t.getattr(intern!(py, "_loop"))?
+            .call_method1(intern!(py, "_remove_writer"), (self.fd,))?;
         fatal(t, e, "Fatal write error on pipe transport")
     }
 }

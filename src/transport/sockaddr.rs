@@ -31,22 +31,33 @@ impl RawAddr {
     pub(crate) fn empty() -> Self {
         // Safety: `sockaddr_storage` is plain old data; all zeroes is a valid value.
         let storage = unsafe { std::mem::zeroed() };
-        RawAddr { storage, len: size_of::<libc::sockaddr_storage>() as libc::socklen_t }
+        RawAddr {
+            storage,
+            len: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
     }
 
     /// For `recvfrom`/`sendto`: the address buffer and its length.
     pub(crate) fn as_mut_ptr(&mut self) -> (*mut libc::sockaddr, *mut libc::socklen_t) {
-        ((&mut self.storage as *mut libc::sockaddr_storage).cast(), &mut self.len)
+        (
+            (&mut self.storage as *mut libc::sockaddr_storage).cast(),
+            &mut self.len,
+        )
     }
 
     pub(crate) fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
-        ((&self.storage as *const libc::sockaddr_storage).cast(), self.len)
+        (
+            (&self.storage as *const libc::sockaddr_storage).cast(),
+            self.len,
+        )
     }
 
     fn bytes(&self) -> &[u8] {
         let len = (self.len as usize).min(size_of::<libc::sockaddr_storage>());
         // Safety: `storage` is `len` ≤ its size bytes of plain data, borrowed from self.
-        unsafe { std::slice::from_raw_parts((&self.storage as *const libc::sockaddr_storage).cast(), len) }
+        unsafe {
+            std::slice::from_raw_parts((&self.storage as *const libc::sockaddr_storage).cast(), len)
+        }
     }
 
     /// Same family, port and address (and flow/scope for IPv6) as `other`.
@@ -60,13 +71,17 @@ impl RawAddr {
             libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
                 // Safety: the family says the storage holds a `sockaddr_in`, and it
                 // is at least that long; `sockaddr_storage` is aligned for it.
-                let a = unsafe { &*(&self.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let a = unsafe {
+                    &*(&self.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
                 let host = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).to_string();
                 Ok(Some((host, u16::from_be(a.sin_port)).into_pyobject(py)?))
             }
             libc::AF_INET6 if self.len as usize >= size_of::<libc::sockaddr_in6>() => {
                 // Safety: as above, for `sockaddr_in6`.
-                let a = unsafe { &*(&self.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let a = unsafe {
+                    &*(&self.storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
                 // inet_ntop's text, which is CPython's (it differs from Rust's
                 // `Display` for IPv4-compatible addresses such as `::1.2.3.4`).
                 let mut text = [0 as libc::c_char; 64];
@@ -85,7 +100,12 @@ impl RawAddr {
                 }
                 // Safety: on success inet_ntop wrote a NUL-terminated string into `text`.
                 let host = unsafe { std::ffi::CStr::from_ptr(text.as_ptr()) }.to_string_lossy();
-                let t = (host, u16::from_be(a.sin6_port), u32::from_be(a.sin6_flowinfo), a.sin6_scope_id);
+                let t = (
+                    host,
+                    u16::from_be(a.sin6_port),
+                    u32::from_be(a.sin6_flowinfo),
+                    a.sin6_scope_id,
+                );
                 Ok(Some(t.into_pyobject(py)?))
             }
             _ => Ok(None),
@@ -107,7 +127,10 @@ impl RawAddr {
                 let ip: Ipv4Addr = host.parse().ok()?;
                 // Safety: `sockaddr_storage` is large and aligned enough for a
                 // `sockaddr_in`, and all zeroes is a valid one to start from.
-                let a = unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let a = unsafe {
+                    &mut *(&mut raw.storage as *mut libc::sockaddr_storage)
+                        .cast::<libc::sockaddr_in>()
+                };
                 a.sin_family = libc::AF_INET as libc::sa_family_t;
                 a.sin_port = port.to_be();
                 a.sin_addr.s_addr = u32::from(ip).to_be();
@@ -126,7 +149,10 @@ impl RawAddr {
                     return None; // CPython raises OverflowError: let it.
                 }
                 // Safety: as above, for `sockaddr_in6`.
-                let a = unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let a = unsafe {
+                    &mut *(&mut raw.storage as *mut libc::sockaddr_storage)
+                        .cast::<libc::sockaddr_in6>()
+                };
                 a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 a.sin6_port = port.to_be();
                 a.sin6_flowinfo = flowinfo.to_be();

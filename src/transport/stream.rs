@@ -1,11 +1,16 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
-use super::{clear_cell, pair_get, fatal, is_bytes_like, os_error, read_bytes, rearm, traverse_pair, would_block, Pair, MAX_READ};
+use super::{
+    attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes, rearm,
+    traverse_pair, would_block, Pair, MAX_READ,
+};
+use crate::event_loop::fast::Def;
 use crate::event_loop::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyMemoryView;
+use pyo3::types::{PyBytes, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 
@@ -14,13 +19,27 @@ pub struct SocketReader {
     /// (transport, loop)
     transport: Pair,
     fd: RawFd,
+    /// The transport's protocol and whether it is a plain (not buffered) protocol,
+    /// kept by the transport's `set_protocol` (asyncio assigns `_protocol` nowhere
+    /// else while the connection is up), so a read needs no lookup for either.
+    protocol: GilCell<Option<(Py<PyAny>, bool)>>,
 }
 
 #[pymethods]
 impl SocketReader {
     #[new]
     fn new(transport: Py<PyAny>, fd: RawFd, loop_: Py<PyAny>) -> Self {
-        SocketReader { transport: GilCell::new(Some((transport, loop_))), fd }
+        SocketReader {
+            transport: GilCell::new(Some((transport, loop_))),
+            fd,
+            protocol: GilCell::new(None),
+        }
+    }
+
+    /// Called by the transport's `set_protocol`.
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, plain: bool) {
+        let old = self.protocol.with(py, |p| p.replace((protocol, plain)));
+        drop(old); // outside the cell: dropping may run Python code
     }
 
     /// The reader callback: one `recv`, then `data_received`.
@@ -46,11 +65,18 @@ impl SocketReader {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        traverse_pair(&self.transport, &visit)
+        traverse_pair(&self.transport, &visit)?;
+        self.protocol
+            .traverse_with(|p| match p {
+                Some((p, _)) => visit.call(p),
+                None => Ok(()),
+            })
+            .unwrap_or(Ok(()))
     }
 
     fn __clear__(&self) {
         clear_cell(&self.transport);
+        clear_cell(&self.protocol);
     }
 }
 
@@ -58,12 +84,20 @@ impl SocketReader {
     /// One read. `Ok(true)`: the socket is known drained (a short read, would-block,
     /// EOF or a dead transport); `Ok(false)`: it may hold more (re-arm).
     fn read_once(&self, py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let d = instance_dict(t)?;
         // asyncio: `if self._conn_lost: return`.
-        if t.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+        if attr(t, &d, intern!(py, "_conn_lost"))?.is_truthy()? {
             return Ok(true);
         }
-        if !t.getattr(intern!(py, "_interloop_plain_protocol"))?.is_truthy()? {
-            self.read_buffered(py, t)?;
+        let Some((protocol, plain)) = self
+            .protocol
+            .with(py, |p| p.as_ref().map(|(p, b)| (p.clone_ref(py), *b)))
+        else {
+            return Ok(true); // no protocol yet: nothing can have been registered
+        };
+        let protocol = protocol.into_bound(py);
+        if !plain {
+            self.read_buffered(py, t, &protocol)?;
             return Ok(false);
         }
         let fd = self.fd;
@@ -83,7 +117,6 @@ impl SocketReader {
             t.call_method0(intern!(py, "_read_ready__on_eof"))?;
             return Ok(true);
         }
-        let protocol = t.getattr(intern!(py, "_protocol"))?;
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
             fatal(t, e, "Fatal error: protocol.data_received() call failed.")?;
         }
@@ -92,12 +125,18 @@ impl SocketReader {
 
     /// asyncio's `_read_ready__get_buffer`, natively: `get_buffer`, `recv_into`,
     /// `buffer_updated`, with the same errors.
-    fn read_buffered(&self, py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<()> {
-        let protocol = t.getattr(intern!(py, "_protocol"))?;
+    fn read_buffered(
+        &self,
+        py: Python<'_>,
+        t: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let buf = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
             Ok(b) => match b.len() {
                 Ok(0) => {
-                    let e = pyo3::exceptions::PyRuntimeError::new_err("get_buffer() returned an empty buffer");
+                    let e = pyo3::exceptions::PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    );
                     return fatal(t, e, "Fatal error: protocol.get_buffer() call failed.");
                 }
                 Ok(_) => b,
@@ -138,11 +177,53 @@ pub struct SocketWriter {
 impl SocketWriter {
     #[new]
     fn new(transport: Py<PyAny>, fd: RawFd, fallback: Py<PyAny>) -> Self {
-        SocketWriter { state: GilCell::new(Some((transport, fallback))), fd }
+        SocketWriter {
+            state: GilCell::new(Some((transport, fallback))),
+            fd,
+        }
     }
 
     /// `transport.write(data)`.
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.write(py, data)
+    }
+
+    /// This writer as a builtin function of one argument (`METH_O`), which is what
+    /// the transport installs as its `write`: calling it from Python costs no
+    /// argument tuple nor keyword parsing (`transport.write(data)` runs once per
+    /// message).
+    fn function(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        static WRITE: Def = Def(ffi::PyMethodDef {
+            ml_name: c"write".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: write_o,
+            },
+            ml_flags: ffi::METH_O,
+            ml_doc: c"write(data)\n--\n\nWrites bytes-like data to the transport.".as_ptr(),
+        });
+        // Safety: GIL held; `WRITE` is 'static and never written; the function keeps a
+        // strong reference to `slf` (its `__self__`), which `write_o` receives.
+        unsafe {
+            let f = ffi::PyCFunction_NewEx(
+                &WRITE.0 as *const _ as *mut _,
+                slf.as_ptr(),
+                std::ptr::null_mut(),
+            );
+            Ok(Bound::from_owned_ptr_or_err(slf.py(), f)?.unbind())
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        traverse_pair(&self.state, &visit)
+    }
+
+    fn __clear__(&self) {
+        clear_cell(&self.state);
+    }
+}
+
+impl SocketWriter {
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let Some((t, fallback)) = pair_get(&self.state, py) else {
             return Err(PyOSError::new_err("transport is closed"));
         };
@@ -151,26 +232,48 @@ impl SocketWriter {
         // The fast path needs asyncio's preconditions for a direct send: a bytes-like
         // argument, no write_eof, no sendfile in progress, connection not lost, and
         // nothing buffered. Anything else takes asyncio's own path (and its errors).
-        if !is_bytes_like(data)
-            || t.getattr(intern!(py, "_eof"))?.is_truthy()?
-            || !t.getattr(intern!(py, "_empty_waiter"))?.is_none()
-            || t.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
-            || t.getattr(intern!(py, "_buffer"))?.is_truthy()?
+        if !is_bytes_like(data) {
+            return slow(data);
+        }
+        let d = instance_dict(t)?;
+        if attr(t, &d, intern!(py, "_eof"))?.is_truthy()?
+            || !attr(t, &d, intern!(py, "_empty_waiter"))?.is_none()
+            || attr(t, &d, intern!(py, "_conn_lost"))?.is_truthy()?
+            || attr(t, &d, intern!(py, "_buffer"))?.is_truthy()?
         {
             return slow(data);
         }
-        let Ok(buf) = PyBuffer::<u8>::get(data) else { return slow(data) };
-        if !buf.is_c_contiguous() {
-            return slow(data);
-        }
-        let len = buf.len_bytes();
-        if len == 0 {
-            return Ok(());
-        }
-        // Safety: the buffer is C-contiguous, `len` bytes long, and kept alive and
-        // unmoved by `buf` (a held buffer export) for the duration of the call.
-        let n = unsafe { libc::send(self.fd, buf.buf_ptr().cast(), len, 0) };
-        drop(buf);
+        let n = if let Ok(b) = data.cast_exact::<PyBytes>() {
+            // `bytes` is immutable and `data` holds it: its storage stays put during
+            // the call. Cheaper than a buffer export, which allocates.
+            let bytes = b.as_bytes();
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            // Safety: `bytes` is a live slice of `bytes.len()` bytes (see above).
+            (
+                unsafe { libc::send(self.fd, bytes.as_ptr().cast(), bytes.len(), 0) },
+                bytes.len(),
+            )
+        } else {
+            let Ok(buf) = PyBuffer::<u8>::get(data) else {
+                return slow(data);
+            };
+            if !buf.is_c_contiguous() {
+                return slow(data);
+            }
+            let len = buf.len_bytes();
+            if len == 0 {
+                return Ok(());
+            }
+            // Safety: the buffer is C-contiguous, `len` bytes long, and kept alive and
+            // unmoved by `buf` (a held buffer export) for the duration of the call.
+            (
+                unsafe { libc::send(self.fd, buf.buf_ptr().cast(), len, 0) },
+                len,
+            )
+        };
+        let (n, len) = n;
         if n < 0 {
             let e = super::errno();
             if would_block(e) {
@@ -183,15 +286,40 @@ impl SocketWriter {
             return Ok(());
         }
         // Partial: asyncio's write buffers the rest and registers the writer.
-        let rest = PyMemoryView::from(data)?.get_item(pyo3::types::PySlice::new(py, n as isize, len as isize, 1))?;
+        let rest = PyMemoryView::from(data)?.get_item(pyo3::types::PySlice::new(
+            py,
+            n as isize,
+            len as isize,
+            1,
+        ))?;
         slow(&rest)
     }
+}
 
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        traverse_pair(&self.state, &visit)
-    }
-
-    fn __clear__(&self) {
-        clear_cell(&self.state);
+/// The `METH_O` entry of [`SocketWriter::function`].
+unsafe extern "C" fn write_o(
+    slf: *mut ffi::PyObject,
+    data: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // Safety: CPython calls a builtin function with the GIL held, `slf` its
+    // `__self__` (the `SocketWriter` given to `PyCFunction_NewEx`, kept alive by the
+    // function) and `data` a borrowed argument.
+    let py = unsafe { Python::assume_attached() };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let w = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<SocketWriter>() };
+        let data = unsafe { Bound::from_borrowed_ptr(py, data) };
+        w.get().write(py, &data)
+    }));
+    match r {
+        Ok(Ok(())) => unsafe { ffi::Py_NewRef(ffi::Py_None()) },
+        Ok(Err(e)) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            pyo3::exceptions::PySystemError::new_err("panic in interloop's socket write")
+                .restore(py);
+            std::ptr::null_mut()
+        }
     }
 }
