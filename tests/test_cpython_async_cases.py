@@ -15,6 +15,7 @@ import unittest
 import warnings
 
 from cpython_expectations import apply_expectations
+from test.test_asyncio import utils as test_utils
 
 _MODULES = (
     "test_taskgroups",
@@ -25,6 +26,7 @@ _MODULES = (
     "test_threads",
     "test_futures2",
     "test_staggered",  # 3.13+
+    "test_streams",  # StreamTests makes its loops with asyncio.new_event_loop()
 )
 
 
@@ -55,6 +57,15 @@ class _InterloopPolicyMixin:
         assert isinstance(asyncio.get_running_loop(), interloop.Loop)
         await super().asyncSetUp()
 
+    def setUp(self):
+        super().setUp()
+        import interloop
+
+        # The same proof for classic test cases that make their loop in setUp
+        # (test_utils.TestCase subclasses keep it as `self.loop`).
+        loop = getattr(self, "loop", None)
+        assert loop is None or isinstance(loop, interloop.Loop), loop
+
 
 def _interloop_classes():
     for module_name in _MODULES:
@@ -67,7 +78,7 @@ def _interloop_classes():
         for name, obj in sorted(vars(module).items()):
             if (
                 isinstance(obj, type)
-                and issubclass(obj, unittest.IsolatedAsyncioTestCase)
+                and (issubclass(obj, unittest.IsolatedAsyncioTestCase) or issubclass(obj, test_utils.TestCase))
                 and obj.__module__ == module.__name__
                 and not getattr(obj, "__unittest_skip__", False)
             ):

@@ -263,8 +263,14 @@ def run(main, *, debug=None, loop_factory=None, **run_kwargs):
         return runner.run(main)
 
 
-_BasePolicy = getattr(events, "BaseDefaultEventLoopPolicy", None) or getattr(
-    events, "_BaseDefaultEventLoopPolicy"
+# asyncio's own Unix policy, so that what it offers besides loops works the same on
+# ours: on 3.12/3.13 the (deprecated) child watcher API, `asyncio.set_child_watcher`/
+# `get_child_watcher` (interloop's loop reaps its own children with pidfds and does
+# not need a watcher; one that is set is kept, as asyncio's policy keeps it).
+_BasePolicy = (
+    getattr(unix_events, "_UnixDefaultEventLoopPolicy", None)
+    or getattr(events, "BaseDefaultEventLoopPolicy", None)
+    or getattr(events, "_BaseDefaultEventLoopPolicy")
 )
 
 

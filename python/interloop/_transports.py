@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from asyncio import protocols, selector_events, unix_events
+from asyncio import protocols, selector_events, streams, unix_events
 from asyncio.log import logger
 
 from . import _interloop
@@ -44,6 +44,29 @@ def _drop_native(transport, *names):
         transport.__dict__.pop(name, None)
 
 
+# asyncio's stream classes and the methods a read runs through them, as asyncio
+# defines them: a `StreamReaderProtocol` over a `StreamReader` whose methods are
+# these is fed natively (`Kind::Stream` in src/transport/stream.rs). Subclasses, or
+# classes whose methods were replaced (instrumentation, patches), take the plain
+# path and run whatever `data_received` they have.
+_STREAM_METHODS = (
+    (streams.StreamReaderProtocol, "data_received", streams.StreamReaderProtocol.data_received),
+    (streams.StreamReader, "feed_data", streams.StreamReader.feed_data),
+    (streams.StreamReader, "_wakeup_waiter", streams.StreamReader._wakeup_waiter),
+)
+
+
+def _protocol_kind(protocol) -> int:
+    """0: plain protocol, 1: buffered protocol, 2: asyncio's stream protocol."""
+    if isinstance(protocol, protocols.BufferedProtocol):
+        return 1
+    if (type(protocol) is streams.StreamReaderProtocol
+            and type(protocol._stream_reader) is streams.StreamReader
+            and all(cls.__dict__.get(name) is fn for cls, name, fn in _STREAM_METHODS)):
+        return 2
+    return 0
+
+
 class SocketTransport(_SocketBase):
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         fd = sock.fileno()
@@ -56,7 +79,7 @@ class SocketTransport(_SocketBase):
         super().set_protocol(protocol)
         reader = self.__dict__.get("_read_ready")
         if reader is not None:  # the native reader keeps the protocol (and its kind)
-            reader.set_protocol(protocol, not isinstance(protocol, protocols.BufferedProtocol))
+            reader.set_protocol(protocol, _protocol_kind(protocol))
 
     def _call_connection_lost(self, exc):
         try:

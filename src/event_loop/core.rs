@@ -138,6 +138,16 @@ const FREE_HANDLES_MAX: usize = 256;
 /// behind a chain of callbacks without paying a system call per callback.
 const INTERNAL_POLL_EVERY: u32 = 64;
 
+/// With callbacks ready and descriptors of its own registered, the loop polls the
+/// reactor (without blocking) every this many iterations, not every iteration: an
+/// iteration right after one that polled runs its callbacks without a system call.
+/// In a request/response exchange the iteration after the I/O events runs the
+/// coroutines those events woke (which write the answers), and the one after that
+/// blocks for the next events: one `epoll_wait` per exchange instead of two, as in
+/// libuv, whose loop runs the ready callbacks just before its blocking poll. An I/O
+/// event waits at most one extra iteration while callbacks keep the loop busy.
+const IO_POLL_EVERY: u32 = 2;
+
 pub(crate) fn monotonic() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -569,8 +579,9 @@ impl LoopCore {
         };
 
         // 3: poll.
-        let since = self.since_poll.fetch_add(1, Ordering::Relaxed);
-        if timeout != Some(Duration::ZERO) || io_count > 0 || since >= INTERNAL_POLL_EVERY {
+        let since = self.since_poll.fetch_add(1, Ordering::Relaxed) + 1;
+        let poll_every = if io_count > 0 { IO_POLL_EVERY } else { INTERNAL_POLL_EVERY };
+        if timeout != Some(Duration::ZERO) || since >= poll_every {
             self.since_poll.store(0, Ordering::Relaxed);
             if timeout != Some(Duration::ZERO) {
                 // A signal that arrived while callbacks ran (and whose Python handler
@@ -1068,6 +1079,12 @@ impl LoopCore {
 
     #[getter(_debug)]
     fn get_debug_flag(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// asyncio's `get_debug()`, natively: C `Future`s and `Task`s call it when they
+    /// are created (asyncio's is a Python function reading the `_debug` property).
+    fn get_debug(&self) -> bool {
         self.is_debug()
     }
     #[setter(_debug)]

@@ -112,8 +112,21 @@ static READ_BUF: std::sync::LazyLock<GilCell<Vec<u8>>> =
 /// `read` must write at most `len` bytes at `ptr` and nothing after it returns.
 pub(crate) fn read_bytes<'py>(
     py: Python<'py>,
-    mut read: impl FnMut(*mut u8, usize) -> isize,
+    read: impl FnMut(*mut u8, usize) -> isize,
 ) -> Result<Bound<'py, PyBytes>, i32> {
+    // Allocating a `bytes` runs no Python code (bytes are not GC-tracked).
+    read_with(py, read, |data| PyBytes::new(py, data))
+}
+
+/// Like [`read_bytes`], but hands what was read to `consume` (which must run no
+/// Python code: the shared buffer is borrowed meanwhile).
+pub(crate) fn read_with<'py, R>(
+    py: Python<'py>,
+    mut read: impl FnMut(*mut u8, usize) -> isize,
+    consume: impl FnOnce(&[u8]) -> R,
+) -> Result<R, i32> {
+    // `run` runs once (shared buffer, or a private one if that is busy).
+    let mut consume = Some(consume);
     let mut run = |buf: &mut Vec<u8>| {
         if buf.len() < MAX_READ {
             buf.resize(MAX_READ, 0);
@@ -122,8 +135,7 @@ pub(crate) fn read_bytes<'py>(
         if n < 0 {
             Err(errno())
         } else {
-            // Allocating a `bytes` runs no Python code (bytes are not GC-tracked).
-            Ok(PyBytes::new(py, &buf[..n as usize]))
+            Ok(consume.take().expect("read_with runs once")(&buf[..n as usize]))
         }
     };
     match READ_BUF.try_with(py, &mut run) {

@@ -1,6 +1,6 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
 use super::{
-    attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes, rearm,
+    attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes, read_with, rearm,
     traverse_pair, would_block, Pair, MAX_READ,
 };
 use crate::event_loop::fast::Def;
@@ -10,7 +10,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 
@@ -19,10 +19,24 @@ pub struct SocketReader {
     /// (transport, loop)
     transport: Pair,
     fd: RawFd,
-    /// The transport's protocol and whether it is a plain (not buffered) protocol,
-    /// kept by the transport's `set_protocol` (asyncio assigns `_protocol` nowhere
-    /// else while the connection is up), so a read needs no lookup for either.
-    protocol: GilCell<Option<(Py<PyAny>, bool)>>,
+    /// The transport's protocol and its kind, kept by the transport's
+    /// `set_protocol` (asyncio assigns `_protocol` nowhere else while the connection
+    /// is up), so a read needs no lookup for either.
+    protocol: GilCell<Option<(Py<PyAny>, Kind)>>,
+}
+
+/// How a read hands its data to the protocol.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `protocol.data_received(data)`.
+    Plain,
+    /// A `BufferedProtocol`: `get_buffer`, `recv_into`, `buffer_updated`.
+    Buffered,
+    /// asyncio's own `StreamReaderProtocol` over its own `StreamReader`, with their
+    /// methods as asyncio defines them (the transport checks): what
+    /// `data_received` → `feed_data` do, done here, appending the bytes read straight
+    /// to the reader's `bytearray` (no `bytes` in between, no Python frame).
+    Stream,
 }
 
 #[pymethods]
@@ -36,9 +50,15 @@ impl SocketReader {
         }
     }
 
-    /// Called by the transport's `set_protocol`.
-    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, plain: bool) {
-        let old = self.protocol.with(py, |p| p.replace((protocol, plain)));
+    /// Called by the transport's `set_protocol`; `kind`: 0 plain, 1 buffered, 2 an
+    /// asyncio stream (see `Kind`).
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, kind: u8) {
+        let kind = match kind {
+            1 => Kind::Buffered,
+            2 => Kind::Stream,
+            _ => Kind::Plain,
+        };
+        let old = self.protocol.with(py, |p| p.replace((protocol, kind)));
         drop(old); // outside the cell: dropping may run Python code
     }
 
@@ -89,17 +109,31 @@ impl SocketReader {
         if attr(t, &d, intern!(py, "_conn_lost"))?.is_truthy()? {
             return Ok(true);
         }
-        let Some((protocol, plain)) = self
+        let Some((protocol, kind)) = self
             .protocol
             .with(py, |p| p.as_ref().map(|(p, b)| (p.clone_ref(py), *b)))
         else {
             return Ok(true); // no protocol yet: nothing can have been registered
         };
         let protocol = protocol.into_bound(py);
-        if !plain {
-            self.read_buffered(py, t, &protocol)?;
-            return Ok(false);
+        match kind {
+            Kind::Buffered => {
+                self.read_buffered(py, t, &protocol)?;
+                return Ok(false);
+            }
+            Kind::Stream => {
+                if let Some(reader) = stream_reader(&protocol)? {
+                    return self.read_stream(py, t, &reader);
+                }
+                // No reader (gone, or at EOF): asyncio's own `data_received`.
+            }
+            Kind::Plain => {}
         }
+        self.read_plain(py, t, &protocol)
+    }
+
+    /// A read for a plain protocol: `recv`, then `protocol.data_received(data)`.
+    fn read_plain(&self, py: Python<'_>, t: &Bound<'_, PyAny>, protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
         let fd = self.fd;
         // Safety: `read_bytes` passes a live, writable buffer of `len` bytes that
         // nothing else uses during the call; `recv` writes at most `len` bytes.
@@ -118,6 +152,49 @@ impl SocketReader {
             return Ok(true);
         }
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            fatal(t, e, "Fatal error: protocol.data_received() call failed.")?;
+        }
+        Ok(n < MAX_READ)
+    }
+
+    /// A read for a `Kind::Stream` protocol whose `StreamReader` is `reader`:
+    /// `recv`, then `StreamReader.feed_data` (append, wake the waiter, pause reading
+    /// past twice the reader's limit), as asyncio's code does it.
+    fn read_stream(&self, py: Python<'_>, t: &Bound<'_, PyAny>, reader: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let buffer = reader.getattr(intern!(py, "_buffer"))?;
+        let Ok(buffer) = buffer.cast_exact::<PyByteArray>() else {
+            // Not asyncio's bytearray: let asyncio's code deal with it.
+            let protocol = self.protocol.with(py, |p| p.as_ref().map(|(p, _)| p.clone_ref(py)));
+            let Some(protocol) = protocol else { return Ok(true) };
+            return self.read_plain(py, t, protocol.bind(py));
+        };
+        let fd = self.fd;
+        // Safety: `read_with` passes a live, writable buffer of `len` bytes that
+        // nothing else uses during the call; `recv` writes at most `len` bytes. The
+        // `consume` closure only resizes a bytearray and copies into it: no Python
+        // code runs (a bytearray's storage is raw memory, not GC-tracked).
+        let result = read_with(
+            py,
+            |buf, len| unsafe { libc::recv(fd, buf.cast(), len, 0) },
+            |data| unsafe { append(buffer, data).map(|()| data.len()) },
+        );
+        let n = match result {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                fatal(t, e, "Fatal error: protocol.data_received() call failed.")?;
+                return Ok(true);
+            }
+            Err(e) if would_block(e) => return Ok(true),
+            Err(e) => {
+                fatal(t, os_error(e), "Fatal read error on socket transport")?;
+                return Ok(true);
+            }
+        };
+        if n == 0 {
+            t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            return Ok(true);
+        }
+        if let Err(e) = wake_and_throttle(reader, buffer) {
             fatal(t, e, "Fatal error: protocol.data_received() call failed.")?;
         }
         Ok(n < MAX_READ)
@@ -163,6 +240,71 @@ impl SocketReader {
             return fatal(t, e, "Fatal error: protocol.buffer_updated() call failed.");
         }
         Ok(())
+    }
+}
+
+/// `protocol._stream_reader` of a `StreamReaderProtocol`: its `StreamReader`, unless
+/// the reader is gone or at EOF (then asyncio's own `data_received` runs: it drops
+/// the data, or raises `feed_data`'s assertion).
+fn stream_reader<'py>(protocol: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = protocol.py();
+    let wr = protocol.getattr(intern!(py, "_stream_reader_wr"))?;
+    if wr.is_none() {
+        return Ok(None);
+    }
+    let reader = wr.call0()?;
+    if reader.is_none() || reader.getattr(intern!(py, "_eof"))?.is_truthy()? {
+        return Ok(None);
+    }
+    Ok(Some(reader))
+}
+
+/// `buffer.extend(data)` for a bytearray, without a `bytes` in between.
+///
+/// # Safety
+/// GIL held (token in `buffer`); `data` must not point into `buffer`.
+unsafe fn append(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResult<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let py = buffer.py();
+    let p = buffer.as_ptr();
+    let old = ffi::PyByteArray_Size(p);
+    // Fails (BufferError) while the bytearray's buffer is exported, as `extend` does;
+    // over-allocates like `extend`.
+    if ffi::PyByteArray_Resize(p, old + data.len() as ffi::Py_ssize_t) < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    std::ptr::copy_nonoverlapping(data.as_ptr(), ffi::PyByteArray_AsString(p).cast::<u8>().add(old as usize), data.len());
+    Ok(())
+}
+
+/// The rest of `StreamReader.feed_data` after the append: `_wakeup_waiter()`, then
+/// `pause_reading()` once the buffer holds more than twice the limit.
+fn wake_and_throttle(reader: &Bound<'_, PyAny>, buffer: &Bound<'_, PyByteArray>) -> PyResult<()> {
+    let py = reader.py();
+    let waiter = reader.getattr(intern!(py, "_waiter"))?;
+    if !waiter.is_none() {
+        reader.setattr(intern!(py, "_waiter"), py.None())?;
+        if !waiter.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+    }
+    let transport = reader.getattr(intern!(py, "_transport"))?;
+    if transport.is_none() || reader.getattr(intern!(py, "_paused"))?.is_truthy()? {
+        return Ok(());
+    }
+    let limit = reader.getattr(intern!(py, "_limit"))?;
+    let twice = limit.mul(2)?;
+    if !(buffer.len()).into_pyobject(py)?.gt(twice)? {
+        return Ok(());
+    }
+    match transport.call_method0(intern!(py, "pause_reading")) {
+        Ok(_) => reader.setattr(intern!(py, "_paused"), true),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyNotImplementedError>(py) => {
+            reader.setattr(intern!(py, "_transport"), py.None())
+        }
+        Err(e) => Err(e),
     }
 }
 
