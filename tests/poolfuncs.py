@@ -221,6 +221,17 @@ def big_bytes_result(nbytes, fill):
     return bytes([fill]) * nbytes
 
 
+def big_bytearray_result(nbytes, fill):
+    return bytearray([fill]) * nbytes
+
+
+async def nested_big_bytes(nbytes, fill):
+    """A nested spawn's large bytes result, received by a worker (not the caller)."""
+    import interloop
+    b = await interloop.spawn(big_bytes_result, nbytes, fill)
+    return type(b).__name__, len(b), b.count(fill)
+
+
 async def wait_for_flag(path):
     import os
     while not os.path.exists(path):

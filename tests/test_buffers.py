@@ -283,6 +283,63 @@ def test_pool_buffer_results_travel_by_reference():
 
 
 @needs_workers
+def test_large_bytes_and_bytearray_results_keep_their_type_and_content():
+    # Filled into the caller's own new object off the loop thread (bridge/fill.rs).
+    async def main():
+        async with interloop.Pool(2) as pool:
+            sizes = [64 * 1024, 64 * 1024 + 1, MIB, 3 * MIB + 7]
+            rs = await asyncio.gather(*(pool.run(pf.big_bytes_result, n, i) for i, n in enumerate(sizes)))
+            for i, (n, r) in enumerate(zip(sizes, rs)):
+                assert type(r) is bytes and len(r) == n and r.count(i) == n
+            ba = await pool.run(pf.big_bytearray_result, MIB, 9)
+            assert type(ba) is bytearray and ba == bytearray([9]) * MIB
+            ba[0] = 1  # the caller's own, writable object
+            small = await pool.run(pf.big_bytes_result, 64 * 1024 - 1, 3)
+            assert type(small) is bytes and small == bytes([3]) * (64 * 1024 - 1)
+    run(main())
+
+
+@needs_workers
+def test_large_bytes_results_cancelled_at_any_moment_resolve_once_and_release():
+    # Cancels land while jobs are queued, running, between the worker's result and
+    # the copy, and after: every future ends exactly once, the pool stays usable,
+    # nothing stays stashed.
+    async def main():
+        async with interloop.Pool(2) as pool:
+            for round_ in range(3):
+                futs = [pool.submit(pf.big_bytes_result, MIB, i & 0xFF) for i in range(60)]
+                for i, f in enumerate(futs):
+                    if i % 3 == round_ % 3:
+                        f.cancel()
+                    if i % 7 == 0:
+                        await asyncio.sleep(0)
+                done = await asyncio.gather(*futs, return_exceptions=True)
+                for i, r in enumerate(done):
+                    if isinstance(r, asyncio.CancelledError):
+                        continue
+                    assert type(r) is bytes and len(r) == MIB and r[0] == i & 0xFF
+                assert sum(isinstance(r, asyncio.CancelledError) for r in done) >= 1
+            assert (await pool.run(pf.big_bytes_result, MIB, 1)) == bytes([1]) * MIB
+        assert await until(lambda: _channel._n.stash_len() == 0)
+    run(main())
+
+
+@needs_workers
+def test_large_bytes_results_through_the_executor_and_nested_spawn():
+    async def main():
+        loop = asyncio.get_running_loop()
+        with interloop.InterpreterExecutor(workers=2) as ex:
+            rs = await asyncio.gather(*(loop.run_in_executor(ex, pf.big_bytes_result, MIB, i) for i in range(6)))
+            assert all(type(r) is bytes and r == bytes([i]) * MIB for i, r in enumerate(rs))
+            ba = await loop.run_in_executor(ex, pf.big_bytearray_result, MIB, 4)
+            assert type(ba) is bytearray and len(ba) == MIB
+        async with interloop.Pool(2) as pool:
+            # received by the spawning worker: copied there, in the worker
+            assert await pool.run(pf.nested_big_bytes, MIB, 7) == ("bytes", MIB, MIB)
+    run(main())
+
+
+@needs_workers
 def test_buffers_of_a_job_cancelled_while_queued_are_released(tmp_path):
     async def main():
         flag = str(tmp_path / "go")

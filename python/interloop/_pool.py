@@ -36,6 +36,8 @@ from . import _interloop as _native
 from . import _worker as _wire
 from ._worker import RemoteError  # noqa: F401 - re-exported
 
+_FILL, _FILLED = _wire._FILL, _wire.FILLED
+
 _get_running_loop = asyncio.get_running_loop
 _encode_call = _wire.encode_call
 _fn_cache = _wire._fn_cache  # fn -> (payload of a call without arguments, label)
@@ -214,19 +216,38 @@ class Pool:
             fut = pending.pop(job, None)
             if stashes:
                 stashes.pop(job, None)  # a worker took the call's buffers
-            if fut is None or fut.done():
+            if kind == _FILLED:  # a large bytes result, copied off this thread
+                value = self._core.take_filled(job)
+                if fut is None or fut.done():
+                    continue
+                fut._pool = None
+                fut.set_result(value)
+            elif fut is None or fut.done():
                 _wire.discard_result(kind, data)
                 continue
-            fut._pool = None
-            if kind == 0:
+            elif kind == 0:
                 if not data:  # None travels as empty data
+                    fut._pool = None
                     fut.set_result(None)
+                elif data[0] == _FILL:
+                    # A large bytes result: copied into a new object by a copier
+                    # thread; the job stays pending until its FILLED completion.
+                    try:
+                        self._core.fill(job, *_wire.fill_args(data))
+                    except BaseException as e:  # noqa: BLE001
+                        fut._pool = None
+                        fut.set_exception(e)
+                    else:
+                        pending[job] = fut
+                        continue
                 else:
+                    fut._pool = None
                     try:
                         fut.set_result(loads(data))
                     except BaseException as e:  # noqa: BLE001 - unpickling the result failed
                         fut.set_exception(e)
             else:
+                fut._pool = None
                 _wire.resolve(fut, kind, data)
             if sinks:
                 sink = sinks.pop(job, None)
@@ -617,8 +638,33 @@ class InterpreterExecutor(concurrent.futures.Executor):
                     continue
                 with self._lock:
                     f = self._pending.pop(job, None)
+                if kind == _FILLED:
+                    value = core.take_filled(job)
+                    if f is not None:
+                        try:
+                            f.set_result(value)
+                        except concurrent.futures.InvalidStateError:
+                            pass
+                    continue
                 if f is None:
                     _wire.discard_result(kind, data)
+                    continue
+                fill = _wire.fill_args(data) if kind == _wire.OK else None
+                if fill is not None and f.done():
+                    _wire.discard_result(kind, data)
+                    continue
+                if fill is not None:
+                    # A large bytes result, copied by a copier thread (see Pool).
+                    try:
+                        core.fill(job, *fill)
+                    except BaseException as e:  # noqa: BLE001
+                        try:
+                            f.set_exception(e)
+                        except concurrent.futures.InvalidStateError:
+                            pass
+                    else:
+                        with self._lock:
+                            self._pending[job] = f
                     continue
                 try:
                     value = _wire.decode(kind, data)

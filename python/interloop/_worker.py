@@ -34,6 +34,7 @@ _marshal_dumps = marshal.dumps
 _marshal_loads = marshal.loads
 
 OK, ERR, REMOTE_ERR, CANCELLED, LOST = 0, 1, 2, 3, 4
+FILLED = 5  # a FILL result was copied into the caller's object (src/bridge/fill.rs)
 WORKER_READY, WORKER_FAILED, WORKER_EXITED = 16, 17, 18
 FLAG_INTERRUPT = 1
 
@@ -146,6 +147,10 @@ def encode_call(fn, args, kwargs):
 
 _ZERO_COPY_MIN = 64 * 1024
 _STASHED = 0
+# A result that is a large bytes or bytearray: a 1 byte, the 8-byte stash id of its
+# buffer, and 1 if it is a bytearray. The caller's pool copies it into a new object
+# off its loop thread (`PoolCore.fill`); anyone else copies it at once (`loads`).
+_FILL = 1
 _BUFFER_TYPES = frozenset((bytes, bytearray, memoryview, pickle.PickleBuffer))
 _chan_module = None
 
@@ -244,8 +249,12 @@ def discard_stash(sid):
 
 def dumps_result(value):
     """A result's bytes: a pickle, or, with buffers in the stash, a 0 byte, the
-    8-byte stash id, then the pickle."""
-    if type(value) in _BUFFER_TYPES:
+    8-byte stash id, then the pickle; a large bytes or bytearray is ``_FILL``ed."""
+    t = type(value)
+    if (t is bytes or t is bytearray) and len(value) >= _ZERO_COPY_MIN:
+        sid = _chan().stash([value])
+        return b"\x01" + sid.to_bytes(8, "little") + (b"\x01" if t is bytearray else b"\x00")
+    if t in _BUFFER_TYPES:
         forced = []
         data, sid = dumps_value(_wrap(value, forced), forced)
     else:
@@ -263,9 +272,24 @@ def _load_stashed(data):
     return loads(data[9:], bufs)
 
 
+def _load_filled(data):
+    bufs = _chan().unstash(int.from_bytes(data[1:9], "little"))
+    if bufs is None:
+        raise RuntimeError("the buffer of this result was already released (was it cancelled?)")
+    with bufs[0] as view:
+        return bytearray(view) if data[9] else bytes(view)
+
+
+def fill_args(data):
+    """``(stash id, is a bytearray)`` of a ``_FILL`` result, or None for any other."""
+    if data and data[0] == _FILL:
+        return int.from_bytes(data[1:9], "little"), data[9] == 1
+    return None
+
+
 def discard_result(kind, data):
     """A completion nobody will read: releases its stashed buffers."""
-    if kind == OK and data and data[0] == _STASHED:
+    if kind == OK and data and (data[0] == _STASHED or data[0] == _FILL):
         _chan().unstash(int.from_bytes(data[1:9], "little"))
 
 
@@ -388,6 +412,8 @@ def loads(data, buffers=None):
     if data[0] != 0x80:
         if data[0] == _STASHED:
             return _load_stashed(data)
+        if data[0] == _FILL:
+            return _load_filled(data)
         return _marshal_loads(data)
     if b"main__" not in data:
         return pickle.loads(data, buffers=buffers)

@@ -16,6 +16,8 @@ pub struct PoolCore {
     sched: Arc<Scheduler>,
     completions: Arc<Completions>,
     threads: Mutex<Vec<Option<JoinHandle<()>>>>,
+    /// Large bytes results being copied into the caller's objects.
+    fills: super::fill::Fills,
 }
 
 impl PoolCore {
@@ -55,6 +57,7 @@ impl PoolCore {
             sched,
             completions,
             threads: Mutex::new(threads),
+            fills: Default::default(),
         })
     }
 
@@ -88,6 +91,19 @@ impl PoolCore {
             }
             None => false,
         }
+    }
+
+    /// A worker's large `bytes` (or `bytearray`) result, stashed under `sid`: starts
+    /// copying it into a new object of this interpreter off the loop thread; a
+    /// `FILLED` completion for `job` follows, then `take_filled(job)` gives it.
+    #[pyo3(signature = (job, sid, bytearray=false))]
+    fn fill(&self, py: Python<'_>, job: u64, sid: u64, bytearray: bool) -> PyResult<()> {
+        self.fills.start(py, &self.completions, job, sid, bytearray)
+    }
+
+    /// The object of a `FILLED` completion (once); `None` if unknown.
+    fn take_filled(&self, job: u64) -> Option<Py<PyAny>> {
+        self.fills.take(job)
     }
 
     /// Every waiting completion as `[(job_id, kind, bytes), ...]`.

@@ -9,6 +9,7 @@
 //! producers then wake the loop directly: no eventfd write, no reader callback).
 
 mod core;
+mod fill;
 
 pub use self::core::register;
 pub use self::core::PoolCore;

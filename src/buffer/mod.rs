@@ -360,6 +360,11 @@ pub fn stash(bufs: Vec<Arc<Region>>) -> u64 {
     id
 }
 
+/// How many stash entries are waiting (for tests: every path must take its own).
+pub fn stash_len() -> usize {
+    STASH.lock().as_ref().map_or(0, |m| m.len())
+}
+
 /// The regions parked under `id`, once; `None` if already taken.
 pub fn unstash(id: u64) -> Option<Vec<Arc<Region>>> {
     STASH.lock().as_mut().and_then(|m| m.remove(&id))

@@ -53,6 +53,7 @@ pub fn init_def() {
             method!(c"notifier_drain", c_notifier_drain, c"notifier_drain(n) -> list of woken tokens"),
             method!(c"stash", c_stash, c"stash(bufs) -> id: park regions over these buffers until unstash(id)"),
             method!(c"unstash", c_unstash, c"unstash(id) -> list of read-only memoryviews, or None if already taken"),
+            method!(c"stash_len", c_stash_len, c"stash_len() -> int: stash entries waiting to be taken (for tests)"),
             method!(c"buffer_address", c_buffer_address, c"buffer_address(obj) -> int: address of obj's buffer (to check zero-copy)"),
             method!(c"notifier_close", c_notifier_close, c"notifier_close(n): its loop is gone; channels skip its waiters"),
             ffi::PyMethodDef::zeroed(),
@@ -435,6 +436,17 @@ unsafe extern "C" fn c_unstash(
         Some(bufs) => views_of(m, bufs),
         None => none(),
     }
+}
+
+unsafe extern "C" fn c_stash_len(
+    _m: *mut ffi::PyObject,
+    _a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if !nargs(n, 0, "stash_len") {
+        return std::ptr::null_mut();
+    }
+    ffi::PyLong_FromSize_t(buffer::stash_len())
 }
 
 unsafe extern "C" fn c_buffer_address(

@@ -580,7 +580,11 @@ impl LoopCore {
 
         // 3: poll.
         let since = self.since_poll.fetch_add(1, Ordering::Relaxed) + 1;
-        let poll_every = if io_count > 0 { IO_POLL_EVERY } else { INTERNAL_POLL_EVERY };
+        let poll_every = if io_count > 0 {
+            IO_POLL_EVERY
+        } else {
+            INTERNAL_POLL_EVERY
+        };
         if timeout != Some(Duration::ZERO) || since >= poll_every {
             self.since_poll.store(0, Ordering::Relaxed);
             if timeout != Some(Duration::ZERO) {

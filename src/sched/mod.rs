@@ -85,6 +85,9 @@ pub mod kind {
     pub const CANCELLED: u8 = 3;
     /// The worker ended (its driver failed) while running the job; data is a message.
     pub const LOST: u8 = 4;
+    /// A large `bytes`/`bytearray` result was copied into the caller's object
+    /// (`bridge::fill`); made by the copier, not by a worker.
+    pub const FILLED: u8 = 5;
     pub const WORKER_READY: u8 = 16;
     pub const WORKER_FAILED: u8 = 17;
     pub const WORKER_EXITED: u8 = 18;

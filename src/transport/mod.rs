@@ -135,7 +135,9 @@ pub(crate) fn read_with<'py, R>(
         if n < 0 {
             Err(errno())
         } else {
-            Ok(consume.take().expect("read_with runs once")(&buf[..n as usize]))
+            Ok(consume.take().expect("read_with runs once")(
+                &buf[..n as usize],
+            ))
         }
     };
     match READ_BUF.try_with(py, &mut run) {

@@ -1,7 +1,7 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
 use super::{
-    attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes, read_with, rearm,
-    traverse_pair, would_block, Pair, MAX_READ,
+    attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes,
+    read_with, rearm, traverse_pair, would_block, Pair, MAX_READ,
 };
 use crate::event_loop::fast::Def;
 use crate::event_loop::GilCell;
@@ -133,7 +133,12 @@ impl SocketReader {
     }
 
     /// A read for a plain protocol: `recv`, then `protocol.data_received(data)`.
-    fn read_plain(&self, py: Python<'_>, t: &Bound<'_, PyAny>, protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn read_plain(
+        &self,
+        py: Python<'_>,
+        t: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
         let fd = self.fd;
         // Safety: `read_bytes` passes a live, writable buffer of `len` bytes that
         // nothing else uses during the call; `recv` writes at most `len` bytes.
@@ -160,12 +165,21 @@ impl SocketReader {
     /// A read for a `Kind::Stream` protocol whose `StreamReader` is `reader`:
     /// `recv`, then `StreamReader.feed_data` (append, wake the waiter, pause reading
     /// past twice the reader's limit), as asyncio's code does it.
-    fn read_stream(&self, py: Python<'_>, t: &Bound<'_, PyAny>, reader: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn read_stream(
+        &self,
+        py: Python<'_>,
+        t: &Bound<'_, PyAny>,
+        reader: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
         let buffer = reader.getattr(intern!(py, "_buffer"))?;
         let Ok(buffer) = buffer.cast_exact::<PyByteArray>() else {
             // Not asyncio's bytearray: let asyncio's code deal with it.
-            let protocol = self.protocol.with(py, |p| p.as_ref().map(|(p, _)| p.clone_ref(py)));
-            let Some(protocol) = protocol else { return Ok(true) };
+            let protocol = self
+                .protocol
+                .with(py, |p| p.as_ref().map(|(p, _)| p.clone_ref(py)));
+            let Some(protocol) = protocol else {
+                return Ok(true);
+            };
             return self.read_plain(py, t, protocol.bind(py));
         };
         let fd = self.fd;
@@ -275,7 +289,11 @@ unsafe fn append(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResult<()> {
     if ffi::PyByteArray_Resize(p, old + data.len() as ffi::Py_ssize_t) < 0 {
         return Err(PyErr::fetch(py));
     }
-    std::ptr::copy_nonoverlapping(data.as_ptr(), ffi::PyByteArray_AsString(p).cast::<u8>().add(old as usize), data.len());
+    std::ptr::copy_nonoverlapping(
+        data.as_ptr(),
+        ffi::PyByteArray_AsString(p).cast::<u8>().add(old as usize),
+        data.len(),
+    );
     Ok(())
 }
 
