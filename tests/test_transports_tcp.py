@@ -1434,3 +1434,81 @@ def test_streams_drain_after_the_peer_went_away(loop):
         await _close_server(server)
 
     loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("size", [5, 256 * 1024, 256 * 1024 + 1, 3 * 256 * 1024])
+def test_data_and_eof_queued_before_the_transport_exists(loop, size):
+    # The peer's data and FIN are both in the socket before the transport starts
+    # reading: all of it arrives, then eof_received. The sizes straddle asyncio's
+    # read size (256 KiB).
+    data = _payload(size)
+
+    async def main():
+        listener = socket.create_server((HOST, 0))
+        client = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        try:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+            await _until_readable(conn)
+            st, sp = await loop.connect_accepted_socket(Recorder, conn)
+            assert await sp.eof == data
+            assert await sp.lost is None
+            assert sp.calls == ["connection_made", "data_received", "eof_received",
+                                "connection_lost"]
+        finally:
+            client.close()
+            listener.close()
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("size", [5, 256 * 1024, 700 * 1024])
+def test_data_and_eof_arrive_while_paused(loop, size):
+    data = _payload(size)
+
+    async def main():
+        server, ct, cp, sp = await _pair(loop, server_factory=PausedServer)
+        ct.write(data)
+        ct.write_eof()
+        while ct.get_write_buffer_size():
+            await asyncio.sleep(0.001)
+        await _until_readable(sp.transport.get_extra_info("socket"))
+        assert sp.calls == ["connection_made"]
+        sp.transport.resume_reading()
+        assert await sp.eof == data
+        assert await sp.lost is None
+        await cp.lost
+        await _close_server(server)
+
+    loop.run_until_complete(main())
+
+
+def test_transport_is_freed_after_connection_lost(loop):
+    # After connection_lost, asyncio's transport is not part of a reference cycle:
+    # dropping the last references frees it at once, without the garbage collector.
+    import gc
+    import weakref
+
+    async def main():
+        server, ct, cp, sp = await _pair(loop)
+        ct.write(b"x" * 1000)
+        await sp.wait_for_bytes(1000)
+        refs = [weakref.ref(ct), weakref.ref(sp.transport)]
+        ct.close()
+        await cp.lost
+        await sp.lost
+        await _close_server(server)
+        cp.transport = sp.transport = None
+        return refs
+
+    gc.disable()
+    try:
+        refs = loop.run_until_complete(main())
+        for _ in range(3):
+            loop.run_until_complete(asyncio.sleep(0))
+        assert [r() is None for r in refs] == [True, True]
+    finally:
+        gc.enable()

@@ -421,7 +421,8 @@ def test_tls_certificate_verification_fails(loop, server_ctx, client_ctx, case):
         else:
             assert exc.verify_code == 20  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
             assert exc.verify_message == "unable to get local issuer certificate"
-        # The server side fails its handshake too (the client's alert).
+        # The server side fails its handshake too: asyncio's client does not flush
+        # its alert, so the server sees the connection end mid-handshake.
         server.close()
         await server.wait_closed()
         await _other_tasks_done()
@@ -434,7 +435,7 @@ def test_tls_certificate_verification_fails(loop, server_ctx, client_ctx, case):
     if loop.get_debug():
         assert [c["message"] for c in contexts] == [
             "Error on transport creation for incoming connection"]
-        assert isinstance(contexts[0]["exception"], ssl.SSLError)
+        assert type(contexts[0]["exception"]) is ConnectionResetError
     else:
         assert contexts == []
 
