@@ -301,15 +301,31 @@ impl Handle {
             if ffi::PyContext_Enter(ctx) < 0 {
                 return Err(classify(py, PyErr::fetch(py)));
             }
-            let res = if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
-                ffi::PyObject_CallNoArgs(func.as_ptr())
+            let (res, err) = if let Ok(reader) = func
+                .as_py()
+                .bind(py)
+                .cast_exact::<crate::transport::SocketReader>()
+            {
+                // A socket transport's native reader: called directly (the same
+                // work as its `__call__`, without `tp_call` and PyO3's wrapper).
+                match reader.get().run(py) {
+                    Ok(()) => (ffi::Py_NewRef(ffi::Py_None()), None),
+                    Err(e) => (std::ptr::null_mut(), Some(e)),
+                }
             } else {
-                ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut())
-            };
-            let err = if res.is_null() {
-                Some(PyErr::fetch(py))
-            } else {
-                None
+                let res = if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
+                    ffi::PyObject_CallNoArgs(func.as_ptr())
+                } else {
+                    ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut())
+                };
+                (
+                    res,
+                    if res.is_null() {
+                        Some(PyErr::fetch(py))
+                    } else {
+                        None
+                    },
+                )
             };
             let exit_failed = ffi::PyContext_Exit(ctx) < 0;
             let exit_err = if exit_failed {

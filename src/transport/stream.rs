@@ -68,20 +68,7 @@ impl SocketReader {
     /// every path that may leave data unread re-arms it: a full-sized read, a
     /// buffered protocol's read, an exception.
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let Some((t, lp)) = pair_get(&self.transport, py) else {
-            return Ok(());
-        };
-        let lp = lp.bind(py);
-        let rearm = || rearm(lp, self.fd);
-        let result = self.read_once(py, t.bind(py));
-        match result {
-            Ok(true) => Ok(()),
-            Ok(false) => rearm(),
-            Err(e) => {
-                let _ = rearm();
-                Err(e)
-            }
-        }
+        self.run(py)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -101,6 +88,25 @@ impl SocketReader {
 }
 
 impl SocketReader {
+    /// The reader callback's work; the loop calls it directly for a reader it finds
+    /// in an I/O handle (no `tp_call`, no argument parsing).
+    pub(crate) fn run(&self, py: Python<'_>) -> PyResult<()> {
+        let Some((t, lp)) = pair_get(&self.transport, py) else {
+            return Ok(());
+        };
+        let lp = lp.bind(py);
+        let rearm = || rearm(lp, self.fd);
+        let result = self.read_once(py, t.bind(py));
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => rearm(),
+            Err(e) => {
+                let _ = rearm();
+                Err(e)
+            }
+        }
+    }
+
     /// One read. `Ok(true)`: the socket is known drained (a short read, would-block,
     /// EOF or a dead transport); `Ok(false)`: it may hold more (re-arm).
     fn read_once(&self, py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<bool> {
