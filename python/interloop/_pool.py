@@ -432,7 +432,7 @@ class Pool:
                 self._wake_room()
 
     def _submit(self, loop, payload, interrupt, label):
-        fut = self._future_class(loop=loop)
+        fut = self._future_class()  # the running loop (checked): no kwargs dict
         job = self._core.submit(payload, interrupt)
         fut._pool = self
         fut._job = job
@@ -520,7 +520,7 @@ class Pool:
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return self._submit_when_room(loop, payload, interrupt, label)
         # `_submit`, inlined: this is the hot path of many small jobs.
-        fut = self._future_class(loop=loop)
+        fut = self._future_class()  # the running loop (checked): no kwargs dict
         job = self._core.submit(payload, interrupt)
         fut._pool = self
         fut._job = job
