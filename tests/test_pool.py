@@ -144,6 +144,21 @@ def test_unpicklable_exception_becomes_remote_error(kind, type_name):
     run(main())
 
 
+def test_result_that_fails_to_load_in_the_caller_is_its_exception(monkeypatch):
+    monkeypatch.setattr(pf, "IN_CALLER", True)
+
+    async def main():
+        async with interloop.Pool(2) as pool:
+            futs = [pool.submit(pf.returns_unloadable if i % 3 == 0 else pf.ident, i) for i in range(30)]
+            rs = await asyncio.gather(*futs, return_exceptions=True)
+            for i, r in enumerate(rs):
+                if i % 3 == 0:
+                    assert isinstance(r, ValueError) and "cannot rebuild" in str(r)
+                else:
+                    assert r == i
+    run(main())
+
+
 def test_unpicklable_result_is_a_type_error():
     async def main():
         async with interloop.Pool(1) as pool:

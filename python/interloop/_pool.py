@@ -348,13 +348,23 @@ class Pool:
 
     def _on_completions(self, batch=None):
         """Resolves a batch of completions; ``batch`` is given by a native drain."""
-        if batch is None:
-            batch = self._core.drain()
         pending = self._pending
         sinks = self._sinks
         stashes = self._stashes
+        error = None
+        if batch is not None:
+            kept = None  # resolved futures with kept callbacks: run by one loop callback
+        elif sinks or stashes:
+            batch = self._core.drain()
+            kept = None
+        else:
+            # The common case, natively: plain results resolve their futures there;
+            # `batch` is what is left (control messages, errors, stashed data).
+            kept, batch, error = self._core.resolve(
+                pending, _fut_set_result, _fut_set_exception, _wire.loads)
+            if kept is not None:
+                self._loop.call_soon(_run_callbacks, self._loop, kept, context=_Context())
         loads = _wire.loads
-        kept = None  # resolved futures with kept callbacks: run by one loop callback
         for job, kind, data in batch:
             if kind >= 16:
                 self._on_control(job, kind, data)
@@ -390,6 +400,8 @@ class Pool:
             self._wake_room()
         if self._control_waiters and not pending:
             self._wake_control()
+        if error is not None:
+            raise error
 
     def _on_control(self, worker, kind, data):
         if kind == _wire.WORKER_READY:

@@ -5,7 +5,8 @@ use crate::sched::{Origin, Scheduler};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::intern;
+use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -84,6 +85,81 @@ impl PoolCore {
     /// Every waiting completion as `[(job_id, kind, bytes), ...]`.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         self.completions.drain(py)
+    }
+
+    /// Drains the completions and resolves the plain ones here, natively: a result
+    /// (kind 0) whose future is in `pending` (job id -> `_JobFuture`, a dict of
+    /// `interloop.Pool`) is popped from it and, unless already done, gets
+    /// `_pool = None` and `set_result(fut, None)` for empty data, else
+    /// `set_result(fut, loads(data))` (`set_exception(fut, e)` if `loads` raises).
+    /// A result for a job no longer pending is dropped. This is `Pool._on_completions`'s
+    /// loop without a Python frame, a tuple and an unpacking per job.
+    ///
+    /// Returns `(kept, rest, error)`: `kept` lists the resolved futures whose `_cb`
+    /// is set (callbacks the pool keeps and runs in one batch), or is None; `rest`
+    /// lists `(job_id, kind, bytes)` of everything left to Python: control messages,
+    /// errors, and stashed results (first byte 0) whose job is no longer pending
+    /// (their buffers must be released); `error` is None, or the first exception
+    /// raised while resolving (the other completions are resolved all the same, so
+    /// the caller can schedule `kept` and handle `rest` before raising it).
+    fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        pending: &Bound<'py, PyDict>,
+        set_result: &Bound<'py, PyAny>,
+        set_exception: &Bound<'py, PyAny>,
+        loads: &Bound<'py, PyAny>,
+    ) -> PyResult<(Option<Bound<'py, PyList>>, Bound<'py, PyList>, Option<Bound<'py, PyAny>>)> {
+        let batch = self.completions.take();
+        let rest = PyList::empty(py);
+        let mut kept: Option<Bound<'py, PyList>> = None;
+        let mut first_err: Option<PyErr> = None;
+        let none = py.None().into_bound(py);
+        for c in batch {
+            if c.kind != crate::sched::kind::OK {
+                rest.append(super::completion_tuple(py, &c)?)?;
+                continue;
+            }
+            let r = (|| -> PyResult<()> {
+                let job = c.job.into_pyobject(py)?;
+                let fut = match pending.get_item(&job)? {
+                    Some(f) => f,
+                    None => {
+                        if c.data.first() == Some(&0) {
+                            rest.append(super::completion_tuple(py, &c)?)?;
+                        }
+                        return Ok(());
+                    }
+                };
+                pending.del_item(&job)?;
+                if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    if c.data.first() == Some(&0) {
+                        rest.append(super::completion_tuple(py, &c)?)?;
+                    }
+                    return Ok(());
+                }
+                fut.setattr(intern!(py, "_pool"), &none)?;
+                if c.data.is_empty() {
+                    set_result.call1((&fut, &none))?;  // None travels as empty data
+                } else {
+                    match loads.call1((PyBytes::new(py, &c.data),)) {
+                        Ok(v) => set_result.call1((&fut, v))?,
+                        Err(e) => set_exception.call1((&fut, e.into_value(py)))?,
+                    };
+                }
+                if !fut.getattr(intern!(py, "_cb"))?.is_none() {
+                    match &kept {
+                        Some(k) => k.append(&fut)?,
+                        None => kept = Some(PyList::new(py, [&fut])?),
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        Ok((kept, rest, first_err.map(|e| e.into_value(py).into_bound(py).into_any())))
     }
 
     /// Spins up to `us` microseconds (GIL held) for a completion; returns whether one
