@@ -618,6 +618,40 @@ def test_kept_callbacks_after_a_keyboardinterrupt_still_run(loop_kind):
         (ran.append, (futs[1],)), (ran.append, (futs[1],)), (_pool._run_callbacks, (loop, futs[2:]))]
 
 
+def test_job_futures_are_out_of_the_gc_only_while_pending():
+    """Pending job futures are untracked by the cyclic GC (the pool holds them);
+    every way out of pending tracks them again, so cycles through them are freed."""
+    import gc
+    import weakref
+
+    async def main():
+        async with interloop.Pool(2) as pool:
+            f = pool.submit(pf.sleep_then, 1, 0.05)
+            assert not gc.is_tracked(f)
+            assert await f == 1
+            assert gc.is_tracked(f)
+            g = pool.submit(pf.sleep_then, 2, 5.0)
+            g.cancel()
+            assert gc.is_tracked(g)
+            e = pool.submit(pf.plain_boom)
+            with pytest.raises(ValueError):
+                await e
+            assert gc.is_tracked(e)
+            by_hand = pool.submit(pf.sleep_then, 3, 0.05)
+            by_hand.set_result("mine")
+            h = pool.submit(pf.ident, 4)
+            assert await h == 4
+            await asyncio.sleep(0)  # out of the callback that resumed us (it holds h)
+            cycle = [h]
+            h._label = cycle  # h -> cycle -> h
+            ref = weakref.ref(h)
+            del h, cycle
+            gc.collect()
+            assert ref() is None
+        assert gc.is_tracked(by_hand)
+    run(main())
+
+
 def test_close_cancel_resolves_every_future_once():
     async def main():
         pool = interloop.Pool(2)

@@ -354,14 +354,11 @@ class Pool:
         error = None
         if batch is not None:
             kept = None  # resolved futures with kept callbacks: run by one loop callback
-        elif sinks or stashes:
-            batch = self._core.drain()
-            kept = None
         else:
-            # The common case, natively: plain results resolve their futures there;
-            # `batch` is what is left (control messages, errors, stashed data).
+            # Natively: plain results resolve their futures there; `batch` is what
+            # is left (control messages, errors, stashed data of dropped jobs).
             kept, batch, error = self._core.resolve(
-                pending, _fut_set_result, _fut_set_exception, _wire.loads)
+                pending, sinks, stashes, _fut_set_result, _fut_set_exception, _wire.loads)
             if kept is not None:
                 self._loop.call_soon(_run_callbacks, self._loop, kept, context=_Context())
         loads = _wire.loads
@@ -370,6 +367,8 @@ class Pool:
                 self._on_control(job, kind, data)
                 continue
             fut = pending.pop(job, None)
+            if fut is not None:
+                self._core.retrack(fut)  # taken out of the GC while pending
             if stashes:
                 stashes.pop(job, None)  # a worker took the call's buffers
             if fut is None or fut.done():
@@ -434,6 +433,7 @@ class Pool:
     def _cancel_job(self, job, interrupt):
         fut = self._pending.pop(job, None)
         if fut is not None:
+            self._core.retrack(fut)  # taken out of the GC while pending
             sink = self._sinks.pop(job, None) if self._sinks else None
             if sink is not None:
                 sink.add(fut)
@@ -445,7 +445,7 @@ class Pool:
 
     def _submit(self, loop, payload, interrupt, label):
         fut = self._future_class()  # the running loop (checked): no kwargs dict
-        job = self._core.submit(payload, interrupt)
+        job = self._core.submit(payload, interrupt, fut)  # fut: out of the GC while pending
         fut._pool = self
         fut._job = job
         fut._interrupt = interrupt
@@ -533,7 +533,7 @@ class Pool:
             return self._submit_when_room(loop, payload, interrupt, label)
         # `_submit`, inlined: this is the hot path of many small jobs.
         fut = self._future_class()  # the running loop (checked): no kwargs dict
-        job = self._core.submit(payload, interrupt)
+        job = self._core.submit(payload, interrupt, fut)  # fut: out of the GC while pending
         fut._pool = self
         fut._job = job
         fut._interrupt = interrupt
@@ -665,6 +665,8 @@ class Pool:
         remaining = 10.0 if deadline is None else max(0.0, deadline - loop.time())
         stuck = await _join_in_thread(loop, self._core, remaining if deadline is not None else None)
         self._detach()
+        for fut in self._pending.values():
+            self._core.retrack(fut)  # taken out of the GC while pending
         self._pending.clear()
         with _live_lock:
             if stuck:
