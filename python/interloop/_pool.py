@@ -490,13 +490,25 @@ class Pool:
         return self._run(payload, interrupt, label)
 
     async def _run(self, payload, interrupt, label):
-        loop = self._attach()
+        loop = _get_running_loop()
+        if loop is not self._loop or self._attached is None:
+            loop = self._attach()
         if self._closed:
             _wire.discard_stash(_wire.payload_stash(payload))
             raise RuntimeError("the pool is closed")
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return await self._submit_when_room(loop, payload, interrupt, label)
-        fut = self._submit(loop, payload, interrupt, label)
+        # `_submit`, inlined (as in `submit`).
+        fut = self._future_class()  # the running loop (checked): no kwargs dict
+        job = self._core.submit(payload, interrupt, fut)  # fut: out of the GC while pending
+        fut._pool = self
+        fut._job = job
+        fut._interrupt = interrupt
+        fut._label = label
+        fut._cb = fut._more = None
+        self._pending[job] = fut
+        if type(payload) is not bytes:
+            self._stashes[job] = payload.sid
         credit = self._spin_credit
         if credit > 0:
             if self._loop_idle():
