@@ -132,11 +132,10 @@ impl PoolCore {
         let mut first_err: Option<PyErr> = None;
         let none = py.None().into_bound(py);
         for c in batch {
-            if c.kind != crate::sched::kind::OK {
-                rest.append(super::completion_tuple(py, &c)?)?;
-                continue;
-            }
             let r = (|| -> PyResult<()> {
+                if c.kind != crate::sched::kind::OK {
+                    return rest.append(super::completion_tuple(py, &c)?);
+                }
                 let job = c.job.into_pyobject(py)?;
                 let fut = match pending.get_item(&job)? {
                     Some(f) => f,
