@@ -4,6 +4,10 @@ machine's load cannot blur (docs/design-pool.md, "Measurements").
     INTERLOOP_POOL_SPIN_US=0 valgrind --tool=callgrind --separate-threads=yes \\
         --callgrind-out-file=cg.%p python benches/pool_callgrind.py N [pool|floor] [interloop]
 
+``pool200`` / ``run200`` do the N jobs as N/200 gathers of 200 (``submit`` / ``run``):
+the cost per job with 200 pending rather than N. ``run`` is one gather of N ``run``
+coroutines.
+
 Run with N=0 and N=4000 and subtract: per-thread totals (`summary:` line of
 `cg.PID-01` = the caller, `-02`/`-03` = the workers) divided by 4000 are the cost of
 one job. Spinning is turned off (a spin under valgrind counts instructions while it
@@ -27,6 +31,26 @@ async def pool(n):
         await asyncio.gather(*(p.submit(pool_jobs.noop) for _ in range(n)))
 
 
+async def pool200(n):
+    async with interloop.Pool(2) as p:
+        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
+        for _ in range(n // 200):
+            await asyncio.gather(*(p.submit(pool_jobs.noop) for _ in range(200)))
+
+
+async def run(n):
+    async with interloop.Pool(2) as p:
+        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
+        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(n)))
+
+
+async def run200(n):
+    async with interloop.Pool(2) as p:
+        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
+        for _ in range(n // 200):
+            await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(200)))
+
+
 async def floor(n):
     loop = asyncio.get_running_loop()
     futs = [loop.create_future() for _ in range(n)]
@@ -42,4 +66,5 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
     mode = sys.argv[2] if len(sys.argv) > 2 else "pool"
     factory = interloop.new_event_loop if sys.argv[3:] == ["interloop"] else None
-    asyncio.run({"pool": pool, "floor": floor}[mode](n), loop_factory=factory)
+    asyncio.run({"pool": pool, "pool200": pool200, "run": run, "run200": run200,
+                 "floor": floor}[mode](n), loop_factory=factory)

@@ -236,3 +236,21 @@ async def wait_for_flag(path):
     import os
     while not os.path.exists(path):
         await asyncio.sleep(0.005)
+
+
+IN_CALLER = False  # set by the tests in the caller only: workers import this afresh
+
+
+def _rebuild_only_in_workers(x):
+    if IN_CALLER:
+        raise ValueError("cannot rebuild this result in the caller")
+    return x
+
+
+class FailsToLoadInCaller:
+    def __reduce__(self):
+        return _rebuild_only_in_workers, (1,)
+
+
+def returns_unloadable(_i=None):
+    return FailsToLoadInCaller()

@@ -144,6 +144,21 @@ def test_unpicklable_exception_becomes_remote_error(kind, type_name):
     run(main())
 
 
+def test_result_that_fails_to_load_in_the_caller_is_its_exception(monkeypatch):
+    monkeypatch.setattr(pf, "IN_CALLER", True)
+
+    async def main():
+        async with interloop.Pool(2) as pool:
+            futs = [pool.submit(pf.returns_unloadable if i % 3 == 0 else pf.ident, i) for i in range(30)]
+            rs = await asyncio.gather(*futs, return_exceptions=True)
+            for i, r in enumerate(rs):
+                if i % 3 == 0:
+                    assert isinstance(r, ValueError) and "cannot rebuild" in str(r)
+                else:
+                    assert r == i
+    run(main())
+
+
 def test_unpicklable_result_is_a_type_error():
     async def main():
         async with interloop.Pool(1) as pool:
@@ -493,6 +508,147 @@ def test_async_with_exit_waits_for_submitted_work():
         async with interloop.Pool(2) as pool:
             futs = [pool.submit(pf.sleep_then, i, 0.05) for i in range(6)]
         assert [f.result() for f in futs] == list(range(6))
+    run(main())
+
+
+def test_done_callbacks_of_job_futures_keep_asyncio_semantics():
+    """Callbacks added to a pending job future are kept by the pool and run from one
+    loop callback per drained batch (on asyncio's loop): each still runs once, after
+    the future is done, in its own context, in the order added; an exception goes to
+    the loop's exception handler and does not stop the others; remove_done_callback,
+    cancel() and set_result() see the kept ones."""
+    import contextvars
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = []
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        async with interloop.Pool(2) as pool:
+            seen = []
+
+            def cb(tag):
+                def f(fut):
+                    assert fut.done()
+                    seen.append((tag, var.get(), fut.result()))
+                return f
+
+            def bad(fut):
+                raise ZeroDivisionError("in a callback")
+
+            futs = []
+            for i in range(20):
+                var.set(f"ctx{i}")
+                f = pool.submit(pf.ident, i)
+                f.add_done_callback(cb(f"a{i}"))
+                f.add_done_callback(bad)
+                f.add_done_callback(cb(f"b{i}"), context=contextvars.copy_context())
+                futs.append(f)
+            var.set("main")
+            removed = cb("removed")
+            futs[0].add_done_callback(removed)
+            assert futs[0].remove_done_callback(removed) == 1
+            assert futs[1].remove_done_callback(bad) == 1
+            await asyncio.gather(*futs)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            for i in range(20):
+                a, b = seen.index((f"a{i}", f"ctx{i}", i)), seen.index((f"b{i}", f"ctx{i}", i))
+                assert a < b
+            assert len(seen) == 40
+            assert len(errors) == 19
+            assert all(isinstance(e["exception"], ZeroDivisionError) for e in errors)
+            assert all(e["message"].startswith("Exception in callback") for e in errors)
+
+            # a callback added after the result is asyncio's own
+            late = []
+            futs[2].add_done_callback(late.append)
+            await asyncio.sleep(0)
+            assert late == [futs[2]]
+
+            # cancel() and set_result() run the kept callbacks too (once)
+            slow = pool.submit(pf.sleep_then, 1, 5.0)
+            got = []
+            slow.add_done_callback(got.append)
+            slow.add_done_callback(got.append)
+            slow.cancel()
+            await asyncio.sleep(0)
+            assert got == [slow, slow]
+            slow2 = pool.submit(pf.sleep_then, 2, 5.0)
+            slow2.add_done_callback(got.append)
+            slow2.set_result("by hand")
+            await asyncio.sleep(0)
+            assert got == [slow, slow, slow2]
+            slow2.cancel()
+        await asyncio.sleep(0)
+        assert got == [slow, slow, slow2]
+    run(main())
+
+
+def test_kept_callbacks_after_a_keyboardinterrupt_still_run(loop_kind):
+    """A BaseException that leaves the batch runner (as it would leave a Handle)
+    reschedules the rest of the batch instead of dropping it."""
+    import contextvars
+    if loop_kind != "asyncio":
+        pytest.skip("one loop is enough: a unit test of _run_callbacks")
+    ran = []
+
+    def interrupt(fut):
+        raise KeyboardInterrupt
+
+    class FakeLoop:
+        def __init__(self):
+            self.soon = []
+
+        def call_soon(self, fn, *args, context=None):
+            self.soon.append((fn, args, context))
+
+    class Fut:
+        def __init__(self, cb, more=None):
+            self._cb, self._cbctx, self._more = cb, contextvars.copy_context(), more
+
+    ctx = contextvars.copy_context()
+    futs = [Fut(ran.append), Fut(interrupt, [(ran.append, ctx), (ran.append, ctx)]), Fut(ran.append)]
+    loop = FakeLoop()
+    with pytest.raises(KeyboardInterrupt):
+        _pool._run_callbacks(loop, futs)
+    assert ran == [futs[0]]
+    # the interrupted future's other callbacks, then the rest of the batch
+    assert [(fn, args) for fn, args, _ in loop.soon] == [
+        (ran.append, (futs[1],)), (ran.append, (futs[1],)), (_pool._run_callbacks, (loop, futs[2:]))]
+
+
+def test_job_futures_are_out_of_the_gc_only_while_pending():
+    """Pending job futures are untracked by the cyclic GC (the pool holds them);
+    every way out of pending tracks them again, so cycles through them are freed."""
+    import gc
+    import weakref
+
+    async def main():
+        async with interloop.Pool(2) as pool:
+            f = pool.submit(pf.sleep_then, 1, 0.05)
+            assert not gc.is_tracked(f)
+            assert await f == 1
+            assert gc.is_tracked(f)
+            g = pool.submit(pf.sleep_then, 2, 5.0)
+            g.cancel()
+            assert gc.is_tracked(g)
+            e = pool.submit(pf.plain_boom)
+            with pytest.raises(ValueError):
+                await e
+            assert gc.is_tracked(e)
+            by_hand = pool.submit(pf.sleep_then, 3, 0.05)
+            by_hand.set_result("mine")
+            h = pool.submit(pf.ident, 4)
+            assert await h == 4
+            await asyncio.sleep(0)  # out of the callback that resumed us (it holds h)
+            cycle = [h]
+            h._label = cycle  # h -> cycle -> h
+            ref = weakref.ref(h)
+            del h, cycle
+            gc.collect()
+            assert ref() is None
+        assert gc.is_tracked(by_hand)
     run(main())
 
 

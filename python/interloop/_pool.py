@@ -25,6 +25,7 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures
+import contextvars
 import functools
 import marshal
 import os
@@ -118,20 +119,163 @@ class _MapSink:
             w.set_result(None)
 
 
+_Future = asyncio.Future
+_fut_add_done_callback = _Future.add_done_callback
+_fut_remove_done_callback = _Future.remove_done_callback
+_fut_set_result = _Future.set_result
+_fut_set_exception = _Future.set_exception
+_copy_context = contextvars.copy_context
+_Context = contextvars.Context
+
+
 class _JobFuture(asyncio.Future):
     """The awaitable of one job: a real ``asyncio.Future`` whose ``cancel()`` also
-    cancels the job (cheaper than a done-callback per job)."""
+    cancels the job (cheaper than a done-callback per job).
 
-    __slots__ = ("_pool", "_job", "_interrupt", "_label")
+    Done-callbacks added while the job is pending (``await``, ``gather``) are kept
+    here rather than in asyncio's future: when a batch of completions is drained,
+    the futures are resolved and all their callbacks run from *one* loop callback
+    (``_run_callbacks``), instead of one ``loop.call_soon`` and one ``Handle`` per
+    future (on asyncio's loop that was ~8k instructions per job). They still run
+    after the future is done, from the loop, in their own context, in order; an
+    exception in one goes to the loop's exception handler as it would from a
+    ``Handle``. Resolved any other way (``cancel``, ``set_result``), the kept
+    callbacks are scheduled one by one as asyncio would.
+    """
+
+    __slots__ = ("_pool", "_job", "_interrupt", "_label", "_cb", "_cbctx", "_more")
+
+    def add_done_callback(self, fn, *, context=None):
+        if self._pool is None or self.done():
+            # Resolved, or resolving: asyncio's own scheduling.
+            return _fut_add_done_callback(self, fn, context=context)
+        if context is None:
+            context = _copy_context()
+        if self._cb is None:
+            self._cb = fn
+            self._cbctx = context
+        elif self._more is None:
+            self._more = [(fn, context)]
+        else:
+            self._more.append((fn, context))
+
+    def remove_done_callback(self, fn):
+        n = _fut_remove_done_callback(self, fn)
+        if self.done():
+            return n  # as asyncio: callbacks of a done future are already scheduled
+        more = self._more
+        if more:
+            keep = [(f, c) for f, c in more if f != fn]
+            n += len(more) - len(keep)
+            self._more = keep or None
+        cb = self._cb
+        if cb is not None and cb == fn:
+            n += 1
+            more = self._more
+            if more:
+                self._cb, self._cbctx = more.pop(0)
+                if not more:
+                    self._more = None
+            else:
+                self._cb = self._cbctx = None
+        return n
+
+    def _schedule_kept(self):
+        """Schedules the kept callbacks one by one (the future is done)."""
+        cb = self._cb
+        if cb is None:
+            return
+        loop = self.get_loop()
+        loop.call_soon(cb, self, context=self._cbctx)
+        more = self._more
+        self._cb = self._cbctx = self._more = None
+        if more:
+            for fn, ctx in more:
+                loop.call_soon(fn, self, context=ctx)
 
     def cancel(self, msg=None):
         if not super().cancel(msg):
             return False
+        self._schedule_kept()
         pool = self._pool
         if pool is not None:
             self._pool = None
             pool._cancel_job(self._job, self._interrupt)
         return True
+
+    def set_result(self, result):
+        _fut_set_result(self, result)
+        self._schedule_kept()
+
+    def set_exception(self, exception):
+        _fut_set_exception(self, exception)
+        self._schedule_kept()
+
+
+class _JobFuturePlain(_JobFuture):
+    """Callbacks stay asyncio's (one ``Handle`` each): in debug mode, so that
+    slow-callback warnings name the callback, and on interloop's loop, whose native
+    ``call_soon`` is cheaper than keeping them in Python."""
+
+    __slots__ = ()
+    add_done_callback = _Future.add_done_callback
+    remove_done_callback = _Future.remove_done_callback
+
+
+def _run_callbacks(loop, futs):
+    """Runs the kept done-callbacks of a batch of resolved ``_JobFuture``s (one loop
+    callback for the whole batch; see ``_JobFuture``)."""
+    i = 0
+    n = len(futs)
+    more = None
+    j = 0
+    try:
+        while i < n:
+            fut = futs[i]
+            i += 1
+            cb = fut._cb
+            if cb is None:
+                continue
+            ctx = fut._cbctx
+            more = fut._more
+            j = 0
+            fut._cb = fut._cbctx = fut._more = None
+            try:
+                ctx.run(cb, fut)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - as asyncio.Handle._run does
+                _callback_failed(loop, cb, fut, ctx, exc)
+            if more is not None:
+                for cb, ctx in more:
+                    j += 1
+                    try:
+                        ctx.run(cb, fut)
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:  # noqa: BLE001
+                        _callback_failed(loop, cb, fut, ctx, exc)
+                more = None
+    except BaseException:
+        # SystemExit/KeyboardInterrupt leave the loop as from a Handle; what is left
+        # of the batch still runs, in later callbacks.
+        if more is not None:
+            for cb, ctx in more[j:]:
+                loop.call_soon(cb, fut, context=ctx)
+        if i < n:
+            loop.call_soon(_run_callbacks, loop, futs[i:], context=_Context())
+        raise
+
+
+def _callback_failed(loop, cb, fut, ctx, exc):
+    handle = asyncio.Handle(cb, (fut,), loop, context=ctx)
+    from asyncio import format_helpers
+    context = {
+        "message": f"Exception in callback {format_helpers._format_callback_source(cb, (fut,))}",
+        "exception": exc,
+        "handle": handle,
+    }
+    loop.call_exception_handler(context)
 
 
 class Pool:
@@ -161,6 +305,7 @@ class Pool:
         self._loop = loop
         self._attached = None  # "reader" | "native"
         self._loop_idle = _wire.never_idle
+        self._future_class = _JobFuture
         self._spin_credit = 8 if _SPIN_US > 0 else 0  # 0: never spin
         self._pending = {}     # job id -> asyncio.Future
         self._sinks = {}       # job id -> _MapSink of the unordered map() it belongs to
@@ -182,6 +327,7 @@ class Pool:
             raise RuntimeError("this Pool is bound to another event loop")
         if self._attached is None:
             hook = getattr(loop, "_interloop_attach_completions", None)
+            how_native = hook is not None
             if hook is not None:
                 hook(self._core, self._on_completions)
                 self._attached = "native"
@@ -189,6 +335,7 @@ class Pool:
                 loop.add_reader(self._core.fd(), self._on_completions)
                 self._attached = "reader"
             self._loop_idle = _wire.idle_probe(loop)
+            self._future_class = _JobFuturePlain if how_native or loop.get_debug() else _JobFuture
         return loop
 
     def _detach(self):
@@ -203,17 +350,27 @@ class Pool:
 
     def _on_completions(self, batch=None):
         """Resolves a batch of completions; ``batch`` is given by a native drain."""
-        if batch is None:
-            batch = self._core.drain()
         pending = self._pending
         sinks = self._sinks
         stashes = self._stashes
+        error = None
+        if batch is not None:
+            kept = None  # resolved futures with kept callbacks: run by one loop callback
+        else:
+            # Natively: plain results resolve their futures there; `batch` is what
+            # is left (control messages, errors, stashed data of dropped jobs).
+            kept, batch, error = self._core.resolve(
+                pending, sinks, stashes, _fut_set_result, _fut_set_exception, _wire.loads)
+            if kept is not None:
+                self._loop.call_soon(_run_callbacks, self._loop, kept, context=_Context())
         loads = _wire.loads
         for job, kind, data in batch:
             if kind >= 16:
                 self._on_control(job, kind, data)
                 continue
             fut = pending.pop(job, None)
+            if fut is not None:
+                self._core.retrack(fut)  # taken out of the GC while pending
             if stashes:
                 stashes.pop(job, None)  # a worker took the call's buffers
             if kind == _FILLED:  # a large bytes result, copied off this thread
@@ -221,34 +378,35 @@ class Pool:
                 if fut is None or fut.done():
                     continue
                 fut._pool = None
-                fut.set_result(value)
+                _fut_set_result(fut, value)
+                kept = self._kept_callbacks(fut, kept)
             elif fut is None or fut.done():
                 _wire.discard_result(kind, data)
                 continue
             elif kind == 0:
-                if not data:  # None travels as empty data
-                    fut._pool = None
-                    fut.set_result(None)
-                elif data[0] == _FILL:
+                if data and data[0] == _FILL:
                     # A large bytes result: copied into a new object by a copier
                     # thread; the job stays pending until its FILLED completion.
                     try:
                         self._core.fill(job, *_wire.fill_args(data))
                     except BaseException as e:  # noqa: BLE001
                         fut._pool = None
-                        fut.set_exception(e)
+                        _fut_set_exception(fut, e)
                     else:
                         pending[job] = fut
                         continue
                 else:
                     fut._pool = None
-                    try:
-                        fut.set_result(loads(data))
-                    except BaseException as e:  # noqa: BLE001 - unpickling the result failed
-                        fut.set_exception(e)
+                    if not data:  # None travels as empty data
+                        _fut_set_result(fut, None)
+                    else:
+                        try:
+                            _fut_set_result(fut, loads(data))
+                        except BaseException as e:  # noqa: BLE001 - unpickling the result failed
+                            _fut_set_exception(fut, e)
+                kept = self._kept_callbacks(fut, kept)
             else:
-                fut._pool = None
-                _wire.resolve(fut, kind, data)
+                _wire.resolve(fut, kind, data)  # through the overrides: kept callbacks scheduled
             if sinks:
                 sink = sinks.pop(job, None)
                 if sink is not None:
@@ -257,6 +415,19 @@ class Pool:
             self._wake_room()
         if self._control_waiters and not pending:
             self._wake_control()
+        if error is not None:
+            raise error
+
+    def _kept_callbacks(self, fut, kept):
+        """Adds a future resolved here whose callbacks the pool keeps to the batch
+        that one loop callback runs (``_run_callbacks``); returns the batch."""
+        if fut._cb is not None:
+            if kept is None:
+                kept = [fut]
+                self._loop.call_soon(_run_callbacks, self._loop, kept, context=_Context())
+            else:
+                kept.append(fut)
+        return kept
 
     def _on_control(self, worker, kind, data):
         if kind == _wire.WORKER_READY:
@@ -289,6 +460,7 @@ class Pool:
     def _cancel_job(self, job, interrupt):
         fut = self._pending.pop(job, None)
         if fut is not None:
+            self._core.retrack(fut)  # taken out of the GC while pending
             sink = self._sinks.pop(job, None) if self._sinks else None
             if sink is not None:
                 sink.add(fut)
@@ -299,12 +471,13 @@ class Pool:
                 self._wake_room()
 
     def _submit(self, loop, payload, interrupt, label):
-        fut = _JobFuture(loop=loop)
-        job = self._core.submit(payload, interrupt)
+        fut = self._future_class()  # the running loop (checked): no kwargs dict
+        job = self._core.submit(payload, interrupt, fut)  # fut: out of the GC while pending
         fut._pool = self
         fut._job = job
         fut._interrupt = interrupt
         fut._label = label
+        fut._cb = fut._more = None
         self._pending[job] = fut
         if type(payload) is not bytes:
             self._stashes[job] = payload.sid
@@ -344,13 +517,25 @@ class Pool:
         return self._run(payload, interrupt, label)
 
     async def _run(self, payload, interrupt, label):
-        loop = self._attach()
+        loop = _get_running_loop()
+        if loop is not self._loop or self._attached is None:
+            loop = self._attach()
         if self._closed:
             _wire.discard_stash(_wire.payload_stash(payload))
             raise RuntimeError("the pool is closed")
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return await self._submit_when_room(loop, payload, interrupt, label)
-        fut = self._submit(loop, payload, interrupt, label)
+        # `_submit`, inlined (as in `submit`).
+        fut = self._future_class()  # the running loop (checked): no kwargs dict
+        job = self._core.submit(payload, interrupt, fut)  # fut: out of the GC while pending
+        fut._pool = self
+        fut._job = job
+        fut._interrupt = interrupt
+        fut._label = label
+        fut._cb = fut._more = None
+        self._pending[job] = fut
+        if type(payload) is not bytes:
+            self._stashes[job] = payload.sid
         credit = self._spin_credit
         if credit > 0:
             if self._loop_idle():
@@ -386,12 +571,13 @@ class Pool:
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return self._submit_when_room(loop, payload, interrupt, label)
         # `_submit`, inlined: this is the hot path of many small jobs.
-        fut = _JobFuture(loop=loop)
-        job = self._core.submit(payload, interrupt)
+        fut = self._future_class()  # the running loop (checked): no kwargs dict
+        job = self._core.submit(payload, interrupt, fut)  # fut: out of the GC while pending
         fut._pool = self
         fut._job = job
         fut._interrupt = interrupt
         fut._label = label
+        fut._cb = fut._more = None
         self._pending[job] = fut
         if type(payload) is not bytes:
             self._stashes[job] = payload.sid
@@ -441,7 +627,7 @@ class Pool:
                             exhausted = True
                             break
                         f = self.submit(fn, item)
-                        if type(f) is _JobFuture:
+                        if isinstance(f, _JobFuture):
                             sinks[f._job] = sink
                         else:
                             f = asyncio.ensure_future(f)
@@ -518,6 +704,8 @@ class Pool:
         remaining = 10.0 if deadline is None else max(0.0, deadline - loop.time())
         stuck = await _join_in_thread(loop, self._core, remaining if deadline is not None else None)
         self._detach()
+        for fut in self._pending.values():
+            self._core.retrack(fut)  # taken out of the GC while pending
         self._pending.clear()
         with _live_lock:
             if stuck:

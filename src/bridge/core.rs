@@ -4,8 +4,9 @@ use super::Completions;
 use crate::sched::{Origin, Scheduler};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -72,9 +73,20 @@ impl PoolCore {
 
     /// Queues one job (`_worker.dumps_job`'s bytes); returns its id. `interrupt`
     /// sets the job's interrupt flag.
-    fn submit(&self, payload: &[u8], interrupt: bool) -> u64 {
-        self.sched
-            .submit(payload.to_vec(), interrupt as u32, Origin::Caller, None)
+    #[pyo3(signature = (payload, interrupt, future=None))]
+    fn submit(&self, payload: &[u8], interrupt: bool, future: Option<&Bound<'_, PyAny>>) -> u64 {
+        let id = self
+            .sched
+            .submit(payload.to_vec(), interrupt as u32, Origin::Caller, None);
+        if let Some(f) = future {
+            gc_untrack(f);
+        }
+        id
+    }
+
+    /// Puts a job's future back under the cyclic GC (see `gc_untrack`).
+    fn retrack(&self, future: &Bound<'_, PyAny>) {
+        gc_retrack(future);
     }
 
     /// Cancels a job: removed if still queued, else its worker-side task is
@@ -109,6 +121,106 @@ impl PoolCore {
     /// Every waiting completion as `[(job_id, kind, bytes), ...]`.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         self.completions.drain(py)
+    }
+
+    /// Drains the completions and resolves the plain ones here, natively: a result
+    /// (kind 0) whose future is in `pending` (job id -> `_JobFuture`, a dict of
+    /// `interloop.Pool`) is popped from it (and from `stashes`, job id -> stash id of
+    /// its arguments' buffers, now taken by a worker) and, unless already done, gets
+    /// `_pool = None` and `set_result(fut, None)` for empty data, else
+    /// `set_result(fut, loads(data))` (`set_exception(fut, e)` if `loads` raises);
+    /// then if `sinks` (job id -> `_MapSink` of an unordered map) has the job, it is
+    /// popped and `sink.add(fut)` called. A result for a job no longer pending is
+    /// dropped. This is `Pool._on_completions`'s loop without a Python frame, a tuple
+    /// and an unpacking per job.
+    ///
+    /// Returns `(kept, rest, error)`: `kept` lists the resolved futures whose `_cb`
+    /// is set (callbacks the pool keeps and runs in one batch), or is None; `rest`
+    /// lists `(job_id, kind, bytes)` of everything left to Python: control messages,
+    /// errors, and stashed results (first byte 0) whose job is no longer pending
+    /// (their buffers must be released); `error` is None, or the first exception
+    /// raised while resolving (the other completions are resolved all the same, so
+    /// the caller can schedule `kept` and handle `rest` before raising it).
+    #[allow(clippy::too_many_arguments)]
+    fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        pending: &Bound<'py, PyDict>,
+        sinks: &Bound<'py, PyDict>,
+        stashes: &Bound<'py, PyDict>,
+        set_result: &Bound<'py, PyAny>,
+        set_exception: &Bound<'py, PyAny>,
+        loads: &Bound<'py, PyAny>,
+    ) -> PyResult<(
+        Option<Bound<'py, PyList>>,
+        Bound<'py, PyList>,
+        Option<Bound<'py, PyAny>>,
+    )> {
+        let batch = self.completions.take();
+        let rest = PyList::empty(py);
+        let mut kept: Option<Bound<'py, PyList>> = None;
+        let mut first_err: Option<PyErr> = None;
+        let none = py.None().into_bound(py);
+        for c in batch {
+            let r = (|| -> PyResult<()> {
+                // Other kinds, and large bytes results to be filled off the loop
+                // thread (first byte 1, `Pool._on_completions`), go to Python.
+                if c.kind != crate::sched::kind::OK || c.data.first() == Some(&1) {
+                    return rest.append(super::completion_tuple(py, &c)?);
+                }
+                let job = c.job.into_pyobject(py)?;
+                let fut = match pending.get_item(&job)? {
+                    Some(f) => f,
+                    None => {
+                        if c.data.first() == Some(&0) {
+                            rest.append(super::completion_tuple(py, &c)?)?;
+                        }
+                        return Ok(());
+                    }
+                };
+                pending.del_item(&job)?;
+                gc_retrack(&fut);
+                if !stashes.is_empty() && stashes.contains(&job)? {
+                    stashes.del_item(&job)?; // a worker took the call's buffers
+                }
+                if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    if c.data.first() == Some(&0) {
+                        rest.append(super::completion_tuple(py, &c)?)?;
+                    }
+                    return Ok(());
+                }
+                fut.setattr(intern!(py, "_pool"), &none)?;
+                if c.data.is_empty() {
+                    set_result.call1((&fut, &none))?; // None travels as empty data
+                } else {
+                    match loads.call1((PyBytes::new(py, &c.data),)) {
+                        Ok(v) => set_result.call1((&fut, v))?,
+                        Err(e) => set_exception.call1((&fut, e.into_value(py)))?,
+                    };
+                }
+                if !fut.getattr(intern!(py, "_cb"))?.is_none() {
+                    match &kept {
+                        Some(k) => k.append(&fut)?,
+                        None => kept = Some(PyList::new(py, [&fut])?),
+                    }
+                }
+                if !sinks.is_empty() {
+                    if let Some(sink) = sinks.get_item(&job)? {
+                        sinks.del_item(&job)?;
+                        sink.call_method1(intern!(py, "add"), (&fut,))?;
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        Ok((
+            kept,
+            rest,
+            first_err.map(|e| e.into_value(py).into_bound(py).into_any()),
+        ))
     }
 
     /// Spins up to `us` microseconds (GIL held) for a completion; returns whether one
@@ -185,6 +297,37 @@ impl PoolCore {
         lat.set_item("max_us", max)?;
         d.set_item("latency", lat)?;
         Ok(d)
+    }
+}
+
+/// Takes a pending job's future out of the cyclic GC's lists. While pending, the
+/// pool's `_pending` dict holds it, so it cannot be cyclic garbage; untracked, the
+/// collections that run while thousands of jobs are pending do not traverse it
+/// (references from an untracked object count as external, which is safe). Every
+/// path that takes a future out of `_pending` puts it back (`gc_retrack`), so a
+/// finished future in a cycle is collected as usual.
+fn gc_untrack(obj: &Bound<'_, PyAny>) {
+    let p = obj.as_ptr();
+    // SAFETY: the GIL is held (we have a `Bound`) and `p` is a live object.
+    // PyObject_GC_IsTracked is defined for any object (0 for non-GC types), and
+    // PyObject_GC_UnTrack is only called on a tracked object, i.e. one of a GC type.
+    unsafe {
+        if pyo3::ffi::PyObject_GC_IsTracked(p) == 1 {
+            pyo3::ffi::PyObject_GC_UnTrack(p.cast());
+        }
+    }
+}
+
+/// Undoes `gc_untrack` (nothing if the object is tracked or not of a GC type).
+pub(crate) fn gc_retrack(obj: &Bound<'_, PyAny>) {
+    let p = obj.as_ptr();
+    // SAFETY: the GIL is held and `p` is live. PyObject_GC_Track is only called on
+    // an object whose type supports GC (PyObject_IS_GC) and that is not tracked:
+    // tracking a tracked object is a fatal error.
+    unsafe {
+        if pyo3::ffi::PyObject_IS_GC(p) == 1 && pyo3::ffi::PyObject_GC_IsTracked(p) == 0 {
+            pyo3::ffi::PyObject_GC_Track(p.cast());
+        }
     }
 }
 

@@ -68,31 +68,40 @@ impl Completions {
         }
     }
 
+    /// Takes every waiting completion (clears the wake-up first, so a completion
+    /// pushed after the take wakes the loop again).
+    pub fn take(&self) -> Vec<Completion> {
+        self.wake.clear();
+        let mut q = self.queue.lock();
+        self.nonempty.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *q)
+    }
+
     /// Takes every waiting completion as a list of `(job_id, kind, bytes)`.
     pub fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.wake.clear();
         // Taken in its own statement: the lock is never held while touching Python.
-        let batch = {
-            let mut q = self.queue.lock();
-            self.nonempty.store(false, Ordering::Relaxed);
-            std::mem::take(&mut *q)
-        };
-        let items = batch.into_iter().map(|c| {
-            PyTuple::new(
-                py,
-                [
-                    c.job.into_pyobject(py).unwrap().into_any(),
-                    c.kind.into_pyobject(py).unwrap().into_any(),
-                    PyBytes::new(py, &c.data).into_any(),
-                ],
-            )
-        });
-        let mut out = Vec::new();
-        for t in items {
-            out.push(t?);
+        let batch = self.take();
+        let mut out = Vec::with_capacity(batch.len());
+        for c in batch {
+            out.push(completion_tuple(py, &c)?);
         }
         PyList::new(py, out)
     }
+}
+
+/// `(job_id, kind, bytes)` of one completion.
+pub(crate) fn completion_tuple<'py>(
+    py: Python<'py>,
+    c: &Completion,
+) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(
+        py,
+        [
+            c.job.into_pyobject(py)?.into_any(),
+            c.kind.into_pyobject(py)?.into_any(),
+            PyBytes::new(py, &c.data).into_any(),
+        ],
+    )
 }
 
 impl CompletionSink for std::sync::Arc<Completions> {
@@ -121,7 +130,10 @@ impl CompletionSource for Completions {
         !self.queue.lock().is_empty()
     }
 
+    /// Takes nothing: the loop then calls the pool's callback with None, and the
+    /// pool takes the batch itself with `PoolCore.resolve` (futures resolved
+    /// natively, no list of tuples).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Completions::drain(self, py).map(Bound::into_any)
+        Ok(py.None().into_bound(py))
     }
 }
