@@ -350,8 +350,9 @@ def main():
         print(f"| {k} | {v / 2**30:,.1f} |")
     print()
     print("## 200 jobs each returning 1 MB, 2 workers, driven from an asyncio program\n")
-    print("A `bytes` result stays a `bytes` object: its buffer travels by reference and the "
-          "caller copies it once into its own `bytes`. A job that returns a `memoryview` "
+    print("A `bytes` result stays a `bytes` object: its buffer travels by reference and is "
+          "copied once into the caller's new `bytes`, by copier threads, not by the loop thread "
+          "(src/bridge/fill.rs). A job that returns a `memoryview` "
           "(or `pickle.PickleBuffer`) hands over the worker's memory itself: no copy.\n")
     base = results["threads"]
     print("| runner | seconds | vs threads |\n|---|---:|---:|")
