@@ -13,6 +13,8 @@ import tempfile
 
 import pytest
 
+from transporttests import is_interloop as _is_interloop
+
 
 class ReadRecorder(asyncio.Protocol):
     def __init__(self):
@@ -58,10 +60,6 @@ class WriteRecorder(asyncio.Protocol):
     def connection_lost(self, exc):
         self.calls.append("connection_lost")
         self.lost.set_result(exc)
-
-
-def _is_interloop(loop):
-    return type(loop).__module__.startswith("interloop")
 
 
 @pytest.fixture

@@ -12,24 +12,18 @@ import select
 import socket
 import struct
 import sys
-import tempfile
 
 import pytest
 
 # asyncio's loop logs a warning for every write past this many on a lost connection.
 from asyncio.constants import LOG_THRESHOLD_FOR_CONNLOST_WRITES
 
-HOST = "127.0.0.1"
+from transporttests import HOST, PausedServer, Recorder, unix_path  # noqa: F401 - a fixture
+from transporttests import close_server as _close_server
+from transporttests import is_interloop as _is_interloop
+from transporttests import payload as _payload
+
 PY313 = sys.version_info >= (3, 13)
-
-
-def _payload(n):
-    # Not a repeated byte: a reordering or a lost chunk shows.
-    return bytes(range(256)) * (n // 256) + bytes(range(n % 256))
-
-
-def _is_interloop(loop):
-    return type(loop).__module__.startswith("interloop")
 
 
 def _squash(calls):
@@ -41,61 +35,6 @@ def _squash(calls):
     return out
 
 
-class Recorder(asyncio.Protocol):
-    """Records every protocol call; futures for the milestones."""
-
-    def __init__(self):
-        loop = asyncio.get_running_loop()
-        self.calls = []
-        self.data = bytearray()
-        self.chunk = asyncio.Event()
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.keep_open_on_eof = False
-        self.sizes_at_pause = []  # write buffer size when pause/resume_writing ran
-        self.resumed = asyncio.Event()
-
-    def _record(self, name):
-        if not (name == "data_received" and self.calls and self.calls[-1] == name):
-            self.calls.append(name)
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self._record("connection_made")
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert type(data) is bytes
-        assert "eof_received" not in self.calls
-        self._record("data_received")
-        self.data += data
-        self.chunk.set()
-
-    def eof_received(self):
-        self._record("eof_received")
-        self.eof.set_result(bytes(self.data))
-        return self.keep_open_on_eof
-
-    def pause_writing(self):
-        self._record("pause_writing")
-        self.sizes_at_pause.append(self.transport.get_write_buffer_size())
-
-    def resume_writing(self):
-        self._record("resume_writing")
-        self.sizes_at_pause.append(self.transport.get_write_buffer_size())
-        self.resumed.set()
-
-    def connection_lost(self, exc):
-        self._record("connection_lost")
-        self.lost.set_result(exc)
-
-    async def wait_for_bytes(self, n):
-        while len(self.data) < n:
-            self.chunk.clear()
-            await self.chunk.wait()
-
-
 class Echo(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
@@ -105,14 +44,6 @@ class Echo(asyncio.Protocol):
 
     def eof_received(self):
         self.transport.close()
-
-
-class PausedServer(Recorder):
-    """A server side that does not read until told to."""
-
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        transport.pause_reading()
 
 
 async def _serve(loop, factory, **kwargs):
@@ -138,11 +69,6 @@ async def _pair(loop, server_factory=Recorder, client_factory=Recorder):
     return server, ct, cp, sp
 
 
-async def _close_server(server):
-    server.close()
-    await server.wait_closed()
-
-
 async def _fill_until_buffered(transport, chunk=b"f" * (1 << 20), limit=256):
     """Writes `chunk`s until the transport buffers (the peer does not read)."""
     written = 0
@@ -160,16 +86,6 @@ async def _until_readable(sock, spins=10):
         await asyncio.sleep(0.001)
     for _ in range(spins):
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-def unix_path():
-    tmp = tempfile.mkdtemp()
-    path = os.path.join(tmp, "sock")
-    yield path
-    if os.path.lexists(path):
-        os.unlink(path)
-    os.rmdir(tmp)
 
 
 # -- echo ----------------------------------------------------------------------------

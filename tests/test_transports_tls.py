@@ -8,27 +8,19 @@ certificates are made at test time by ``trustme``: a CA, and a leaf for
 ``localhost`` and ``127.0.0.1`` signed by it.
 """
 import asyncio
-import os
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 
 import pytest
 
 trustme = pytest.importorskip("trustme")
 
-HOST = "127.0.0.1"
-
-
-def _payload(n):
-    # Not a repeated byte: a reordering or a lost chunk shows.
-    return bytes(range(256)) * (n // 256) + bytes(range(n % 256))
-
-
-def _is_interloop(loop):
-    return type(loop).__module__.startswith("interloop")
+from transporttests import HOST, PausedServer, Recorder, unix_path  # noqa: F401 - a fixture
+from transporttests import close_server as _close_server
+from transporttests import is_interloop as _is_interloop
+from transporttests import payload as _payload
 
 
 @pytest.fixture(scope="module")
@@ -53,61 +45,6 @@ def client_ctx(ca):
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(ctx)
     return ctx
-
-
-class Recorder(asyncio.Protocol):
-    """Records every protocol call; futures for the milestones."""
-
-    def __init__(self):
-        loop = asyncio.get_running_loop()
-        self.calls = []
-        self.data = bytearray()
-        self.chunk = asyncio.Event()
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.resumed = asyncio.Event()
-
-    def _record(self, name):
-        if not (name == "data_received" and self.calls and self.calls[-1] == name):
-            self.calls.append(name)
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self._record("connection_made")
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert type(data) is bytes
-        self._record("data_received")
-        self.data += data
-        self.chunk.set()
-
-    def eof_received(self):
-        self._record("eof_received")
-        self.eof.set_result(bytes(self.data))
-
-    def pause_writing(self):
-        self._record("pause_writing")
-
-    def resume_writing(self):
-        self._record("resume_writing")
-        self.resumed.set()
-
-    def connection_lost(self, exc):
-        self._record("connection_lost")
-        self.lost.set_result(exc)
-
-    async def wait_for_bytes(self, n):
-        while len(self.data) < n:
-            self.chunk.clear()
-            await self.chunk.wait()
-
-
-class PausedServer(Recorder):
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        transport.pause_reading()
 
 
 class Echo(asyncio.Protocol):
@@ -142,11 +79,6 @@ async def _tls_pair(loop, server_ctx, client_ctx, server_factory=Recorder,
     return server, ct, cp, sp
 
 
-async def _close_server(server):
-    server.close()
-    await server.wait_closed()
-
-
 async def _other_tasks_done():
     """Waits for every other task of the loop (the server's accept tasks)."""
     others = asyncio.all_tasks() - {asyncio.current_task()}
@@ -155,16 +87,6 @@ async def _other_tasks_done():
 
 def _raw_transport(app_transport):
     return app_transport._ssl_protocol._transport
-
-
-@pytest.fixture
-def unix_path():
-    tmp = tempfile.mkdtemp()
-    path = os.path.join(tmp, "sock")
-    yield path
-    if os.path.lexists(path):
-        os.unlink(path)
-    os.rmdir(tmp)
 
 
 # -- echo ----------------------------------------------------------------------------

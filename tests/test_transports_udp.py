@@ -13,6 +13,8 @@ import tempfile
 
 import pytest
 
+from transporttests import is_interloop as _is_interloop
+
 
 class Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport):
@@ -56,10 +58,6 @@ class Recorder(asyncio.DatagramProtocol):
 async def _echo_server(loop, host="127.0.0.1"):
     transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=(host, 0))
     return transport, transport.get_extra_info("sockname")
-
-
-def _is_interloop(loop):
-    return type(loop).__module__.startswith("interloop")
 
 
 def test_echo_connected(loop):
