@@ -131,9 +131,10 @@ impl Fills {
                 (o, p)
             }
         };
+        let old = self.objects.lock().insert(job, obj.unbind());
+        drop(old);
         if len == 0 {
             // Nothing to copy: complete at once.
-            self.objects.lock().insert(job, obj.unbind());
             sink.push(Completion {
                 job,
                 kind: kind::FILLED,
@@ -141,8 +142,6 @@ impl Fills {
             });
             return Ok(());
         }
-        let old = self.objects.lock().insert(job, obj.unbind());
-        drop(old);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let c = Copy {
             dst: dst as usize,

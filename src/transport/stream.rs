@@ -128,10 +128,11 @@ impl SocketReader {
                 return Ok(false);
             }
             Kind::Stream => {
-                if let Some(reader) = stream_reader(&protocol)? {
-                    return self.read_stream(py, t, &reader);
+                if let Some((reader, buffer)) = stream_reader(&protocol)? {
+                    return self.read_stream(py, t, &reader, &buffer);
                 }
-                // No reader (gone, or at EOF): asyncio's own `data_received`.
+                // No reader (gone, or at EOF), or not asyncio's bytearray buffer:
+                // asyncio's own `data_received`.
             }
             Kind::Plain => {}
         }
@@ -176,18 +177,8 @@ impl SocketReader {
         py: Python<'_>,
         t: &Bound<'_, PyAny>,
         reader: &Bound<'_, PyAny>,
+        buffer: &Bound<'_, PyByteArray>,
     ) -> PyResult<bool> {
-        let buffer = reader.getattr(intern!(py, "_buffer"))?;
-        let Ok(buffer) = buffer.cast_exact::<PyByteArray>() else {
-            // Not asyncio's bytearray: let asyncio's code deal with it.
-            let protocol = self
-                .protocol
-                .with(py, |p| p.as_ref().map(|(p, _)| p.clone_ref(py)));
-            let Some(protocol) = protocol else {
-                return Ok(true);
-            };
-            return self.read_plain(py, t, protocol.bind(py));
-        };
         let fd = self.fd;
         // Safety: `read_with` passes a live, writable buffer of `len` bytes that
         // nothing else uses during the call; `recv` writes at most `len` bytes. The
@@ -263,10 +254,13 @@ impl SocketReader {
     }
 }
 
-/// `protocol._stream_reader` of a `StreamReaderProtocol`: its `StreamReader`, unless
-/// the reader is gone or at EOF (then asyncio's own `data_received` runs: it drops
-/// the data, or raises `feed_data`'s assertion).
-fn stream_reader<'py>(protocol: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+/// `protocol._stream_reader` of a `StreamReaderProtocol` and its `bytearray` buffer,
+/// unless the reader is gone or at EOF, or its buffer is not a `bytearray` (then
+/// asyncio's own `data_received` runs: it drops the data, raises `feed_data`'s
+/// assertion, or deals with the unusual buffer).
+fn stream_reader<'py>(
+    protocol: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyByteArray>)>> {
     let py = protocol.py();
     let wr = protocol.getattr(intern!(py, "_stream_reader_wr"))?;
     if wr.is_none() {
@@ -276,7 +270,13 @@ fn stream_reader<'py>(protocol: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py
     if reader.is_none() || reader.getattr(intern!(py, "_eof"))?.is_truthy()? {
         return Ok(None);
     }
-    Ok(Some(reader))
+    match reader
+        .getattr(intern!(py, "_buffer"))?
+        .cast_into_exact::<PyByteArray>()
+    {
+        Ok(buffer) => Ok(Some((reader, buffer))),
+        Err(_) => Ok(None),
+    }
 }
 
 /// `buffer.extend(data)` for a bytearray, without a `bytes` in between.
