@@ -25,30 +25,17 @@ import interloop  # noqa: E402
 import pool_jobs  # noqa: E402
 
 
-async def pool(n):
-    async with interloop.Pool(2) as p:
-        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
-        await asyncio.gather(*(p.submit(pool_jobs.noop) for _ in range(n)))
-
-
-async def pool200(n):
-    async with interloop.Pool(2) as p:
-        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
-        for _ in range(n // 200):
-            await asyncio.gather(*(p.submit(pool_jobs.noop) for _ in range(200)))
-
-
-async def run(n):
-    async with interloop.Pool(2) as p:
-        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
-        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(n)))
-
-
-async def run200(n):
-    async with interloop.Pool(2) as p:
-        await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
-        for _ in range(n // 200):
-            await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(200)))
+def _jobs(method, batch=None):
+    """A mode: N no-op jobs through ``Pool.<method>``, in one gather (``batch``
+    None) or in gathers of ``batch``, after 20 warm-up jobs."""
+    async def mode(n):
+        async with interloop.Pool(2) as p:
+            await asyncio.gather(*(p.run(pool_jobs.noop) for _ in range(20)))
+            call = getattr(p, method)
+            size, rounds = (batch, n // batch) if batch else (n, 1)
+            for _ in range(rounds):
+                await asyncio.gather(*(call(pool_jobs.noop) for _ in range(size)))
+    return mode
 
 
 async def floor(n):
@@ -66,5 +53,6 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
     mode = sys.argv[2] if len(sys.argv) > 2 else "pool"
     factory = interloop.new_event_loop if sys.argv[3:] == ["interloop"] else None
-    asyncio.run({"pool": pool, "pool200": pool200, "run": run, "run200": run200,
-                 "floor": floor}[mode](n), loop_factory=factory)
+    modes = {"pool": _jobs("submit"), "pool200": _jobs("submit", 200),
+             "run": _jobs("run"), "run200": _jobs("run", 200), "floor": floor}
+    asyncio.run(modes[mode](n), loop_factory=factory)
