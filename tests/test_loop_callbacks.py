@@ -36,6 +36,31 @@ def test_call_soon_rejects_keyword_args(loop):
         loop.call_soon(context=None)
 
 
+def test_call_soon_keywords_are_checked_after_tasks_passed_context(loop):
+    # asyncio's C tasks call call_soon(step, context=ctx) with one keyword-names
+    # tuple that interloop then recognises by identity: other keywords must still
+    # be refused, and a context passed by name from Python still honoured.
+    import contextvars
+
+    async def step_a_few_times():
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(step_a_few_times())
+    with pytest.raises(TypeError):
+        loop.call_soon(print, end="")
+    with pytest.raises(TypeError):
+        loop.call_soon(print, context=None, end="")
+    var = contextvars.ContextVar("v", default="outer")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "inner")
+    got = []
+    loop.call_soon(lambda: got.append(var.get()), context=ctx)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert got == ["inner"]
+
+
 def test_call_soon_through_the_unbound_method_and_with_context_keyword(loop):
     import contextvars
     var = contextvars.ContextVar("v", default="outer")
@@ -547,6 +572,26 @@ def test_closed_loop_is_garbage_collected(loop_kind):
     loop = make_loop(loop_kind)
     loop.call_soon(print)  # a pending handle referencing the loop
     loop.call_later(10, print)
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is None
+
+
+def test_closed_loop_with_tasks_is_garbage_collected(loop_kind):
+    # interloop keeps the keyword arguments of its plain create_task ({"loop":
+    # loop}) between calls: that cycle must not keep a closed loop alive.
+    import gc
+
+    from conftest import make_loop
+
+    async def nothing():
+        return 1
+
+    loop = make_loop(loop_kind)
+    for _ in range(3):
+        assert loop.run_until_complete(loop.create_task(nothing())) == 1
     loop.close()
     ref = weakref.ref(loop)
     del loop

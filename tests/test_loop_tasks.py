@@ -82,6 +82,8 @@ def test_task_factory_is_used_and_gets_name_and_context(loop):
         return asyncio.Task(coro, loop=loop_, **kwargs)
 
     assert loop.get_task_factory() is None
+    # Plain tasks first, so that a kept fast path is in place before the factory.
+    assert loop.run_until_complete(loop.create_task(asyncio.sleep(0, 1))) == 1
     loop.set_task_factory(factory)
     assert loop.get_task_factory() is factory
 
@@ -93,8 +95,15 @@ def test_task_factory_is_used_and_gets_name_and_context(loop):
     assert loop.run_until_complete(task) == 1
     assert task.get_name() == "n"
     assert made and made[0].get("context") is ctx
+    # A plain create_task (no name, no context) goes through the factory too.
+    plain = loop.create_task(coro())
+    assert loop.run_until_complete(plain) == 1
+    assert len(made) == 2 and made[1] == {}
     loop.set_task_factory(None)
     assert loop.get_task_factory() is None
+    again = loop.create_task(coro())
+    assert loop.run_until_complete(again) == 1
+    assert len(made) == 2
 
 
 def test_task_factory_must_be_callable(loop):

@@ -128,6 +128,13 @@ pub struct LoopCore {
     /// Plain handles that ran and that nobody else referenced, emptied, for reuse by
     /// the next `call_soon` (saves an allocation and a deallocation per callback).
     free_handles: GilCell<Vec<Py<Handle>>>,
+    /// The first `("context",)` keyword-names tuple `call_soon` received (see
+    /// `fast.rs`), held so that its address cannot be reused by another tuple.
+    context_kwnames: GilCell<Option<Py<PyTuple>>>,
+    /// `{"loop": self}`, the keyword arguments of the common `create_task` (`Task`
+    /// only reads them), kept between calls. Reported to the GC (it refers back to
+    /// the loop) and dropped by `take_all`.
+    task_kwargs: GilCell<Option<Py<PyDict>>>,
 }
 
 /// How many emptied handles the loop keeps for reuse.
@@ -192,6 +199,13 @@ fn asyncio_attr<'py>(
         Ok::<_, PyErr>(obj.unbind())
     })
     .map(|o| o.bind(py))
+}
+
+/// The loop's `_task_factory` (set by asyncio's `set_task_factory` in the instance
+/// dict): read from the dict, without the class MRO walk of a generic `getattr`.
+fn task_factory<'py>(lp: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let dict = crate::transport::instance_dict(lp)?;
+    crate::transport::attr(lp, &dict, intern!(lp.py(), "_task_factory"))
 }
 
 /// The loop drops its reference to `h`, which has left all of the loop's queues; if
@@ -291,6 +305,49 @@ impl LoopCore {
             )));
         }
         Ok(())
+    }
+
+    /// `{"loop": self}` for `Task(coro, **kwargs)` (see `task_kwargs`). A fresh dict
+    /// if the kept one is referenced elsewhere (a task factory that kept it, say).
+    fn task_kwargs<'py>(&self, slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        let kept = self
+            .task_kwargs
+            .with(py, |k| k.as_ref().map(|d| d.clone_ref(py)));
+        if let Some(d) = kept {
+            // Two references: the cell's and `d`; a third means someone kept it.
+            if refcnt(py, &d) == 2 && d.bind(py).len() == 1 {
+                return Ok(d.into_bound(py));
+            }
+        }
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "loop"), slf)?;
+        let old = self.task_kwargs.with(py, |k| k.replace(d.clone().unbind()));
+        drop(old);
+        Ok(d)
+    }
+
+    /// Whether `kwnames` is the `("context",)` tuple remembered by
+    /// `remember_context_kwnames`.
+    #[inline]
+    pub(super) fn is_context_kwnames(
+        &self,
+        py: Python<'_>,
+        kwnames: *mut pyo3::ffi::PyObject,
+    ) -> bool {
+        self.context_kwnames
+            .with(py, |k| k.as_ref().is_some_and(|t| t.as_ptr() == kwnames))
+    }
+
+    /// Remembers `kw`, a one-name tuple `call_soon` found to be `("context",)`, if
+    /// none is remembered yet (a strong reference: the tuple stays alive, so no
+    /// other tuple can take its address).
+    pub(super) fn remember_context_kwnames(&self, py: Python<'_>, kw: &Bound<'_, PyTuple>) {
+        self.context_kwnames.with(py, |k| {
+            if k.is_none() {
+                *k = Some(kw.clone().unbind());
+            }
+        });
     }
 
     /// A plain handle for `call_soon`-like methods, reused from the free list when
@@ -885,6 +942,8 @@ impl LoopCore {
             internal_fd: std::sync::atomic::AtomicI32::new(-1),
             since_poll: std::sync::atomic::AtomicU32::new(0),
             free_handles: GilCell::new(Vec::new()),
+            context_kwnames: GilCell::new(None),
+            task_kwargs: GilCell::new(None),
         })
     }
 
@@ -906,6 +965,13 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
+        let task = asyncio_attr(py, &TASK_CLASS, "tasks", &["Task"])?;
+        let plain = !this.is_debug()
+            && kwargs.is_none_or(|k| k.is_empty())
+            && task_factory(slf.as_any())?.is_none();
+        if plain && name.is_none() && context.is_none() {
+            return task.call((coro,), Some(&this.task_kwargs(slf)?));
+        }
         let kw = PyDict::new(py);
         if let Some(n) = name {
             kw.set_item(intern!(py, "name"), n)?;
@@ -913,10 +979,7 @@ impl LoopCore {
         if let Some(c) = context {
             kw.set_item(intern!(py, "context"), c)?;
         }
-        if this.is_debug()
-            || kwargs.is_some_and(|k| !k.is_empty())
-            || !slf.getattr(intern!(py, "_task_factory"))?.is_none()
-        {
+        if !plain {
             if let Some(k) = kwargs {
                 kw.update(k.as_mapping())?;
             }
@@ -929,7 +992,7 @@ impl LoopCore {
             .call((slf, coro), Some(&kw));
         }
         kw.set_item(intern!(py, "loop"), slf)?;
-        asyncio_attr(py, &TASK_CLASS, "tasks", &["Task"])?.call((coro,), Some(&kw))
+        task.call((coro,), Some(&kw))
     }
 
     /// asyncio's `create_future`: a C-accelerated `asyncio.Future` bound to this loop.
@@ -1192,6 +1255,8 @@ impl LoopCore {
         drop((ready, handles));
         let free = self.free_handles.with(py, std::mem::take);
         drop(free);
+        let kwargs = self.task_kwargs.with(py, Option::take);
+        drop(kwargs);
         let sources = self.sources.with(py, std::mem::take);
         for a in &sources {
             a.source.set_waker(None);
@@ -1200,6 +1265,12 @@ impl LoopCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(Some(kw)) = self
+            .task_kwargs
+            .traverse_with(|k| k.as_ref().map(|d| visit.call(d)))
+        {
+            kw?;
+        }
         if let Some(r) = self.sources.traverse_with(|v| {
             for a in v {
                 visit.call(&a.callback)?;

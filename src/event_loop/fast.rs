@@ -83,20 +83,31 @@ unsafe fn body(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
     let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+    let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>();
     let mut context = None;
     if !kwnames.is_null() {
-        let kw = Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>();
-        for (i, name) in kw.iter().enumerate() {
-            if name.eq(pyo3::intern!(py, "context"))? && context.is_none() {
-                context = Some(Bound::from_borrowed_ptr(
-                    py,
-                    *args.offset(nargs + i as isize),
-                ));
-            } else {
-                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                    "call_soon() got an unexpected keyword argument {}",
-                    name.repr()?
-                )));
+        // asyncio's C tasks and futures pass the same `("context",)` tuple every time
+        // (kept in their module state): once seen, it is recognised by identity,
+        // without comparing strings.
+        if slf.get().is_context_kwnames(py, kwnames) {
+            context = Some(Bound::from_borrowed_ptr(py, *args.offset(nargs)));
+        } else {
+            let kw = Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>();
+            for (i, name) in kw.iter().enumerate() {
+                if name.eq(pyo3::intern!(py, "context"))? && context.is_none() {
+                    context = Some(Bound::from_borrowed_ptr(
+                        py,
+                        *args.offset(nargs + i as isize),
+                    ));
+                } else {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "call_soon() got an unexpected keyword argument {}",
+                        name.repr()?
+                    )));
+                }
+            }
+            if kw.len() == 1 {
+                slf.get().remember_context_kwnames(py, &kw);
             }
         }
     }
@@ -106,9 +117,12 @@ unsafe fn body(
         ));
     }
     let callback = Bound::from_borrowed_ptr(py, *args);
-    let rest = std::slice::from_raw_parts(args.add(1), (nargs - 1) as usize);
-    let rest = PyTuple::new(py, rest.iter().map(|&p| Bound::from_borrowed_ptr(py, p)))?;
-    let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>();
+    let rest = if nargs == 1 {
+        PyTuple::empty(py)
+    } else {
+        let rest = std::slice::from_raw_parts(args.add(1), (nargs - 1) as usize);
+        PyTuple::new(py, rest.iter().map(|&p| Bound::from_borrowed_ptr(py, p)))?
+    };
     let h = LoopCore::call_soon_impl(&slf, callback, rest, context)?;
     Ok(h.into_ptr())
 }
