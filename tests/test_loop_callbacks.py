@@ -579,6 +579,27 @@ def test_closed_loop_is_garbage_collected(loop_kind):
     assert ref() is None
 
 
+def test_unclosed_loop_that_ran_callbacks_is_garbage_collected(loop_kind):
+    # interloop keeps emptied handles for reuse, and they refer to their loop: the
+    # GC must still see that cycle when the loop is dropped without close().
+    import gc
+    import warnings
+
+    from conftest import make_loop
+
+    loop = make_loop(loop_kind)
+    for _ in range(5):
+        loop.call_soon(len, ())
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    ref = weakref.ref(loop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # "unclosed event loop"
+        del loop
+        gc.collect()
+    assert ref() is None
+
+
 def test_closed_loop_with_tasks_is_garbage_collected(loop_kind):
     # interloop keeps the keyword arguments of its plain create_task ({"loop":
     # loop}) between calls: that cycle must not keep a closed loop alive.

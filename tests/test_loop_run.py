@@ -592,3 +592,67 @@ def test_signal_pending_when_loop_goes_to_sleep_is_handled(loop_kind):
     except subprocess.TimeoutExpired as exc:  # pragma: no cover - the bug we look for
         raise AssertionError(f"the loop never woke up: {exc}")
     assert out.stdout.strip() == "KeyboardInterrupt at once", out.stderr
+
+
+def test_interloop_instance_dict_is_never_made():
+    # interloop.Loop keeps asyncio's instance attributes in slots, so that its
+    # __dict__ is never made and CPython specializes method lookups on the loop.
+    # Whatever asyncio's own code sets on the loop during ordinary use must be in
+    # those slots: this workload goes through tasks, timers, the executor, sockets,
+    # signal handlers, servers and streams, a subprocess, async generators, debug mode
+    # and close, then checks that no instance dict exists.
+    import gc
+    import signal
+    import socket
+    import sys
+
+    import interloop
+
+    loop = interloop.new_event_loop()
+
+    async def agen():
+        yield 1
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        await asyncio.sleep(0.001)
+        await asyncio.gather(*(asyncio.sleep(0) for _ in range(3)))
+        assert await lp.run_in_executor(None, sum, [1, 2]) == 3
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            b.setblocking(False)
+            await lp.sock_sendall(a, b"x")
+            assert await lp.sock_recv(b, 1) == b"x"
+        lp.add_signal_handler(signal.SIGUSR1, print)
+        lp.remove_signal_handler(signal.SIGUSR1)
+
+        async def echo(reader, writer):
+            writer.write(await reader.read(10))
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.write(b"hi")
+        assert await reader.read(10) == b"hi"
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        assert await proc.wait() == 0
+        lp.set_task_factory(None)
+        lp.set_exception_handler(None)
+        async for _ in agen():
+            pass
+
+    loop.set_debug(True)
+    loop.set_debug(False)
+    loop.run_until_complete(main())
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+    # The GC visits the instance dict if there is one; reading `__dict__` afterwards
+    # makes a new one if there was none (which then cannot be among the referents).
+    referents = gc.get_referents(loop)
+    assert not any(r is loop.__dict__ for r in referents), sorted(loop.__dict__)

@@ -149,12 +149,35 @@ class _ReactorMap(Mapping):
         return self._view._core._queue_sizes()[2]
 
 
+# The attributes asyncio's loop classes (BaseEventLoop, BaseSelectorEventLoop,
+# _UnixSelectorEventLoop; 3.12 and 3.13) set on the instance, less those the native
+# core provides itself. `Loop` keeps them in slots, so that the instance's __dict__
+# is never made: CPython then specializes `loop.call_soon(...)` and every other
+# method lookup on the loop (LOAD_ATTR_METHOD_LAZY_DICT), and asyncio's C tasks
+# find `loop.call_soon` without a dictionary lookup. An attribute set that is not in
+# this list still works; it only makes the dict and loses that speed-up.
+_ASYNCIO_INSTANCE_ATTRIBUTES = (
+    "_asyncgens", "_asyncgens_shutdown_called", "_clock_resolution", "_closed",
+    "_coroutine_origin_tracking_enabled", "_coroutine_origin_tracking_saved_depth",
+    "_csock", "_current_handle", "_debug", "_default_executor", "_exception_handler",
+    "_executor_shutdown_called", "_internal_fds", "_old_agen_hooks", "_ready",
+    "_scheduled", "_selector", "_signal_handlers", "_ssock", "_stopping",
+    "_task_factory", "_thread_id", "_timer_cancelled_count", "_transports",
+    "_unix_server_sockets", "slow_callback_duration",
+)
+
+
 class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
     """An asyncio event loop whose core runs in Rust.
 
     A drop-in for asyncio's loop: use it through `interloop.run(main())`,
     `asyncio.run(main(), loop_factory=interloop.new_event_loop)`, or the policy.
     """
+
+    __slots__ = tuple(
+        name for name in _ASYNCIO_INSTANCE_ATTRIBUTES
+        if not any(name in vars(k) for k in (_interloop.LoopCore, *unix_events.SelectorEventLoop.__mro__))
+    )
 
     def __init__(self, selector=None):
         if selector is not None:

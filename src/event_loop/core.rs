@@ -123,6 +123,9 @@ pub struct LoopCore {
     /// asyncio's self-pipe (signal wake-ups). It alone does not make the loop poll
     /// between every two callbacks; see `INTERNAL_POLL_EVERY`.
     internal_fd: std::sync::atomic::AtomicI32,
+    /// Registered descriptors other than the internal one (kept by `set_io` and
+    /// `_set_internal_fd`; read at every iteration to choose the poll cadence).
+    external_io: AtomicUsize,
     /// Iterations since the reactor was last polled.
     since_poll: std::sync::atomic::AtomicU32,
     /// Plain handles that ran and that nobody else referenced, emptied, for reuse by
@@ -201,11 +204,11 @@ fn asyncio_attr<'py>(
     .map(|o| o.bind(py))
 }
 
-/// The loop's `_task_factory` (set by asyncio's `set_task_factory` in the instance
-/// dict): read from the dict, without the class MRO walk of a generic `getattr`.
+/// The loop's `_task_factory`, which asyncio's `set_task_factory` sets. On
+/// `interloop.Loop` it lives in a slot (see `_loop.py`), so the generic lookup finds
+/// the slot's descriptor in the type cache and never makes the instance dict.
 fn task_factory<'py>(lp: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let dict = crate::transport::instance_dict(lp)?;
-    crate::transport::attr(lp, &dict, intern!(lp.py(), "_task_factory"))
+    lp.getattr(intern!(lp.py(), "_task_factory"))
 }
 
 /// The loop drops its reference to `h`, which has left all of the loop's queues; if
@@ -386,7 +389,7 @@ impl LoopCore {
             return;
         }
         // Emptying can run Python code (a __del__); nothing is borrowed here.
-        drop(h.get().take_inner(py));
+        drop(h.get().empty_for_reuse(py));
         if refcnt(py, &h) != 1 {
             release(py, h);
             return;
@@ -503,7 +506,7 @@ impl LoopCore {
                 }
                 _ => Ok(()),
             };
-            match res {
+            let done = match res {
                 Ok(()) => {
                     if after.is_none() {
                         s.io.remove(&fd);
@@ -524,8 +527,17 @@ impl LoopCore {
                     }
                     (Err(PyErr::from(e)), new)
                 }
-            }
+            };
+            self.count_external_io(s);
+            done
         })
+    }
+
+    /// Recounts `external_io` after the I/O table or the internal descriptor changed.
+    fn count_external_io(&self, s: &State) {
+        let internal = self.internal_fd.load(Ordering::Relaxed);
+        let external = s.io.len() - usize::from(internal >= 0 && s.io.contains_key(&internal));
+        self.external_io.store(external, Ordering::Relaxed);
     }
 
     fn add_io<'py>(
@@ -591,16 +603,18 @@ impl LoopCore {
     /// One iteration; see the module docs.
     fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let mut garbage: Vec<Py<Handle>> = Vec::new();
 
         // Before looking at any state: a source that fills up from now on wakes the
         // poll (see sources.rs).
         self.waker.rearm();
-        let sources_pending = self.sources_pending(py);
+        let (has_sources, sources_pending) = self.sources.with(py, |v| {
+            (!v.is_empty(), v.iter().any(|a| a.source.has_pending()))
+        });
 
         // 1 + 2: clean the heap's top, decide how long we may block.
         let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
-        let (has_ready, next_when, io_count) = self.state.with(py, |s| {
+        let (has_ready, next_when, garbage) = self.state.with(py, |s| {
+            let mut garbage = Vec::new();
             if cancelled > MIN_CANCELLED_FOR_COMPACTION && cancelled * 2 > s.timers.len() {
                 s.timers
                     .retain_into(|h| !h.get().is_cancelled(), &mut garbage);
@@ -609,24 +623,9 @@ impl LoopCore {
                     garbage.extend(s.timers.pop());
                 }
             }
-            let internal = self.internal_fd.load(Ordering::Relaxed);
-            let external = s.io.len() - usize::from(internal >= 0 && s.io.contains_key(&internal));
-            (!s.ready.is_empty(), s.timers.peek_when(), external)
+            (!s.ready.is_empty(), s.timers.peek_when(), garbage)
         });
-        for h in &garbage {
-            h.get().scheduled.store(false, Ordering::Release);
-        }
-        if !garbage.is_empty() {
-            let n = garbage
-                .len()
-                .min(self.timer_cancelled.load(Ordering::Relaxed));
-            self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
-        }
-        if !garbage.is_empty() {
-            for h in garbage.drain(..) {
-                let_go(py, h);
-            }
-        }
+        self.release_timers(py, garbage);
 
         let timeout = if has_ready || sources_pending || self.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
@@ -637,7 +636,7 @@ impl LoopCore {
 
         // 3: poll.
         let since = self.since_poll.fetch_add(1, Ordering::Relaxed) + 1;
-        let poll_every = if io_count > 0 {
+        let poll_every = if self.external_io.load(Ordering::Relaxed) > 0 {
             IO_POLL_EVERY
         } else {
             INTERNAL_POLL_EVERY
@@ -704,38 +703,31 @@ impl LoopCore {
         }
 
         // 4b: completions from native sources (their callbacks resolve futures).
-        if self.sources.with(py, |v| !v.is_empty()) {
+        if has_sources {
             self.drain_sources(slf)?;
         }
 
         // 4c: timers that are due (no clock read when there are none).
-        self.state.with(py, |s| {
+        let (garbage, ntodo) = self.state.with(py, |s| {
+            let mut garbage = Vec::new();
             if s.timers.is_empty() {
-                return;
+                return (garbage, s.ready.len());
             }
             let end = monotonic() + self.clock_resolution;
             while let Some(h) = s.timers.pop_due(end) {
-                let hr = h.get();
-                hr.scheduled.store(false, Ordering::Release);
-                if hr.is_cancelled() {
+                if h.get().is_cancelled() {
                     garbage.push(h);
                 } else {
+                    h.get().scheduled.store(false, Ordering::Release);
                     s.ready.push_back(Ready::Native(h));
                 }
             }
+            (garbage, s.ready.len())
         });
-        if !garbage.is_empty() {
-            let n = garbage
-                .len()
-                .min(self.timer_cancelled.load(Ordering::Relaxed));
-            self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
-            for h in garbage {
-                let_go(py, h);
-            }
-        }
+        self.release_timers(py, garbage);
 
-        // 5: run what is ready now.
-        let ntodo = self.state.with(py, |s| s.ready.len());
+        // 5: run what is ready now (what the steps above queued; not what those
+        // callbacks queue in turn).
         let debug = self.is_debug();
         for _ in 0..ntodo {
             let Some(item) = self.state.with(py, |s| s.ready.pop_front()) else {
@@ -796,9 +788,24 @@ impl LoopCore {
         Ok(())
     }
 
-    fn sources_pending(&self, py: Python<'_>) -> bool {
-        self.sources
-            .with(py, |v| v.iter().any(|a| a.source.has_pending()))
+    /// Lets go of cancelled timers taken out of the heap. Most iterations have none:
+    /// an empty list owns no memory and is forgotten, skipping its drop glue.
+    #[inline]
+    fn release_timers(&self, py: Python<'_>, garbage: Vec<Py<Handle>>) {
+        if garbage.capacity() == 0 {
+            std::mem::forget(garbage);
+            return;
+        }
+        for h in &garbage {
+            h.get().scheduled.store(false, Ordering::Release);
+        }
+        let n = garbage
+            .len()
+            .min(self.timer_cancelled.load(Ordering::Relaxed));
+        self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
+        for h in garbage {
+            let_go(py, h);
+        }
     }
 
     fn drain_sources(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -912,6 +919,7 @@ impl LoopCore {
                 handles.extend(e.reader);
                 handles.extend(e.writer);
             }
+            self.count_external_io(s);
             (ready, handles)
         })
     }
@@ -940,6 +948,7 @@ impl LoopCore {
             timer_cancelled: Arc::new(AtomicUsize::new(0)),
             clock_resolution: clock_resolution(),
             internal_fd: std::sync::atomic::AtomicI32::new(-1),
+            external_io: AtomicUsize::new(0),
             since_poll: std::sync::atomic::AtomicU32::new(0),
             free_handles: GilCell::new(Vec::new()),
             context_kwnames: GilCell::new(None),
@@ -1114,8 +1123,9 @@ impl LoopCore {
     }
 
     /// Marks `fd` (asyncio's self-pipe) as internal: see `INTERNAL_POLL_EVERY`.
-    fn _set_internal_fd(&self, fd: i32) {
+    fn _set_internal_fd(&self, py: Python<'_>, fd: i32) {
         self.internal_fd.store(fd, Ordering::Relaxed);
+        self.state.with(py, |s| self.count_external_io(s));
     }
 
     fn _write_to_self(&self) {
@@ -1271,6 +1281,15 @@ impl LoopCore {
         {
             kw?;
         }
+        // Emptied handles kept for reuse still refer to the loop (handle.rs).
+        if let Some(r) = self.free_handles.traverse_with(|f| {
+            for h in f {
+                visit_queued(h, &visit)?;
+            }
+            Ok(())
+        }) {
+            r?;
+        }
         if let Some(r) = self.sources.traverse_with(|v| {
             for a in v {
                 visit.call(&a.callback)?;
@@ -1310,6 +1329,8 @@ impl LoopCore {
             if let Some(taken) = self.state.try_with(py, |_| ()).map(|_| self.take_all(py)) {
                 drop(taken);
             }
+            drop(self.free_handles.try_with(py, std::mem::take));
+            drop(self.task_kwargs.try_with(py, Option::take));
         })
     }
 }

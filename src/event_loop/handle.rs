@@ -72,6 +72,14 @@ impl Drop for Inner {
     }
 }
 
+/// What `Handle::empty_for_reuse` took out, dropped by the caller after the borrow.
+pub(crate) struct Reused {
+    _callback: Option<(ObjRef, ObjRef)>,
+    _context: Option<ObjRef>,
+    _traceback: Option<Py<PyAny>>,
+    _repr: Option<String>,
+}
+
 /// Marks a handle that is a timer: its deadline and the loop's count of cancelled
 /// timers still in the heap (the loop compacts the heap when that count grows).
 pub(crate) struct TimerInfo {
@@ -165,22 +173,7 @@ impl Handle {
         } else {
             None
         };
-        let mut untracked = false;
-        let context = match context {
-            Some(c) if !c.is_none() => c,
-            // Safety: PyContext_CopyCurrent returns a new reference or NULL with an
-            // exception set; from_owned_ptr_or_err takes ownership of either outcome.
-            // The copy is ours alone (nobody else has seen it yet), so untracking it
-            // is sound: the GC then ignores the copies a long ready queue holds (the
-            // loop reports them through its own traverse), and a batch of call_soon
-            // no longer sets off full collections. See the module docs.
-            _ => unsafe {
-                let ctx = Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?;
-                ffi::PyObject_GC_UnTrack(ctx.as_ptr().cast());
-                untracked = true;
-                ctx
-            },
-        };
+        let (context, untracked) = Self::context_for(py, context)?;
         Ok(Inner {
             callback: Some((ObjRef::new(callback), ObjRef::new(args.into_any()))),
             context: Some(ObjRef::new(context)),
@@ -191,8 +184,31 @@ impl Handle {
         })
     }
 
+    /// The context a new handle runs in, and whether it is a copy we untracked:
+    /// `context`, or (for `None`) a copy of the current context, as asyncio does.
+    fn context_for<'py>(
+        py: Python<'py>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        match context {
+            Some(c) if !c.is_none() => Ok((c, false)),
+            // Safety: PyContext_CopyCurrent returns a new reference or NULL with an
+            // exception set; from_owned_ptr_or_err takes ownership of either outcome.
+            // The copy is ours alone (nobody else has seen it yet), so untracking it
+            // is sound: the GC then ignores the copies a long ready queue holds (the
+            // loop reports them through its own traverse), and a batch of call_soon
+            // no longer sets off full collections. See the module docs.
+            _ => unsafe {
+                let ctx = Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?;
+                ffi::PyObject_GC_UnTrack(ctx.as_ptr().cast());
+                Ok((ctx, true))
+            },
+        }
+    }
+
     /// Refills a handle taken from the loop's free list (see `LoopCore::recycle`):
-    /// a plain (non-timer) handle nobody else references, emptied by `take_inner`.
+    /// a plain (non-timer) handle nobody else references, emptied by `empty_for_reuse`,
+    /// which kept its loop. Only the callback and the context are set.
     pub(crate) fn refill<'py>(
         &self,
         py: Python<'py>,
@@ -201,17 +217,43 @@ impl Handle {
         context: Option<Bound<'py, PyAny>>,
         loop_: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
-        let inner = Self::make_inner(py, callback, args, context, loop_, false)?;
-        let old = self.inner.with(py, |i| std::mem::replace(i, inner));
-        drop(old); // empty already; dropped after the borrow regardless
+        let (context, untracked) = Self::context_for(py, context)?;
+        let stale_loop = self.inner.with(py, |i| {
+            i.callback = Some((ObjRef::new(callback), ObjRef::new(args.into_any())));
+            i.context = Some(ObjRef::new(context));
+            i.context_untracked = untracked;
+            // Always this loop's own handle; checked, not assumed.
+            match &i.loop_ {
+                Some(l) if l.as_ptr() == loop_.as_ptr() => None,
+                _ => i.loop_.replace(ObjRef::new(loop_.clone())),
+            }
+        });
+        drop(stale_loop);
         self.debug.store(false, Ordering::Relaxed);
         self.cancelled.store(false, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Empties the handle (for recycling); the caller drops the result after the borrow.
+    /// Empties the handle (for the loop's teardown); the caller drops the result after
+    /// the borrow.
     pub(crate) fn take_inner(&self, py: Python<'_>) -> Inner {
         self.inner.with(py, std::mem::take)
+    }
+
+    /// Empties a handle that ran, for the free list: everything but its loop (the
+    /// same for every handle on that list). The caller drops the result after the
+    /// borrow.
+    pub(crate) fn empty_for_reuse(&self, py: Python<'_>) -> Reused {
+        self.inner.with(py, |i| {
+            // Before anyone can drop it: the context goes back to the GC.
+            i.track_context();
+            Reused {
+                _callback: i.callback.take(),
+                _context: i.context.take(),
+                _traceback: i.source_traceback.take(),
+                _repr: i.saved_repr.take(),
+            }
+        })
     }
 
     /// Drops the callback and its arguments once a one-shot handle has run (asyncio
