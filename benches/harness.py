@@ -135,10 +135,16 @@ def check_target(
     mine = results.get(subject, {}).get("median")
     theirs = results.get(peer, {}).get("median")
     measured = ratio(theirs, mine, better) if mine and theirs else None
+    # Beside it, for information: the median of the ratios of runs made in the same
+    # round (variants take turns within a round), which the machine's drift between
+    # rounds disturbs less than the medians taken apart.
+    pairs = list(zip(results.get(subject, {}).get("runs", []), results.get(peer, {}).get("runs", [])))
+    paired = statistics.median(ratio(t, m, better) for m, t in pairs) if pairs else None
     return {
         "peer": peer,
         "ratio": wanted,
         "measured": measured,
+        "paired": paired,
         "met": None if measured is None else measured >= wanted,
     }
 

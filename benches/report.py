@@ -150,11 +150,15 @@ def _target_lines(doc: "dict[str, Any]") -> "list[str]":
         verdict = {True: "met", False: "not met", None: "not measured"}[t["met"]]
         rows.append(
             f"| {case['name']} | {doc['subject']} ≥ {t['ratio']:.2f}× {t['peer']} "
-            f"| {format_ratio(t['measured'])} | {verdict} |"
+            f"| {format_ratio(t['measured'])} | {format_ratio(t.get('paired'))} | {verdict} |"
         )
     if not rows:
         return []
-    return ["Goals:", "", "| case | goal | measured | |", "| --- | --- | ---: | --- |", *rows, ""]
+    return [
+        "Goals (judged on the medians; *paired* is the median of the ratios within each "
+        "round, where both ran minutes apart at most):",
+        "", "| case | goal | measured | paired | |", "| --- | --- | ---: | ---: | --- |", *rows, "",
+    ]
 
 
 def render_section(doc: "dict[str, Any]") -> str:
