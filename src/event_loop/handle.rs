@@ -173,7 +173,7 @@ impl Handle {
         } else {
             None
         };
-        let (context, untracked) = Self::context_for(py, context)?;
+        let (context, untracked) = Self::context_for(py, context, true)?;
         Ok(Inner {
             callback: Some((ObjRef::new(callback), ObjRef::new(args.into_any()))),
             context: Some(ObjRef::new(context)),
@@ -186,9 +186,15 @@ impl Handle {
 
     /// The context a new handle runs in, and whether it is a copy we untracked:
     /// `context`, or (for `None`) a copy of the current context, as asyncio does.
+    /// `untrack`: take a copy out of the GC (see the module docs). New handles do:
+    /// a long ready queue (a batch of call_soon) is made of them, since the free
+    /// list keeps few. Recycled handles do not: their queue is short, and the two
+    /// GC calls would cost more than the collections they save.
+    #[inline(always)]
     fn context_for<'py>(
         py: Python<'py>,
         context: Option<Bound<'py, PyAny>>,
+        untrack: bool,
     ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         match context {
             Some(c) if !c.is_none() => Ok((c, false)),
@@ -200,8 +206,10 @@ impl Handle {
             // no longer sets off full collections. See the module docs.
             _ => unsafe {
                 let ctx = Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?;
-                ffi::PyObject_GC_UnTrack(ctx.as_ptr().cast());
-                Ok((ctx, true))
+                if untrack {
+                    ffi::PyObject_GC_UnTrack(ctx.as_ptr().cast());
+                }
+                Ok((ctx, untrack))
             },
         }
     }
@@ -217,7 +225,7 @@ impl Handle {
         context: Option<Bound<'py, PyAny>>,
         loop_: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
-        let (context, untracked) = Self::context_for(py, context)?;
+        let (context, untracked) = Self::context_for(py, context, false)?;
         let stale_loop = self.inner.with(py, |i| {
             i.callback = Some((ObjRef::new(callback), ObjRef::new(args.into_any())));
             i.context = Some(ObjRef::new(context));
