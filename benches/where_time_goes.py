@@ -223,20 +223,68 @@ def tcp(mode: str, variants: "list[str]", n: int = 50_000, runs: int = 3) -> Non
                 rate, (s1[0] - s0[0]) * us, (s1[1] - s0[1]) * us,
                 (c1.ru_utime - c0.ru_utime) * us, (c1.ru_stime - c0.ru_stime) * us,
             ])
+    split = tcp_instructions(mode, variants) if shutil.which("valgrind") else {}
     print(f"TCP echo, {mode}: medians of {runs} runs of {n} messages; CPU in µs per message")
     print(f"{'variant':10} {'msg/s':>8} {'server user':>12} {'kernel':>7} {'client user':>12} {'kernel':>7}")
     med = {v: [statistics.median(r[i] for r in rows) for i in range(5)] for v, rows in results.items()}
     for v, m in med.items():
         print(f"{v:10} {m[0]:8.0f} {m[1]:12.2f} {m[2]:7.2f} {m[3]:12.2f} {m[4]:7.2f}")
+    for v, sides in split.items():
+        for side, r in sides.items():
+            print(f"{v:10} {side:6} {r['total']:8.0f} instructions per message, of which the "
+                  f"loop's own {r['loop']:6.0f} ({r['loop'] / r['total']:.0%})")
     peer = PEER["tcp"]
     if "interloop" in med and peer in med:
         mine, theirs = med["interloop"], med[peer]
         busiest = max(theirs[1] + theirs[2], theirs[3] + theirs[4])
-        # The busier process bounds the rate; with no user time at all, each side
-        # still has its kernel time.
-        floor = max(mine[2], mine[4])
-        print(f"interloop vs {peer}: {mine[0] / theirs[0]:.3f}x msg/s; ceiling with no user "
-              f"time at all in interloop's processes: {busiest / floor:.3f}x")
+        # The busier process bounds the rate. Without the loop's own user time (its
+        # share of the instructions, if measured), each side keeps its kernel time and
+        # the rest of its user time.
+        def rest(side: str, user: float) -> float:
+            r = split.get("interloop", {}).get(side)
+            return user * (r["rest"] / r["total"]) if r else 0.0
+        floor = max(mine[2] + rest("server", mine[1]), mine[4] + rest("client", mine[3]))
+        what = "the loop's own user time" if split.get("interloop") else "any user time"
+        print(f"interloop vs {peer}: {mine[0] / theirs[0]:.3f}x msg/s; ceiling without "
+              f"{what} in interloop's processes: {busiest / floor:.3f}x")
+
+
+def tcp_instructions(mode: str, variants: "list[str]") -> "dict[str, dict[str, dict[str, float]]]":
+    """Instructions per message of the echo server and of the client, each measured
+    under callgrind (the other side running normally), split as in `per_op`."""
+    client_code = (
+        "import sys, asyncio; sys.path.insert(0, {here!r}); import bench_tcp\n"
+        "from bench_loop import loop_factory\n"
+        "loop = loop_factory({v!r})(); loop.run_until_complete(bench_tcp._client({mode!r}, {port}, {n})); loop.close()"
+    )
+    sizes = (2000, 6000)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in variants:
+            files: dict[str, list[str]] = {"server": [], "client": []}
+            for n in sizes:
+                for side in ("server", "client"):
+                    path = os.path.join(tmp, f"{v}.{side}.{n}")
+                    serve = [sys.executable, os.path.join(HERE, "bench_tcp.py"), "--serve", v, mode]
+                    if side == "server":
+                        server = callgrind(serve, path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE)
+                    else:
+                        server = subprocess.Popen(serve, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE)
+                    try:
+                        port = int(server.stdout.readline())
+                        code = client_code.format(here=HERE, v=v, mode=mode, port=port, n=n)
+                        if side == "client":
+                            client = callgrind([sys.executable, "-c", code], path, stdout=subprocess.DEVNULL)
+                        else:
+                            client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+                        if client.wait(timeout=600) != 0:
+                            raise SystemExit(f"{v}: the TCP client failed")
+                    finally:
+                        server.stdin.close()
+                        server.wait(timeout=600)
+                    files[side].append(path)
+            out[v] = {side: per_op(f[0], f[1], sizes[1] - sizes[0], v) for side, f in files.items()}
+    return out
 
 
 def main(argv: "list[str]") -> None:
