@@ -592,6 +592,12 @@ def test_unclosed_loop_that_ran_callbacks_is_garbage_collected(loop_kind):
         loop.call_soon(len, ())
     loop.call_soon(loop.stop)
     loop.run_forever()
+    # Left queued: a future's done-callback (a handle-less entry on interloop),
+    # whose future refers back to the loop.
+    fut = loop.create_future()
+    fut.add_done_callback(lambda f: None)
+    fut.set_result(None)
+    del fut
     ref = weakref.ref(loop)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)  # "unclosed event loop"

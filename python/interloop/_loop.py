@@ -167,6 +167,22 @@ _ASYNCIO_INSTANCE_ATTRIBUTES = (
 )
 
 
+def _no_op(_future):
+    pass
+
+
+def _probe_c_callers(loop):
+    """Lets the core learn how asyncio's C futures and tasks call `call_soon`
+    (src/event_loop/fast.rs): one C future, one done-callback, resolved while the core
+    listens. Without the C accelerator there is nothing to learn."""
+    c_future = getattr(asyncio.futures, "_CFuture", None)
+    if c_future is None or asyncio.Future is not c_future:
+        return
+    future = c_future(loop=loop)
+    future.add_done_callback(_no_op)
+    loop._probe_c_callers(future.set_result)
+
+
 class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
     """An asyncio event loop whose core runs in Rust.
 
@@ -183,6 +199,7 @@ class Loop(_interloop.LoopCore, unix_events.SelectorEventLoop):
         if selector is not None:
             raise TypeError("interloop.Loop polls with its own reactor; selector must be None")
         super().__init__(_ReactorView(self))
+        _probe_c_callers(self)
 
     def _make_self_pipe(self):
         super()._make_self_pipe()

@@ -19,7 +19,7 @@
 //! `stop()` makes `run_forever` return after the iteration in which it was called.
 use super::cell::GilCell;
 use super::handle::{Handle, RunError, TimerInfo};
-use super::objref::{has_weakrefs, refcnt, release};
+use super::objref::{has_weakrefs, refcnt, release, ObjRef};
 use super::sources::{Attached, CompletionSource, LoopWaker};
 use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
 use mio::unix::SourceFd;
@@ -68,6 +68,16 @@ pub(crate) enum Ready {
     /// An `asyncio.Handle` handed to us by inherited code (`_add_callback`), run
     /// through its own `_run()`.
     Foreign(Py<PyAny>),
+    /// A callback scheduled by asyncio's C tasks and futures, which throw away the
+    /// handle `call_soon` returns: queued without one (see `fast.rs`).
+    Bare(Bare),
+}
+
+/// `callback(arg)` (or `callback()`) to run in `context`; see `Ready::Bare`.
+pub(crate) struct Bare {
+    callback: ObjRef,
+    arg: Option<ObjRef>,
+    context: ObjRef,
 }
 
 #[derive(Default)]
@@ -134,6 +144,11 @@ pub struct LoopCore {
     /// The first `("context",)` keyword-names tuple `call_soon` received (see
     /// `fast.rs`), held so that its address cannot be reused by another tuple.
     context_kwnames: GilCell<Option<Py<PyTuple>>>,
+    /// The keyword-names tuple of asyncio's C `call_soon` helper (its module state's
+    /// `("context",)`), found by `_probe_c_callers`; see `fast.rs`.
+    c_kwnames: GilCell<Option<Py<PyTuple>>>,
+    /// Set while `_probe_c_callers` makes asyncio's C future call `call_soon`.
+    probing: AtomicBool,
     /// `{"loop": self}`, the keyword arguments of the common `create_task` (`Task`
     /// only reads them), kept between calls. Reported to the GC (it refers back to
     /// the loop) and dropped by `take_all`.
@@ -281,7 +296,7 @@ impl LoopCore {
     }
 
     #[inline]
-    fn is_debug(&self) -> bool {
+    pub(super) fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
 
@@ -328,6 +343,86 @@ impl LoopCore {
         let old = self.task_kwargs.with(py, |k| k.replace(d.clone().unbind()));
         drop(old);
         Ok(d)
+    }
+
+    /// Whether `kwnames` is the tuple asyncio's C `call_soon` helper passes.
+    #[inline]
+    pub(super) fn is_c_kwnames(&self, py: Python<'_>, kwnames: *mut pyo3::ffi::PyObject) -> bool {
+        self.c_kwnames
+            .with(py, |k| k.as_ref().is_some_and(|t| t.as_ptr() == kwnames))
+    }
+
+    /// During `_probe_c_callers`: remembers `kw` as the C helper's tuple. True if
+    /// probing (the caller then queues nothing).
+    pub(super) fn probe_kwnames(&self, py: Python<'_>, kw: &Bound<'_, PyTuple>) -> bool {
+        if !self.probing.load(Ordering::Relaxed) {
+            return false;
+        }
+        let old = self.c_kwnames.with(py, |k| k.replace(kw.clone().unbind()));
+        drop(old);
+        true
+    }
+
+    /// Queues a callback of asyncio's C tasks and futures without a handle.
+    pub(super) fn schedule_bare(
+        &self,
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        arg: Option<Bound<'_, PyAny>>,
+        context: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by call_soon(), got {}",
+                callback.repr()?
+            )));
+        }
+        let item = Ready::Bare(Bare {
+            callback: ObjRef::new(callback),
+            arg: arg.map(ObjRef::new),
+            context: ObjRef::new(context),
+        });
+        self.push_ready(py, item);
+        Ok(())
+    }
+
+    /// Runs a handle-less callback (`Ready::Bare`); a failure goes to the exception
+    /// handler with a handle made for the report, as asyncio's would have been.
+    fn run_bare(&self, slf: &Bound<'_, Self>, bare: Bare) -> PyResult<()> {
+        let py = slf.py();
+        // Safety: GIL held; `bare` owns its callback, argument and context for the
+        // whole call (it is dropped after it).
+        let res = unsafe {
+            super::handle::call_in_context(py, bare.context.as_ptr(), || {
+                let res = match &bare.arg {
+                    None => pyo3::ffi::PyObject_CallNoArgs(bare.callback.as_ptr()),
+                    Some(a) => pyo3::ffi::PyObject_CallOneArg(bare.callback.as_ptr(), a.as_ptr()),
+                };
+                super::handle::consume_result(py, res)
+            })
+        };
+        match res {
+            Ok(()) => Ok(()),
+            Err(RunError::Fatal(e)) => Err(e),
+            Err(RunError::Callback(e)) => {
+                let args = match &bare.arg {
+                    None => PyTuple::empty(py),
+                    Some(a) => PyTuple::new(py, [a.to_py(py)])?,
+                };
+                let h = Handle::create(
+                    py,
+                    bare.callback.to_py(py).into_bound(py),
+                    args,
+                    Some(bare.context.to_py(py).into_bound(py)),
+                    slf.as_any(),
+                    false,
+                    None,
+                )?;
+                slf.call_method1("_handle_callback_exception", (&h, e.value(py)))?;
+                Ok(())
+            }
+        }
     }
 
     /// Whether `kwnames` is the `("context",)` tuple remembered by
@@ -759,6 +854,7 @@ impl LoopCore {
                         }
                     }
                 }
+                Ready::Bare(bare) => self.run_bare(slf, bare)?,
                 Ready::Foreign(obj) => {
                     let obj = obj.bind(py);
                     if obj.call_method0("cancelled")?.is_truthy()? {
@@ -952,6 +1048,8 @@ impl LoopCore {
             since_poll: std::sync::atomic::AtomicU32::new(0),
             free_handles: GilCell::new(Vec::new()),
             context_kwnames: GilCell::new(None),
+            c_kwnames: GilCell::new(None),
+            probing: AtomicBool::new(false),
             task_kwargs: GilCell::new(None),
         })
     }
@@ -1123,6 +1221,16 @@ impl LoopCore {
     }
 
     /// Marks `fd` (asyncio's self-pipe) as internal: see `INTERNAL_POLL_EVERY`.
+    /// Makes asyncio's C future call `call_soon` once, to learn the keyword-names
+    /// tuple of its internal `call_soon` helper (see `fast.rs`). `set_result` is the
+    /// bound method of a C future with one done-callback; nothing is queued.
+    fn _probe_c_callers(&self, set_result: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.probing.store(true, Ordering::Relaxed);
+        let res = set_result.call1((set_result.py().None(),));
+        self.probing.store(false, Ordering::Relaxed);
+        res.map(drop)
+    }
+
     fn _set_internal_fd(&self, py: Python<'_>, fd: i32) {
         self.internal_fd.store(fd, Ordering::Relaxed);
         self.state.with(py, |s| self.count_external_io(s));
@@ -1309,6 +1417,13 @@ impl LoopCore {
                         Ready::Native(h) if h.get().is_io() => {}
                         Ready::Native(h) => visit_queued(h, &visit)?,
                         Ready::Foreign(o) => visit.call(o)?,
+                        Ready::Bare(b) => {
+                            visit.call(b.callback.as_py())?;
+                            if let Some(a) = &b.arg {
+                                visit.call(a.as_py())?;
+                            }
+                            visit.call(b.context.as_py())?;
+                        }
                     }
                 }
                 for h in s.timers.iter() {

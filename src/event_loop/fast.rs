@@ -86,10 +86,28 @@ unsafe fn body(
     let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>();
     let mut context = None;
     if !kwnames.is_null() {
-        // asyncio's C tasks and futures pass the same `("context",)` tuple every time
-        // (kept in their module state): once seen, it is recognised by identity,
-        // without comparing strings.
-        if slf.get().is_context_kwnames(py, kwnames) {
+        let core = slf.get();
+        // asyncio's C tasks and futures call through one helper that passes the same
+        // `("context",)` tuple (kept in their module state) and drops the returned
+        // handle unread. Found once per loop by `_probe_c_callers`, that tuple marks
+        // calls whose handle nobody can see: they are queued without one.
+        if (nargs == 1 || nargs == 2) && core.is_c_kwnames(py, kwnames) && !core.is_debug() {
+            let context = Bound::from_borrowed_ptr(py, *args.offset(nargs));
+            if !context.is_none() {
+                let arg = (nargs == 2).then(|| Bound::from_borrowed_ptr(py, *args.add(1)));
+                core.schedule_bare(py, Bound::from_borrowed_ptr(py, *args), arg, context)?;
+                return Ok(ffi::Py_NewRef(ffi::Py_None()));
+            }
+        }
+        if core.probe_kwnames(
+            py,
+            Bound::ref_from_ptr(py, &kwnames).cast_unchecked::<PyTuple>(),
+        ) {
+            return Ok(ffi::Py_NewRef(ffi::Py_None()));
+        }
+        // The same tuple, in debug mode or before the probe: once seen, it is
+        // recognised by identity, without comparing strings.
+        if core.is_context_kwnames(py, kwnames) {
             context = Some(Bound::from_borrowed_ptr(py, *args.offset(nargs)));
         } else {
             let kw = Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>();

@@ -341,57 +341,29 @@ impl Handle {
         let Some((func, args, ctx)) = taken else {
             return Ok(());
         };
-        // Safety: `func` and `args` are strong references we own for the whole block;
+        // Safety: `func` and `args` are strong references we own for the whole call;
         // `ctx` is borrowed from this handle, which the caller keeps alive and which
         // releases its context only in take_inner/refill/dealloc (none can run during
-        // the call); the GIL is held (token). PyContext_Enter/Exit are paired: Exit is
-        // called exactly once after a successful Enter, whatever the call did; the
-        // call's exception is fetched before Exit so Exit cannot clobber it.
-        let result = unsafe {
-            if ffi::PyContext_Enter(ctx) < 0 {
-                return Err(classify(py, PyErr::fetch(py)));
-            }
-            let (res, err) = if let Ok(reader) = func
-                .as_py()
-                .bind(py)
-                .cast_exact::<crate::transport::SocketReader>()
-            {
-                // A socket transport's native reader: called directly (the same
-                // work as its `__call__`, without `tp_call` and PyO3's wrapper).
-                match reader.get().run(py) {
-                    Ok(()) => (ffi::Py_NewRef(ffi::Py_None()), None),
-                    Err(e) => (std::ptr::null_mut(), Some(e)),
+        // the call); the GIL is held (token).
+        unsafe {
+            call_in_context(py, ctx, || {
+                if let Ok(reader) = func
+                    .as_py()
+                    .bind(py)
+                    .cast_exact::<crate::transport::SocketReader>()
+                {
+                    // A socket transport's native reader: called directly (the same
+                    // work as its `__call__`, without `tp_call` and PyO3's wrapper).
+                    return reader.get().run(py);
                 }
-            } else {
                 let res = if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
                     ffi::PyObject_CallNoArgs(func.as_ptr())
                 } else {
                     ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut())
                 };
-                (
-                    res,
-                    if res.is_null() {
-                        Some(PyErr::fetch(py))
-                    } else {
-                        None
-                    },
-                )
-            };
-            let exit_failed = ffi::PyContext_Exit(ctx) < 0;
-            let exit_err = if exit_failed {
-                Some(PyErr::fetch(py))
-            } else {
-                None
-            };
-            if !res.is_null() {
-                ffi::Py_DECREF(res);
-            }
-            match (err, exit_err) {
-                (Some(e), _) | (None, Some(e)) => Err(e),
-                (None, None) => Ok(()),
-            }
-        };
-        result.map_err(|e| classify(py, e))
+                consume_result(py, res)
+            })
+        }
     }
 
     pub(crate) fn loop_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -420,6 +392,50 @@ impl Handle {
         // Taken out under the borrow, dropped after it: dropping may run __del__.
         let dropped = this.inner.with(py, |i| i.callback.take());
         drop(dropped);
+    }
+}
+
+/// Runs `call` between `PyContext_Enter(ctx)` and `PyContext_Exit(ctx)`; an
+/// exception from the call (or from leaving the context) is classified for the loop.
+///
+/// # Safety
+/// GIL held; `ctx` is a live `contextvars.Context` that stays alive for the whole call.
+/// Enter and Exit are paired: Exit runs exactly once after a successful Enter,
+/// whatever `call` did, and the call's exception is fetched (by `call`) before Exit,
+/// so Exit cannot clobber it.
+#[inline(always)]
+pub(crate) unsafe fn call_in_context(
+    py: Python<'_>,
+    ctx: *mut ffi::PyObject,
+    call: impl FnOnce() -> PyResult<()>,
+) -> Result<(), RunError> {
+    if ffi::PyContext_Enter(ctx) < 0 {
+        return Err(classify(py, PyErr::fetch(py)));
+    }
+    let res = call();
+    let exit_err = if ffi::PyContext_Exit(ctx) < 0 {
+        Some(PyErr::fetch(py))
+    } else {
+        None
+    };
+    match (res, exit_err) {
+        (Err(e), _) | (Ok(()), Some(e)) => Err(classify(py, e)),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+/// A call's result as `PyResult`: the new reference released, or the exception
+/// fetched. `res` is what a CPython call returned (a new reference or NULL).
+///
+/// # Safety
+/// GIL held; `res` is NULL (with an exception set) or a new reference we own.
+#[inline(always)]
+pub(crate) unsafe fn consume_result(py: Python<'_>, res: *mut ffi::PyObject) -> PyResult<()> {
+    if res.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        ffi::Py_DECREF(res);
+        Ok(())
     }
 }
 
