@@ -486,23 +486,35 @@ unsafe extern "C" fn c_spin_recv(
     ffi::PyBool_FromLong(ok as _)
 }
 
+/// The arguments of `wait` and `unwait`: (channel, side, notifier, token), or `None`
+/// with an exception set.
+unsafe fn wait_args<'a>(
+    a: Args,
+    n: ffi::Py_ssize_t,
+    name: &str,
+) -> Option<(&'a Arc<Channel>, Side, &'a Arc<Notifier>, u64)> {
+    if !nargs(n, 4, name) {
+        return None;
+    }
+    // All four are read, as before, whatever the first ones gave.
+    let (ch, side, nt, token) = (
+        chan(*a),
+        arg_side(*a.add(1)),
+        notifier(*a.add(2)),
+        arg_u64(*a.add(3)),
+    );
+    Some((ch?, side?, nt?, token?))
+}
+
 unsafe extern "C" fn c_wait(
     _m: *mut ffi::PyObject,
     a: Args,
     n: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    if !nargs(n, 4, "wait") {
-        return std::ptr::null_mut();
+    match wait_args(a, n, "wait") {
+        Some((ch, side, nt, token)) => ffi::PyBool_FromLong(ch.wait(side, nt, token) as _),
+        None => std::ptr::null_mut(),
     }
-    let (Some(ch), Some(side), Some(nt), Some(token)) = (
-        chan(*a),
-        arg_side(*a.add(1)),
-        notifier(*a.add(2)),
-        arg_u64(*a.add(3)),
-    ) else {
-        return std::ptr::null_mut();
-    };
-    ffi::PyBool_FromLong(ch.wait(side, nt, token) as _)
 }
 
 unsafe extern "C" fn c_unwait(
@@ -510,18 +522,10 @@ unsafe extern "C" fn c_unwait(
     a: Args,
     n: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    if !nargs(n, 4, "unwait") {
-        return std::ptr::null_mut();
+    match wait_args(a, n, "unwait") {
+        Some((ch, side, nt, token)) => ffi::PyBool_FromLong(ch.unwait(side, nt, token) as _),
+        None => std::ptr::null_mut(),
     }
-    let (Some(ch), Some(side), Some(nt), Some(token)) = (
-        chan(*a),
-        arg_side(*a.add(1)),
-        notifier(*a.add(2)),
-        arg_u64(*a.add(3)),
-    ) else {
-        return std::ptr::null_mut();
-    };
-    ffi::PyBool_FromLong(ch.unwait(side, nt, token) as _)
 }
 
 unsafe extern "C" fn c_wake(
