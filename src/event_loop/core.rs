@@ -73,6 +73,25 @@ pub(crate) enum Ready {
     Bare(Bare),
 }
 
+/// `f()`. For an object without vectorcall (asyncio's C task step is one), through
+/// `PyObject_Call` with the empty tuple: `PyObject_CallNoArgs` would build the
+/// arguments tuple for `tp_call` itself, one more layer per task step.
+///
+/// # Safety
+/// GIL held; `f` is a live object, `empty_tuple` is `()` (borrowed).
+#[inline(always)]
+unsafe fn call_no_args(
+    f: *mut pyo3::ffi::PyObject,
+    empty_tuple: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    use pyo3::ffi;
+    if ffi::PyType_HasFeature(ffi::Py_TYPE(f), ffi::Py_TPFLAGS_HAVE_VECTORCALL) == 0 {
+        ffi::PyObject_Call(f, empty_tuple, std::ptr::null_mut())
+    } else {
+        ffi::PyObject_CallNoArgs(f)
+    }
+}
+
 /// `callback(arg)` (or `callback()`) to run in `context`; see `Ready::Bare`.
 pub(crate) struct Bare {
     callback: ObjRef,
@@ -136,6 +155,9 @@ pub struct LoopCore {
     /// Registered descriptors other than the internal one (kept by `set_io` and
     /// `_set_internal_fd`; read at every iteration to choose the poll cadence).
     external_io: AtomicUsize,
+    /// `()`, kept for `call_no_args` (CPython's immortal empty tuple: holding it
+    /// keeps nothing else alive, and it needs no GC visit).
+    empty_tuple: Py<PyTuple>,
     /// Iterations since the reactor was last polled.
     since_poll: std::sync::atomic::AtomicU32,
     /// Plain handles that ran and that nobody else referenced, emptied, for reuse by
@@ -396,7 +418,7 @@ impl LoopCore {
         let res = unsafe {
             super::handle::call_in_context(py, bare.context.as_ptr(), || {
                 let res = match &bare.arg {
-                    None => pyo3::ffi::PyObject_CallNoArgs(bare.callback.as_ptr()),
+                    None => call_no_args(bare.callback.as_ptr(), self.empty_tuple.as_ptr()),
                     Some(a) => pyo3::ffi::PyObject_CallOneArg(bare.callback.as_ptr(), a.as_ptr()),
                 };
                 super::handle::consume_result(py, res)
@@ -470,7 +492,9 @@ impl LoopCore {
     }
 
     /// Called after a handle ran: keep it for reuse if only the loop referenced it.
-    #[inline]
+    // Not inlined: its drops of PyO3 references read a thread-local, whose address
+    // the compiler would otherwise fetch at the top of every run of the ready queue.
+    #[inline(never)]
     fn recycle(&self, py: Python<'_>, h: Py<Handle>) {
         if h.get().is_io() {
             // Still registered (or exposed when it was removed): nothing to do.
@@ -527,6 +551,7 @@ impl LoopCore {
         Ok(h)
     }
 
+    #[inline]
     fn push_ready(&self, py: Python<'_>, item: Ready) {
         self.state.with(py, |s| s.ready.push_back(item));
     }
@@ -708,7 +733,7 @@ impl LoopCore {
 
         // 1 + 2: clean the heap's top, decide how long we may block.
         let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
-        let (has_ready, next_when, garbage) = self.state.with(py, |s| {
+        let (ready_len, next_when, garbage) = self.state.with(py, |s| {
             let mut garbage = Vec::new();
             if cancelled > MIN_CANCELLED_FOR_COMPACTION && cancelled * 2 > s.timers.len() {
                 s.timers
@@ -718,9 +743,14 @@ impl LoopCore {
                     garbage.extend(s.timers.pop());
                 }
             }
-            (!s.ready.is_empty(), s.timers.peek_when(), garbage)
+            (s.ready.len(), s.timers.peek_when(), garbage)
         });
+        // Whether nothing below can change the queues before step 5 unless the
+        // reactor is polled: no Python code runs in between (no cancelled timer is
+        // released, no source drained) and no timer can fall due.
+        let settled = garbage.capacity() == 0 && !has_sources && next_when.is_none();
         self.release_timers(py, garbage);
+        let has_ready = ready_len > 0;
 
         let timeout = if has_ready || sources_pending || self.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
@@ -730,14 +760,18 @@ impl LoopCore {
         };
 
         // 3: poll.
-        let since = self.since_poll.fetch_add(1, Ordering::Relaxed) + 1;
+        // Only the loop's thread, holding the GIL, touches the count: a load and a
+        // store, not a locked read-modify-write.
+        let since = self.since_poll.load(Ordering::Relaxed) + 1;
         let poll_every = if self.external_io.load(Ordering::Relaxed) > 0 {
             IO_POLL_EVERY
         } else {
             INTERNAL_POLL_EVERY
         };
-        if timeout != Some(Duration::ZERO) || since >= poll_every {
-            self.since_poll.store(0, Ordering::Relaxed);
+        let poll_now = timeout != Some(Duration::ZERO) || since >= poll_every;
+        self.since_poll
+            .store(if poll_now { 0 } else { since }, Ordering::Relaxed);
+        if poll_now {
             if timeout != Some(Duration::ZERO) {
                 // A signal that arrived while callbacks ran (and whose Python handler
                 // has not run yet, e.g. sent from C code) must not wait for the next
@@ -803,22 +837,26 @@ impl LoopCore {
         }
 
         // 4c: timers that are due (no clock read when there are none).
-        let (garbage, ntodo) = self.state.with(py, |s| {
-            let mut garbage = Vec::new();
-            if s.timers.is_empty() {
-                return (garbage, s.ready.len());
-            }
-            let end = monotonic() + self.clock_resolution;
-            while let Some(h) = s.timers.pop_due(end) {
-                if h.get().is_cancelled() {
-                    garbage.push(h);
-                } else {
-                    h.get().scheduled.store(false, Ordering::Release);
-                    s.ready.push_back(Ready::Native(h));
+        let (garbage, ntodo) = if settled && !poll_now {
+            (Vec::new(), ready_len)
+        } else {
+            self.state.with(py, |s| {
+                let mut garbage = Vec::new();
+                if s.timers.is_empty() {
+                    return (garbage, s.ready.len());
                 }
-            }
-            (garbage, s.ready.len())
-        });
+                let end = monotonic() + self.clock_resolution;
+                while let Some(h) = s.timers.pop_due(end) {
+                    if h.get().is_cancelled() {
+                        garbage.push(h);
+                    } else {
+                        h.get().scheduled.store(false, Ordering::Release);
+                        s.ready.push_back(Ready::Native(h));
+                    }
+                }
+                (garbage, s.ready.len())
+            })
+        };
         self.release_timers(py, garbage);
 
         // 5: run what is ready now (what the steps above queued; not what those
@@ -839,14 +877,20 @@ impl LoopCore {
                         continue;
                     }
                     if debug {
-                        self.run_handle_debug(slf, h.bind(py))?;
-                        if !h.get().is_io() {
+                        let res = self.run_handle_debug(slf, h.bind(py));
+                        if h.get().is_io() {
+                            release(py, h);
+                        } else {
                             let_go(py, h);
                         }
+                        res?;
                     } else {
                         match h.get().invoke(py) {
                             Ok(()) => self.recycle(py, h),
-                            Err(RunError::Fatal(e)) => return Err(e),
+                            Err(RunError::Fatal(e)) => {
+                                release(py, h);
+                                return Err(e);
+                            }
                             Err(RunError::Callback(e)) => {
                                 slf.call_method1("_handle_callback_exception", (&h, e.value(py)))?;
                                 self.recycle(py, h);
@@ -856,7 +900,9 @@ impl LoopCore {
                 }
                 Ready::Bare(bare) => self.run_bare(slf, bare)?,
                 Ready::Foreign(obj) => {
-                    let obj = obj.bind(py);
+                    // A `Bound` releases directly when dropped (see `release`).
+                    let obj = obj.into_bound(py);
+                    let obj = &obj;
                     if obj.call_method0("cancelled")?.is_truthy()? {
                         continue;
                     }
@@ -1045,6 +1091,7 @@ impl LoopCore {
             clock_resolution: clock_resolution(),
             internal_fd: std::sync::atomic::AtomicI32::new(-1),
             external_io: AtomicUsize::new(0),
+            empty_tuple: PyTuple::empty(_args.py()).unbind(),
             since_poll: std::sync::atomic::AtomicU32::new(0),
             free_handles: GilCell::new(Vec::new()),
             context_kwnames: GilCell::new(None),

@@ -83,7 +83,9 @@ unsafe fn body(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
     let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
-    let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>();
+    // Borrowed for the call (CPython holds `self` while calling us): no reference
+    // count traffic.
+    let slf = Bound::ref_from_ptr(py, &slf).cast_unchecked::<LoopCore>();
     let mut context = None;
     if !kwnames.is_null() {
         let core = slf.get();
@@ -96,14 +98,14 @@ unsafe fn body(
             if !context.is_none() {
                 let arg = (nargs == 2).then(|| Bound::from_borrowed_ptr(py, *args.add(1)));
                 core.schedule_bare(py, Bound::from_borrowed_ptr(py, *args), arg, context)?;
-                return Ok(ffi::Py_NewRef(ffi::Py_None()));
+                return Ok(none());
             }
         }
         if core.probe_kwnames(
             py,
             Bound::ref_from_ptr(py, &kwnames).cast_unchecked::<PyTuple>(),
         ) {
-            return Ok(ffi::Py_NewRef(ffi::Py_None()));
+            return Ok(none());
         }
         // The same tuple, in debug mode or before the probe: once seen, it is
         // recognised by identity, without comparing strings.
@@ -141,6 +143,14 @@ unsafe fn body(
         let rest = std::slice::from_raw_parts(args.add(1), (nargs - 1) as usize);
         PyTuple::new(py, rest.iter().map(|&p| Bound::from_borrowed_ptr(py, p)))?
     };
-    let h = LoopCore::call_soon_impl(&slf, callback, rest, context)?;
+    let h = LoopCore::call_soon_impl(slf, callback, rest, context)?;
     Ok(h.into_ptr())
+}
+
+/// `None` as a return value. It is immortal on every CPython we build for (3.12+),
+/// so returning it needs no new reference, as CPython's own `Py_RETURN_NONE`.
+#[inline(always)]
+fn none() -> *mut ffi::PyObject {
+    // Safety: `Py_None` only takes the address of the static `_Py_NoneStruct`.
+    unsafe { ffi::Py_None() }
 }

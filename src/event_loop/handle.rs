@@ -412,15 +412,23 @@ pub(crate) unsafe fn call_in_context(
     if ffi::PyContext_Enter(ctx) < 0 {
         return Err(classify(py, PyErr::fetch(py)));
     }
-    let res = call();
-    let exit_err = if ffi::PyContext_Exit(ctx) < 0 {
-        Some(PyErr::fetch(py))
-    } else {
-        None
-    };
-    match (res, exit_err) {
-        (Err(e), _) | (Ok(()), Some(e)) => Err(classify(py, e)),
-        (Ok(()), None) => Ok(()),
+    // Each outcome is handled on its own path: a combined match over the call's and
+    // the exit's results made every call copy both (large) results around.
+    match call() {
+        Ok(()) => {
+            if ffi::PyContext_Exit(ctx) < 0 {
+                Err(classify(py, PyErr::fetch(py)))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => {
+            // The call's exception wins; one from leaving the context is dropped.
+            if ffi::PyContext_Exit(ctx) < 0 {
+                drop(PyErr::fetch(py));
+            }
+            Err(classify(py, e))
+        }
     }
 }
 
