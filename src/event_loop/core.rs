@@ -722,11 +722,44 @@ impl LoopCore {
 
     /// One iteration; see the module docs.
     fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-
         // Before looking at any state: a source that fills up from now on wakes the
         // poll (see sources.rs).
         self.waker.rearm();
+        let ntodo = match self.busy(slf.py()) {
+            Some(n) => n,
+            None => self.prepare(slf)?,
+        };
+        self.run_ready(slf, ntodo)
+    }
+
+    /// The common iteration of a busy loop, decided in a few loads: callbacks are
+    /// ready, there are no timers and no native sources, and the reactor is not due
+    /// to be polled. Then `prepare` would only count this iteration and return the
+    /// queue's length, which this does. `None` otherwise.
+    #[inline(always)]
+    fn busy(&self, py: Python<'_>) -> Option<usize> {
+        let since = self.since_poll.load(Ordering::Relaxed) + 1;
+        if since >= IO_POLL_EVERY && self.external_io.load(Ordering::Relaxed) > 0
+            || since >= INTERNAL_POLL_EVERY
+            || !self.sources.with(py, |v| v.is_empty())
+        {
+            return None;
+        }
+        let n = self
+            .state
+            .with(py, |s| if s.timers.is_empty() { s.ready.len() } else { 0 });
+        if n == 0 {
+            return None;
+        }
+        self.since_poll.store(since, Ordering::Relaxed);
+        Some(n)
+    }
+
+    /// Steps 1 to 4 of an iteration: timers, the poll, native sources. Returns how
+    /// many ready callbacks this iteration runs.
+    #[inline(never)]
+    fn prepare(&self, slf: &Bound<'_, Self>) -> PyResult<usize> {
+        let py = slf.py();
         let (has_sources, sources_pending) = self.sources.with(py, |v| {
             (!v.is_empty(), v.iter().any(|a| a.source.has_pending()))
         });
@@ -858,9 +891,14 @@ impl LoopCore {
             })
         };
         self.release_timers(py, garbage);
+        Ok(ntodo)
+    }
 
-        // 5: run what is ready now (what the steps above queued; not what those
-        // callbacks queue in turn).
+    /// Step 5: runs the first `ntodo` ready callbacks (what the steps before queued;
+    /// not what those callbacks queue in turn).
+    #[inline(always)]
+    fn run_ready(&self, slf: &Bound<'_, Self>, ntodo: usize) -> PyResult<()> {
+        let py = slf.py();
         let debug = self.is_debug();
         for _ in 0..ntodo {
             let Some(item) = self.state.with(py, |s| s.ready.pop_front()) else {
