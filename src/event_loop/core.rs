@@ -721,6 +721,7 @@ impl LoopCore {
     }
 
     /// One iteration; see the module docs.
+    #[inline(always)]
     fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         // Before looking at any state: a source that fills up from now on wakes the
         // poll (see sources.rs).
