@@ -74,8 +74,9 @@ pub(crate) enum Ready {
 }
 
 /// `f()`. For an object without vectorcall (asyncio's C task step is one), through
-/// `PyObject_Call` with the empty tuple: `PyObject_CallNoArgs` would build the
-/// arguments tuple for `tp_call` itself, one more layer per task step.
+/// `PyObject_Call` with a kept empty tuple: `PyObject_CallNoArgs` would go one call
+/// layer deeper (`_PyObject_MakeTpCall`), which fetches and releases the arguments
+/// tuple on every call.
 ///
 /// # Safety
 /// GIL held; `f` is a live object, `empty_tuple` is `()` (borrowed).
