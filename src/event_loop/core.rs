@@ -508,6 +508,11 @@ impl LoopCore {
             let_go(py, h);
             return;
         }
+        if self.free_handles.with(py, |f| f.len() >= FREE_HANDLES_MAX) {
+            // No room to keep it (a long queue ran): freeing it lets go of the rest.
+            release(py, h);
+            return;
+        }
         // Emptying can run Python code (a __del__); nothing is borrowed here.
         drop(h.get().empty_for_reuse(py));
         if refcnt(py, &h) != 1 {

@@ -347,14 +347,17 @@ impl Handle {
         // the call); the GIL is held (token).
         unsafe {
             call_in_context(py, ctx, || {
-                if let Ok(reader) = func
-                    .as_py()
-                    .bind(py)
-                    .cast_exact::<crate::transport::SocketReader>()
-                {
-                    // A socket transport's native reader: called directly (the same
-                    // work as its `__call__`, without `tp_call` and PyO3's wrapper).
-                    return reader.get().run(py);
+                // A socket transport's native reader (always an I/O handle's
+                // callback): called directly, the same work as its `__call__`
+                // without `tp_call` and PyO3's wrapper.
+                if self.is_io() {
+                    if let Ok(reader) = func
+                        .as_py()
+                        .bind(py)
+                        .cast_exact::<crate::transport::SocketReader>()
+                    {
+                        return reader.get().run(py);
+                    }
                 }
                 let res = if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
                     ffi::PyObject_CallNoArgs(func.as_ptr())
