@@ -10,6 +10,7 @@ percentile round trip. Two API flavours: protocols (`create_server`/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -28,23 +29,18 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def against_server(script: str, server_args: "list[str]", variant: str, client) -> dict:
-    """Starts ``script --serve variant *server_args`` (an echo server that prints its
-    port, pinned to CPU 0 and serving until its stdin closes), then runs
-    ``client(port)`` on the variant's loop pinned to CPU 1. Shared with bench_udp.py."""
+@contextlib.contextmanager
+def echo_server(script: str, server_args: "list[str]", variant: str):
+    """Runs ``script --serve variant *server_args`` (an echo server that prints its
+    port, pinned to CPU 0 and serving until its stdin closes) for the ``with`` block;
+    yields ``(process, port)``."""
     server = subprocess.Popen(
         [sys.executable, script, "--serve", variant, *server_args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         cwd=os.path.dirname(os.path.abspath(__file__)),
     )
     try:
-        port = int(server.stdout.readline())
-        pin(1)
-        loop = loop_factory(variant)()
-        try:
-            return loop.run_until_complete(client(port))
-        finally:
-            loop.close()
+        yield server, int(server.stdout.readline())
     finally:
         server.stdin.close()
         try:
@@ -52,6 +48,18 @@ def against_server(script: str, server_args: "list[str]", variant: str, client) 
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def against_server(script: str, server_args: "list[str]", variant: str, client) -> dict:
+    """Runs ``client(port)`` on the variant's loop, pinned to CPU 1, against
+    `echo_server`. Shared with bench_udp.py."""
+    with echo_server(script, server_args, variant) as (_, port):
+        pin(1)
+        loop = loop_factory(variant)()
+        try:
+            return loop.run_until_complete(client(port))
+        finally:
+            loop.close()
 
 
 class _EchoProtocol(asyncio.Protocol):

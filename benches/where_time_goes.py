@@ -200,12 +200,8 @@ def tcp(mode: str, variants: "list[str]", n: int = 50_000, runs: int = 3) -> Non
     results: dict[str, list[list[float]]] = {v: [] for v in variants}
     for _ in range(runs):
         for v in variants:
-            server = subprocess.Popen(
-                [sys.executable, os.path.join(HERE, "bench_tcp.py"), "--serve", v, mode],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
-            )
-            try:
-                port = int(server.stdout.readline())
+            script = os.path.join(HERE, "bench_tcp.py")
+            with bench_tcp.echo_server(script, [mode], v) as (server, port):
                 bench_tcp.pin(1)
                 loop = loop_factory(v)()
                 try:
@@ -215,9 +211,6 @@ def tcp(mode: str, variants: "list[str]", n: int = 50_000, runs: int = 3) -> Non
                     s1, c1 = proc_cpu(server.pid), resource.getrusage(resource.RUSAGE_SELF)
                 finally:
                     loop.close()
-            finally:
-                server.stdin.close()
-                server.wait(timeout=30)
             us = 1e6 / n
             results[v].append([
                 rate, (s1[0] - s0[0]) * us, (s1[1] - s0[1]) * us,
