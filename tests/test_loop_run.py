@@ -443,9 +443,11 @@ _CTRL_C_PROGRAM = textwrap.dedent(
 )
 
 
-def test_sigint_during_run_raises_keyboard_interrupt(loop_kind):
+def _interrupt_when_ready(program, loop_kind):
+    """Runs `program` for `loop_kind`, sends SIGINT once it prints "ready";
+    returns (stdout after "ready", stderr, exit code)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CTRL_C_PROGRAM, loop_kind],
+        [sys.executable, "-c", program, loop_kind],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -461,10 +463,15 @@ def test_sigint_during_run_raises_keyboard_interrupt(loop_kind):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    return out, err, proc.returncode
+
+
+def test_sigint_during_run_raises_keyboard_interrupt(loop_kind):
+    out, err, code = _interrupt_when_ready(_CTRL_C_PROGRAM, loop_kind)
     # asyncio.run cancels main (which sees CancelledError), then re-raises
     # KeyboardInterrupt out of run().
     assert out.splitlines() == ["main cancelled", "KeyboardInterrupt"], err
-    assert proc.returncode == 3, err
+    assert code == 3, err
 
 
 _CTRL_C_BLOCKED_PROGRAM = textwrap.dedent(
@@ -492,25 +499,9 @@ _CTRL_C_BLOCKED_PROGRAM = textwrap.dedent(
 
 
 def test_sigint_wakes_a_loop_waiting_with_no_timers(loop_kind):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CTRL_C_BLOCKED_PROGRAM, loop_kind],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        # Let the child's loop reach its poll (a signal landing just before
-        # is test_signal_pending_when_loop_goes_to_sleep_is_handled's case).
-        time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    out, err, code = _interrupt_when_ready(_CTRL_C_BLOCKED_PROGRAM, loop_kind)
     assert out.splitlines() == ["KeyboardInterrupt"], err
-    assert proc.returncode == 3, err
+    assert code == 3, err
 
 
 @pytest.fixture
