@@ -746,10 +746,7 @@ impl LoopCore {
     #[inline(always)]
     fn busy(&self, py: Python<'_>) -> Option<usize> {
         let since = self.since_poll.load(Ordering::Relaxed) + 1;
-        if since >= IO_POLL_EVERY && self.external_io.load(Ordering::Relaxed) > 0
-            || since >= INTERNAL_POLL_EVERY
-            || !self.sources.with(py, |v| v.is_empty())
-        {
+        if since >= self.poll_every() || !self.sources.with(py, |v| v.is_empty()) {
             return None;
         }
         let n = self
@@ -760,6 +757,16 @@ impl LoopCore {
         }
         self.since_poll.store(since, Ordering::Relaxed);
         Some(n)
+    }
+
+    /// How many busy iterations may pass between two polls of the reactor.
+    #[inline(always)]
+    fn poll_every(&self) -> u32 {
+        if self.external_io.load(Ordering::Relaxed) > 0 {
+            IO_POLL_EVERY
+        } else {
+            INTERNAL_POLL_EVERY
+        }
     }
 
     /// Steps 1 to 4 of an iteration: timers, the poll, native sources. Returns how
@@ -773,7 +780,7 @@ impl LoopCore {
 
         // 1 + 2: clean the heap's top, decide how long we may block.
         let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
-        let (ready_len, next_when, garbage) = self.state.with(py, |s| {
+        let (has_ready, next_when, garbage) = self.state.with(py, |s| {
             let mut garbage = Vec::new();
             if cancelled > MIN_CANCELLED_FOR_COMPACTION && cancelled * 2 > s.timers.len() {
                 s.timers
@@ -783,14 +790,9 @@ impl LoopCore {
                     garbage.extend(s.timers.pop());
                 }
             }
-            (s.ready.len(), s.timers.peek_when(), garbage)
+            (!s.ready.is_empty(), s.timers.peek_when(), garbage)
         });
-        // Whether nothing below can change the queues before step 5 unless the
-        // reactor is polled: no Python code runs in between (no cancelled timer is
-        // released, no source drained) and no timer can fall due.
-        let settled = garbage.capacity() == 0 && !has_sources && next_when.is_none();
         self.release_timers(py, garbage);
-        let has_ready = ready_len > 0;
 
         let timeout = if has_ready || sources_pending || self.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
@@ -803,12 +805,7 @@ impl LoopCore {
         // Only the loop's thread, holding the GIL, touches the count: a load and a
         // store, not a locked read-modify-write.
         let since = self.since_poll.load(Ordering::Relaxed) + 1;
-        let poll_every = if self.external_io.load(Ordering::Relaxed) > 0 {
-            IO_POLL_EVERY
-        } else {
-            INTERNAL_POLL_EVERY
-        };
-        let poll_now = timeout != Some(Duration::ZERO) || since >= poll_every;
+        let poll_now = timeout != Some(Duration::ZERO) || since >= self.poll_every();
         self.since_poll
             .store(if poll_now { 0 } else { since }, Ordering::Relaxed);
         if poll_now {
@@ -877,26 +874,22 @@ impl LoopCore {
         }
 
         // 4c: timers that are due (no clock read when there are none).
-        let (garbage, ntodo) = if settled && !poll_now {
-            (Vec::new(), ready_len)
-        } else {
-            self.state.with(py, |s| {
-                let mut garbage = Vec::new();
-                if s.timers.is_empty() {
-                    return (garbage, s.ready.len());
+        let (garbage, ntodo) = self.state.with(py, |s| {
+            let mut garbage = Vec::new();
+            if s.timers.is_empty() {
+                return (garbage, s.ready.len());
+            }
+            let end = monotonic() + self.clock_resolution;
+            while let Some(h) = s.timers.pop_due(end) {
+                if h.get().is_cancelled() {
+                    garbage.push(h);
+                } else {
+                    h.get().scheduled.store(false, Ordering::Release);
+                    s.ready.push_back(Ready::Native(h));
                 }
-                let end = monotonic() + self.clock_resolution;
-                while let Some(h) = s.timers.pop_due(end) {
-                    if h.get().is_cancelled() {
-                        garbage.push(h);
-                    } else {
-                        h.get().scheduled.store(false, Ordering::Release);
-                        s.ready.push_back(Ready::Native(h));
-                    }
-                }
-                (garbage, s.ready.len())
-            })
-        };
+            }
+            (garbage, s.ready.len())
+        });
         self.release_timers(py, garbage);
         Ok(ntodo)
     }
