@@ -953,3 +953,28 @@ def test_reference_cycle_through_a_pending_timers_callback_is_collected(new_loop
     loop.close()
     gc.collect()
     assert ref() is None
+
+
+def test_a_callbacks_result_is_released_outside_its_context(loop):
+    # asyncio runs a callback with `context.run(callback, *args)` and drops the
+    # result after leaving the context: a finalizer of the result sees the
+    # context the loop runs in, not the callback's. Both for a handle from
+    # call_soon and for a future's done-callback (queued without a handle on
+    # interloop).
+    var = contextvars.ContextVar("var", default="loop")
+    seen = []
+
+    class Result:
+        def __del__(self):
+            seen.append(var.get())
+
+    def callback(*_):
+        var.set("callback")
+        return Result()
+
+    loop.call_soon(callback)
+    fut = loop.create_future()
+    fut.add_done_callback(callback)
+    fut.set_result(None)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert seen == ["loop", "loop"]

@@ -73,26 +73,6 @@ pub(crate) enum Ready {
     Bare(Bare),
 }
 
-/// `f()`. For an object without vectorcall (asyncio's C task step is one), through
-/// `PyObject_Call` with a kept empty tuple: `PyObject_CallNoArgs` would go one call
-/// layer deeper (`_PyObject_MakeTpCall`), which fetches and releases the arguments
-/// tuple on every call.
-///
-/// # Safety
-/// GIL held; `f` is a live object, `empty_tuple` is `()` (borrowed).
-#[inline(always)]
-unsafe fn call_no_args(
-    f: *mut pyo3::ffi::PyObject,
-    empty_tuple: *mut pyo3::ffi::PyObject,
-) -> *mut pyo3::ffi::PyObject {
-    use pyo3::ffi;
-    if ffi::PyType_HasFeature(ffi::Py_TYPE(f), ffi::Py_TPFLAGS_HAVE_VECTORCALL) == 0 {
-        ffi::PyObject_Call(f, empty_tuple, std::ptr::null_mut())
-    } else {
-        ffi::PyObject_CallNoArgs(f)
-    }
-}
-
 /// `callback(arg)` (or `callback()`) to run in `context`; see `Ready::Bare`.
 pub(crate) struct Bare {
     callback: ObjRef,
@@ -417,12 +397,11 @@ impl LoopCore {
         // Safety: GIL held; `bare` owns its callback, argument and context for the
         // whole call (it is dropped after it).
         let res = unsafe {
-            super::handle::call_in_context(py, bare.context.as_ptr(), || {
-                let res = match &bare.arg {
-                    None => call_no_args(bare.callback.as_ptr(), self.empty_tuple.as_ptr()),
-                    Some(a) => pyo3::ffi::PyObject_CallOneArg(bare.callback.as_ptr(), a.as_ptr()),
-                };
-                super::handle::consume_result(py, res)
+            super::handle::call_in_context(py, bare.context.as_ptr(), || match &bare.arg {
+                None => {
+                    super::handle::call_no_args(bare.callback.as_ptr(), self.empty_tuple.as_ptr())
+                }
+                Some(a) => pyo3::ffi::PyObject_CallOneArg(bare.callback.as_ptr(), a.as_ptr()),
             })
         };
         match res {
@@ -749,9 +728,13 @@ impl LoopCore {
         if since >= self.poll_every() || !self.sources.with(py, |v| v.is_empty()) {
             return None;
         }
-        let n = self
-            .state
-            .with(py, |s| if s.timers.is_empty() { s.ready.len() } else { 0 });
+        let n = self.state.with(py, |s| {
+            if s.timers.is_empty() {
+                s.ready.len()
+            } else {
+                0
+            }
+        });
         if n == 0 {
             return None;
         }

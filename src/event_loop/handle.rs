@@ -356,15 +356,20 @@ impl Handle {
                         .bind(py)
                         .cast_exact::<crate::transport::SocketReader>()
                     {
-                        return reader.get().run(py);
+                        return match reader.get().run(py) {
+                            Ok(()) => ffi::Py_None(), // immortal: no reference to give
+                            Err(e) => {
+                                e.restore(py);
+                                std::ptr::null_mut()
+                            }
+                        };
                     }
                 }
-                let res = if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
-                    ffi::PyObject_CallNoArgs(func.as_ptr())
+                if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
+                    call_no_args(func.as_ptr(), args.as_ptr())
                 } else {
                     ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut())
-                };
-                consume_result(py, res)
+                }
             })
         }
     }
@@ -398,55 +403,64 @@ impl Handle {
     }
 }
 
-/// Runs `call` between `PyContext_Enter(ctx)` and `PyContext_Exit(ctx)`; an
-/// exception from the call (or from leaving the context) is classified for the loop.
+/// Runs `call` between `PyContext_Enter(ctx)` and `PyContext_Exit(ctx)`, as asyncio's
+/// `context.run(callback, *args)`; an exception from the call (or from leaving the
+/// context) is classified for the loop. `call` returns what a CPython call returns:
+/// a new reference, or NULL with an exception set. The result is released after the
+/// context is left, as asyncio drops `context.run`'s return value (a finalizer it
+/// sets off sees the loop's context, not the callback's).
 ///
 /// # Safety
 /// GIL held; `ctx` is a live `contextvars.Context` that stays alive for the whole call.
 /// Enter and Exit are paired: Exit runs exactly once after a successful Enter,
-/// whatever `call` did, and the call's exception is fetched (by `call`) before Exit,
-/// so Exit cannot clobber it.
+/// whatever `call` did, and the call's exception is fetched before Exit, so Exit
+/// cannot clobber it.
 #[inline(always)]
 pub(crate) unsafe fn call_in_context(
     py: Python<'_>,
     ctx: *mut ffi::PyObject,
-    call: impl FnOnce() -> PyResult<()>,
+    call: impl FnOnce() -> *mut ffi::PyObject,
 ) -> Result<(), RunError> {
     if ffi::PyContext_Enter(ctx) < 0 {
         return Err(classify(py, PyErr::fetch(py)));
     }
     // Each outcome is handled on its own path: a combined match over the call's and
     // the exit's results made every call copy both (large) results around.
-    match call() {
-        Ok(()) => {
-            if ffi::PyContext_Exit(ctx) < 0 {
-                Err(classify(py, PyErr::fetch(py)))
-            } else {
-                Ok(())
-            }
+    let res = call();
+    if !res.is_null() {
+        let exited = ffi::PyContext_Exit(ctx) >= 0;
+        ffi::Py_DECREF(res);
+        if exited {
+            Ok(())
+        } else {
+            Err(classify(py, PyErr::fetch(py)))
         }
-        Err(e) => {
-            // The call's exception wins; one from leaving the context is dropped.
-            if ffi::PyContext_Exit(ctx) < 0 {
-                drop(PyErr::fetch(py));
-            }
-            Err(classify(py, e))
+    } else {
+        let e = PyErr::fetch(py);
+        // The call's exception wins; one from leaving the context is dropped.
+        if ffi::PyContext_Exit(ctx) < 0 {
+            drop(PyErr::fetch(py));
         }
+        Err(classify(py, e))
     }
 }
 
-/// A call's result as `PyResult`: the new reference released, or the exception
-/// fetched. `res` is what a CPython call returned (a new reference or NULL).
+/// `f()`. For an object without vectorcall (asyncio's C task step is one), through
+/// `PyObject_Call` with `empty_tuple`: `PyObject_CallNoArgs` would go one call layer
+/// deeper (`_PyObject_MakeTpCall`), which fetches and releases the arguments tuple
+/// on every call.
 ///
 /// # Safety
-/// GIL held; `res` is NULL (with an exception set) or a new reference we own.
+/// GIL held; `f` is a live object, `empty_tuple` is `()` (borrowed).
 #[inline(always)]
-pub(crate) unsafe fn consume_result(py: Python<'_>, res: *mut ffi::PyObject) -> PyResult<()> {
-    if res.is_null() {
-        Err(PyErr::fetch(py))
+pub(crate) unsafe fn call_no_args(
+    f: *mut ffi::PyObject,
+    empty_tuple: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    if ffi::PyType_HasFeature(ffi::Py_TYPE(f), ffi::Py_TPFLAGS_HAVE_VECTORCALL) == 0 {
+        ffi::PyObject_Call(f, empty_tuple, std::ptr::null_mut())
     } else {
-        ffi::Py_DECREF(res);
-        Ok(())
+        ffi::PyObject_CallNoArgs(f)
     }
 }
 
