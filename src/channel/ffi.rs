@@ -486,15 +486,16 @@ unsafe extern "C" fn c_spin_recv(
     ffi::PyBool_FromLong(ok as _)
 }
 
-/// The arguments of `wait` and `unwait`: (channel, side, notifier, token), or `None`
-/// with an exception set.
-unsafe fn wait_args<'a>(
+/// `wait` and `unwait`: reads (channel, side, notifier, token) and returns
+/// `op(...)` as a bool, or NULL with an exception set.
+unsafe fn wait_call(
     a: Args,
     n: ffi::Py_ssize_t,
     name: &str,
-) -> Option<(&'a Arc<Channel>, Side, &'a Arc<Notifier>, u64)> {
+    op: fn(&Channel, Side, &Arc<Notifier>, u64) -> bool,
+) -> *mut ffi::PyObject {
     if !nargs(n, 4, name) {
-        return None;
+        return std::ptr::null_mut();
     }
     // All four are read, as before, whatever the first ones gave.
     let (ch, side, nt, token) = (
@@ -503,7 +504,12 @@ unsafe fn wait_args<'a>(
         notifier(*a.add(2)),
         arg_u64(*a.add(3)),
     );
-    Some((ch?, side?, nt?, token?))
+    match (ch, side, nt, token) {
+        (Some(ch), Some(side), Some(nt), Some(token)) => {
+            ffi::PyBool_FromLong(op(ch, side, nt, token) as _)
+        }
+        _ => std::ptr::null_mut(),
+    }
 }
 
 unsafe extern "C" fn c_wait(
@@ -511,10 +517,7 @@ unsafe extern "C" fn c_wait(
     a: Args,
     n: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    match wait_args(a, n, "wait") {
-        Some((ch, side, nt, token)) => ffi::PyBool_FromLong(ch.wait(side, nt, token) as _),
-        None => std::ptr::null_mut(),
-    }
+    wait_call(a, n, "wait", Channel::wait)
 }
 
 unsafe extern "C" fn c_unwait(
@@ -522,10 +525,7 @@ unsafe extern "C" fn c_unwait(
     a: Args,
     n: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    match wait_args(a, n, "unwait") {
-        Some((ch, side, nt, token)) => ffi::PyBool_FromLong(ch.unwait(side, nt, token) as _),
-        None => std::ptr::null_mut(),
-    }
+    wait_call(a, n, "unwait", Channel::unwait)
 }
 
 unsafe extern "C" fn c_wake(
