@@ -18,6 +18,7 @@ mod buffer;
 mod channel;
 mod interp;
 mod sched;
+mod serve;
 
 // `gil_used = true`: the loop's state is guarded by the GIL (see event_loop/cell.rs).
 #[pymodule(gil_used = true)]
@@ -27,5 +28,6 @@ fn _interloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     transport::register(m)?;
     bridge::register(m)?;
     channel::register(m)?;
+    serve::register(m)?;
     Ok(())
 }

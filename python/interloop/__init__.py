@@ -12,6 +12,15 @@ from ._channel import Channel, ChannelClosed, ChannelEmpty, ChannelFull
 from ._loop import EventLoopPolicy, Loop, install, new_event_loop, run
 from ._pool import InterpreterExecutor, Pool, RemoteError, spawn
 
+
+def serve(app, **options):
+    """Serves the ASGI app ``"module:attribute"`` with interloop's HTTP/1.1 server
+    on every core (own-GIL sub-interpreters) until SIGINT/SIGTERM; returns the exit
+    status. Options are uvicorn's (``interloop serve --help``)."""
+    from ._serve.run import serve as _serve
+    return _serve(app, **options)
+
+
 __all__ = [
     "__version__",
     "Channel",
@@ -26,5 +35,6 @@ __all__ = [
     "install",
     "new_event_loop",
     "run",
+    "serve",
     "spawn",
 ]

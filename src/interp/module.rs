@@ -36,6 +36,7 @@ pub fn init_module_def() {
             method!(c"cancel", w_cancel, c"cancel(job, interrupt: bool) -> bool"),
             method!(c"set_interrupt_handler", w_set_interrupt_handler, c"set_interrupt_handler(fn): fn(job) -> exception|None"),
             method!(c"channel_module", w_channel_module, c"channel_module() -> the channel functions for this interpreter (src/channel)"),
+            method!(c"serve_module", w_serve_module, c"serve_module() -> the HTTP server functions for this interpreter (src/serve)"),
             ffi::PyMethodDef::zeroed(),
         ];
         let slots = vec![
@@ -414,4 +415,12 @@ unsafe extern "C" fn w_channel_module(
     n: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     crate::channel::channel_module(m, a, n)
+}
+
+unsafe extern "C" fn w_serve_module(
+    m: *mut ffi::PyObject,
+    a: Args,
+    n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    crate::serve::serve_module(m, a, n)
 }

@@ -1,0 +1,454 @@
+"""One interpreter's ASGI server: the Rust HTTP server (``src/serve``) driven from
+this interpreter's event loop, and the ASGI side (scopes, ``receive``, ``send``,
+lifespan) in Python.
+
+The same file runs in a pool worker's own-GIL sub-interpreter (asyncio's loop;
+the native functions come from the worker module's ``serve_module()``) and in the
+main interpreter (``--workers 1``, interloop's loop; ``interloop._interloop._serve``).
+
+Life of a request: the server's epoll fd turns readable; ``Server.on_ready`` calls
+``server_poll``, which accepts, reads and parses in Rust and returns events; a
+request event becomes a scope and a task running the app, started eagerly (a
+handler that does not wait finishes inside this callback). ``send`` hands the
+response to Rust, which writes it at once (head and a one-message body in one
+``writev``). Body bytes, disconnects and drained output come back as events that
+resolve the futures ``receive``/``send`` wait on.
+"""
+import asyncio
+import logging
+import os
+import sys
+
+from .. import _interloop as _native
+
+_IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
+_n = _native.serve_module() if _IN_WORKER else _native._serve
+
+REQUEST, BODY, DISCONNECT, DRAIN, STOP = range(5)
+GONE, WAIT_DRAIN, HAS_EVENTS = 1, 2, 4
+_TICK = 1.0  # seconds between timeout checks (keep-alive, slow clients)
+
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+_EXTENSIONS = {"http.response.pathsend": {}}
+_DISCONNECT = {"type": "http.disconnect"}
+_PATHSEND_CHUNK = 256 * 1024
+
+logger = logging.getLogger("interloop.serve")
+access_logger = logging.getLogger("interloop.serve.access")
+
+if sys.version_info >= (3, 12):
+    def _start_task(loop, coro):
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+else:  # pragma: no cover - interloop needs 3.12
+    def _start_task(loop, coro):
+        return loop.create_task(coro)
+
+
+class Cycle:
+    """One request and its response: the ``receive`` and ``send`` the app gets."""
+
+    __slots__ = ("server", "token", "scope", "started", "complete", "disconnected",
+                 "body_done", "recv_waiter", "drain_waiter", "status", "task")
+
+    def __init__(self, server, token, scope):
+        self.server = server
+        self.token = token
+        self.scope = scope
+        self.started = False
+        self.complete = False
+        self.disconnected = False
+        self.body_done = False
+        # Futures resolved by events: BODY (or the response's end) wakes a waiting
+        # receive, DRAIN a waiting send, DISCONNECT both. Separate, because apps
+        # wait for a disconnect while they stream a response.
+        self.recv_waiter = None
+        self.drain_waiter = None
+        self.status = 0
+        self.task = None
+
+    def wake_recv(self):
+        w = self.recv_waiter
+        if w is not None:
+            self.recv_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def wake_drain(self):
+        w = self.drain_waiter
+        if w is not None:
+            self.drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def _wait_recv(self):
+        fut = self.recv_waiter = self.server.loop.create_future()
+        try:
+            await fut
+        finally:
+            if self.recv_waiter is fut:
+                self.recv_waiter = None
+
+    async def _wait_drain(self):
+        fut = self.drain_waiter = self.server.loop.create_future()
+        try:
+            await fut
+        finally:
+            if self.drain_waiter is fut:
+                self.drain_waiter = None
+
+    async def receive(self):
+        if self.disconnected or self.complete:
+            return _DISCONNECT
+        if self.body_done:
+            # The whole body was received: the next message is the disconnect
+            # (or the end of the response, after which there is nothing to wait for).
+            while not (self.disconnected or self.complete):
+                await self._wait_recv()
+            return _DISCONNECT
+        srv = self.server
+        while True:
+            r = _n.server_recv(srv.handle, self.token)
+            if r is None:
+                await self._wait_recv()
+                if self.disconnected:
+                    return _DISCONNECT
+                continue
+            if r is False:
+                self.disconnected = True
+                return _DISCONNECT
+            data, more = r
+            if not more:
+                self.body_done = True
+            return {"type": "http.request", "body": data, "more_body": more}
+
+    async def send(self, message):
+        t = message["type"]
+        srv = self.server
+        if t == "http.response.body":
+            if not self.started:
+                raise RuntimeError("ASGI: 'http.response.body' sent before 'http.response.start'")
+            if self.complete:
+                raise RuntimeError("ASGI: 'http.response.body' sent after the response was complete")
+            more = message.get("more_body", False)
+            if self.disconnected:
+                self.complete = not more
+                return
+            flags = _n.server_body(srv.handle, self.token, message.get("body", b""), more)
+            if not more:
+                self.complete = True
+                self.wake_recv()
+            if flags:
+                if flags & GONE:
+                    self.disconnected = True
+                if flags & HAS_EVENTS:
+                    srv.poll_soon()
+                if flags & WAIT_DRAIN and not self.disconnected:
+                    await self._wait_drain()  # a DRAIN (or DISCONNECT) event
+        elif t == "http.response.start":
+            if self.started:
+                raise RuntimeError("ASGI: 'http.response.start' sent twice")
+            status = message["status"]
+            if not _n.server_start(srv.handle, self.token, status, message.get("headers", ())):
+                self.disconnected = True
+            self.started = True
+            self.status = status
+        elif t == "http.response.pathsend":
+            await self._pathsend(message)
+        else:
+            raise RuntimeError(f"ASGI: unexpected message type {t!r} for an http request")
+
+    async def _pathsend(self, message):
+        if not self.started:
+            raise RuntimeError("ASGI: 'http.response.pathsend' sent before 'http.response.start'")
+        path = message["path"]
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            left = size
+            while True:
+                chunk = f.read(min(_PATHSEND_CHUNK, left)) if left > 0 else b""
+                left -= len(chunk)
+                await self.send({"type": "http.response.body", "body": chunk,
+                                 "more_body": left > 0 and bool(chunk)})
+                if left <= 0 or not chunk or self.disconnected:
+                    break
+
+
+class Server:
+    """This interpreter's server: one Rust ``Server`` and the ASGI tasks it feeds."""
+
+    def __init__(self, app, config, gid, index, listeners, state, loop):
+        self.app = app
+        self.config = config
+        self.loop = loop
+        self.state = state
+        self.handle = _n.server_new(gid, index, listeners, (
+            int(config["limit_request_head"]), int(config["limit_request_body"] or 0),
+            float(config["timeout_keep_alive"]), float(config["timeout_slow_client"]),
+            int(config["limit_concurrency"] or 0)))
+        self.fd = _n.server_fd(self.handle)
+        self.cycles = {}
+        self.root_path = config["root_path"] or ""
+        self.root_path_b = self.root_path.encode()
+        self.scheme = "http"
+        self.access_log = config["access_log"]
+        self.proxy = _ProxyHeaders(config) if config["proxy_headers"] else None
+        self.stopped = loop.create_future()
+        self.idle = None
+        self.draining = False
+        self.scheduled = False
+        self.timer = None
+        self.closed = False
+
+    def start(self):
+        self.loop.add_reader(self.fd, self.on_ready)
+        self.timer = self.loop.call_later(_TICK, self.on_timer)
+        self.poll_soon()  # connections that arrived before the reader was added
+
+    def on_ready(self):
+        if not self.closed:
+            self.dispatch(_n.server_poll(self.handle, False))
+
+    def on_timer(self):
+        self.timer = self.loop.call_later(_TICK, self.on_timer)
+        self.dispatch(_n.server_poll(self.handle, True))
+
+    def poll_soon(self):
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._scheduled_poll)
+
+    def _scheduled_poll(self):
+        self.scheduled = False
+        self.on_ready()
+
+    def dispatch(self, events):
+        for ev in events:
+            kind = ev[0]
+            if kind == REQUEST:
+                self.begin(ev)
+                continue
+            if kind == STOP:
+                if not self.stopped.done():
+                    self.stopped.set_result(None)
+                continue
+            c = self.cycles.get(ev[1])
+            if c is None:
+                continue
+            if kind == BODY:
+                c.wake_recv()
+            elif kind == DRAIN:
+                c.wake_drain()
+            else:
+                c.disconnected = True
+                c.wake_recv()
+                c.wake_drain()
+
+    def begin(self, ev):
+        _, token, method, path, raw_path, query, version, headers, client, server = ev
+        if self.root_path:
+            path = self.root_path + path
+            raw_path = self.root_path_b + raw_path
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": version,
+            "server": server,
+            "client": client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": self.root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": headers,
+            "state": self.state.copy(),
+            "extensions": _EXTENSIONS,
+        }
+        if self.proxy is not None:
+            self.proxy.apply(scope)
+        c = Cycle(self, token, scope)
+        self.cycles[token] = c
+        c.task = _start_task(self.loop, self.run_app(c))
+
+    async def run_app(self, c):
+        try:
+            await self.app(c.scope, c.receive, c.send)
+        except asyncio.CancelledError:
+            self.abandon(c, None)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the app's failure is the request's
+            logger.error("Exception in ASGI application", exc_info=exc)
+            self.abandon(c, exc)
+        else:
+            if not c.complete:
+                logger.error("ASGI application returned without %s the response",
+                             "completing" if c.started else "starting")
+                self.abandon(c, None)
+        finally:
+            self.cycles.pop(c.token, None)
+            if self.access_log:
+                s = c.scope
+                cl = s["client"]
+                access_logger.info('%s - "%s %s HTTP/%s" %d',
+                                   f"{cl[0]}:{cl[1]}" if cl else "-", s["method"],
+                                   s["path"] + ("?" + s["query_string"].decode("latin-1")
+                                                if s["query_string"] else ""),
+                                   s["http_version"], c.status or 500)
+            if self.draining and not self.cycles and self.idle is not None \
+                    and not self.idle.done():
+                self.idle.set_result(None)
+
+    def abandon(self, c, exc):
+        """The app ended (or failed) without a complete response."""
+        if c.complete or c.disconnected:
+            return
+        if not c.started:
+            # Nothing sent yet: answer 500 ourselves; the connection stays usable.
+            c.status = 500
+            body = b"Internal Server Error"
+            try:
+                if _n.server_start(self.handle, c.token, 500, [
+                        (b"content-type", b"text/plain; charset=utf-8")]):
+                    flags = _n.server_body(self.handle, c.token, body, False)
+                    if flags & HAS_EVENTS:
+                        self.poll_soon()
+            except RuntimeError:
+                _n.server_abort(self.handle, c.token)
+        else:
+            _n.server_abort(self.handle, c.token)
+            self.poll_soon()
+        c.complete = True
+
+    async def shutdown(self, timeout):
+        """Stops accepting, lets requests in flight finish within ``timeout``
+        seconds (then cancels them), closes every connection."""
+        self.draining = True
+        _n.server_drain(self.handle)
+        self.poll_soon()
+        if self.cycles:
+            self.idle = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.idle), timeout)
+            except asyncio.TimeoutError:
+                logger.warning("graceful shutdown timed out: cancelling %d request(s)",
+                               len(self.cycles))
+                tasks = [c.task for c in self.cycles.values() if c.task is not None]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.wait(tasks, timeout=1.0) if tasks else None
+        # Let the last responses leave (connections close once their output is
+        # written and the client has closed too, or after a short linger).
+        for _ in range(200):
+            if _n.server_load(self.handle)[1] == 0:
+                break
+            await asyncio.sleep(0.01)
+        self.close()
+
+    def close(self):
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            self.loop.remove_reader(self.fd)
+        except Exception:  # noqa: BLE001 - loop already closed
+            pass
+        _n.server_close(self.handle)
+
+
+class _ProxyHeaders:
+    """``--proxy-headers``: client address and scheme from ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` when the direct peer is a trusted proxy."""
+
+    def __init__(self, config):
+        ips = config["forwarded_allow_ips"]
+        if ips is None:
+            ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        self.trusted = {ip.strip() for ip in ips.split(",") if ip.strip()}
+        self.any = "*" in self.trusted
+
+    def apply(self, scope):
+        client = scope["client"]
+        if not (self.any or (client and client[0] in self.trusted)):
+            return
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-proto":
+                proto = value.decode("latin-1").strip().lower()
+                if proto in ("http", "https", "ws", "wss"):
+                    scope["scheme"] = proto
+            elif name == b"x-forwarded-for":
+                hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+                for host in reversed(hosts):
+                    if self.any or host not in self.trusted:
+                        scope["client"] = (host, 0)
+                        break
+
+
+class Lifespan:
+    """The ASGI lifespan protocol for one interpreter's app (``--lifespan``)."""
+
+    def __init__(self, app, mode, state, loop):
+        self.app = app
+        self.mode = mode
+        self.state = state
+        self.loop = loop
+        self.inbox = asyncio.Queue()
+        self.started = loop.create_future()
+        self.ended = loop.create_future()
+        self.failed = None      # message of a startup/shutdown failure
+        self.unsupported = False
+        self.task = None
+
+    async def startup(self):
+        """Runs startup; returns an error message, or None."""
+        if self.mode == "off":
+            return None
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        self.task = self.loop.create_task(self._main(scope))
+        self.inbox.put_nowait({"type": "lifespan.startup"})
+        await asyncio.wait([self.started, self.task], return_when=asyncio.FIRST_COMPLETED)
+        if self.failed is not None:
+            return self.failed
+        if self.unsupported and self.mode == "on":
+            return "the application does not support the lifespan protocol (--lifespan on)"
+        return None
+
+    async def shutdown(self):
+        if self.task is None or self.task.done():
+            return
+        self.inbox.put_nowait({"type": "lifespan.shutdown"})
+        await asyncio.wait([self.ended, self.task], return_when=asyncio.FIRST_COMPLETED)
+        if self.failed is not None:
+            logger.error("lifespan shutdown failed: %s", self.failed)
+
+    async def _main(self, scope):
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except BaseException as exc:  # noqa: BLE001
+            if self.failed is None:
+                self.unsupported = True
+                if self.mode == "auto" and not self.started.done():
+                    logger.info("ASGI 'lifespan' protocol appears unsupported.")
+                else:
+                    logger.error("Exception in 'lifespan' protocol", exc_info=exc)
+                    if not self.started.done():
+                        self.failed = f"{type(exc).__name__}: {exc}"
+        finally:
+            for f in (self.started, self.ended):
+                if not f.done():
+                    f.set_result(None)
+
+    async def _send(self, message):
+        t = message["type"]
+        if t == "lifespan.startup.complete":
+            self.started.done() or self.started.set_result(None)
+        elif t == "lifespan.startup.failed":
+            self.failed = message.get("message", "") or "lifespan startup failed"
+            self.started.done() or self.started.set_result(None)
+        elif t == "lifespan.shutdown.complete":
+            self.ended.done() or self.ended.set_result(None)
+        elif t == "lifespan.shutdown.failed":
+            self.failed = message.get("message", "") or "lifespan shutdown failed"
+            self.ended.done() or self.ended.set_result(None)
+        else:
+            raise RuntimeError(f"ASGI: unexpected lifespan message type {t!r}")

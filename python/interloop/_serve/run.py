@@ -1,0 +1,440 @@
+"""Starting, supervising and stopping a server (``interloop.serve``).
+
+The supervisor (the calling program's main interpreter, on interloop's loop) binds
+the listening socket, makes the group (``src/serve/group.rs``: the stop flag and
+the per-worker counters shared by every interpreter) and starts the workers:
+
+- ``--workers 1``: one server in this interpreter, on this loop;
+- ``--worker-kind interpreter`` (default): a ``Pool`` of own-GIL sub-interpreters
+  with ``concurrency=1``, so each worker takes exactly one ``worker_main`` job, which
+  imports the app, runs its lifespan and serves until the group stops;
+- ``--worker-kind process``: child processes, each a ``--workers 1`` server on the
+  inherited listening socket (for apps that cannot load in a sub-interpreter).
+
+Workers report ``("ready", i, None)`` or ``("error", i, message)`` on a channel.
+SIGINT/SIGTERM stop the group: every worker stops accepting, lets its requests in
+flight finish (``--timeout-graceful-shutdown``), runs lifespan shutdown and returns.
+"""
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from . import protocol
+from .protocol import _n, logger
+
+DEFAULTS = {
+    "host": "127.0.0.1",
+    "port": 8000,
+    "uds": None,
+    "fd": None,
+    "workers": None,
+    "worker_kind": "interpreter",
+    "listener": "reuseport",
+    "backlog": 2048,
+    "limit_concurrency": None,
+    "limit_request_body": 0,
+    "limit_request_head": 65536,
+    "timeout_keep_alive": 5.0,
+    "timeout_graceful_shutdown": 30.0,
+    "timeout_slow_client": 30.0,
+    "timeout_worker_start": 60.0,
+    "root_path": "",
+    "lifespan": "auto",
+    "access_log": True,
+    "log_level": "info",
+    "ssl_certfile": None,
+    "ssl_keyfile": None,
+    "app_dir": ".",
+    "factory": False,
+    "proxy_headers": True,
+    "forwarded_allow_ips": None,
+}
+
+_HINT = ("some extension modules cannot load in own-GIL sub-interpreters yet (PyO3 "
+         "modules such as pydantic-core or orjson, httptools, uvloop...): serve this "
+         "app with --worker-kind process (worker processes), or with --workers 1 "
+         "(the main interpreter)")
+
+
+class AppLoadError(Exception):
+    """The app named by the import string could not be loaded."""
+
+
+def make_config(app, options):
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown serve option(s): {', '.join(sorted(unknown))}")
+    cfg = dict(DEFAULTS)
+    cfg.update(options)
+    cfg["app"] = app
+    if not isinstance(app, str) or ":" not in app:
+        raise ValueError(f'the app must be an import string "<module>:<attribute>", got {app!r}')
+    if cfg["lifespan"] not in ("auto", "on", "off"):
+        raise ValueError("lifespan must be 'auto', 'on' or 'off'")
+    if cfg["worker_kind"] not in ("interpreter", "process"):
+        raise ValueError("worker_kind must be 'interpreter' or 'process'")
+    if cfg["listener"] not in ("reuseport", "shared"):
+        raise ValueError("listener must be 'reuseport' or 'shared'")
+    if cfg["workers"] is not None and int(cfg["workers"]) < 1:
+        raise ValueError("workers must be at least 1")
+    cfg["workers"] = int(cfg["workers"] or os.cpu_count() or 1)
+    if cfg["ssl_certfile"] or cfg["ssl_keyfile"]:
+        raise NotImplementedError("TLS (--ssl-certfile/--ssl-keyfile) is not implemented "
+                                  "in interloop serve yet; terminate TLS in a proxy")
+    return cfg
+
+
+def setup_logging(cfg):
+    level = cfg["log_level"]
+    level = getattr(logging, level.upper(), None) if isinstance(level, str) else level
+    if not isinstance(level, int):
+        raise ValueError(f"unknown log level {cfg['log_level']!r}")
+    log = logging.getLogger("interloop.serve")
+    log.setLevel(level)
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(h)
+        log.propagate = False
+
+
+def load_app(cfg):
+    app_dir = os.path.abspath(cfg["app_dir"] or ".")
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    module_name, _, attrs = cfg["app"].partition(":")
+    if not module_name or not attrs:
+        raise AppLoadError(f'import string {cfg["app"]!r} must be "<module>:<attribute>"')
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        if e.name == module_name:
+            raise AppLoadError(f"could not import module {module_name!r}") from e
+        raise
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
+    if cfg["factory"]:
+        obj = obj()
+    if not callable(obj):
+        raise AppLoadError(f"{cfg['app']} is not callable (an ASGI app is)")
+    return obj
+
+
+def describe_load_error(cfg, exc, where):
+    """The message for an app that failed to load; names the module."""
+    if isinstance(exc, AppLoadError):
+        cause = exc.__cause__
+        return f"{exc}{f': {cause}' if cause else ''}"
+    msg = f"cannot load the app {cfg['app']!r} in {where}: {type(exc).__name__}: {exc}"
+    name = getattr(exc, "name", None)
+    if name and name not in str(exc):
+        msg += f" (module {name!r})"
+    if where != "the main interpreter" and isinstance(exc, ImportError):
+        msg += f"\n{_HINT}"
+    return msg
+
+
+def _listen_socket(family, addr, backlog, reuseport):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(addr)
+        if backlog is not None:
+            s.listen(backlog)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def open_listeners(listen):
+    """``(sockets to close after the server dup'ed them, [(fd, is_unix)])``."""
+    if listen[0] == "fds":
+        return [], listen[1]
+    _, family, host, port, backlog = listen
+    s = _listen_socket(family, (host, port), backlog, True)
+    return [s], [(s.fileno(), False)]
+
+
+class _Ready:
+    """What a server reports its start on, in the supervisor's own interpreter."""
+
+    def __init__(self, loop):
+        self.fut = loop.create_future()
+
+    def send_nowait(self, msg):
+        if not self.fut.done():
+            self.fut.set_result(msg)
+
+
+async def run_server(app, cfg, index, gid, listen, ready):
+    """Serves in this interpreter until the group stops (then shuts down
+    gracefully); reports its start on ``ready``."""
+    loop = asyncio.get_running_loop()
+    state = {}
+    life = protocol.Lifespan(app, cfg["lifespan"], state, loop)
+    err = await life.startup()
+    if err is not None:
+        ready.send_nowait(("error", index, f"lifespan startup failed: {err}"))
+        return
+    socks, fds = open_listeners(listen)
+    try:
+        server = protocol.Server(app, cfg, gid, index, fds, state, loop)
+    finally:
+        for s in socks:
+            s.close()
+    server.start()
+    ready.send_nowait(("ready", index, None))
+    try:
+        await server.stopped
+    finally:
+        await server.shutdown(cfg["timeout_graceful_shutdown"])
+        await life.shutdown()
+
+
+async def worker_main(cfg, index, gid, listen, ready):
+    """A pool worker's job: load the app in this sub-interpreter and serve."""
+    try:
+        setup_logging(cfg)
+        app = load_app(cfg)
+    except BaseException as e:  # noqa: BLE001 - reported to the supervisor
+        ready.send_nowait(("error", index, describe_load_error(
+            cfg, e, f"sub-interpreter worker {index}")))
+        return
+    try:
+        await run_server(app, cfg, index, gid, listen, ready)
+    except BaseException as e:
+        ready.send_nowait(("error", index, f"worker {index} failed: {type(e).__name__}: {e}"))
+        raise
+
+
+def _bind(cfg):
+    """``(sockets the supervisor keeps open while serving, listen spec for
+    workers, url)``."""
+    backlog = int(cfg["backlog"])
+    if cfg["fd"] is not None:
+        s = socket.socket(fileno=os.dup(int(cfg["fd"])))
+        is_unix = s.family == socket.AF_UNIX
+        return [s], ("fds", [(s.fileno(), is_unix)]), f"fd {cfg['fd']}"
+    if cfg["uds"]:
+        path = cfg["uds"]
+        if os.path.exists(path):
+            os.unlink(path)
+        s = _listen_socket(socket.AF_UNIX, path, backlog, False)
+        return [s], ("fds", [(s.fileno(), True)]), f"unix:{path}"
+    host, port = cfg["host"], int(cfg["port"])
+    family = _family(host)
+    if cfg["workers"] > 1 and cfg["worker_kind"] == "interpreter" \
+            and cfg["listener"] == "reuseport":
+        # Each worker binds its own SO_REUSEPORT socket; this one (bound, not
+        # listening: the kernel gives it no connections) only holds the port.
+        s = _listen_socket(family, (host, port), None, True)
+        port = s.getsockname()[1]
+        return [s], ("reuseport", family, host, port, backlog), f"http://{_fmt(host)}:{port}"
+    s = _listen_socket(family, (host, port), backlog, False)
+    port = s.getsockname()[1]
+    return [s], ("fds", [(s.fileno(), False)]), f"http://{_fmt(host)}:{port}"
+
+
+def _fmt(host):
+    return f"[{host}]" if ":" in host else host
+
+
+async def _wait_ready(ch, jobs, n, timeout):
+    """Waits for ``n`` workers to report; returns None or the first error."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    started = 0
+    recv = None
+    try:
+        while started < n:
+            recv = recv or asyncio.ensure_future(ch.recv())
+            left = deadline - loop.time()
+            done, _ = await asyncio.wait([recv, *jobs], timeout=max(left, 0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if recv in done:
+                kind, index, msg = recv.result()
+                recv = None
+                if kind == "error":
+                    return msg
+                started += 1
+                continue
+            for j in jobs:
+                if j in done:
+                    exc = j.exception() if not j.cancelled() else None
+                    return f"a worker ended during start-up: {exc!r}"
+            if not done:
+                return f"workers did not start within {timeout:g} s"
+        return None
+    finally:
+        if recv is not None:
+            recv.cancel()
+
+
+async def _supervise(cfg):
+    from .._channel import Channel
+    from .._pool import Pool
+
+    loop = asyncio.get_running_loop()
+    n = cfg["workers"]
+    gid = _n.group_new(n)
+
+    def on_signal(sig):
+        logger.info("shutting down (%s): finishing requests in flight", sig.name)
+        _n.group_stop(gid)
+
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    for sig in sigs:
+        loop.add_signal_handler(sig, on_signal, sig)
+    socks = []
+    try:
+        socks, listen, url = _bind(cfg)
+        if n == 1:
+            try:
+                app = load_app(cfg)
+            except Exception as e:  # noqa: BLE001
+                logger.error("%s", describe_load_error(cfg, e, "the main interpreter"),
+                             exc_info=not isinstance(e, AppLoadError))
+                return 1
+            ready = _Ready(loop)
+            task = loop.create_task(run_server(app, cfg, 0, gid, listen, ready))
+            await asyncio.wait([ready.fut, task], return_when=asyncio.FIRST_COMPLETED)
+            if not ready.fut.done():
+                await task  # raises what failed
+            kind, _, msg = ready.fut.result()
+            if kind == "error":
+                logger.error("%s", msg)
+                await task
+                return 1
+            logger.info("interloop serve: listening on %s (1 worker, main interpreter)", url)
+            await task
+        else:
+            ch = Channel()
+            async with Pool(n, concurrency=1) as pool:
+                jobs = [asyncio.ensure_future(pool.run(worker_main, cfg, i, gid, listen, ch))
+                        for i in range(n)]
+                err = await _wait_ready(ch, jobs, n, float(cfg["timeout_worker_start"]))
+                if err is not None:
+                    logger.error("%s", err)
+                    _n.group_stop(gid)
+                    await asyncio.wait(jobs, timeout=float(cfg["timeout_graceful_shutdown"]) + 5)
+                    for j in jobs:
+                        j.cancel()
+                    return 1
+                if listen[0] == "reuseport":
+                    for s in socks:
+                        s.close()
+                    socks = []
+                logger.info("interloop serve: listening on %s (%d workers, own-GIL "
+                            "sub-interpreters)", url, n)
+                results = await asyncio.gather(*jobs, return_exceptions=True)
+                for i, r in enumerate(results):
+                    if isinstance(r, BaseException):
+                        logger.error("worker %d ended with %r", i, r)
+        for i, w in enumerate(_n.group_stats(gid)):
+            logger.info("worker %d served %d requests (%d failed)", i, w[0], w[1])
+        return 0
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+        for s in socks:
+            s.close()
+        if cfg["uds"]:
+            try:
+                os.unlink(cfg["uds"])
+            except OSError:
+                pass
+        _n.group_remove(gid)
+
+
+def _serve_processes(cfg):
+    """``--worker-kind process``: each child serves the app in its main
+    interpreter, on interloop's loop, from the inherited listening socket."""
+    cfg = dict(cfg)
+    socks, listen, url = _bind(dict(cfg, workers=1))
+    s = socks[0]
+    args = [sys.executable, "-m", "interloop", "serve", cfg["app"], "--workers", "1",
+            "--fd", str(s.fileno()), "--app-dir", cfg["app_dir"] or ".",
+            "--lifespan", cfg["lifespan"], "--log-level", str(cfg["log_level"]),
+            "--timeout-keep-alive", str(cfg["timeout_keep_alive"]),
+            "--timeout-graceful-shutdown", str(cfg["timeout_graceful_shutdown"]),
+            "--timeout-slow-client", str(cfg["timeout_slow_client"]),
+            "--limit-request-body", str(cfg["limit_request_body"] or 0),
+            "--limit-request-head", str(cfg["limit_request_head"]),
+            "--root-path", cfg["root_path"] or ""]
+    if cfg["limit_concurrency"]:
+        args += ["--limit-concurrency", str(cfg["limit_concurrency"])]
+    if not cfg["access_log"]:
+        args.append("--no-access-log")
+    if cfg["factory"]:
+        args.append("--factory")
+    if not cfg["proxy_headers"]:
+        args.append("--no-proxy-headers")
+    if cfg["forwarded_allow_ips"] is not None:
+        args += ["--forwarded-allow-ips", cfg["forwarded_allow_ips"]]
+    children = []
+    stopping = False
+
+    def forward(sig, _frame):
+        nonlocal stopping
+        stopping = True
+        for p in children:
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for _ in range(cfg["workers"]):
+            children.append(subprocess.Popen(args, pass_fds=(s.fileno(),)))
+        logger.info("interloop serve: listening on %s (%d worker processes)", url, len(children))
+        code = 0
+        while children:
+            for p in list(children):
+                try:
+                    rc = p.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                children.remove(p)
+                if rc != 0:
+                    code = 1
+                    if not stopping:
+                        logger.error("a worker process exited with status %d: stopping", rc)
+                        forward(signal.SIGTERM, None)
+        return code
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        s.close()
+
+
+def serve(app, **options):
+    """Serves the ASGI app named by ``app`` (``"module:attribute"``) until SIGINT
+    or SIGTERM; returns the exit status (0 after a graceful shutdown). Options are
+    uvicorn's (``host``, ``port``, ``workers``...; see ``interloop serve --help``)."""
+    cfg = make_config(app, options)
+    setup_logging(cfg)
+    if cfg["worker_kind"] == "process" and cfg["workers"] > 1:
+        return _serve_processes(cfg)
+    if cfg["workers"] > 1:
+        from .._pool import _check_version
+        try:
+            _check_version()
+        except RuntimeError as e:
+            logger.error("%s; use --workers 1 or --worker-kind process", e)
+            return 1
+    from .._loop import run
+    return run(_supervise(cfg))
