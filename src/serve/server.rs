@@ -34,6 +34,8 @@ const WRITE_HIGH: usize = 256 * 1024;
 /// How long a closed-for-writing connection keeps reading (and dropping) what the
 /// client still sends, so that our last response is not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(2);
+/// While draining, how long a connection may stay open without sending a request.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// `send_body` flags for the caller.
 pub const GONE: u32 = 1;
@@ -432,18 +434,17 @@ impl Server {
                     req.recv_waiting = false;
                     self.pending.push_back(Event::Body(req.token));
                 }
-                if c.eof && !done && c.rbuf.is_empty() {
-                    // The client went away in the middle of its body.
+                if c.eof {
+                    // The client went away (or closed its sending side, which
+                    // HTTP/1.1 clients do only when they leave): the app is told.
                     self.close(key);
                 }
                 return;
             }
-            if self.draining {
-                self.close(key);
-                return;
-            }
             if c.rbuf.is_empty() {
-                if c.eof {
+                // Draining: a connection that already served its requests is done;
+                // a new one may still be sending its first (see `tick`).
+                if c.eof || (self.draining && c.gen > 0) {
                     self.close(key);
                 }
                 return;
@@ -804,6 +805,16 @@ impl Server {
     /// Graceful shutdown: stops accepting, closes idle connections; requests in
     /// flight finish, and their connections close after them.
     pub fn drain(&mut self) {
+        // Connections already queued on our listeners are taken in (closing the
+        // listener would reset them), and whatever every connection has sent is
+        // read: requests that reached us are served.
+        for i in 0..self.listeners.len() {
+            self.accept_all(i);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.read(k);
+        }
         self.draining = true;
         for l in self.listeners.iter_mut() {
             let _ = match l {
@@ -815,7 +826,7 @@ impl Server {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.req.is_none() && c.unsent() == 0)
+            .filter(|(_, c)| c.req.is_none() && c.unsent() == 0 && c.rbuf.is_empty() && c.gen > 0)
             .map(|(k, _)| k)
             .collect();
         for k in idle {
@@ -842,7 +853,8 @@ impl Server {
             } else if let Some(r) = &c.req {
                 (r.recv_waiting && t - r.progress > l.slow_client) || stalled_write
             } else if c.rbuf.is_empty() && c.unsent() == 0 {
-                t - c.since > l.keep_alive
+                // Draining: a connection that has sent nothing yet had its chance.
+                t - c.since > if self.draining { DRAIN_GRACE } else { l.keep_alive }
             } else {
                 t - c.since > l.slow_client || stalled_write
             };

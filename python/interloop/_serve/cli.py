@@ -66,13 +66,13 @@ def main(argv=None):
     app = args.pop("app")
     if args["log_level"] == "trace":
         args["log_level"] = "debug"
-    from .run import serve
+    from . import run
+    run.exit_when_stopped = True
     try:
-        return serve(app, **args)
+        return run.serve(app, **args)
     except (ValueError, NotImplementedError) as e:
         print(f"interloop serve: error: {e}", file=sys.stderr)
         return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

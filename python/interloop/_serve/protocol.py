@@ -27,6 +27,7 @@ _n = _native.serve_module() if _IN_WORKER else _native._serve
 REQUEST, BODY, DISCONNECT, DRAIN, STOP = range(5)
 GONE, WAIT_DRAIN, HAS_EVENTS = 1, 2, 4
 _TICK = 1.0  # seconds between timeout checks (keep-alive, slow clients)
+_DRAIN_TICK = 0.05  # the same while shutting down, and the wait for the last requests
 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 _EXTENSIONS = {"http.response.pathsend": {}}
@@ -193,7 +194,6 @@ class Server:
         self.access_log = config["access_log"]
         self.proxy = _ProxyHeaders(config) if config["proxy_headers"] else None
         self.stopped = loop.create_future()
-        self.idle = None
         self.draining = False
         self.scheduled = False
         self.timer = None
@@ -209,7 +209,7 @@ class Server:
             self.dispatch(_n.server_poll(self.handle, False))
 
     def on_timer(self):
-        self.timer = self.loop.call_later(_TICK, self.on_timer)
+        self.timer = self.loop.call_later(_DRAIN_TICK if self.draining else _TICK, self.on_timer)
         self.dispatch(_n.server_poll(self.handle, True))
 
     def poll_soon(self):
@@ -294,9 +294,6 @@ class Server:
                                    s["path"] + ("?" + s["query_string"].decode("latin-1")
                                                 if s["query_string"] else ""),
                                    s["http_version"], c.status or 500)
-            if self.draining and not self.cycles and self.idle is not None \
-                    and not self.idle.done():
-                self.idle.set_result(None)
 
     def abandon(self, c, exc):
         """The app ended (or failed) without a complete response."""
@@ -320,28 +317,26 @@ class Server:
         c.complete = True
 
     async def shutdown(self, timeout):
-        """Stops accepting, lets requests in flight finish within ``timeout``
-        seconds (then cancels them), closes every connection."""
+        """Stops accepting and lets the requests that reached this server finish
+        within ``timeout`` seconds (then cancels them); returns once every
+        connection is closed (each closes after its last response)."""
+        loop = self.loop
         self.draining = True
         _n.server_drain(self.handle)
-        self.poll_soon()
+        self.dispatch(_n.server_poll(self.handle, False))  # requests read by the drain
+        self.timer.cancel()
+        self.timer = loop.call_later(_DRAIN_TICK, self.on_timer)
+        deadline = loop.time() + timeout
+        while (self.cycles or _n.server_load(self.handle)[1]) and loop.time() < deadline:
+            await asyncio.sleep(_DRAIN_TICK)
         if self.cycles:
-            self.idle = self.loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self.idle), timeout)
-            except asyncio.TimeoutError:
-                logger.warning("graceful shutdown timed out: cancelling %d request(s)",
-                               len(self.cycles))
-                tasks = [c.task for c in self.cycles.values() if c.task is not None]
-                for t in tasks:
-                    t.cancel()
-                await asyncio.wait(tasks, timeout=1.0) if tasks else None
-        # Let the last responses leave (connections close once their output is
-        # written and the client has closed too, or after a short linger).
-        for _ in range(200):
-            if _n.server_load(self.handle)[1] == 0:
-                break
-            await asyncio.sleep(0.01)
+            logger.warning("graceful shutdown timed out: cancelling %d request(s)",
+                           len(self.cycles))
+            tasks = [c.task for c in self.cycles.values() if c.task is not None]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
         self.close()
 
     def close(self):

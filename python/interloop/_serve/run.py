@@ -334,6 +334,7 @@ async def _supervise(cfg):
                     await asyncio.wait(jobs, timeout=float(cfg["timeout_graceful_shutdown"]) + 5)
                     for j in jobs:
                         j.cancel()
+                    _end_process_if_asked(1)
                     return 1
                 if listen[0] == "reuseport":
                     for s in socks:
@@ -345,8 +346,10 @@ async def _supervise(cfg):
                 for i, r in enumerate(results):
                     if isinstance(r, BaseException):
                         logger.error("worker %d ended with %r", i, r)
-        for i, w in enumerate(_n.group_stats(gid)):
-            logger.info("worker %d served %d requests (%d failed)", i, w[0], w[1])
+                _log_stats(gid)
+                _end_process_if_asked(0)
+                return 0
+        _log_stats(gid)
         return 0
     finally:
         for sig in sigs:
@@ -359,6 +362,26 @@ async def _supervise(cfg):
             except OSError:
                 pass
         _n.group_remove(gid)
+
+
+def _log_stats(gid):
+    for i, w in enumerate(_n.group_stats(gid)):
+        logger.info("worker %d served %d requests (%d failed)", i, w[0], w[1])
+
+
+# Set by the command line: once the workers have stopped (requests finished,
+# lifespan shutdown run), the process ends without finalizing the workers'
+# interpreters. CPython 3.13.0 can crash while finalizing a sub-interpreter that
+# imported _datetime, which nearly every web app does.
+exit_when_stopped = False
+
+
+def _end_process_if_asked(code):
+    if exit_when_stopped:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _serve_processes(cfg):
