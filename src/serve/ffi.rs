@@ -143,6 +143,38 @@ unsafe fn with_server(o: Obj, f: impl FnOnce(&mut Server) -> Obj) -> Obj {
     }
 }
 
+/// The common head of a server entry: checks the argument count, reads the token
+/// (second argument) when `token` is set, and runs `f` on the server (first
+/// argument) under `guard`.
+///
+/// # Safety
+/// Called from a module entry: GIL held, `a[..n]` valid borrowed arguments.
+unsafe fn server_entry(
+    name: &str,
+    a: Args,
+    n: ffi::Py_ssize_t,
+    want: ffi::Py_ssize_t,
+    token: bool,
+    f: impl FnOnce(&mut Server, u64) -> Obj,
+) -> Obj {
+    // Safety: GIL held and arguments valid (caller's contract); `nargs` is checked
+    // before any argument is read.
+    guard(name, || unsafe {
+        if !nargs(n, want, name) {
+            return std::ptr::null_mut();
+        }
+        let t = if token {
+            match arg_u64(*a.add(1)) {
+                Some(t) => t,
+                None => return std::ptr::null_mut(),
+            }
+        } else {
+            0
+        };
+        with_server(*a, |s| f(s, t))
+    })
+}
+
 fn gid_of(o: Obj) -> Option<std::sync::Arc<group::Group>> {
     // Safety: GIL held by every caller (module entries).
     unsafe {
@@ -353,13 +385,8 @@ unsafe extern "C" fn s_server_new(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
 }
 
 unsafe extern "C" fn s_server_fd(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
-    // Safety: see above.
-    guard("server_fd", || unsafe {
-        if !nargs(n, 1, "server_fd") {
-            return std::ptr::null_mut();
-        }
-        with_server(*a, |s| ffi::PyLong_FromLong(s.fd() as _))
-    })
+    // Safety: see above (and `server_entry`).
+    unsafe { server_entry("server_fd", a, n, 1, false, |s, _| ffi::PyLong_FromLong(s.fd() as _)) }
 }
 
 /// `(host, port)` or None.
@@ -453,20 +480,14 @@ unsafe extern "C" fn s_server_poll(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj 
 }
 
 unsafe extern "C" fn s_server_recv(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
-    // Safety: see above.
-    guard("server_recv", || unsafe {
-        if !nargs(n, 2, "server_recv") {
-            return std::ptr::null_mut();
-        }
-        let Some(token) = arg_u64(*a.add(1)) else {
-            return std::ptr::null_mut();
-        };
-        with_server(*a, |s| match s.recv(token) {
+    // Safety: see above (and `server_entry`); the closure runs with the GIL held.
+    unsafe {
+        server_entry("server_recv", a, n, 2, true, |s, token| match s.recv(token) {
             Recv::Gone => bool_(false),
             Recv::Wait => none(),
             Recv::Data(d, more) => tuple(&[bytes(&d), bool_(more)]),
         })
-    })
+    }
 }
 
 /// A `RespHead` from `status` and the ASGI headers iterable, or NULL with a
@@ -544,99 +565,82 @@ unsafe fn resp_head(status: Obj, headers: Obj) -> Option<RespHead> {
 }
 
 unsafe extern "C" fn s_server_start(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
-    // Safety: see above.
-    guard("server_start", || unsafe {
-        if !nargs(n, 4, "server_start") {
-            return std::ptr::null_mut();
-        }
-        let Some(token) = arg_u64(*a.add(1)) else {
-            return std::ptr::null_mut();
-        };
-        let Some(head) = resp_head(*a.add(2), *a.add(3)) else {
-            return std::ptr::null_mut();
-        };
-        with_server(*a, |s| match s.start(token, head) {
-            Ok(alive) => bool_(alive),
-            Err(m) => set_error(ffi::PyExc_RuntimeError, m),
+    // Safety: see above (and `server_entry`); the closure runs with the GIL held
+    // and reads arguments 2 and 3, which `server_entry` counted.
+    unsafe {
+        server_entry("server_start", a, n, 4, true, |s, token| {
+            let Some(head) = resp_head(*a.add(2), *a.add(3)) else {
+                return std::ptr::null_mut();
+            };
+            match s.start(token, head) {
+                Ok(alive) => bool_(alive),
+                Err(m) => set_error(ffi::PyExc_RuntimeError, m),
+            }
         })
-    })
+    }
 }
 
 unsafe extern "C" fn s_server_body(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
-    // Safety: see above; the buffer is held (and released) around its use.
-    guard("server_body", || unsafe {
-        if !nargs(n, 4, "server_body") {
-            return std::ptr::null_mut();
-        }
-        let Some(token) = arg_u64(*a.add(1)) else {
-            return std::ptr::null_mut();
-        };
-        let more = ffi::PyObject_IsTrue(*a.add(3));
-        if more < 0 {
-            return std::ptr::null_mut();
-        }
-        let mut pb: ffi::Py_buffer = std::mem::zeroed();
-        if ffi::PyObject_GetBuffer(*a.add(2), &mut pb, ffi::PyBUF_SIMPLE) != 0 {
-            ffi::PyErr_Clear();
-            return set_error(
-                ffi::PyExc_TypeError,
-                "http.response.body 'body' must be bytes (or a bytes-like object)",
-            );
-        }
-        let data = if pb.len > 0 {
-            std::slice::from_raw_parts(pb.buf as *const u8, pb.len as usize)
-        } else {
-            &[][..]
-        };
-        let r = with_server(*a, |s| match s.body(token, data, more == 1) {
-            Ok(flags) => ffi::PyLong_FromLong(flags as _),
-            Err(m) => set_error(ffi::PyExc_RuntimeError, m),
-        });
-        ffi::PyBuffer_Release(&mut pb);
-        r
-    })
+    // Safety: see above (and `server_entry`); the closure runs with the GIL held,
+    // reads arguments 2 and 3, which `server_entry` counted, and holds the buffer
+    // (released before returning) while the server writes from it.
+    unsafe {
+        server_entry("server_body", a, n, 4, true, |s, token| {
+            let more = ffi::PyObject_IsTrue(*a.add(3));
+            if more < 0 {
+                return std::ptr::null_mut();
+            }
+            let mut pb: ffi::Py_buffer = std::mem::zeroed();
+            if ffi::PyObject_GetBuffer(*a.add(2), &mut pb, ffi::PyBUF_SIMPLE) != 0 {
+                ffi::PyErr_Clear();
+                return set_error(
+                    ffi::PyExc_TypeError,
+                    "http.response.body 'body' must be bytes (or a bytes-like object)",
+                );
+            }
+            let data = if pb.len > 0 {
+                std::slice::from_raw_parts(pb.buf as *const u8, pb.len as usize)
+            } else {
+                &[][..]
+            };
+            let r = match s.body(token, data, more == 1) {
+                Ok(flags) => ffi::PyLong_FromLong(flags as _),
+                Err(m) => set_error(ffi::PyExc_RuntimeError, m),
+            };
+            ffi::PyBuffer_Release(&mut pb);
+            r
+        })
+    }
 }
 
 unsafe extern "C" fn s_server_abort(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
-    // Safety: see above.
-    guard("server_abort", || unsafe {
-        if !nargs(n, 2, "server_abort") {
-            return std::ptr::null_mut();
-        }
-        let Some(token) = arg_u64(*a.add(1)) else {
-            return std::ptr::null_mut();
-        };
-        with_server(*a, |s| {
+    // Safety: see above (and `server_entry`).
+    unsafe {
+        server_entry("server_abort", a, n, 2, true, |s, token| {
             s.abort(token);
             none()
         })
-    })
+    }
 }
 
 unsafe extern "C" fn s_server_drain(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
-    // Safety: see above.
-    guard("server_drain", || unsafe {
-        if !nargs(n, 1, "server_drain") {
-            return std::ptr::null_mut();
-        }
-        with_server(*a, |s| {
+    // Safety: see above (and `server_entry`).
+    unsafe {
+        server_entry("server_drain", a, n, 1, false, |s, _| {
             s.drain();
             none()
         })
-    })
+    }
 }
 
 unsafe extern "C" fn s_server_load(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
-    // Safety: see above.
-    guard("server_load", || unsafe {
-        if !nargs(n, 1, "server_load") {
-            return std::ptr::null_mut();
-        }
-        with_server(*a, |s| {
+    // Safety: see above (and `server_entry`).
+    unsafe {
+        server_entry("server_load", a, n, 1, false, |s, _| {
             let (r, c) = s.load();
             tuple(&[ffi::PyLong_FromSize_t(r), ffi::PyLong_FromSize_t(c)])
         })
-    })
+    }
 }
 
 unsafe extern "C" fn s_server_close(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {

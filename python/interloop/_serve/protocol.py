@@ -45,6 +45,12 @@ else:  # pragma: no cover - interloop needs 3.12
         return loop.create_task(coro)
 
 
+def _resolve(fut):
+    """Resolves a waiter future (if any, and not cancelled); returns None."""
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
 class Cycle:
     """One request and its response: the ``receive`` and ``send`` the app gets."""
 
@@ -68,34 +74,18 @@ class Cycle:
         self.task = None
 
     def wake_recv(self):
-        w = self.recv_waiter
-        if w is not None:
-            self.recv_waiter = None
-            if not w.done():
-                w.set_result(None)
+        self.recv_waiter = _resolve(self.recv_waiter)
 
     def wake_drain(self):
-        w = self.drain_waiter
-        if w is not None:
-            self.drain_waiter = None
-            if not w.done():
-                w.set_result(None)
+        self.drain_waiter = _resolve(self.drain_waiter)
 
     async def _wait_recv(self):
         fut = self.recv_waiter = self.server.loop.create_future()
-        try:
-            await fut
-        finally:
-            if self.recv_waiter is fut:
-                self.recv_waiter = None
+        await fut
 
     async def _wait_drain(self):
         fut = self.drain_waiter = self.server.loop.create_future()
-        try:
-            await fut
-        finally:
-            if self.drain_waiter is fut:
-                self.drain_waiter = None
+        await fut
 
     async def receive(self):
         if self.disconnected or self.complete:

@@ -1,0 +1,228 @@
+"""ASGI servers (issue 13): a Starlette "Hello, world!" app under `wrk -t1 -c50`.
+
+    .venv-3.13/bin/python benches/bench_serve.py [--duration 8] [--rounds 3] [--only a,b]
+
+Servers run with the bench virtualenv's python (`.venv-bench-X.Y`, made by
+benches/run.py with benches/requirements.txt: uvicorn, uvloop, httptools, granian;
+interloop from this checkout). Each round runs every server once, in turn, so that
+the servers of one round share the machine's state; the table gives medians over
+rounds. A "pinned" server runs on CPU 0 (taskset) with wrk on CPU 1; otherwise both
+float over every CPU. Per server: requests per second (wrk), requests per server
+CPU-second (user + system time of the whole process tree during the load, from
+/proc), and the RSS of the whole process tree at the end of the load. Loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+APP = textwrap.dedent(
+    """
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request):
+        return PlainTextResponse("Hello, world!")
+
+    app = Starlette(routes=[Route("/", hello)])
+    """
+)
+
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def servers(py: str, port: int) -> dict[str, tuple[list[str], bool]]:
+    """name -> (command, pinned)."""
+    uv = [py, "-m", "uvicorn", "app:app", "--port", str(port), "--no-access-log",
+          "--log-level", "warning", "--http", "httptools"]
+    gr = [py, "-m", "granian", "--interface", "asgi", "--port", str(port),
+          "--log-level", "warning", "app:app"]
+    il = [py, "-m", "interloop", "serve", "app:app", "--port", str(port), "--no-access-log",
+          "--log-level", "warning"]
+    return {
+        "uvicorn+uvloop+httptools, pinned": (uv + ["--loop", "uvloop"], True),
+        "uvicorn+interloop loop+httptools, pinned": (uv + ["--loop", "interloop:new_event_loop"], True),
+        "granian 1 worker, pinned": (gr + ["--workers", "1"], True),
+        "interloop serve --workers 1, pinned": (il + ["--workers", "1"], True),
+        "uvicorn --workers 2": (uv + ["--loop", "uvloop", "--workers", "2"], False),
+        "granian 1 worker": (gr + ["--workers", "1"], False),
+        "granian --workers 2": (gr + ["--workers", "2"], False),
+        "interloop serve --workers 1": (il + ["--workers", "1"], False),
+        "interloop serve --workers 2": (il + ["--workers", "2"], False),
+        "interloop serve --workers 2 --listener shared": (il + ["--workers", "2", "--listener", "shared"], False),
+        "interloop serve --workers 2 --worker-kind process": (il + ["--workers", "2", "--worker-kind", "process"], False),
+    }
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not answer")
+
+
+def run_one(cmd: list[str], pinned: bool, port: int, duration: float, cwd: str) -> dict:
+    pin = ["taskset", "-c", "0"] if pinned and shutil.which("taskset") else []
+    proc = subprocess.Popen(pin + cmd, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_up(port, proc)
+        time.sleep(0.5)  # workers that start late (process kinds) are up
+        # A short warm-up, then the measured load.
+        subprocess.run(["wrk", "-t1", "-c50", "-d1s", f"http://127.0.0.1:{port}/"],
+                       capture_output=True, check=True)
+        pids = tree(proc.pid)
+        cpu0 = cpu_seconds(pids)
+        wpin = ["taskset", "-c", "1"] if pinned and shutil.which("taskset") else []
+        out = subprocess.run(wpin + ["wrk", "-t1", "-c50", f"-d{duration:g}s",
+                                     f"http://127.0.0.1:{port}/"],
+                             capture_output=True, text=True, check=True).stdout
+        pids = tree(proc.pid)
+        cpu = cpu_seconds(pids) - cpu0
+        rss = rss_bytes(pids)
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+        total = float(re.search(r"(\d+) requests in", out).group(1))
+        return {"rps": rps, "per_cpu_s": total / cpu if cpu > 0 else 0.0,
+                "cpu_s": cpu, "rss_mb": rss / 1e6, "errors": errors.group(0) if errors else ""}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        time.sleep(0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated substrings of server names")
+    ap.add_argument("--python", default=None, help="python with the peers (default: the bench venv)")
+    ap.add_argument("--json", default=str(HERE / "results" / "serve.json"))
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    py = args.python
+    if py is None:
+        import run
+        py = str(run.ensure_bench_venv())
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "app.py").write_text(APP)
+        for rnd in range(args.rounds):
+            port = free_port()
+            for name, (cmd, pinned) in servers(py, port).items():
+                if args.only and not any(o in name for o in args.only.split(",")):
+                    continue
+                try:
+                    r = run_one(cmd, pinned, port, args.duration, d)
+                except Exception as e:  # noqa: BLE001 - one server failing is reported
+                    r = {"error": repr(e)}
+                print(f"round {rnd + 1} {name}: {r}", file=sys.stderr)
+                results.setdefault(name, []).append(r)
+    table = {}
+    for name, rs in results.items():
+        ok = [r for r in rs if "rps" in r]
+        if not ok:
+            table[name] = {"error": rs[-1].get("error")}
+            continue
+        table[name] = {k: statistics.median(r[k] for r in ok)
+                       for k in ("rps", "per_cpu_s", "cpu_s", "rss_mb")}
+        table[name]["runs"] = len(ok)
+    print("| server | req/s | req/s per server CPU-second | RSS of the whole server |")
+    print("|---|---:|---:|---:|")
+    for name, t in table.items():
+        if "error" in t:
+            print(f"| {name} | failed: {t['error']} | | |")
+        else:
+            print(f"| {name} | {t['rps'] / 1000:.1f}k | {t['per_cpu_s'] / 1000:.1f}k | "
+                  f"{t['rss_mb']:.0f} MB |")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"duration": args.duration, "rounds": args.rounds,
+                                           "machine_cpus": os.cpu_count(), "results": results,
+                                           "medians": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
