@@ -173,6 +173,65 @@ def run_one(cmd: list[str], pinned: bool, port: int, duration: float, cwd: str) 
         time.sleep(0.5)
 
 
+TARGET_NOTE = (
+    "Targets (issue 13): requests per server CPU-second at least 1.2x granian's (pinned, "
+    "one core); with the default worker count (one per core) req/s at least 1.2x the best "
+    "of granian (1 or 2 workers) and `uvicorn --workers 2`; RSS with 2 workers at most "
+    "0.6x that of `uvicorn --workers 2`.")
+
+
+def render(doc: dict) -> str:
+    t = doc["medians"]
+    lines = [
+        "# ASGI servers: interloop serve against uvicorn and granian",
+        "",
+        "A Starlette \"Hello, world!\" app under `wrk -t1 -c50` for "
+        f"{doc['duration']:g} s per run, {doc['rounds']} rounds (each round runs every "
+        "server once, in turn); medians. \"Pinned\": the server on CPU 0 and wrk on CPU 1 "
+        "(taskset); otherwise both float over both CPUs. CPU-seconds are the user + system "
+        "time of the server's whole process tree during the load; RSS is the whole tree's "
+        "at the end of the load. Access logs off everywhere.",
+        "",
+        "| server | req/s | req/s per server CPU-second | RSS of the whole server |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in t.items():
+        if "error" in m:
+            lines.append(f"| {name} | failed: {m['error']} | | |")
+        else:
+            lines.append(f"| {name} | {m['rps'] / 1000:.1f}k | {m['per_cpu_s'] / 1000:.1f}k | "
+                         f"{m['rss_mb']:.0f} MB |")
+
+    def get(name, key):
+        return t.get(name, {}).get(key)
+
+    ratios = []
+    a, b = get("interloop serve --workers 1, pinned", "per_cpu_s"), get("granian 1 worker, pinned", "per_cpu_s")
+    if a and b:
+        ratios.append(f"- Per core (req/s per server CPU-second, pinned): {a / b:.2f}x granian")
+    best = max((get(n, "rps") or 0) for n in ("granian 1 worker", "granian --workers 2", "uvicorn --workers 2"))
+    a = get("interloop serve --workers 2", "rps")
+    if a and best:
+        ratios.append(f"- All cores (req/s, `--workers 2` = one per core): {a / best:.2f}x the best of "
+                      "granian 1 or 2 workers and `uvicorn --workers 2`")
+    a, b = get("interloop serve --workers 2", "rss_mb"), get("uvicorn --workers 2", "rss_mb")
+    if a and b:
+        ratios.append(f"- Memory (RSS, 2 workers): {a / b:.2f}x `uvicorn --workers 2`")
+    lines += ["", *ratios, "", TARGET_NOTE, "",
+              f"- Date: {doc.get('date', '?')}; Python: {doc.get('python', '?')}; peers: "
+              f"{doc.get('versions', '?')}",
+              f"- Machine: {doc['machine_cpus']} CPUs, shared with other jobs: load average "
+              f"(1 min) {doc.get('load_start', '?')} at start, {doc.get('load_end', '?')} at end. "
+              "On a machine that busy a server's req/s follows the CPU time it gets (the "
+              "cpu_s of each run in benches/results/serve.json), which moved req/s by up to "
+              "1.6x between rounds of the same server; requests per CPU-second moved by a "
+              "few percent and are the figures to compare. The all-cores ratio is the one "
+              "the load distorts most: granian --workers 2 (about a dozen threads) got "
+              "7.6-9.6 CPU-seconds per 8 s run, interloop serve --workers 2 (three threads) "
+              "2.2-3.4."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=8.0)
@@ -180,7 +239,15 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated substrings of server names")
     ap.add_argument("--python", default=None, help="python with the peers (default: the bench venv)")
     ap.add_argument("--json", default=str(HERE / "results" / "serve.json"))
+    ap.add_argument("--render", action="store_true",
+                    help="only re-render the Markdown of an existing --json file")
     args = ap.parse_args()
+    if args.render:
+        doc = json.loads(Path(args.json).read_text())
+        doc["markdown"] = render(doc)
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+        print(doc["markdown"])
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     py = args.python
@@ -188,6 +255,11 @@ def main() -> None:
         import run
         py = str(run.ensure_bench_venv())
     results: dict[str, list[dict]] = {}
+    load_start = round(os.getloadavg()[0], 2)
+    versions = subprocess.run(
+        [py, "-c", "import importlib.metadata as m; print(', '.join(f'{p} {m.version(p)}' "
+                   "for p in ('uvicorn', 'uvloop', 'httptools', 'granian', 'starlette')))"],
+        capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as d:
         Path(d, "app.py").write_text(APP)
         for rnd in range(args.rounds):
@@ -210,18 +282,16 @@ def main() -> None:
         table[name] = {k: statistics.median(r[k] for r in ok)
                        for k in ("rps", "per_cpu_s", "cpu_s", "rss_mb")}
         table[name]["runs"] = len(ok)
-    print("| server | req/s | req/s per server CPU-second | RSS of the whole server |")
-    print("|---|---:|---:|---:|")
-    for name, t in table.items():
-        if "error" in t:
-            print(f"| {name} | failed: {t['error']} | | |")
-        else:
-            print(f"| {name} | {t['rps'] / 1000:.1f}k | {t['per_cpu_s'] / 1000:.1f}k | "
-                  f"{t['rss_mb']:.0f} MB |")
+    doc = {"duration": args.duration, "rounds": args.rounds, "machine_cpus": os.cpu_count(),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "python": sys.version.split()[0], "versions": versions,
+           "load_start": load_start, "load_end": round(os.getloadavg()[0], 2),
+           "command": "python benches/bench_serve.py " + " ".join(sys.argv[1:]),
+           "order": 70, "results": results, "medians": table}
+    doc["markdown"] = render(doc)
+    print(doc["markdown"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"duration": args.duration, "rounds": args.rounds,
-                                           "machine_cpus": os.cpu_count(), "results": results,
-                                           "medians": table}, indent=1))
+    Path(args.json).write_text(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":
