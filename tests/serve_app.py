@@ -6,7 +6,8 @@ import os
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
 
 
 @contextlib.asynccontextmanager
@@ -77,6 +78,30 @@ async def wait_disconnect(request):
     return PlainTextResponse("unreachable")
 
 
+async def ws_echo(websocket):
+    await websocket.accept(subprotocol=(websocket.scope["subprotocols"] or [None])[0])
+    try:
+        while True:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            if msg.get("text") == "close-me":
+                await websocket.close(code=4001, reason="asked to")
+                return
+            if msg.get("text") == "state":
+                await websocket.send_text(websocket.scope["state"]["started"])
+            elif msg.get("text") is not None:
+                await websocket.send_text(msg["text"])
+            else:
+                await websocket.send_bytes(msg["bytes"])
+    except WebSocketDisconnect:
+        pass
+
+
+async def ws_refuse(websocket):
+    await websocket.close(code=1008)
+
+
 app = Starlette(routes=[
     Route("/", hello),
     Route("/json/{n:int}", as_json),
@@ -86,4 +111,6 @@ app = Starlette(routes=[
     Route("/slow", slow),
     Route("/boom", boom),
     Route("/wait-disconnect", wait_disconnect),
+    WebSocketRoute("/ws", ws_echo),
+    WebSocketRoute("/ws-refuse", ws_refuse),
 ], lifespan=lifespan)

@@ -26,7 +26,8 @@ needs_pool = pytest.mark.skipif(
 
 # Short limits so that the fault tests run quickly.
 LIMITS = ["--timeout-slow-client", "1", "--timeout-keep-alive", "2",
-          "--limit-request-body", "10000000", "--limit-request-head", "8192"]
+          "--limit-request-body", "10000000", "--limit-request-head", "8192",
+          "--ws-max-size", "1000000", "--metrics-port", "0"]
 
 
 class Served:
@@ -317,6 +318,63 @@ def test_client_disconnect_reaches_the_app(srv, tmp_path):
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "disconnected"
+
+
+def test_prometheus_metrics(srv):
+    with httpx.Client(base_url=srv.url) as c:
+        for _ in range(5):
+            c.get("/")
+    m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", srv.log)
+    assert m, srv.log
+    text = httpx.get(m.group(1) + "/metrics").text
+    served = [int(v) for v in re.findall(r'interloop_serve_requests_total\{worker="\d+"\} (\d+)', text)]
+    workers = int(re.search(r"--workers', '(\d)", repr(srv.proc.args)).group(1))
+    assert len(served) == workers and sum(served) >= 5
+    assert '# TYPE interloop_serve_latency_us summary' in text
+    assert re.search(r'interloop_serve_latency_us\{worker="0",quantile="0.99"\} \d', text)
+
+
+# -- websockets -------------------------------------------------------------------------
+
+def test_websocket_echo_ping_close_codes_and_limits(srv):
+    import asyncio
+
+    import aiohttp
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(srv.url + "/ws", protocols=["chat"],
+                                          autoping=False) as ws:
+                assert ws.protocol == "chat"
+                await ws.send_str("héllo")
+                assert (await ws.receive(5)).data == "héllo"
+                blob = os.urandom(300_000)
+                await ws.send_bytes(blob)
+                assert (await ws.receive(5)).data == blob
+                await ws.ping(b"p1")
+                m = await ws.receive(5)
+                assert (m.type, m.data) == (aiohttp.WSMsgType.PONG, b"p1")
+                await ws.send_str("state")  # lifespan state reaches websocket scopes
+                assert (await ws.receive(5)).data == "yes"
+                await ws.send_str("close-me")
+                m = await ws.receive(5)
+                assert m.type == aiohttp.WSMsgType.CLOSE and m.data == 4001 and m.extra == "asked to"
+            async with session.ws_connect(srv.url + "/ws") as ws:
+                await ws.send_bytes(b"x" * 2_000_000)  # over --ws-max-size
+                m = await ws.receive(5)
+                assert m.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                assert ws.close_code == 1009
+            async with session.ws_connect(srv.url + "/ws") as ws:
+                await ws.close(code=1000)  # the client closes; the server answers
+                assert ws.close_code == 1000
+            with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+                await session.ws_connect(srv.url + "/ws-refuse")
+            assert e.value.status == 403
+
+    asyncio.run(main())
+    data = raw(srv.port, b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ")  # no Sec-WebSocket-Key
 
 
 # -- start-up, shutdown, worker kinds ---------------------------------------------------

@@ -11,7 +11,7 @@ use super::group;
 use super::http::RespHead;
 use super::server::{Event, Limits, Listener, Recv, Server};
 use crate::interp::ffi_util::{
-    arg_u64, bool_, bytes, leak_module_def, list, method, nargs, none, set_error, tuple, u64_, DefPtr,
+    arg_bytes, arg_u64, bool_, bytes, leak_module_def, list, method, nargs, none, set_error, tuple, u64_, DefPtr,
 };
 use pyo3::ffi;
 use std::cell::RefCell;
@@ -58,6 +58,7 @@ pub fn init_def() {
             method!(c"server_poll", s_server_poll, c"server_poll(s, timers) -> list of events"),
             method!(c"server_recv", s_server_recv, c"server_recv(s, token) -> (bytes, more_body) | None (wait for a BODY event) | False (gone)"),
             method!(c"server_start", s_server_start, c"server_start(s, token, status, headers) -> bool (False: gone)"),
+            method!(c"server_upgrade", s_server_upgrade, c"server_upgrade(s, token, head: bytes) -> bool (False: gone): write the 101 response, then pass bytes through unframed"),
             method!(c"server_body", s_server_body, c"server_body(s, token, data, more_body) -> flags (1 gone, 2 wait for DRAIN, 4 events pending)"),
             method!(c"server_abort", s_server_abort, c"server_abort(s, token): drop the request's connection"),
             method!(c"server_drain", s_server_drain, c"server_drain(s): stop accepting, close idle connections"),
@@ -449,6 +450,7 @@ unsafe fn event_obj(e: Event) -> Obj {
                     headers,
                     addr(client),
                     addr(server),
+                    bool_(head.websocket),
                 ])
             }
             Event::Body(t) => tuple(&[ffi::PyLong_FromLong(1), u64_(t)]),
@@ -609,6 +611,23 @@ unsafe extern "C" fn s_server_body(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj 
             };
             ffi::PyBuffer_Release(&mut pb);
             r
+        })
+    }
+}
+
+unsafe extern "C" fn s_server_upgrade(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+    // Safety: see above (and `server_entry`); the closure runs with the GIL held
+    // and reads argument 2, which `server_entry` counted; the bytes object is
+    // borrowed for the call.
+    unsafe {
+        server_entry("server_upgrade", a, n, 3, true, |s, token| {
+            let Some(head) = arg_bytes(*a.add(2)) else {
+                return std::ptr::null_mut();
+            };
+            match s.upgrade(token, head) {
+                Ok(alive) => bool_(alive),
+                Err(m) => set_error(ffi::PyExc_RuntimeError, m),
+            }
         })
     }
 }

@@ -37,6 +37,8 @@ pub struct Head {
     pub body: BodyKind,
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// A WebSocket opening handshake (`Upgrade: websocket`, `Connection: upgrade`).
+    pub websocket: bool,
 }
 
 impl Head {
@@ -100,6 +102,8 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
     let mut conn_close = false;
     let mut conn_keep = false;
     let mut expect_continue = false;
+    let mut conn_upgrade = false;
+    let mut upgrade_ws = false;
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = h.name.as_bytes().to_ascii_lowercase();
@@ -129,7 +133,9 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
             b"connection" => {
                 conn_close |= has_token(h.value, "close");
                 conn_keep |= has_token(h.value, "keep-alive");
+                conn_upgrade |= has_token(h.value, "upgrade");
             }
+            b"upgrade" => upgrade_ws |= has_token(h.value, "websocket"),
             b"expect" => {
                 expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }
@@ -157,6 +163,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
             body,
             keep_alive,
             expect_continue: expect_continue && !http10 && body != BodyKind::Empty,
+            websocket: conn_upgrade && upgrade_ws && !http10 && method == "GET" && body == BodyKind::Empty,
         },
         n,
     )))
@@ -548,6 +555,10 @@ mod tests {
         assert!(k(b"GET / HTTP/1.1\r\n\r\n"));
         assert!(!k(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(!k(b"GET / HTTP/1.0\r\n\r\n"));
+        let ws = |r: &[u8]| parse_head(r, 65536).unwrap().unwrap().0.websocket;
+        assert!(ws(b"GET / HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n"));
+        assert!(!ws(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
+        assert!(!ws(b"POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
         assert!(k(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
     }
 

@@ -125,6 +125,9 @@ enum BodyState {
     Length(u64),
     Chunked(Chunked),
     Done,
+    /// After a protocol upgrade (WebSocket): every byte the client sends, unframed,
+    /// until it closes.
+    Raw,
 }
 
 struct Req {
@@ -415,14 +418,20 @@ impl Server {
                         Err(ParseError::Bad(m)) => err = Some((400, m)),
                         Err(ParseError::HeadTooLarge) => err = Some((400, "bad chunked body")),
                     },
+                    BodyState::Raw => {
+                        let take = c.rbuf.len().min(room);
+                        req.body_buf.extend_from_slice(&c.rbuf[..take]);
+                        c.rbuf.drain(..take);
+                    }
                     BodyState::Done => {}
                 }
                 let moved = req.body_buf.len() - before;
                 let done = matches!(req.body, BodyState::Done);
+                let raw = matches!(req.body, BodyState::Raw);
                 if moved > 0 {
                     req.body_seen += moved as u64;
                     req.progress = now();
-                    if max_body > 0 && req.body_seen > max_body {
+                    if max_body > 0 && req.body_seen > max_body && !raw {
                         err = Some((413, "request body too large"));
                     }
                 }
@@ -674,6 +683,28 @@ impl Server {
         Recv::Data(data, !done)
     }
 
+    /// Switches the request's connection to another protocol: writes `head` (the
+    /// complete `101 Switching Protocols` response) and from then on hands the app
+    /// every byte received (`recv`) and writes its bytes as they are (`body`; the
+    /// last one closes the connection).
+    pub fn upgrade(&mut self, token: u64, head: &[u8]) -> Result<bool, &'static str> {
+        let Some((key, c)) = self.find(token) else {
+            return Ok(false);
+        };
+        let req = c.req.as_mut().expect("found");
+        if !matches!(req.resp, Resp::NotStarted) || !matches!(req.body, BodyState::Done) {
+            return Err("the connection cannot be upgraded after a response started");
+        }
+        req.status = 101;
+        req.resp = Resp::Sending(Framing::UntilClose);
+        req.body = BodyState::Raw;
+        req.keep_alive = false;
+        c.wbuf.extend_from_slice(head);
+        self.flush(key);
+        self.advance(key);
+        Ok(self.find(token).is_some())
+    }
+
     pub fn start(&mut self, token: u64, head: RespHead) -> Result<bool, &'static str> {
         let Some((_, c)) = self.find(token) else {
             return Ok(false);
@@ -851,7 +882,9 @@ impl Server {
             let late = if c.lingering {
                 t - c.since > LINGER
             } else if let Some(r) = &c.req {
-                (r.recv_waiting && t - r.progress > l.slow_client) || stalled_write
+                // An upgraded connection waits for its client as long as the app does.
+                let raw = matches!(r.body, BodyState::Raw);
+                (r.recv_waiting && !raw && t - r.progress > l.slow_client) || stalled_write
             } else if c.rbuf.is_empty() && c.unsent() == 0 {
                 // Draining: a connection that has sent nothing yet had its chance.
                 t - c.since > if self.draining { DRAIN_GRACE } else { l.keep_alive }

@@ -44,6 +44,10 @@ def _parser():
                    help="close a client whose request head, awaited body or unread "
                         "response makes no progress for this many seconds")
     s.add_argument("--root-path", default="")
+    s.add_argument("--metrics-port", type=int, default=None,
+                   help="serve per-worker counters in the Prometheus text format on this port")
+    s.add_argument("--ws-max-size", type=int, default=d["ws_max_size"],
+                   help="largest websocket message in bytes (closed with 1009 above it)")
     s.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
     s.add_argument("--access-log", dest="access_log", action="store_true", default=True)
     s.add_argument("--no-access-log", dest="access_log", action="store_false")

@@ -148,6 +148,30 @@ class Cycle:
         else:
             raise RuntimeError(f"ASGI: unexpected message type {t!r} for an http request")
 
+    def abandon(self, exc):
+        """The app ended (or failed, ``exc``) without a complete response."""
+        if self.complete or self.disconnected:
+            return
+        srv = self.server
+        if exc is None:
+            logger.error("ASGI application returned without %s the response",
+                         "completing" if self.started else "starting")
+        if not self.started:
+            # Nothing sent yet: answer 500 ourselves; the connection stays usable.
+            self.status = 500
+            try:
+                if _n.server_start(srv.handle, self.token, 500, [
+                        (b"content-type", b"text/plain; charset=utf-8")]):
+                    if _n.server_body(srv.handle, self.token, b"Internal Server Error",
+                                      False) & HAS_EVENTS:
+                        srv.poll_soon()
+            except RuntimeError:
+                _n.server_abort(srv.handle, self.token)
+        else:
+            _n.server_abort(srv.handle, self.token)
+            srv.poll_soon()
+        self.complete = True
+
     async def _pathsend(self, message):
         if not self.started:
             raise RuntimeError("ASGI: 'http.response.pathsend' sent before 'http.response.start'")
@@ -234,7 +258,9 @@ class Server:
                 c.wake_drain()
 
     def begin(self, ev):
-        _, token, method, path, raw_path, query, version, headers, client, server = ev
+        if ev[10]:
+            return self.begin_websocket(ev)
+        _, token, method, path, raw_path, query, version, headers, client, server, _ = ev
         if self.root_path:
             path = self.root_path + path
             raw_path = self.root_path_b + raw_path
@@ -260,51 +286,46 @@ class Server:
         self.cycles[token] = c
         c.task = _start_task(self.loop, self.run_app(c))
 
+    def begin_websocket(self, ev):
+        token = ev[1]
+        try:
+            from . import websocket
+        except ImportError:
+            return self.answer(token, 501, b"websockets need the wsproto package")
+        c = websocket.scope_of(self, ev)
+        if c is None:
+            return self.answer(token, 400, b"bad websocket handshake")
+        self.cycles[token] = c
+        c.task = _start_task(self.loop, self.run_app(c))
+
+    def answer(self, token, status, body):
+        if _n.server_start(self.handle, token, status, [(b"content-type", b"text/plain")]):
+            if _n.server_body(self.handle, token, body, False) & HAS_EVENTS:
+                self.poll_soon()
+
     async def run_app(self, c):
         try:
             await self.app(c.scope, c.receive, c.send)
         except asyncio.CancelledError:
-            self.abandon(c, None)
+            if not c.complete:
+                c.abandon(asyncio.CancelledError())
             raise
         except BaseException as exc:  # noqa: BLE001 - the app's failure is the request's
             logger.error("Exception in ASGI application", exc_info=exc)
-            self.abandon(c, exc)
+            c.abandon(exc)
         else:
             if not c.complete:
-                logger.error("ASGI application returned without %s the response",
-                             "completing" if c.started else "starting")
-                self.abandon(c, None)
+                c.abandon(None)
         finally:
             self.cycles.pop(c.token, None)
             if self.access_log:
                 s = c.scope
                 cl = s["client"]
                 access_logger.info('%s - "%s %s HTTP/%s" %d',
-                                   f"{cl[0]}:{cl[1]}" if cl else "-", s["method"],
+                                   f"{cl[0]}:{cl[1]}" if cl else "-", s.get("method", "WEBSOCKET"),
                                    s["path"] + ("?" + s["query_string"].decode("latin-1")
                                                 if s["query_string"] else ""),
                                    s["http_version"], c.status or 500)
-
-    def abandon(self, c, exc):
-        """The app ended (or failed) without a complete response."""
-        if c.complete or c.disconnected:
-            return
-        if not c.started:
-            # Nothing sent yet: answer 500 ourselves; the connection stays usable.
-            c.status = 500
-            body = b"Internal Server Error"
-            try:
-                if _n.server_start(self.handle, c.token, 500, [
-                        (b"content-type", b"text/plain; charset=utf-8")]):
-                    flags = _n.server_body(self.handle, c.token, body, False)
-                    if flags & HAS_EVENTS:
-                        self.poll_soon()
-            except RuntimeError:
-                _n.server_abort(self.handle, c.token)
-        else:
-            _n.server_abort(self.handle, c.token)
-            self.poll_soon()
-        c.complete = True
 
     async def shutdown(self, timeout):
         """Stops accepting and lets the requests that reached this server finish

@@ -43,6 +43,8 @@ DEFAULTS = {
     "timeout_graceful_shutdown": 30.0,
     "timeout_slow_client": 30.0,
     "timeout_worker_start": 60.0,
+    "ws_max_size": 16 * 1024 * 1024,
+    "metrics_port": None,
     "root_path": "",
     "lifespan": "auto",
     "access_log": True,
@@ -301,7 +303,10 @@ async def _supervise(cfg):
     for sig in sigs:
         loop.add_signal_handler(sig, on_signal, sig)
     socks = []
+    metrics = None
     try:
+        if cfg["metrics_port"] is not None:
+            metrics = await _start_metrics(cfg, gid)
         socks, listen, url = _bind(cfg)
         if n == 1:
             try:
@@ -352,6 +357,8 @@ async def _supervise(cfg):
         _log_stats(gid)
         return 0
     finally:
+        if metrics is not None:
+            metrics.close()
         for sig in sigs:
             loop.remove_signal_handler(sig)
         for s in socks:
@@ -362,6 +369,73 @@ async def _supervise(cfg):
             except OSError:
                 pass
         _n.group_remove(gid)
+
+
+def stats(gid):
+    """Per-worker counters of a running server group, shaped like ``Pool.stats()``:
+    ``workers``, ``requests``, ``failed``, ``inflight``, ``connections`` (lists, one
+    entry per worker) and ``latency`` (per worker: count, mean, p50, p90, p99 and max
+    in microseconds, from request head parsed to response written; log2 buckets)."""
+    rows = _n.group_stats(gid)
+    keys = ("count", "mean", "p50", "p90", "p99", "max")
+    return {
+        "workers": len(rows),
+        "requests": [r[0] for r in rows],
+        "failed": [r[1] for r in rows],
+        "inflight": [r[2] for r in rows],
+        "connections": [r[3] for r in rows],
+        "latency": [dict(zip(keys, r[4])) for r in rows],
+    }
+
+
+def prometheus_text(gid):
+    """The group's counters in the Prometheus text format."""
+    s = stats(gid)
+    out = []
+    for name, kind, key, help_ in (
+            ("requests_total", "counter", "requests", "Responses completed."),
+            ("server_errors_total", "counter", "failed", "Responses with a 5xx status."),
+            ("requests_in_flight", "gauge", "inflight", "Requests being served."),
+            ("connections", "gauge", "connections", "Open connections.")):
+        out += [f"# HELP interloop_serve_{name} {help_}", f"# TYPE interloop_serve_{name} {kind}"]
+        out += [f'interloop_serve_{name}{{worker="{i}"}} {v}' for i, v in enumerate(s[key])]
+    out += ["# HELP interloop_serve_latency_us Request latency (head parsed to response "
+            "written), microseconds; quantiles are log2 bucket bounds.",
+            "# TYPE interloop_serve_latency_us summary"]
+    for i, lat in enumerate(s["latency"]):
+        for q in ("p50", "p90", "p99"):
+            out.append(f'interloop_serve_latency_us{{worker="{i}",quantile="0.{q[1:]}"}} {lat[q]:g}')
+        out.append(f'interloop_serve_latency_us_sum{{worker="{i}"}} {lat["mean"] * lat["count"]:g}')
+        out.append(f'interloop_serve_latency_us_count{{worker="{i}"}} {lat["count"]}')
+    return "\n".join(out) + "\n"
+
+
+async def _start_metrics(cfg, gid):
+    """``--metrics-port``: serves ``prometheus_text`` on GET (any path)."""
+
+    async def handle(reader, writer):
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            while (await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b"\n", b""):
+                pass
+            if line.startswith(b"GET "):
+                body, status = prometheus_text(gid).encode(), b"200 OK"
+            else:
+                body, status = b"only GET\n", b"405 Method Not Allowed"
+            writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; version=0.0.4"
+                         b"\r\ncontent-length: " + str(len(body)).encode() +
+                         b"\r\nconnection: close\r\n\r\n" + body)
+            await writer.drain()
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    host = cfg["host"] if not (cfg["uds"] or cfg["fd"] is not None) else "127.0.0.1"
+    srv = await asyncio.start_server(handle, host, int(cfg["metrics_port"]))
+    port = srv.sockets[0].getsockname()[1]
+    logger.info("interloop serve: metrics on http://%s:%d/metrics", _fmt(host), port)
+    return srv
 
 
 def _log_stats(gid):
@@ -398,7 +472,7 @@ def _serve_processes(cfg):
             "--timeout-slow-client", str(cfg["timeout_slow_client"]),
             "--limit-request-body", str(cfg["limit_request_body"] or 0),
             "--limit-request-head", str(cfg["limit_request_head"]),
-            "--root-path", cfg["root_path"] or ""]
+            "--root-path", cfg["root_path"] or "", "--ws-max-size", str(cfg["ws_max_size"])]
     if cfg["limit_concurrency"]:
         args += ["--limit-concurrency", str(cfg["limit_concurrency"])]
     if not cfg["access_log"]:
@@ -451,6 +525,8 @@ def serve(app, **options):
     cfg = make_config(app, options)
     setup_logging(cfg)
     if cfg["worker_kind"] == "process" and cfg["workers"] > 1:
+        if cfg["metrics_port"] is not None:
+            raise NotImplementedError("--metrics-port is not implemented with --worker-kind process")
         return _serve_processes(cfg)
     if cfg["workers"] > 1:
         from .._pool import _check_version

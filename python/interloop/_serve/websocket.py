@@ -1,0 +1,213 @@
+"""The ASGI websocket protocol on interloop serve's connections.
+
+The Rust server recognises the opening handshake (``Upgrade: websocket``) and, once
+the app accepts, writes the ``101`` response and passes the connection's bytes
+through unframed (``server_upgrade``); framing, ping/pong and closing are done here
+by wsproto (pure Python, so it loads in sub-interpreters).
+"""
+import base64
+import hashlib
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
+
+from .protocol import GONE, HAS_EVENTS, _n
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_key(key):
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+class WebSocketCycle:
+    """One websocket connection: the ``receive`` and ``send`` its app gets."""
+
+    def __init__(self, server, token, scope, key, max_size):
+        self.server = server
+        self.token = token
+        self.scope = scope
+        self.key = key
+        self.max_size = max_size
+        self.conn = Connection(ConnectionType.SERVER)
+        self.connect_sent = False
+        self.accepted = False
+        self.closed = False        # a close frame was sent, or the handshake refused
+        self.disconnected = False
+        self.started = False       # for the server's bookkeeping (access log, 500s)
+        self.complete = False
+        self.status = 0
+        self.task = None
+        self.parts = []            # fragments of the message being received
+        self.size = 0
+        self.recv_waiter = None
+        self.drain_waiter = None
+        self.close_code = 1006
+
+    # The server's event dispatch calls these (as for http requests).
+    def wake_recv(self):
+        w, self.recv_waiter = self.recv_waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def wake_drain(self):
+        w, self.drain_waiter = self.drain_waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _write(self, data, more=True):
+        if self.disconnected:
+            return
+        flags = _n.server_body(self.server.handle, self.token, data, more)
+        if flags & GONE:
+            self.disconnected = True
+        if flags & HAS_EVENTS:
+            self.server.poll_soon()
+        if not more:
+            self.complete = True
+
+    def _disconnect(self, code):
+        self.disconnected = True
+        self.complete = True
+        return {"type": "websocket.disconnect", "code": code}
+
+    async def receive(self):
+        if not self.connect_sent:
+            self.connect_sent = True
+            return {"type": "websocket.connect"}
+        while True:
+            if self.disconnected or self.closed and not self.accepted:
+                return self._disconnect(self.close_code)
+            for ev in self.conn.events():
+                if isinstance(ev, (TextMessage, BytesMessage)):
+                    self.parts.append(ev.data)
+                    self.size += len(ev.data)
+                    if self.size > self.max_size:
+                        self._close(1009, "message too big")
+                        return self._disconnect(1009)
+                    if ev.message_finished:
+                        parts, self.parts, self.size = self.parts, [], 0
+                        if isinstance(ev, TextMessage):
+                            return {"type": "websocket.receive", "text": "".join(parts)}
+                        return {"type": "websocket.receive", "bytes": b"".join(parts)}
+                elif isinstance(ev, Ping):
+                    self._write(self.conn.send(ev.response()))
+                elif isinstance(ev, CloseConnection):
+                    self.close_code = ev.code
+                    if self.conn.state is ConnectionState.REMOTE_CLOSING:
+                        self._write(self.conn.send(ev.response()))
+                    self._write(b"", False)
+                    return self._disconnect(ev.code)
+            r = _n.server_recv(self.server.handle, self.token)
+            if r is None:
+                fut = self.recv_waiter = self.server.loop.create_future()
+                await fut
+                continue
+            if r is False:
+                return self._disconnect(self.close_code)
+            try:
+                self.conn.receive_data(r[0])
+            except Exception:  # noqa: BLE001 - a protocol error from the client
+                self._close(1002, "protocol error")
+                return self._disconnect(1002)
+
+    def _close(self, code, reason=""):
+        if not self.closed and self.conn.state is ConnectionState.OPEN:
+            self.closed = True
+            self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
+            self._write(b"", False)
+
+    async def send(self, message):
+        t = message["type"]
+        if t == "websocket.send":
+            if not self.accepted:
+                raise RuntimeError("ASGI: 'websocket.send' before 'websocket.accept'")
+            if self.closed or self.disconnected:
+                return
+            text = message.get("text")
+            data = TextMessage(data=text) if text is not None else BytesMessage(
+                data=message.get("bytes") or b"")
+            self._write(self.conn.send(data))
+        elif t == "websocket.accept":
+            if self.accepted or self.closed:
+                raise RuntimeError("ASGI: 'websocket.accept' sent twice or after a close")
+            head = [b"HTTP/1.1 101 Switching Protocols", b"upgrade: websocket",
+                    b"connection: Upgrade", b"sec-websocket-accept: " + accept_key(self.key)]
+            sub = message.get("subprotocol")
+            if sub:
+                head.append(b"sec-websocket-protocol: " + sub.encode("latin-1"))
+            for k, v in message.get("headers") or ():
+                if b"\r" in k + v or b"\n" in k + v:
+                    raise ValueError("websocket.accept header contains CR or LF")
+                head.append(bytes(k) + b": " + bytes(v))
+            self.accepted = self.started = True
+            self.status = 101
+            if not _n.server_upgrade(self.server.handle, self.token, b"\r\n".join(head) + b"\r\n\r\n"):
+                self.disconnected = True
+        elif t == "websocket.close":
+            code = message.get("code", 1000) or 1000
+            if not self.accepted:
+                self.reject(403)
+                return
+            self._close(code, message.get("reason") or "")
+        else:
+            raise RuntimeError(f"ASGI: unexpected message type {t!r} for a websocket")
+
+    def reject(self, status):
+        """Refuses the handshake with an HTTP response."""
+        if self.closed or self.accepted:
+            return
+        self.closed = self.started = self.complete = True
+        self.status = status
+        if _n.server_start(self.server.handle, self.token, status,
+                           [(b"content-type", b"text/plain; charset=utf-8")]):
+            flags = _n.server_body(self.server.handle, self.token, b"", False)
+            if flags & HAS_EVENTS:
+                self.server.poll_soon()
+
+    def abandon(self, exc):
+        """The app ended (or failed) without closing."""
+        if not self.accepted:
+            self.reject(500 if exc is not None else 403)
+        elif not self.disconnected:
+            self._close(1011 if exc is not None else 1000)
+        self.complete = True
+
+
+def scope_of(server, ev):
+    """The websocket scope and cycle of a request event, or None with the reason
+    for a 400 answer."""
+    _, token, _method, path, raw_path, query, version, headers, client, srv, _ = ev
+    key = None
+    subprotocols = []
+    version_ok = False
+    for k, v in headers:
+        if k == b"sec-websocket-key":
+            key = v.strip()
+        elif k == b"sec-websocket-version":
+            version_ok = v.strip() == b"13"
+        elif k == b"sec-websocket-protocol":
+            subprotocols += [p.strip() for p in v.decode("latin-1").split(",") if p.strip()]
+    if key is None or not version_ok:
+        return None
+    if server.root_path:
+        path = server.root_path + path
+        raw_path = server.root_path_b + raw_path
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": version,
+        "scheme": "ws",
+        "server": srv,
+        "client": client,
+        "root_path": server.root_path,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": headers,
+        "subprotocols": subprotocols,
+        "state": server.state.copy(),
+        "extensions": {},
+    }
+    return WebSocketCycle(server, token, scope, key, int(server.config["ws_max_size"]))
