@@ -29,17 +29,16 @@ import pickle
 import weakref
 
 from . import _interloop as _native
-from . import _worker as _wire
+from . import _wire
 
 __all__ = ["Channel", "ChannelClosed", "ChannelEmpty", "ChannelFull"]
 
-_IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
-_n = _native.channel_module() if _IN_WORKER else _native._chan
-_attach_loop = None if _IN_WORKER else _native._chan_attach_loop
+_n = _wire.channel_functions()
+_attach_loop = None if _wire.IN_WORKER else _native._chan_attach_loop
 
 _SEND, _RECV = 0, 1
 _CLOSED = 2          # native send: 0 sent, 1 full, 2 closed
-_loads = _wire.loads  # handles pickles that refer to __main__ (see _worker.py)
+_loads = _wire.loads  # handles pickles that refer to __main__ (see _wire.py)
 
 
 class _Sentinel:
@@ -69,7 +68,7 @@ class ChannelFull(Exception):
 
 
 _PICKLE, _RAW, _BUFFER, _PICKLE_OOB = 0, 1, 2, 3  # message tags (src/channel/ffi.rs)
-_ZERO_COPY_MIN = _wire._ZERO_COPY_MIN  # buffers this large travel by reference (src/buffer)
+_ZERO_COPY_MIN = _wire.ZERO_COPY_MIN  # buffers this large travel by reference (src/buffer)
 _PickleBuffer = pickle.PickleBuffer
 
 

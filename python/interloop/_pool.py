@@ -2,8 +2,8 @@
 
 Jobs run in own-GIL sub-interpreters on worker threads (``src/interp``), scheduled by
 a work-stealing scheduler (``src/sched``); results come back through a batched
-completion queue (``src/bridge``) drained in the caller's loop. The wire format and
-the worker's driver are in ``interloop._worker``.
+completion queue (``src/bridge``) drained in the caller's loop. The wire format is
+``interloop._wire``; the worker's driver is ``interloop._worker``.
 
 Caller-side life cycle of one ``pool.run`` (the native steps are in
 ``src/sched/mod.rs``):
@@ -34,18 +34,18 @@ import threading
 import weakref
 
 from . import _interloop as _native
-from . import _worker as _wire
-from ._worker import RemoteError  # noqa: F401 - re-exported
+from . import _wire, _worker
+from ._wire import RemoteError  # noqa: F401 - re-exported
 
-_FILL, _FILLED = _wire._FILL, _wire.FILLED
+_FILL, _FILLED = _wire.PAYLOAD_FILL, _wire.COMPLETION_FILLED
 
 _get_running_loop = asyncio.get_running_loop
 _encode_call = _wire.encode_call
-_fn_cache = _wire._fn_cache  # fn -> (payload of a call without arguments, label)
+_fn_cache = _wire.fn_cache  # fn -> (payload of a call without arguments, label)
 
 __all__ = ["Pool", "spawn", "InterpreterExecutor", "RemoteError"]
 
-_IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
+_IN_WORKER = _wire.IN_WORKER
 _live_cores = set()  # cores to shut down at interpreter exit
 _stuck_cores = set()  # cores whose close() already timed out on stuck workers
 _live_lock = threading.Lock()
@@ -758,7 +758,7 @@ def spawn(fn, /, *args, interrupt=False, **kwargs):
     (made on first use, one worker per core). Inside a worker, the job goes to that
     worker's own deque, where idle workers can steal it."""
     if _IN_WORKER:
-        d = _wire._driver
+        d = _worker.driver()
         if d is None:
             raise RuntimeError("interloop.spawn: the worker is shutting down")
         return d.spawn(fn, args, kwargs, interrupt)
@@ -837,7 +837,7 @@ class InterpreterExecutor(concurrent.futures.Executor):
                 if f is None:
                     _wire.discard_result(kind, data)
                     continue
-                fill = _wire.fill_args(data) if kind == _wire.OK else None
+                fill = _wire.fill_args(data) if kind == _wire.COMPLETION_OK and data and data[0] == _FILL else None
                 if fill is not None and f.done():
                     _wire.discard_result(kind, data)
                     continue

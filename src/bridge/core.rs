@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -71,7 +71,7 @@ impl PoolCore {
         self.sched.workers()
     }
 
-    /// Queues one job (`_worker.dumps_job`'s bytes); returns its id. `interrupt`
+    /// Queues one job (`_wire.dumps_job`'s bytes); returns its id. `interrupt`
     /// sets the job's interrupt flag.
     #[pyo3(signature = (payload, interrupt, future=None))]
     fn submit(&self, payload: &[u8], interrupt: bool, future: Option<&Bound<'_, PyAny>>) -> u64 {
@@ -331,21 +331,23 @@ pub(crate) fn gc_retrack(obj: &Bound<'_, PyAny>) {
     }
 }
 
-/// The worker driver compiled and marshalled, once per process.
+/// The worker's modules (`interp::DRIVER_MODULES`) compiled and marshalled as one
+/// tuple of code objects, once per process.
 fn driver_code(py: Python<'_>) -> PyResult<Arc<[u8]>> {
     static CODE: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
     if let Some(c) = CODE.get() {
         return Ok(c.clone());
     }
-    let code = py.import("builtins")?.getattr("compile")?.call1((
-        crate::interp::DRIVER_SRC,
-        "interloop/_worker.py",
-        "exec",
-    ))?;
+    let compile = py.import("builtins")?.getattr("compile")?;
+    let mut codes = Vec::with_capacity(crate::interp::DRIVER_MODULES.len());
+    for m in &crate::interp::DRIVER_MODULES {
+        let file = m.file.to_str().expect("module file names are ASCII");
+        codes.push(compile.call1((m.source, file, "exec"))?);
+    }
     let bytes: Vec<u8> = py
         .import("marshal")?
         .getattr("dumps")?
-        .call1((code,))?
+        .call1((PyTuple::new(py, codes)?,))?
         .extract()?;
     Ok(CODE.get_or_init(|| bytes.into()).clone())
 }

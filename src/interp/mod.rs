@@ -1,6 +1,6 @@
 //! Raw-FFI layer for own-GIL sub-interpreters: each worker thread creates one
 //! interpreter, installs the worker-side native module in it and runs the Python
-//! driver (`python/interloop/_worker.py`) until shutdown.
+//! driver (`python/interloop/_worker.py`, after `_wire.py`) until shutdown.
 //!
 //! Nothing here may use PyO3's safe API: PyO3's statics (type objects, reference
 //! pool, `GILOnceCell`s) are process-wide and belong to the main interpreter. Only
@@ -11,4 +11,4 @@ mod module;
 mod worker;
 
 pub use module::init_module_def;
-pub use worker::{interrupt, worker_main, WorkerConfig, DRIVER_SRC};
+pub use worker::{interrupt, worker_main, WorkerConfig, DRIVER_MODULES};

@@ -291,7 +291,7 @@ unsafe extern "C" fn w_take(
     ])
 }
 
-/// Wire format (`_worker.dumps_job`): u32 LE length, the pickled function, then the
+/// Wire format (`_wire.dumps_job`): u32 LE length, the pickled function, then the
 /// pickled `(args, kwargs)` or nothing. Split here: two slices in Rust cost less than
 /// slicing and `int.from_bytes` in the driver. A payload not made by `dumps_job`
 /// gives an empty function part, which fails that job (unpickling), not the worker.

@@ -7,8 +7,8 @@
 //!    the new interpreter's GIL and the main GIL is released. On failure (3.12 does
 //!    not re-take the main GIL, trap 3) report `WORKER_FAILED` and end.
 //! 3. Publish the `PyInterpreterState*` (for interrupts), create the worker module
-//!    (`module::create`), execute the embedded driver source as `interloop._worker`
-//!    and call `main(native_module, config)`. It returns at shutdown.
+//!    (`module::create`), execute the embedded `DRIVER_MODULES` (`interloop._wire`,
+//!    then `interloop._worker`) and call `main(native_module, config)`. It returns at shutdown.
 //! 4. Unpublish the interpreter (no more pending calls are added), drop the
 //!    interrupt handler, post `WORKER_EXITED`, `Py_EndInterpreter`.
 //! 5. `PyEval_RestoreThread(main_ts)`, `PyThreadState_Clear`,
@@ -19,15 +19,37 @@ use crate::sched::{kind, Completion, Job, Origin, Scheduler, WorkerSlot};
 use crossbeam_deque::Worker;
 use pyo3::ffi;
 use std::cell::Cell;
+use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
-/// The driver's source, embedded so the worker needs no file lookup to start.
-pub const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
+/// A Python module a worker executes at start.
+pub struct DriverModule {
+    pub name: &'static CStr,
+    pub file: &'static CStr,
+    pub source: &'static str,
+}
 
-/// What a worker starts from: the driver compiled once by the caller and marshalled
-/// (compiling it in every worker would cost milliseconds of its start-up), and the
+/// The modules a worker executes at start, in this order, embedded so the worker
+/// needs no file lookup: the wire format, then the driver, whose `main` runs the
+/// worker. The driver takes `_wire` from `sys.modules` (see `_worker.py`).
+pub const DRIVER_MODULES: [DriverModule; 2] = [
+    DriverModule {
+        name: c"interloop._wire",
+        file: c"interloop/_wire.py",
+        source: include_str!("../../python/interloop/_wire.py"),
+    },
+    DriverModule {
+        name: c"interloop._worker",
+        file: c"interloop/_worker.py",
+        source: include_str!("../../python/interloop/_worker.py"),
+    },
+];
+
+/// What a worker starts from: the `DRIVER_MODULES` compiled once by the caller and
+/// marshalled as a tuple of code objects (compiling them in every worker would cost
+/// milliseconds of its start-up), and the
 /// pool's configuration (a marshalled dict made by `interloop._pool`).
 pub struct WorkerConfig {
     pub driver_code: Arc<[u8]>,
@@ -245,22 +267,31 @@ unsafe fn drive(ctx: &WorkerCtx, config: &WorkerConfig) {
 /// # Safety
 /// As `drive`; `m` is the worker module (a strong reference owned by the caller).
 unsafe fn run_driver(m: *mut ffi::PyObject, config: &WorkerConfig) -> bool {
-    let code = ffi::PyMarshal_ReadObjectFromString(
+    let codes = ffi::PyMarshal_ReadObjectFromString(
         config.driver_code.as_ptr() as *const _,
         config.driver_code.len() as ffi::Py_ssize_t,
     );
-    if code.is_null() {
+    if codes.is_null() {
         return false;
     }
-    let drv = ffi::PyImport_ExecCodeModuleEx(
-        c"interloop._worker".as_ptr(),
-        code,
-        c"interloop/_worker.py".as_ptr(),
-    );
-    ffi::Py_DecRef(code);
-    if drv.is_null() {
-        return false;
+    // Each module in order; `drv` ends as the last one, the driver.
+    let mut drv: *mut ffi::PyObject = std::ptr::null_mut();
+    for (i, module) in DRIVER_MODULES.iter().enumerate() {
+        if !drv.is_null() {
+            ffi::Py_DecRef(drv);
+        }
+        let code = ffi::PyTuple_GetItem(codes, i as ffi::Py_ssize_t); // borrowed
+        drv = if code.is_null() {
+            std::ptr::null_mut()
+        } else {
+            ffi::PyImport_ExecCodeModuleEx(module.name.as_ptr(), code, module.file.as_ptr())
+        };
+        if drv.is_null() {
+            ffi::Py_DecRef(codes);
+            return false;
+        }
     }
+    ffi::Py_DecRef(codes);
     let main = ffi::PyObject_GetAttrString(drv, c"main".as_ptr());
     ffi::Py_DecRef(drv);
     if main.is_null() {
