@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import interloop
-from interloop import _pool
+from interloop import _futures, _pool
 
 import poolfuncs as pf
 
@@ -590,7 +590,7 @@ def test_kept_callbacks_after_a_keyboardinterrupt_still_run(loop_kind):
     reschedules the rest of the batch instead of dropping it."""
     import contextvars
     if loop_kind != "asyncio":
-        pytest.skip("one loop is enough: a unit test of _run_callbacks")
+        pytest.skip("one loop is enough: a unit test of run_callbacks")
     ran = []
 
     def interrupt(fut):
@@ -611,11 +611,11 @@ def test_kept_callbacks_after_a_keyboardinterrupt_still_run(loop_kind):
     futs = [Fut(ran.append), Fut(interrupt, [(ran.append, ctx), (ran.append, ctx)]), Fut(ran.append)]
     loop = FakeLoop()
     with pytest.raises(KeyboardInterrupt):
-        _pool._run_callbacks(loop, futs)
+        _futures.run_callbacks(loop, futs)
     assert ran == [futs[0]]
     # the interrupted future's other callbacks, then the rest of the batch
     assert [(fn, args) for fn, args, _ in loop.soon] == [
-        (ran.append, (futs[1],)), (ran.append, (futs[1],)), (_pool._run_callbacks, (loop, futs[2:]))]
+        (ran.append, (futs[1],)), (ran.append, (futs[1],)), (_futures.run_callbacks, (loop, futs[2:]))]
 
 
 def test_job_futures_are_out_of_the_gc_only_while_pending():

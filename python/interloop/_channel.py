@@ -30,6 +30,7 @@ import weakref
 
 from . import _interloop as _native
 from . import _wire
+from ._futures import idle_probe
 
 __all__ = ["Channel", "ChannelClosed", "ChannelEmpty", "ChannelFull"]
 
@@ -272,7 +273,7 @@ def _spun(h):
         if credit < 0:
             _spin_credit = credit + 1 if credit < -1 else 1
         return False
-    if not _wire.idle_probe(asyncio.get_running_loop())():
+    if not idle_probe(asyncio.get_running_loop())():
         return False
     if _n.spin_recv(h, _SPIN_US):
         _spin_credit = 8

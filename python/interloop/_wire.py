@@ -13,7 +13,6 @@ A job travels as bytes (``encode_call``), a result or an error comes back as a
 turns it back into a value or an exception. Large buffers do not travel in the
 bytes: they wait in a stash (``src/buffer``) under an id that travels instead.
 """
-import collections
 import marshal
 import pickle
 import sys
@@ -499,19 +498,3 @@ def discard_result(kind, data):
     if kind == COMPLETION_OK and data and (data[0] == PAYLOAD_STASHED or data[0] == PAYLOAD_FILL):
         channel_functions().unstash(_stash_id(data))
 
-
-def never_idle():
-    return False
-
-
-def idle_probe(loop):
-    """A function telling whether ``loop`` has no callback ready (so the running
-    coroutine would leave it idle: the moment a short spin beats sleeping), or
-    one that always says no."""
-    sizes = getattr(loop, "_queue_sizes", None)  # interloop's loop: (ready, timers)
-    if sizes is not None:
-        return lambda: sizes()[0] == 0
-    ready = getattr(loop, "_ready", None)  # asyncio's base event loop
-    if isinstance(ready, collections.deque):
-        return lambda: not ready
-    return never_idle
