@@ -14,7 +14,16 @@ from ._pool import check_version, start_workers, workers_stopped
 
 __all__ = ["InterpreterExecutor"]
 
-_FILL, _FILLED = _wire.PAYLOAD_FILL, _wire.COMPLETION_FILLED
+
+def _settle(f, value=None, exc=None):
+    """Resolves ``f`` unless it was cancelled meanwhile (from another thread)."""
+    try:
+        if exc is None:
+            f.set_result(value)
+        else:
+            f.set_exception(exc)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 class InterpreterExecutor(concurrent.futures.Executor):
@@ -58,57 +67,42 @@ class InterpreterExecutor(concurrent.futures.Executor):
         while True:
             core.wait(-1.0)
             for job, kind, data in core.drain():
-                if kind >= 16:
-                    if kind == _wire.WORKER_EXITED:
-                        self._exited.add(job)
-                    continue
-                with self._lock:
-                    f = self._pending.pop(job, None)
-                if kind == _FILLED:
-                    value = core.take_filled(job)
-                    if f is not None:
-                        try:
-                            f.set_result(value)
-                        except concurrent.futures.InvalidStateError:
-                            pass
-                    continue
-                if f is None:
-                    _wire.discard_result(kind, data)
-                    continue
-                fill = _wire.fill_args(data) if kind == _wire.COMPLETION_OK and data and data[0] == _FILL else None
-                if fill is not None and f.done():
-                    _wire.discard_result(kind, data)
-                    continue
-                if fill is not None:
-                    # A large bytes result, copied by a copier thread (see Pool).
-                    try:
-                        core.fill(job, *fill)
-                    except BaseException as e:  # noqa: BLE001
-                        try:
-                            f.set_exception(e)
-                        except concurrent.futures.InvalidStateError:
-                            pass
-                    else:
-                        with self._lock:
-                            self._pending[job] = f
-                    continue
-                try:
-                    value = _wire.decode(kind, data)
-                except asyncio.CancelledError:
-                    f.cancel()
-                    continue
-                except BaseException as e:  # noqa: BLE001
-                    try:
-                        f.set_exception(e)
-                    except concurrent.futures.InvalidStateError:
-                        pass
-                    continue
-                try:
-                    f.set_result(value)
-                except concurrent.futures.InvalidStateError:
-                    pass
+                self._on_completion(job, kind, data)
             if self._shutdown and len(self._exited) >= self._nworkers:
                 return
+
+    def _on_completion(self, job, kind, data):
+        """Resolves one completion (``_wire.classify``'s decision, as ``Pool`` does)."""
+        action = _wire.classify(kind, data)
+        if action is _wire.CONTROL:
+            if kind == _wire.WORKER_EXITED:
+                self._exited.add(job)
+            return
+        with self._lock:
+            f = self._pending.pop(job, None)
+        if action is _wire.TAKE_FILLED:
+            value = self._core.take_filled(job)
+            if f is not None:
+                _settle(f, value)
+        elif f is None or f.done():
+            _wire.discard_result(kind, data)
+        elif action is _wire.START_FILL:
+            try:
+                self._core.fill(job, *_wire.fill_args(data))
+            except BaseException as e:  # noqa: BLE001
+                _settle(f, exc=e)
+            else:
+                with self._lock:
+                    self._pending[job] = f  # until its COMPLETION_FILLED
+        else:
+            try:
+                value = _wire.decode(kind, data)
+            except asyncio.CancelledError:
+                f.cancel()
+            except BaseException as e:  # noqa: BLE001 - the job's error, or unpickling failed
+                _settle(f, exc=e)
+            else:
+                _settle(f, value)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._lock:

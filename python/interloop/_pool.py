@@ -36,7 +36,8 @@ from . import _wire, _worker
 from ._futures import JobFuture, JobFuturePlain, MapSink, idle_probe, never_idle, run_callbacks
 from ._wire import RemoteError  # noqa: F401 - re-exported
 
-_FILL, _FILLED = _wire.PAYLOAD_FILL, _wire.COMPLETION_FILLED
+_classify = _wire.classify
+_CONTROL, _TAKE_FILLED, _START_FILL = _wire.CONTROL, _wire.TAKE_FILLED, _wire.START_FILL
 
 _get_running_loop = asyncio.get_running_loop
 _encode_call = _wire.encode_call
@@ -192,65 +193,59 @@ class Pool:
         else:
             loop.remove_reader(self._core.fd())
 
-    def _on_completions(self, batch=None):
-        """Resolves a batch of completions; ``batch`` is given by a native drain."""
+    def _on_completions(self, _none=None):
+        """Resolves every waiting completion. Called by the loop: an ``add_reader``
+        callback, or interloop's native drain (which passes None: the batch is
+        taken here, by ``PoolCore.resolve``)."""
         pending = self._pending
         sinks = self._sinks
         stashes = self._stashes
-        error = None
-        if batch is not None:
-            kept = None  # resolved futures with kept callbacks: run by one loop callback
-        else:
-            # Natively: plain results resolve their futures there; `batch` is what
-            # is left (control messages, errors, stashed data of dropped jobs).
-            kept, batch, error = self._core.resolve(
-                pending, sinks, stashes, _fut_set_result, _fut_set_exception, _wire.loads)
-            if kept is not None:
-                self._loop.call_soon(run_callbacks, self._loop, kept, context=_Context())
-        loads = _wire.loads
-        for job, kind, data in batch:
-            if kind >= 16:
+        core = self._core
+        # Plain values resolve their futures natively (the fast path of
+        # `_wire.classify`'s decision); `rest` is every other completion.
+        kept, rest, error = core.resolve(
+            pending, sinks, stashes, _fut_set_result, _fut_set_exception, _wire.loads)
+        if kept is not None:
+            self._loop.call_soon(run_callbacks, self._loop, kept, context=_Context())
+        for job, kind, data in rest:
+            action = _classify(kind, data)
+            if action is _CONTROL:
                 self._on_control(job, kind, data)
                 continue
             fut = pending.pop(job, None)
             if fut is not None:
-                self._core.retrack(fut)  # taken out of the GC while pending
+                core.retrack(fut)  # taken out of the GC while pending
             if stashes:
                 stashes.pop(job, None)  # a worker took the call's buffers
-            if kind == _FILLED:  # a large bytes result, copied off this thread
-                value = self._core.take_filled(job)
+            if action is _TAKE_FILLED:
+                value = core.take_filled(job)
                 if fut is None or fut.done():
                     continue
                 fut._pool = None
                 _fut_set_result(fut, value)
-                kept = self._kept_callbacks(fut, kept)
             elif fut is None or fut.done():
                 _wire.discard_result(kind, data)
                 continue
-            elif kind == 0:
-                if data and data[0] == _FILL:
-                    # A large bytes result: copied into a new object by a copier
-                    # thread; the job stays pending until its FILLED completion.
-                    try:
-                        self._core.fill(job, *_wire.fill_args(data))
-                    except BaseException as e:  # noqa: BLE001
-                        fut._pool = None
-                        _fut_set_exception(fut, e)
-                    else:
-                        pending[job] = fut
-                        continue
-                else:
+            elif action is _START_FILL:
+                try:
+                    core.fill(job, *_wire.fill_args(data))
+                except BaseException as e:  # noqa: BLE001
                     fut._pool = None
-                    if not data:  # None travels as empty data
-                        _fut_set_result(fut, None)
-                    else:
-                        try:
-                            _fut_set_result(fut, loads(data))
-                        except BaseException as e:  # noqa: BLE001 - unpickling the result failed
-                            _fut_set_exception(fut, e)
-                kept = self._kept_callbacks(fut, kept)
+                    _fut_set_exception(fut, e)
+                else:
+                    pending[job] = fut  # until its COMPLETION_FILLED
+                    continue
             else:
-                _wire.resolve(fut, kind, data)  # through the overrides: kept callbacks scheduled
+                fut._pool = None
+                try:
+                    value = _wire.decode(kind, data)
+                except asyncio.CancelledError:
+                    fut.cancel()  # its kept callbacks are scheduled by `cancel`
+                except BaseException as e:  # noqa: BLE001 - the job's error, or unpickling failed
+                    _fut_set_exception(fut, e)
+                else:
+                    _fut_set_result(fut, value)
+            kept = self._kept_callbacks(fut, kept)
             if sinks:
                 sink = sinks.pop(job, None)
                 if sink is not None:

@@ -11,6 +11,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// First byte of result data whose buffers wait in the stash (`_wire.py`).
+const PAYLOAD_STASHED: u8 = 0;
+const PAYLOAD_FILL: u8 = 1;
+
 /// Native half of `interloop.Pool`: worker threads, the scheduler, the completions.
 #[pyclass(module = "interloop._interloop", frozen)]
 pub struct PoolCore {
@@ -124,7 +128,8 @@ impl PoolCore {
     }
 
     /// Drains the completions and resolves the plain ones here, natively: a result
-    /// (kind 0) whose future is in `pending` (job id -> `_JobFuture`, a dict of
+    /// (kind 0, data not starting with `PAYLOAD_STASHED` or `PAYLOAD_FILL`) whose
+    /// future is in `pending` (job id -> `_JobFuture`, a dict of
     /// `interloop.Pool`) is popped from it (and from `stashes`, job id -> stash id of
     /// its arguments' buffers, now taken by a worker) and, unless already done, gets
     /// `_pool = None` and `set_result(fut, None)` for empty data, else
@@ -136,9 +141,8 @@ impl PoolCore {
     ///
     /// Returns `(kept, rest, error)`: `kept` lists the resolved futures whose `_cb`
     /// is set (callbacks the pool keeps and runs in one batch), or is None; `rest`
-    /// lists `(job_id, kind, bytes)` of everything left to Python: control messages,
-    /// errors, and stashed results (first byte 0) whose job is no longer pending
-    /// (their buffers must be released); `error` is None, or the first exception
+    /// lists `(job_id, kind, bytes)` of every other completion, for Python's
+    /// `_wire.classify`; `error` is None, or the first exception
     /// raised while resolving (the other completions are resolved all the same, so
     /// the caller can schedule `kept` and handle `rest` before raising it).
     #[allow(clippy::too_many_arguments)]
@@ -163,20 +167,18 @@ impl PoolCore {
         let none = py.None().into_bound(py);
         for c in batch {
             let r = (|| -> PyResult<()> {
-                // Other kinds, and large bytes results to be filled off the loop
-                // thread (first byte 1, `Pool._on_completions`), go to Python.
-                if c.kind != crate::sched::kind::OK || c.data.first() == Some(&1) {
+                // The fast path of `_wire.classify`'s decision, which is written
+                // once, in Python: a plain value (COMPLETION_OK whose data has no
+                // buffers in the stash, so a dropped one needs no release) is
+                // resolved here; every other completion goes to `Pool._on_completions`.
+                if c.kind != crate::sched::kind::OK
+                    || matches!(c.data.first(), Some(&PAYLOAD_STASHED | &PAYLOAD_FILL))
+                {
                     return rest.append(super::completion_tuple(py, &c)?);
                 }
                 let job = c.job.into_pyobject(py)?;
-                let fut = match pending.get_item(&job)? {
-                    Some(f) => f,
-                    None => {
-                        if c.data.first() == Some(&0) {
-                            rest.append(super::completion_tuple(py, &c)?)?;
-                        }
-                        return Ok(());
-                    }
+                let Some(fut) = pending.get_item(&job)? else {
+                    return Ok(()); // no longer pending: dropped
                 };
                 pending.del_item(&job)?;
                 gc_retrack(&fut);
@@ -184,10 +186,7 @@ impl PoolCore {
                     stashes.del_item(&job)?; // a worker took the call's buffers
                 }
                 if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-                    if c.data.first() == Some(&0) {
-                        rest.append(super::completion_tuple(py, &c)?)?;
-                    }
-                    return Ok(());
+                    return Ok(()); // cancelled by the caller: dropped
                 }
                 fut.setattr(intern!(py, "_pool"), &none)?;
                 if c.data.is_empty() {
