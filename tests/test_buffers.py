@@ -17,13 +17,15 @@ import interloop
 from interloop import Channel, _channel
 
 import chanfuncs as cf
+from conftest import run
+
+pytestmark = pytest.mark.usefixtures("loop_kind")  # every test on asyncio's loop and on interloop's
 
 needs_workers = pytest.mark.skipif(
     sys.version_info < (3, 12, 4),
     reason="pool workers need CPython >= 3.12.4 (gh-112140)")
 
 MIB = 1 << 20
-from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 addr = _channel._n.buffer_address

@@ -13,16 +13,18 @@ import interloop
 from interloop import _futures, _pool
 
 import poolfuncs as pf
+from conftest import run
 
-pytestmark = pytest.mark.skipif(
-    sys.version_info < (3, 12, 4),
-    reason="pool workers need CPython >= 3.12.4 (gh-112140); tests/test_pool_version.py checks the error")
+pytestmark = [
+    pytest.mark.skipif(
+        sys.version_info < (3, 12, 4),
+        reason="pool workers need CPython >= 3.12.4 (gh-112140); tests/test_pool_version.py checks the error"),
+    pytest.mark.usefixtures("loop_kind"),  # every test on asyncio's loop and on interloop's
+]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-
-from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 def run_script(tmp_path, source, timeout=60):
