@@ -18,11 +18,16 @@ mod buffer;
 mod channel;
 mod interp;
 mod sched;
+mod wire;
 
 // `gil_used = true`: the loop's state is guarded by the GIL (see event_loop/cell.rs).
 #[pymodule(gil_used = true)]
 fn _interloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Safety: the main GIL is held (we have `m`) and `m` is a live module.
+    if !unsafe { wire::add_constants(m.as_ptr()) } {
+        return Err(PyErr::fetch(m.py()));
+    }
     event_loop::register(m)?;
     transport::register(m)?;
     bridge::register(m)?;

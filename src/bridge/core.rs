@@ -1,7 +1,8 @@
 //! `PoolCore`: the caller's (main interpreter's) handle on one pool of workers.
 //! Safe PyO3 API only; it never runs on a worker thread.
 use super::Completions;
-use crate::sched::{Origin, Scheduler};
+use crate::sched::{kind, Origin, Scheduler, JOB_FLAG_INTERRUPT};
+use crate::wire::{PAYLOAD_FILL, PAYLOAD_STASHED};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::intern;
@@ -75,9 +76,10 @@ impl PoolCore {
     /// sets the job's interrupt flag.
     #[pyo3(signature = (payload, interrupt, future=None))]
     fn submit(&self, payload: &[u8], interrupt: bool, future: Option<&Bound<'_, PyAny>>) -> u64 {
+        let flags = if interrupt { JOB_FLAG_INTERRUPT } else { 0 };
         let id = self
             .sched
-            .submit(payload.to_vec(), interrupt as u32, Origin::Caller, None);
+            .submit(payload.to_vec(), flags, Origin::Caller, None);
         if let Some(f) = future {
             gc_untrack(f);
         }
@@ -165,14 +167,14 @@ impl PoolCore {
             let r = (|| -> PyResult<()> {
                 // Other kinds, and large bytes results to be filled off the loop
                 // thread (first byte 1, `Pool._on_completions`), go to Python.
-                if c.kind != crate::sched::kind::OK || c.data.first() == Some(&1) {
+                if c.kind != kind::OK || c.data.first() == Some(&PAYLOAD_FILL) {
                     return rest.append(super::completion_tuple(py, &c)?);
                 }
                 let job = c.job.into_pyobject(py)?;
                 let fut = match pending.get_item(&job)? {
                     Some(f) => f,
                     None => {
-                        if c.data.first() == Some(&0) {
+                        if c.data.first() == Some(&PAYLOAD_STASHED) {
                             rest.append(super::completion_tuple(py, &c)?)?;
                         }
                         return Ok(());
@@ -184,7 +186,7 @@ impl PoolCore {
                     stashes.del_item(&job)?; // a worker took the call's buffers
                 }
                 if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-                    if c.data.first() == Some(&0) {
+                    if c.data.first() == Some(&PAYLOAD_STASHED) {
                         rest.append(super::completion_tuple(py, &c)?)?;
                     }
                     return Ok(());

@@ -22,11 +22,33 @@ const CHAN: &std::ffi::CStr = c"interloop.channel";
 pub(super) const NOTIFIER: &std::ffi::CStr = c"interloop.channel.notifier";
 
 /// First byte of every queued message: how the receiver rebuilds it.
-#[allow(dead_code)] // the default case of `c_recv`
 const TAG_PICKLE: u8 = 0;
 const TAG_RAW: u8 = 1; // a `bytes` object, sent as is
 const TAG_BUFFER: u8 = 2; // one buffer, by reference: the receiver gets a memoryview
 const TAG_PICKLE_OOB: u8 = 3; // a pickle whose out-of-band buffers travel by reference
+
+/// The side argument of `wait`, `unwait` and `wake`.
+const SIDE_SEND: u64 = 0;
+const SIDE_RECV: u64 = 1;
+
+/// What `send` returns.
+const SENT: i64 = 0;
+const FULL: i64 = 1;
+const CLOSED: i64 = 2;
+
+/// The numbers above, exported on the channel module (so `_channel.py` does not
+/// redefine them).
+const CONSTANTS: &[(&std::ffi::CStr, i64)] = &[
+    (c"SEND", SIDE_SEND as i64),
+    (c"RECV", SIDE_RECV as i64),
+    (c"SENT", SENT),
+    (c"FULL", FULL),
+    (c"CLOSED", CLOSED),
+    (c"TAG_PICKLE", TAG_PICKLE as i64),
+    (c"TAG_RAW", TAG_RAW as i64),
+    (c"TAG_BUFFER", TAG_BUFFER as i64),
+    (c"TAG_PICKLE_OOB", TAG_PICKLE_OOB as i64),
+];
 
 static DEF: OnceLock<DefPtr> = OnceLock::new();
 
@@ -87,6 +109,10 @@ pub unsafe fn create_module() -> *mut ffi::PyObject {
     let m = ffi::PyModule_Create2(def.0, ffi::PYTHON_API_VERSION);
     if m.is_null() {
         return m;
+    }
+    if !crate::wire::add_int_constants(m, CONSTANTS) {
+        ffi::Py_DecRef(m);
+        return std::ptr::null_mut();
     }
     let tp = buffer::view::new_type();
     if tp.is_null() || ffi::PyModule_AddObject(m, c"SharedBuffer".as_ptr(), tp) != 0 {
@@ -166,8 +192,8 @@ pub unsafe extern "C" fn channel_module(
 
 unsafe fn arg_side(o: *mut ffi::PyObject) -> Option<Side> {
     match arg_u64(o)? {
-        0 => Some(Side::Send),
-        1 => Some(Side::Recv),
+        SIDE_SEND => Some(Side::Send),
+        SIDE_RECV => Some(Side::Recv),
         _ => {
             set_error(ffi::PyExc_ValueError, "side must be 0 (send) or 1 (recv)");
             None
@@ -335,11 +361,11 @@ unsafe extern "C" fn c_send(
     data.extend_from_slice(src);
     // A refused message drops its regions here, in the sender (released at once).
     let r = match ch.try_send(Message { data, bufs }) {
-        SendResult::Sent => 0,
-        SendResult::Full => 1,
-        SendResult::Closed => 2,
+        SendResult::Sent => SENT,
+        SendResult::Full => FULL,
+        SendResult::Closed => CLOSED,
     };
-    ffi::PyLong_FromLong(r)
+    ffi::PyLong_FromLong(r as _)
 }
 
 /// `recv(ch, loads, empty, closed)`: the next message (raw bytes as they were, a

@@ -134,7 +134,9 @@ unsafe extern "C" fn w_exec(m: *mut ffi::PyObject) -> c_int {
         return -1;
     }
     ffi::Py_DecRef(v);
-    if ffi::PyModule_AddIntConstant(m, c"_IS_WORKER".as_ptr(), 1) != 0 {
+    if ffi::PyModule_AddIntConstant(m, c"_IS_WORKER".as_ptr(), 1) != 0
+        || !crate::wire::add_constants(m)
+    {
         return -1;
     }
     0

@@ -75,9 +75,12 @@ pub struct Completion {
     pub data: Vec<u8>,
 }
 
+/// A job's flag (`Job::flags`): the job may be interrupted in CPU-bound code when
+/// cancelled (`crate::interp::interrupt`).
+pub const JOB_FLAG_INTERRUPT: u32 = 1;
+
 /// Completion kinds. Job results are < 16; control messages from workers are >= 16
 /// and carry the worker index in `job`. (Some are only produced by the Python driver.)
-#[allow(dead_code)]
 pub mod kind {
     pub const OK: u8 = 0;
     pub const ERR: u8 = 1;
