@@ -15,6 +15,7 @@ pub mod transport;
 
 pub mod bridge;
 mod buffer;
+mod capi;
 mod channel;
 mod interp;
 mod sched;

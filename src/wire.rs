@@ -39,17 +39,5 @@ const CONSTANTS: &[(&CStr, i64)] = &[
 /// # Safety
 /// The GIL of `m`'s interpreter is held and `m` is a live module object.
 pub(crate) unsafe fn add_constants(m: *mut ffi::PyObject) -> bool {
-    add_int_constants(m, CONSTANTS)
-}
-
-/// Adds `(name, value)` int attributes to module `m`; false with a Python
-/// exception set on failure.
-///
-/// # Safety
-/// As [`add_constants`].
-pub(crate) unsafe fn add_int_constants(m: *mut ffi::PyObject, table: &[(&CStr, i64)]) -> bool {
-    table.iter().all(|(name, v)| {
-        // Safety: the caller holds `m`'s GIL; `name` is a NUL-terminated static.
-        unsafe { ffi::PyModule_AddIntConstant(m, name.as_ptr(), *v as _) == 0 }
-    })
+    crate::capi::add_int_constants(m, CONSTANTS)
 }

@@ -24,7 +24,7 @@
 #![cfg_attr(test, allow(dead_code))] // the Python side is not linked into unit tests
 pub mod view;
 
-use crate::interp::ffi_util::_PyEval_AddPendingCall;
+use crate::capi::_PyEval_AddPendingCall;
 use parking_lot::Mutex;
 use pyo3::ffi;
 use std::os::raw::{c_char, c_int, c_void};

@@ -4,7 +4,7 @@
 //! only by interloop and hold one `Arc<Region>`. Receivers see a read-only
 //! `memoryview` whose `.obj` is such an instance.
 use super::Region;
-use crate::interp::ffi_util::set_error;
+use crate::capi::set_error;
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, OnceLock};

@@ -9,7 +9,7 @@
 //! the interpreter that made it; only the Rust state behind it is shared.
 use super::state::{self, Channel, Message, Notifier, RecvResult, SendResult, Side};
 use crate::buffer::{self, Region};
-use crate::interp::ffi_util::{
+use crate::capi::{
     arg_u64, leak_module_def, list, method, nargs, none, set_error, DefPtr,
 };
 use pyo3::ffi;
@@ -110,7 +110,7 @@ pub unsafe fn create_module() -> *mut ffi::PyObject {
     if m.is_null() {
         return m;
     }
-    if !crate::wire::add_int_constants(m, CONSTANTS) {
+    if !crate::capi::add_int_constants(m, CONSTANTS) {
         ffi::Py_DecRef(m);
         return std::ptr::null_mut();
     }

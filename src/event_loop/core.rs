@@ -17,7 +17,7 @@
 //!  5. Run exactly the callbacks that were queued before this step; those they
 //!     schedule run in the next iteration.
 //! `stop()` makes `run_forever` return after the iteration in which it was called.
-use super::cell::GilCell;
+use crate::capi::cell::GilCell;
 use super::handle::{Handle, RunError, TimerInfo};
 use super::objref::{has_weakrefs, refcnt, release, ObjRef};
 use super::sources::{Attached, CompletionSource, LoopWaker};

@@ -6,25 +6,18 @@
 //! then runs the same body as the `#[pymethods]` `call_soon` (which stays as the
 //! documented signature). Installed over the PyO3 method when the module loads.
 use super::core::LoopCore;
+use crate::capi::MethodDef;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::sync::OnceLock;
 
-/// A `PyMethodDef` that can live in a `static`: CPython keeps a pointer to it for as
-/// long as the functions made from it live, so it must never move nor be freed.
-pub(crate) struct Def(pub(crate) ffi::PyMethodDef);
-// Safety: written once (at initialisation) and only read by CPython afterwards; the
-// pointers in it are 'static (C string literals and `extern "C"` functions).
-unsafe impl Send for Def {}
-unsafe impl Sync for Def {}
-
-static CALL_SOON: OnceLock<Def> = OnceLock::new();
+static CALL_SOON: OnceLock<MethodDef> = OnceLock::new();
 
 /// Replaces `LoopCore.call_soon` with the raw entry.
 pub fn install(py: Python<'_>) -> PyResult<()> {
     let def = CALL_SOON.get_or_init(|| {
-        Def(ffi::PyMethodDef {
+        MethodDef(ffi::PyMethodDef {
             ml_name: c"call_soon".as_ptr(),
             ml_meth: ffi::PyMethodDefPointer {
                 PyCFunctionFastWithKeywords: call_soon,

@@ -12,7 +12,7 @@
 //! and a handle drops its callback and arguments once it has run or is cancelled, so a
 //! handle that user code keeps afterwards holds no reference that could close a cycle
 //! (its context and loop stay, for `get_context()` and `_loop`).
-use super::cell::GilCell;
+use crate::capi::cell::GilCell;
 use super::objref::ObjRef;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;

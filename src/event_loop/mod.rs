@@ -1,6 +1,5 @@
 //! The main loop core: ready queue, timer heap, mio reactor, thread-safe waker.
 //! (Named `event_loop` because `loop` is a Rust keyword.)
-pub mod cell;
 mod core;
 pub(crate) mod fast;
 mod handle;
@@ -9,7 +8,6 @@ pub mod sources;
 mod timers;
 
 pub use self::core::LoopCore;
-pub use cell::GilCell;
 pub use handle::{Handle, TimerHandle};
 
 use pyo3::prelude::*;

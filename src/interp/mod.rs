@@ -6,7 +6,6 @@
 //! pool, `GILOnceCell`s) are process-wide and belong to the main interpreter. Only
 //! bytes and Rust-owned data cross between interpreters.
 
-pub(crate) mod ffi_util;
 mod module;
 mod worker;
 

@@ -7,9 +7,8 @@
 //!
 //! Module state: one pointer to the worker's [`WorkerCtx`], set by the worker
 //! thread after creation and cleared before the interpreter ends.
-use super::ffi_util::*;
+use crate::capi::*;
 use super::worker::WorkerCtx;
-use crate::interp::ffi_util::{leak_module_def, method, DefPtr};
 use crate::sched::{kind, Completion, Origin};
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};

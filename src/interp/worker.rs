@@ -13,7 +13,7 @@
 //!    interrupt handler, post `WORKER_EXITED`, `Py_EndInterpreter`.
 //! 5. `PyEval_RestoreThread(main_ts)`, `PyThreadState_Clear`,
 //!    `PyThreadState_DeleteCurrent`, then `mark_exited` (the caller joins).
-use super::ffi_util::_PyEval_AddPendingCall;
+use crate::capi::{self, _PyEval_AddPendingCall};
 use super::module;
 use crate::sched::{kind, Completion, Job, Origin, Scheduler, WorkerSlot};
 use crossbeam_deque::Worker;
@@ -266,9 +266,9 @@ unsafe fn run_driver(m: *mut ffi::PyObject, config: &WorkerConfig) -> bool {
     if main.is_null() {
         return false;
     }
-    let cfg = super::ffi_util::bytes(&config.config);
+    let cfg = capi::bytes(&config.config);
     ffi::Py_IncRef(m);
-    let args = super::ffi_util::tuple(&[m, cfg]);
+    let args = capi::tuple(&[m, cfg]);
     if args.is_null() {
         ffi::Py_DecRef(main);
         return false;

@@ -6,7 +6,7 @@
 //! per socket, in the same interleaving with other callbacks as on asyncio's loop.
 use super::sockaddr::RawAddr;
 use super::{clear_cell, errno, fatal, is_bytes_like, os_error, read_bytes, truthy, would_block};
-use crate::event_loop::GilCell;
+use crate::capi::cell::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
 use pyo3::intern;

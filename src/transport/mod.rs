@@ -41,7 +41,8 @@ pub use datagram::{DatagramReader, DatagramSender};
 pub use pipe::{PipeFlusher, PipeReader, PipeWriter};
 pub use stream::{SocketReader, SocketWriter};
 
-use crate::event_loop::{GilCell, LoopCore};
+use crate::capi::cell::GilCell;
+use crate::event_loop::LoopCore;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit};
 use pyo3::ffi;
 use pyo3::intern;

@@ -5,7 +5,7 @@ use super::{
     clear_cell, errno, fatal, is_bytes_like, os_error, pair_get, read_bytes, rearm, traverse_pair,
     truthy, would_block, Pair, MAX_READ,
 };
-use crate::event_loop::GilCell;
+use crate::capi::cell::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;

@@ -3,8 +3,8 @@ use super::{
     attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes,
     read_with, rearm, traverse_pair, would_block, Pair, MAX_READ,
 };
-use crate::event_loop::fast::Def;
-use crate::event_loop::GilCell;
+use crate::capi::cell::GilCell;
+use crate::capi::MethodDef;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
 use pyo3::ffi;
@@ -359,7 +359,7 @@ impl SocketWriter {
     /// argument tuple nor keyword parsing (`transport.write(data)` runs once per
     /// message).
     fn function(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        static WRITE: Def = Def(ffi::PyMethodDef {
+        static WRITE: MethodDef = MethodDef(ffi::PyMethodDef {
             ml_name: c"write".as_ptr(),
             ml_meth: ffi::PyMethodDefPointer {
                 PyCFunction: write_o,

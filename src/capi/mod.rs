@@ -1,6 +1,14 @@
-//! Small raw-FFI helpers. Every function requires the current thread to hold the
-//! GIL of the interpreter the objects belong to.
+//! CPython C-API plumbing shared by every other module, on both sides (the main
+//! interpreter and the workers' sub-interpreters). A leaf: it uses nothing of ours.
+//!
+//! - [`cell::GilCell`]: state guarded by the main GIL (the loop, the transports).
+//! - raw-FFI helpers for building return values and reading arguments, and static
+//!   method and module definitions. Every function requires the current thread to
+//!   hold the GIL of the interpreter the objects belong to.
+pub(crate) mod cell;
+
 use pyo3::ffi;
+use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 
 extern "C" {
@@ -24,6 +32,26 @@ pub(crate) struct DefPtr(pub *mut ffi::PyModuleDef);
 // starts) and only read afterwards; CPython treats it as immutable after init.
 unsafe impl Send for DefPtr {}
 unsafe impl Sync for DefPtr {}
+
+/// A `PyMethodDef` that can live in a `static`: CPython keeps a pointer to it for as
+/// long as the functions made from it live, so it must never move nor be freed.
+pub(crate) struct MethodDef(pub(crate) ffi::PyMethodDef);
+// Safety: written once (at initialisation) and only read by CPython afterwards; the
+// pointers in it are 'static (C string literals and `extern "C"` functions).
+unsafe impl Send for MethodDef {}
+unsafe impl Sync for MethodDef {}
+
+/// Adds `(name, value)` int attributes to module `m`; false with a Python
+/// exception set on failure.
+///
+/// # Safety
+/// The GIL of `m`'s interpreter is held and `m` is a live module object.
+pub(crate) unsafe fn add_int_constants(m: *mut ffi::PyObject, table: &[(&CStr, i64)]) -> bool {
+    table.iter().all(|(name, v)| {
+        // Safety: the caller holds `m`'s GIL; `name` is a NUL-terminated static.
+        unsafe { ffi::PyModule_AddIntConstant(m, name.as_ptr(), *v as _) == 0 }
+    })
+}
 
 /// A `METH_FASTCALL` entry of a raw module's method table.
 macro_rules! method {
