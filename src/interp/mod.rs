@@ -6,8 +6,10 @@
 //! pool, `GILOnceCell`s) are process-wide and belong to the main interpreter. Only
 //! bytes and Rust-owned data cross between interpreters.
 
+mod ctx;
 mod module;
 mod worker;
 
+pub use ctx::interrupt;
 pub use module::init_module_def;
-pub use worker::{interrupt, worker_main, WorkerConfig, DRIVER_SRC};
+pub use worker::{worker_main, WorkerConfig, DRIVER_SRC};

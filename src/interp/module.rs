@@ -8,7 +8,7 @@
 //! Module state: one pointer to the worker's [`WorkerCtx`], set by the worker
 //! thread after creation and cleared before the interpreter ends.
 use crate::capi::*;
-use super::worker::WorkerCtx;
+use super::ctx::{interrupt, WorkerCtx};
 use crate::sched::{kind, Completion, Origin};
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
@@ -389,7 +389,7 @@ unsafe extern "C" fn w_cancel(
     let intr = ffi::PyObject_IsTrue(*a.add(1)) == 1;
     let running = c.sched.cancel(id, intr);
     if let (Some(w), true) = (running, intr) {
-        super::worker::interrupt(&c.sched, w, id);
+        interrupt(&c.sched, w, id);
     }
     bool_(running.is_some())
 }

@@ -13,15 +13,13 @@
 //!    interrupt handler, post `WORKER_EXITED`, `Py_EndInterpreter`.
 //! 5. `PyEval_RestoreThread(main_ts)`, `PyThreadState_Clear`,
 //!    `PyThreadState_DeleteCurrent`, then `mark_exited` (the caller joins).
-use crate::capi::{self, _PyEval_AddPendingCall};
+use super::ctx::WorkerCtx;
 use super::module;
-use crate::sched::{kind, Completion, Job, Origin, Scheduler, WorkerSlot};
+use crate::capi;
+use crate::sched::{kind, Completion, Job, Origin, Scheduler};
 use crossbeam_deque::Worker;
 use pyo3::ffi;
-use std::cell::Cell;
-use std::os::raw::{c_int, c_void};
 use std::sync::Arc;
-use std::thread::ThreadId;
 
 /// The driver's source, embedded so the worker needs no file lookup to start.
 pub const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
@@ -34,108 +32,13 @@ pub struct WorkerConfig {
     pub config: Arc<[u8]>,
 }
 
-/// Everything the worker-side module needs; lives on the worker thread's stack.
-pub struct WorkerCtx {
-    pub sched: Arc<Scheduler>,
-    pub me: usize,
-    pub local: Worker<Job>,
-    thread: ThreadId,
-    interrupt_handler: Cell<*mut ffi::PyObject>,
-    /// A job was taken since the last spin (`take(spin_us)` spins only then).
-    pub took: Cell<bool>,
-}
-
-impl WorkerCtx {
-    pub fn slot(&self) -> &WorkerSlot {
-        &self.sched.slots[self.me]
-    }
-
-    pub fn on_own_thread(&self) -> bool {
-        std::thread::current().id() == self.thread
-    }
-
-    /// # Safety
-    /// The worker's GIL is held; `f` is an object of the worker interpreter.
-    pub unsafe fn set_interrupt_handler(&self, f: *mut ffi::PyObject) {
-        ffi::Py_IncRef(f);
-        let old = self.interrupt_handler.replace(f);
-        if !old.is_null() {
-            ffi::Py_DecRef(old);
-        }
-        HANDLER.with(|h| h.set(f));
-    }
-}
-
-thread_local! {
-    /// The driver's interrupt handler (borrowed from `WorkerCtx`), for pending calls.
-    static HANDLER: Cell<*mut ffi::PyObject> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-/// Interrupts job `job` on worker `w` even if it never awaits: schedules a pending
-/// call in that worker's interpreter; the driver's handler raises `CancelledError`
-/// in the job if it is the code running right now.
-pub fn interrupt(sched: &Scheduler, w: usize, job: u64) {
-    let interp = sched.slots[w].interp.lock();
-    if *interp == 0 {
-        return;
-    }
-    let arg = Box::into_raw(Box::new(job)) as *mut c_void;
-    // Safety: the interpreter is alive while `interp` is non-zero and we hold its
-    // lock (the worker zeroes it under the lock before `Py_EndInterpreter`).
-    // `_PyEval_AddPendingCall` may be called from any thread; it takes the
-    // interpreter's pending-calls lock. `arg` is freed by `run_interrupt`, or leaked
-    // if the interpreter ends first (8 bytes).
-    unsafe {
-        _PyEval_AddPendingCall(
-            *interp as *mut ffi::PyInterpreterState,
-            run_interrupt,
-            arg,
-            0,
-        )
-    };
-}
-
-unsafe extern "C" fn run_interrupt(arg: *mut c_void) -> c_int {
-    // Safety: `arg` came from `Box::into_raw` in `interrupt` and is used once.
-    let job = *Box::from_raw(arg as *mut u64);
-    let h = HANDLER.with(|h| h.get());
-    if h.is_null() {
-        return 0; // not the worker's driver thread, or shutting down
-    }
-    // Safety: pending calls run with this interpreter's GIL held, on a thread of
-    // this interpreter; `h` is a live object of it (a strong ref in `WorkerCtx`).
-    let id = ffi::PyLong_FromUnsignedLongLong(job);
-    if id.is_null() {
-        return -1;
-    }
-    let r = ffi::PyObject_CallOneArg(h, id);
-    ffi::Py_DecRef(id);
-    if r.is_null() {
-        return -1;
-    }
-    if r == ffi::Py_None() {
-        ffi::Py_DecRef(r);
-        return 0;
-    }
-    // The handler returned an exception instance: raise it in the running code.
-    ffi::PyErr_SetRaisedException(r); // steals `r`
-    -1
-}
-
 pub fn worker_main(
     sched: Arc<Scheduler>,
     me: usize,
     local: Worker<Job>,
     config: Arc<WorkerConfig>,
 ) {
-    let ctx = WorkerCtx {
-        sched: sched.clone(),
-        me,
-        local,
-        thread: std::thread::current().id(),
-        interrupt_handler: Cell::new(std::ptr::null_mut()),
-        took: Cell::new(false),
-    };
+    let ctx = WorkerCtx::new(sched.clone(), me, local);
     // Safety: this thread holds no GIL yet; `run` follows the numbered protocol
     // above, pairing every state change with its undo.
     unsafe { run(&ctx, &config) };
@@ -199,11 +102,7 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
     // Step 4.
     owner.unregister();
     *ctx.slot().interp.lock() = 0;
-    HANDLER.with(|h| h.set(std::ptr::null_mut()));
-    let h = ctx.interrupt_handler.replace(std::ptr::null_mut());
-    if !h.is_null() {
-        ffi::Py_DecRef(h);
-    }
+    ctx.clear_interrupt_handler();
     ctx.sched.route(
         Origin::Caller,
         Completion {
