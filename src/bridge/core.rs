@@ -1,6 +1,7 @@
 //! `PoolCore`: the caller's (main interpreter's) handle on one pool of workers.
 //! Safe PyO3 API only; it never runs on a worker thread.
 use super::Completions;
+use crate::event_loop::LoopCore;
 use crate::sched::{kind, Origin, Scheduler, JOB_FLAG_INTERRUPT};
 use crate::wire::{PAYLOAD_FILL, PAYLOAD_STASHED};
 use parking_lot::Mutex;
@@ -20,13 +21,6 @@ pub struct PoolCore {
     threads: Mutex<Vec<Option<JoinHandle<()>>>>,
     /// Large bytes results being copied into the caller's objects.
     fills: super::fill::Fills,
-}
-
-impl PoolCore {
-    /// For interloop's own loop: drain completions natively instead of via the fd.
-    pub fn completions(&self) -> Arc<Completions> {
-        self.completions.clone()
-    }
 }
 
 #[pymethods]
@@ -61,6 +55,31 @@ impl PoolCore {
             threads: Mutex::new(threads),
             fills: Default::default(),
         })
+    }
+
+    /// If `loop_` is interloop's loop, it drains this pool's completions natively
+    /// each iteration (no eventfd write, no reader callback) and calls
+    /// `callback(None)` when there are some; returns whether it attached.
+    fn attach_loop(
+        slf: &Bound<'_, Self>,
+        loop_: &Bound<'_, PyAny>,
+        callback: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let Ok(lp) = loop_.cast::<LoopCore>() else {
+            return Ok(false);
+        };
+        let key = slf.as_ptr() as usize;
+        let source = slf.get().completions.clone();
+        lp.get().attach_source(slf.py(), key, source, callback)?;
+        Ok(true)
+    }
+
+    /// Undoes `attach_loop`; returns whether it was attached.
+    fn detach_loop(slf: &Bound<'_, Self>, loop_: &Bound<'_, PyAny>) -> bool {
+        match loop_.cast::<LoopCore>() {
+            Ok(lp) => lp.get().detach_source(slf.py(), slf.as_ptr() as usize),
+            Err(_) => false,
+        }
     }
 
     /// The fd that is readable when `drain()` has something.

@@ -19,6 +19,7 @@
 //! `stop()` makes `run_forever` return after the iteration in which it was called.
 use crate::capi::cell::GilCell;
 use super::handle::{Handle, RunError, TimerInfo};
+use super::reader::{self, NativeReader};
 use super::objref::{has_weakrefs, refcnt, release, ObjRef};
 use super::sources::{Attached, CompletionSource, LoopWaker};
 use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
@@ -656,7 +657,10 @@ impl LoopCore {
         let py = slf.py();
         self.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
-        let drains = side == Side::Read && crate::transport::drains_itself(&callback);
+        let native = match side {
+            Side::Read => reader::classify(&callback),
+            Side::Write => NativeReader::default(),
+        };
         let h = Handle::create(
             py,
             callback,
@@ -666,10 +670,7 @@ impl LoopCore {
             self.is_debug(),
             None,
         )?;
-        h.get().mark_io();
-        if drains {
-            h.get().mark_drains();
-        }
+        h.get().mark_io(native);
         let (res, old) = self.set_io(py, fd, side, Some(h.clone().unbind()));
         res?;
         if let Some(old) = old {
@@ -1268,24 +1269,27 @@ impl LoopCore {
         Ok(())
     }
 
-    /// The hook `interloop.Pool` looks for: drain `core`'s completion queue natively
-    /// each iteration and pass every batch to `callback`.
+    /// The hook `interloop.Pool` looks for: drain the completion queue of `core` (a
+    /// pool's native half) each iteration and pass every batch to `callback`. The
+    /// pool attaches itself (`PoolCore.attach_loop`, through `attach_source`).
     fn _interloop_attach_completions(
-        &self,
-        py: Python<'_>,
-        core: &Bound<'_, crate::bridge::PoolCore>,
+        slf: &Bound<'_, Self>,
+        core: &Bound<'_, PyAny>,
         callback: Py<PyAny>,
     ) -> PyResult<()> {
-        let key = core.as_ptr() as usize;
-        self.attach_source(py, key, core.get().completions(), callback)
+        let attached = core.call_method1(intern!(slf.py(), "attach_loop"), (slf, callback))?;
+        if !attached.is_truthy()? {
+            return Err(PyTypeError::new_err("the pool did not attach to this loop"));
+        }
+        Ok(())
     }
 
     fn _interloop_detach_completions(
-        &self,
-        py: Python<'_>,
-        core: &Bound<'_, crate::bridge::PoolCore>,
-    ) -> bool {
-        self.detach_source(py, core.as_ptr() as usize)
+        slf: &Bound<'_, Self>,
+        core: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        core.call_method1(intern!(slf.py(), "detach_loop"), (slf,))?
+            .is_truthy()
     }
 
     /// Marks `fd` (asyncio's self-pipe) as internal: see `INTERNAL_POLL_EVERY`.

@@ -14,6 +14,7 @@
 //! (its context and loop stay, for `get_context()` and `_loop`).
 use crate::capi::cell::GilCell;
 use super::objref::ObjRef;
+use super::reader::{DirectRead, NativeReader};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -21,7 +22,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The Python helpers (`interloop._loop`): repr formatting, stack capture. Looked up
 /// once; only ever touched on slow paths (repr, debug mode).
@@ -106,8 +107,10 @@ pub struct Handle {
     /// A reader or writer: runs again at every readiness, never emptied after a run.
     io: AtomicBool,
     /// A reader that reads until the socket is drained, or asks for a re-arm itself
-    /// (`transport::SocketReader`): the reactor need not re-arm it after each event.
+    /// (`NativeReader::drains_itself`): the reactor need not re-arm it after each event.
     drains: AtomicBool,
+    /// A reader's direct call (`NativeReader::direct`), set once by `mark_io`.
+    direct: OnceLock<DirectRead>,
 }
 
 #[pyclass(frozen, extends = Handle, module = "interloop._interloop", name = "TimerHandle")]
@@ -143,6 +146,7 @@ impl Handle {
             scheduled: AtomicBool::new(false),
             io: AtomicBool::new(false),
             drains: AtomicBool::new(false),
+            direct: OnceLock::new(),
         };
         let h = if is_timer {
             let init = PyClassInitializer::from(handle).add_subclass(TimerHandle);
@@ -310,17 +314,28 @@ impl Handle {
         self.io.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn mark_io(&self) {
-        self.io.store(true, Ordering::Relaxed)
+    /// Marks a reader or writer handle, with what the loop knows of its callback.
+    pub(crate) fn mark_io(&self, native: NativeReader) {
+        self.io.store(true, Ordering::Relaxed);
+        self.drains.store(native.drains_itself, Ordering::Relaxed);
+        if let Some(run) = native.direct {
+            let _ = self.direct.set(run);
+        }
+    }
+
+    /// The direct call of an I/O handle's native reader, if it has one.
+    #[inline(always)]
+    fn direct_read(&self) -> Option<DirectRead> {
+        if self.is_io() {
+            self.direct.get().copied()
+        } else {
+            None
+        }
     }
 
     #[inline]
     pub(crate) fn drains(&self) -> bool {
         self.drains.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn mark_drains(&self) {
-        self.drains.store(true, Ordering::Relaxed)
     }
 
     #[inline]
@@ -347,23 +362,16 @@ impl Handle {
         // the call); the GIL is held (token).
         unsafe {
             call_in_context(py, ctx, || {
-                // A socket transport's native reader (always an I/O handle's
-                // callback): called directly, the same work as its `__call__`
-                // without `tp_call` and PyO3's wrapper.
-                if self.is_io() {
-                    if let Ok(reader) = func
-                        .as_py()
-                        .bind(py)
-                        .cast_exact::<crate::transport::SocketReader>()
-                    {
-                        return match reader.get().run(py) {
-                            Ok(()) => ffi::Py_None(), // immortal: no reference to give
-                            Err(e) => {
-                                e.restore(py);
-                                std::ptr::null_mut()
-                            }
-                        };
-                    }
+                // A native reader with a direct call (see `reader`): the same work
+                // as calling it, without `tp_call` and PyO3's wrapper.
+                if let Some(run) = self.direct_read() {
+                    return match run(py, func.as_py().bind(py)) {
+                        Ok(()) => ffi::Py_None(), // immortal: no reference to give
+                        Err(e) => {
+                            e.restore(py);
+                            std::ptr::null_mut()
+                        }
+                    };
                 }
                 if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
                     call_no_args(func.as_ptr(), args.as_ptr())

@@ -4,6 +4,7 @@ mod core;
 pub(crate) mod fast;
 mod handle;
 mod objref;
+pub(crate) mod reader;
 pub mod sources;
 mod timers;
 

@@ -88,9 +88,17 @@ impl SocketReader {
 }
 
 impl SocketReader {
-    /// The reader callback's work; the loop calls it directly for a reader it finds
-    /// in an I/O handle (no `tp_call`, no argument parsing).
-    pub(crate) fn run(&self, py: Python<'_>) -> PyResult<()> {
+    /// [`Self::run`] as the loop's direct call (`event_loop::reader::DirectRead`);
+    /// `callback` is a `SocketReader` (the classifier checked its exact type).
+    pub(crate) fn run_direct(py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Safety: `classify_reader` gives this function only for an exact
+        // `SocketReader`, and a handle's callback never changes.
+        unsafe { callback.cast_unchecked::<SocketReader>() }.get().run(py)
+    }
+
+    /// The reader callback's work, also run by the loop directly (no `tp_call`, no
+    /// argument parsing).
+    fn run(&self, py: Python<'_>) -> PyResult<()> {
         let Some((t, lp)) = pair_get(&self.transport, py) else {
             return Ok(());
         };
