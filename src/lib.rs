@@ -29,6 +29,7 @@ fn _interloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     if !unsafe { wire::add_constants(m.as_ptr()) } {
         return Err(PyErr::fetch(m.py()));
     }
+    capi::entry::add_main_test_panic(m)?;
     event_loop::register(m)?;
     transport::register(m)?;
     bridge::register(m)?;

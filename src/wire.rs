@@ -39,5 +39,6 @@ const CONSTANTS: &[(&CStr, i64)] = &[
 /// # Safety
 /// The GIL of `m`'s interpreter is held and `m` is a live module object.
 pub(crate) unsafe fn add_constants(m: *mut ffi::PyObject) -> bool {
-    crate::capi::add_int_constants(m, CONSTANTS)
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe { crate::capi::add_int_constants(m, CONSTANTS) }
 }

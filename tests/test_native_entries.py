@@ -78,3 +78,42 @@ def test_worker_side_exports_the_same_constants():
     protocol, chan = run(main())
     assert protocol == exported(native, PROTOCOL)
     assert chan == exported(native._chan, CHANNEL)
+
+
+# -- a Rust panic in an entry point --------------------------------------------------
+# `_test_panic(message)` exists only for these tests: it panics in Rust.
+
+def worker_panics(where):
+    """Run in a pool worker: hit a panicking entry of the worker-side module or of
+    its channel module; return what was raised."""
+    from interloop import _interloop as worker_native
+    target = worker_native if where == "module" else worker_native.channel_module()
+    try:
+        target._test_panic("boom in a worker")
+    except SystemError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("where", ["module", "channel"])
+def test_main_side_panic_is_a_system_error(where):
+    target = native if where == "module" else native._chan
+    for _ in range(2):  # the module keeps working after a panic
+        with pytest.raises(SystemError, match="panic in interloop's _test_panic: boom"):
+            target._test_panic("boom")
+    with pytest.raises(TypeError):
+        target._test_panic()
+
+
+@needs_workers
+@pytest.mark.parametrize("where", ["module", "channel"])
+def test_worker_side_panic_is_a_system_error_of_the_job(where):
+    async def main():
+        async with interloop.Pool(1) as pool:
+            first = await pool.run(worker_panics, where)
+            second = await pool.run(worker_panics, where)  # the worker survived
+            return first, second, await pool.run(sum, [1, 2])
+
+    first, second, total = run(main())
+    assert first == second == "panic in interloop's _test_panic: boom in a worker"
+    assert total == 3

@@ -85,61 +85,64 @@ impl Region {
         o: *mut ffi::PyObject,
         view_type: *mut ffi::PyTypeObject,
     ) -> Option<Arc<Region>> {
-        // Boxed: the exporter may keep pointers into the struct (its shape/strides
-        // fields), so it must not move until released.
-        let mut pb: Box<ffi::Py_buffer> = Box::new(std::mem::zeroed());
-        if ffi::PyObject_GetBuffer(o, &mut *pb, ffi::PyBUF_FULL_RO) != 0 {
-            return None;
-        }
-        let len = pb.len.max(0) as usize;
-        if ffi::PyBuffer_IsContiguous(&*pb, b'A' as c_char) == 0 {
-            let mut v = vec![0u8; len];
-            let r = ffi::PyBuffer_ToContiguous(
-                v.as_mut_ptr() as *mut c_void,
-                &*pb,
-                pb.len,
-                b'C' as c_char,
-            );
-            ffi::PyBuffer_Release(&mut *pb);
-            return if r == 0 {
-                Some(Arc::new(Region::owned(v)))
-            } else {
-                None
-            };
-        }
-        let copy = |mut pb: Box<ffi::Py_buffer>| {
-            let v = if len == 0 {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(pb.buf as *const u8, len).to_vec()
-            };
-            ffi::PyBuffer_Release(&mut *pb);
-            Some(Arc::new(Region::owned(v)))
-        };
-        if len < ZERO_COPY_MIN {
-            return copy(pb);
-        }
-        if let Some(parent) = view::base_region(pb.obj, view_type) {
-            let (start, p) = (parent.ptr as usize, pb.buf as usize);
-            if p >= start && p + len <= start + parent.len {
-                let r = Region {
-                    ptr: pb.buf as *const u8,
-                    len,
-                    keep: Keep::Slice(parent),
+        // Safety: GIL held and arguments live (this function's contract).
+        unsafe {
+            // Boxed: the exporter may keep pointers into the struct (its shape/strides
+            // fields), so it must not move until released.
+            let mut pb: Box<ffi::Py_buffer> = Box::new(std::mem::zeroed());
+            if ffi::PyObject_GetBuffer(o, &mut *pb, ffi::PyBUF_FULL_RO) != 0 {
+                return None;
+            }
+            let len = pb.len.max(0) as usize;
+            if ffi::PyBuffer_IsContiguous(&*pb, b'A' as c_char) == 0 {
+                let mut v = vec![0u8; len];
+                let r = ffi::PyBuffer_ToContiguous(
+                    v.as_mut_ptr() as *mut c_void,
+                    &*pb,
+                    pb.len,
+                    b'C' as c_char,
+                );
+                ffi::PyBuffer_Release(&mut *pb);
+                return if r == 0 {
+                    Some(Arc::new(Region::owned(v)))
+                } else {
+                    None
+                };
+            }
+            let copy = |mut pb: Box<ffi::Py_buffer>| {
+                let v = if len == 0 {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(pb.buf as *const u8, len).to_vec()
                 };
                 ffi::PyBuffer_Release(&mut *pb);
-                return Some(Arc::new(r));
+                Some(Arc::new(Region::owned(v)))
+            };
+            if len < ZERO_COPY_MIN {
+                return copy(pb);
             }
+            if let Some(parent) = view::base_region(pb.obj, view_type) {
+                let (start, p) = (parent.ptr as usize, pb.buf as usize);
+                if p >= start && p + len <= start + parent.len {
+                    let r = Region {
+                        ptr: pb.buf as *const u8,
+                        len,
+                        keep: Keep::Slice(parent),
+                    };
+                    ffi::PyBuffer_Release(&mut *pb);
+                    return Some(Arc::new(r));
+                }
+            }
+            let Some(owner) = Owner::current() else {
+                return copy(pb);
+            };
+            owner.collect_here();
+            Some(Arc::new(Region {
+                ptr: pb.buf as *const u8,
+                len,
+                keep: Keep::Foreign { view: pb, owner },
+            }))
         }
-        let Some(owner) = Owner::current() else {
-            return copy(pb);
-        };
-        owner.collect_here();
-        Some(Arc::new(Region {
-            ptr: pb.buf as *const u8,
-            len,
-            keep: Keep::Foreign { view: pb, owner },
-        }))
     }
 }
 
@@ -157,7 +160,11 @@ impl Region {
         let Keep::Foreign { view, owner } = &mut self.keep else {
             return;
         };
-        let view = std::mem::replace(view, Box::new(unsafe { std::mem::zeroed() }));
+        // Safety: an all-zero `Py_buffer` is a valid value of the struct (null
+        // pointers, zero sizes); it only fills the place of the view taken out and is
+        // never passed to CPython.
+        let placeholder = Box::new(unsafe { std::mem::zeroed() });
+        let view = std::mem::replace(view, placeholder);
         // Safety: `PyThreadState_GetUnchecked` only reads this thread's current
         // thread state; a non-null one means this thread holds that interpreter's
         // GIL (a thread state is detached whenever its GIL is released).
@@ -182,7 +189,10 @@ impl Region {
 /// # Safety
 /// The GIL of the interpreter that acquired it is held.
 unsafe fn release(mut view: Box<ffi::Py_buffer>) {
-    ffi::PyBuffer_Release(&mut *view);
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        ffi::PyBuffer_Release(&mut *view);
+    }
 }
 
 struct Garbage(Box<ffi::Py_buffer>);
@@ -217,17 +227,20 @@ impl Owner {
     /// The current thread holds the GIL of the interpreter to register; it calls
     /// [`Owner::unregister`] before the interpreter ends.
     pub unsafe fn register_current(wake: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Owner> {
-        let o = Arc::new(Owner {
-            interp: ffi::PyInterpreterState_Get() as usize,
-            state: Mutex::new(OwnerState {
-                alive: true,
-                garbage: Vec::new(),
-                scheduled: false,
-            }),
-            wake,
-        });
-        OWNERS.lock().push(o.clone());
-        o
+        // Safety: GIL held and arguments live (this function's contract).
+        unsafe {
+            let o = Arc::new(Owner {
+                interp: ffi::PyInterpreterState_Get() as usize,
+                state: Mutex::new(OwnerState {
+                    alive: true,
+                    garbage: Vec::new(),
+                    scheduled: false,
+                }),
+                wake,
+            });
+            OWNERS.lock().push(o.clone());
+            o
+        }
     }
 
     /// The interpreter is about to end: releases what was handed back, and from now
@@ -236,14 +249,17 @@ impl Owner {
     /// # Safety
     /// Called on the registering thread, its GIL held, before the interpreter ends.
     pub unsafe fn unregister(self: &Arc<Self>) {
-        OWNERS.lock().retain(|o| !Arc::ptr_eq(o, self));
-        let garbage = {
-            let mut g = self.state.lock();
-            g.alive = false;
-            std::mem::take(&mut g.garbage)
-        };
-        for Garbage(v) in garbage {
-            release(v);
+        // Safety: GIL held and arguments live (this function's contract).
+        unsafe {
+            OWNERS.lock().retain(|o| !Arc::ptr_eq(o, self));
+            let garbage = {
+                let mut g = self.state.lock();
+                g.alive = false;
+                std::mem::take(&mut g.garbage)
+            };
+            for Garbage(v) in garbage {
+                release(v);
+            }
         }
     }
 
@@ -253,25 +269,28 @@ impl Owner {
     /// # Safety
     /// The current thread holds an interpreter's GIL.
     unsafe fn current() -> Option<Arc<Owner>> {
-        let me = ffi::PyInterpreterState_Get() as usize;
-        let mut owners = OWNERS.lock();
-        if let Some(o) = owners.iter().find(|o| o.interp == me) {
-            return Some(o.clone());
+        // Safety: GIL held and arguments live (this function's contract).
+        unsafe {
+            let me = ffi::PyInterpreterState_Get() as usize;
+            let mut owners = OWNERS.lock();
+            if let Some(o) = owners.iter().find(|o| o.interp == me) {
+                return Some(o.clone());
+            }
+            if me != ffi::PyInterpreterState_Main() as usize {
+                return None;
+            }
+            let o = Arc::new(Owner {
+                interp: me,
+                state: Mutex::new(OwnerState {
+                    alive: true,
+                    garbage: Vec::new(),
+                    scheduled: false,
+                }),
+                wake: None,
+            });
+            owners.push(o.clone());
+            Some(o)
         }
-        if me != ffi::PyInterpreterState_Main() as usize {
-            return None;
-        }
-        let o = Arc::new(Owner {
-            interp: me,
-            state: Mutex::new(OwnerState {
-                alive: true,
-                garbage: Vec::new(),
-                scheduled: false,
-            }),
-            wake: None,
-        });
-        owners.push(o.clone());
-        Some(o)
     }
 
     /// Releases what other interpreters handed back.
@@ -279,13 +298,16 @@ impl Owner {
     /// # Safety
     /// This owner's GIL is held.
     unsafe fn collect_here(&self) {
-        let garbage = {
-            let mut g = self.state.lock();
-            g.scheduled = false;
-            std::mem::take(&mut g.garbage)
-        };
-        for Garbage(v) in garbage {
-            release(v);
+        // Safety: GIL held and arguments live (this function's contract).
+        unsafe {
+            let garbage = {
+                let mut g = self.state.lock();
+                g.scheduled = false;
+                std::mem::take(&mut g.garbage)
+            };
+            for Garbage(v) in garbage {
+                release(v);
+            }
         }
     }
 
@@ -335,13 +357,21 @@ impl Owner {
     }
 }
 
+/// # Safety
+/// A pending call: run by CPython with the owner interpreter's GIL held; `arg` came
+/// from `Box::into_raw` in `defer` and is used once.
 unsafe extern "C" fn run_release(arg: *mut c_void) -> c_int {
-    // Safety: `arg` came from `Arc::into_raw` in `defer` and is used once.
-    let owner = Arc::from_raw(arg as *const Owner);
-    // Safety: pending calls run in the interpreter they were added to, on one of
-    // its threads, with its GIL held.
-    owner.collect_here();
-    0
+    // Safety: a pending call runs with its interpreter's GIL held; `arg` is what `schedule_release` passed.
+    unsafe {
+        crate::capi::entry(c"buffer release", || {
+            // Safety: `arg` came from `Arc::into_raw` in `defer` and is used once.
+            let owner = Arc::from_raw(arg as *const Owner);
+            // Safety: pending calls run in the interpreter they were added to, on one of
+            // its threads, with its GIL held.
+            owner.collect_here();
+            0
+        })
+    }
 }
 
 /// Regions parked under an id while the bytes that refer to them travel on their

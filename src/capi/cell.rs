@@ -18,7 +18,7 @@ pub struct GilCell<T> {
 
 // Safety: all access goes through `with`/`try_with`, which take a `Python<'_>` token,
 // so the caller holds the main interpreter's GIL (PyO3's safe API never runs on worker
-// threads: ARCHITECTURE.md). The module is declared `gil_used = true`, so on a
+// threads: see `interp`). The module is declared `gil_used = true`, so on a
 // free-threaded build CPython re-enables the GIL before loading us. Holding the GIL
 // serialises every access across threads; `borrowed` catches re-entrancy on one thread.
 unsafe impl<T: Send> Sync for GilCell<T> {}

@@ -2,10 +2,16 @@
 //! interpreter and the workers' sub-interpreters). A leaf: it uses nothing of ours.
 //!
 //! - [`cell::GilCell`]: state guarded by the main GIL (the loop, the transports).
-//! - raw-FFI helpers for building return values and reading arguments, and static
-//!   method and module definitions. Every function requires the current thread to
-//!   hold the GIL of the interpreter the objects belong to.
+//! - [`entry`]: the trampoline every `extern "C"` entry point runs in, and the
+//!   method-table macro that applies it.
+//! - Raw-FFI helpers for building return values and reading arguments, and static
+//!   method and module definitions. Every `unsafe fn` here requires the current
+//!   thread to hold the GIL of the interpreter its objects belong to; pointers
+//!   given to them are live objects unless said otherwise.
 pub(crate) mod cell;
+pub(crate) mod entry;
+
+pub(crate) use entry::{entry, method, py_entry};
 
 use pyo3::ffi;
 use std::ffi::CStr;
@@ -17,7 +23,7 @@ extern "C" {
     /// GIL (it takes the interpreter's pending-calls lock); -1 when the queue is
     /// full. Exported by libpython 3.12 and 3.13 (for `_testinternalcapi`), same ABI
     /// on both: (interp, int (*)(void *), void *, int flags/mainthreadonly) -> int.
-    pub fn _PyEval_AddPendingCall(
+    pub(crate) fn _PyEval_AddPendingCall(
         interp: *mut ffi::PyInterpreterState,
         func: unsafe extern "C" fn(*mut c_void) -> c_int,
         arg: *mut c_void,
@@ -31,6 +37,7 @@ pub(crate) struct DefPtr(pub *mut ffi::PyModuleDef);
 // Safety: the definition is written once (under the main GIL, before any worker
 // starts) and only read afterwards; CPython treats it as immutable after init.
 unsafe impl Send for DefPtr {}
+// Safety: as for `Send`.
 unsafe impl Sync for DefPtr {}
 
 /// A `PyMethodDef` that can live in a `static`: CPython keeps a pointer to it for as
@@ -39,6 +46,7 @@ pub(crate) struct MethodDef(pub(crate) ffi::PyMethodDef);
 // Safety: written once (at initialisation) and only read by CPython afterwards; the
 // pointers in it are 'static (C string literals and `extern "C"` functions).
 unsafe impl Send for MethodDef {}
+// Safety: as for `Send`.
 unsafe impl Sync for MethodDef {}
 
 /// Adds `(name, value)` int attributes to module `m`; false with a Python
@@ -53,119 +61,185 @@ pub(crate) unsafe fn add_int_constants(m: *mut ffi::PyObject, table: &[(&CStr, i
     })
 }
 
-/// A `METH_FASTCALL` entry of a raw module's method table.
-macro_rules! method {
-    ($name:literal, $f:ident, $doc:literal) => {
-        pyo3::ffi::PyMethodDef {
-            ml_name: $name.as_ptr(),
-            ml_meth: pyo3::ffi::PyMethodDefPointer {
-                PyCFunctionFast: $f,
-            },
-            ml_flags: pyo3::ffi::METH_FASTCALL,
-            ml_doc: $doc.as_ptr(),
-        }
-    };
-}
-pub(crate) use method;
-
 /// New reference to `None`.
-pub unsafe fn none() -> *mut ffi::PyObject {
-    let n = ffi::Py_None();
-    ffi::Py_IncRef(n);
-    n
+///
+/// # Safety
+/// The GIL of the current interpreter is held.
+pub(crate) unsafe fn none() -> *mut ffi::PyObject {
+    // Safety: GIL held (contract); `Py_None` is the interpreter's singleton.
+    unsafe {
+        let n = ffi::Py_None();
+        ffi::Py_IncRef(n);
+        n
+    }
 }
 
-pub unsafe fn bool_(v: bool) -> *mut ffi::PyObject {
-    ffi::PyBool_FromLong(v as _)
+/// `True` or `False` (new reference).
+///
+/// # Safety
+/// The GIL of the current interpreter is held.
+pub(crate) unsafe fn bool_(v: bool) -> *mut ffi::PyObject {
+    // Safety: GIL held (contract).
+    unsafe { ffi::PyBool_FromLong(v as _) }
 }
 
-pub unsafe fn u64_(v: u64) -> *mut ffi::PyObject {
-    ffi::PyLong_FromUnsignedLongLong(v)
+/// An `int` (new reference) or NULL.
+///
+/// # Safety
+/// The GIL of the current interpreter is held.
+pub(crate) unsafe fn u64_(v: u64) -> *mut ffi::PyObject {
+    // Safety: GIL held (contract).
+    unsafe { ffi::PyLong_FromUnsignedLongLong(v) }
 }
 
-pub unsafe fn bytes(b: &[u8]) -> *mut ffi::PyObject {
-    ffi::PyBytes_FromStringAndSize(b.as_ptr() as *const c_char, b.len() as ffi::Py_ssize_t)
+/// A `bytes` copy of `b` (new reference) or NULL.
+///
+/// # Safety
+/// The GIL of the current interpreter is held.
+pub(crate) unsafe fn bytes(b: &[u8]) -> *mut ffi::PyObject {
+    // Safety: GIL held (contract); `b` is valid for `b.len()` bytes.
+    unsafe {
+        ffi::PyBytes_FromStringAndSize(b.as_ptr() as *const c_char, b.len() as ffi::Py_ssize_t)
+    }
 }
 
 /// A tuple from new references (stolen); NULL if any item or the tuple is NULL.
-pub unsafe fn tuple(items: &[*mut ffi::PyObject]) -> *mut ffi::PyObject {
-    if items.iter().any(|p| p.is_null()) {
-        for p in items {
-            if !p.is_null() {
+///
+/// # Safety
+/// The GIL of the current interpreter is held; each item is NULL or a new
+/// reference the caller gives up.
+pub(crate) unsafe fn tuple(items: &[*mut ffi::PyObject]) -> *mut ffi::PyObject {
+    // Safety: GIL held and items owned (contract); `PyTuple_SetItem` steals each
+    // item into a fresh tuple of the right size.
+    unsafe {
+        if items.iter().any(|p| p.is_null()) {
+            for p in items {
+                if !p.is_null() {
+                    ffi::Py_DecRef(*p);
+                }
+            }
+            return std::ptr::null_mut();
+        }
+        let t = ffi::PyTuple_New(items.len() as ffi::Py_ssize_t);
+        if t.is_null() {
+            for p in items {
                 ffi::Py_DecRef(*p);
             }
+            return t;
         }
-        return std::ptr::null_mut();
-    }
-    let t = ffi::PyTuple_New(items.len() as ffi::Py_ssize_t);
-    if t.is_null() {
-        for p in items {
-            ffi::Py_DecRef(*p);
+        for (i, p) in items.iter().enumerate() {
+            ffi::PyTuple_SetItem(t, i as ffi::Py_ssize_t, *p);
         }
-        return t;
+        t
     }
-    for (i, p) in items.iter().enumerate() {
-        ffi::PyTuple_SetItem(t, i as ffi::Py_ssize_t, *p);
-    }
-    t
 }
 
 /// A list built from new references (stolen); NULL on failure.
-pub unsafe fn list(items: Vec<*mut ffi::PyObject>) -> *mut ffi::PyObject {
-    let l = ffi::PyList_New(items.len() as ffi::Py_ssize_t);
-    let mut ok = !l.is_null();
-    for (i, p) in items.into_iter().enumerate() {
-        if p.is_null() || !ok {
-            ok = false;
-            if !p.is_null() {
-                ffi::Py_DecRef(p);
+///
+/// # Safety
+/// As [`tuple`].
+pub(crate) unsafe fn list(items: Vec<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    // Safety: as in `tuple`, with `PyList_SetItem`.
+    unsafe {
+        let l = ffi::PyList_New(items.len() as ffi::Py_ssize_t);
+        let mut ok = !l.is_null();
+        for (i, p) in items.into_iter().enumerate() {
+            if p.is_null() || !ok {
+                ok = false;
+                if !p.is_null() {
+                    ffi::Py_DecRef(p);
+                }
+                continue;
             }
-            continue;
+            ffi::PyList_SetItem(l, i as ffi::Py_ssize_t, p);
         }
-        ffi::PyList_SetItem(l, i as ffi::Py_ssize_t, p);
-    }
-    if !ok {
-        if !l.is_null() {
-            ffi::Py_DecRef(l);
+        if !ok {
+            if !l.is_null() {
+                ffi::Py_DecRef(l);
+            }
+            return std::ptr::null_mut();
         }
-        return std::ptr::null_mut();
+        l
     }
-    l
 }
 
-pub unsafe fn arg_u64(o: *mut ffi::PyObject) -> Option<u64> {
-    let v = ffi::PyLong_AsUnsignedLongLong(o);
-    if v == u64::MAX && !ffi::PyErr_Occurred().is_null() {
-        return None;
+/// The value of an `int` argument, or `None` with an exception set.
+///
+/// # Safety
+/// The GIL of `o`'s interpreter is held and `o` is a live object.
+pub(crate) unsafe fn arg_u64(o: *mut ffi::PyObject) -> Option<u64> {
+    // Safety: contract.
+    unsafe {
+        let v = ffi::PyLong_AsUnsignedLongLong(o);
+        if v == u64::MAX && !ffi::PyErr_Occurred().is_null() {
+            return None;
+        }
+        Some(v)
     }
-    Some(v)
 }
 
 /// Borrowed view of a `bytes` object's data (valid while the object lives).
-pub unsafe fn arg_bytes<'a>(o: *mut ffi::PyObject) -> Option<&'a [u8]> {
-    let mut p: *mut c_char = std::ptr::null_mut();
-    let mut n: ffi::Py_ssize_t = 0;
-    if ffi::PyBytes_AsStringAndSize(o, &mut p, &mut n) != 0 {
-        return None;
+///
+/// # Safety
+/// As [`arg_u64`]; the slice must not outlive `o`.
+pub(crate) unsafe fn arg_bytes<'a>(o: *mut ffi::PyObject) -> Option<&'a [u8]> {
+    // Safety: contract; on success CPython gives the object's own buffer of `n`
+    // bytes, immutable and alive as long as the object.
+    unsafe {
+        let mut p: *mut c_char = std::ptr::null_mut();
+        let mut n: ffi::Py_ssize_t = 0;
+        if ffi::PyBytes_AsStringAndSize(o, &mut p, &mut n) != 0 {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(p as *const u8, n as usize))
     }
-    Some(std::slice::from_raw_parts(p as *const u8, n as usize))
 }
 
-pub unsafe fn set_error(exc: *mut ffi::PyObject, msg: &str) -> *mut ffi::PyObject {
-    let c = std::ffi::CString::new(msg.replace('\0', " ")).unwrap();
-    ffi::PyErr_SetString(exc, c.as_ptr());
+/// A copy of a `str` argument, or `None` with an exception set.
+///
+/// # Safety
+/// As [`arg_u64`].
+pub(crate) unsafe fn arg_str(o: *mut ffi::PyObject) -> Option<String> {
+    // Safety: contract; on success CPython gives `len` bytes of UTF-8 owned by the
+    // string, copied here before anything can free them.
+    unsafe {
+        let mut len: ffi::Py_ssize_t = 0;
+        let p = ffi::PyUnicode_AsUTF8AndSize(o, &mut len);
+        if p.is_null() {
+            return None;
+        }
+        let b = std::slice::from_raw_parts(p as *const u8, len as usize);
+        Some(String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+/// Sets `exc(msg)` as the current exception; returns NULL (for `return set_error(..)`).
+///
+/// # Safety
+/// The GIL of the current interpreter is held; `exc` is an exception type.
+pub(crate) unsafe fn set_error(exc: *mut ffi::PyObject, msg: &str) -> *mut ffi::PyObject {
+    let c = std::ffi::CString::new(msg.replace('\0', " ")).expect("NULs were replaced");
+    // Safety: contract; `c` lives for the call.
+    unsafe { ffi::PyErr_SetString(exc, c.as_ptr()) };
     std::ptr::null_mut()
 }
 
 /// Checks a METH_FASTCALL call's positional count; sets TypeError and returns false
 /// when it is not `want`.
-pub unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bool {
-    let n = ffi::PyVectorcall_NARGS(n as usize);
+///
+/// # Safety
+/// The GIL of the current interpreter is held.
+pub(crate) unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bool {
+    // Safety: `PyVectorcall_NARGS` only masks the flag bit off.
+    let n = unsafe { ffi::PyVectorcall_NARGS(n as usize) };
     if n != want {
-        set_error(
-            ffi::PyExc_TypeError,
-            &format!("{name}() takes {want} arguments ({n} given)"),
-        );
+        // Safety: GIL held (contract).
+        unsafe {
+            set_error(
+                ffi::PyExc_TypeError,
+                &format!("{name}() takes {want} arguments ({n} given)"),
+            )
+        };
         return false;
     }
     true
@@ -178,9 +252,9 @@ pub unsafe fn nargs(n: ffi::Py_ssize_t, want: ffi::Py_ssize_t, name: &str) -> bo
 /// The main interpreter's GIL is held (called from the `#[pymodule]` init), before
 /// any worker exists, so no interpreter races on `PyModuleDef_Init`. `methods` and
 /// `slots` end with their zeroed sentinels.
-pub unsafe fn leak_module_def(
-    name: &'static std::ffi::CStr,
-    doc: &'static std::ffi::CStr,
+pub(crate) unsafe fn leak_module_def(
+    name: &'static CStr,
+    doc: &'static CStr,
     state_size: ffi::Py_ssize_t,
     methods: Vec<ffi::PyMethodDef>,
     slots: Option<Vec<ffi::PyModuleDef_Slot>>,
@@ -199,6 +273,7 @@ pub unsafe fn leak_module_def(
         m_free: None,
     });
     let def = Box::leak(def) as *mut ffi::PyModuleDef;
-    ffi::PyModuleDef_Init(def);
+    // Safety: contract (main GIL, no worker yet); `def` is leaked, so 'static.
+    unsafe { ffi::PyModuleDef_Init(def) };
     DefPtr(def)
 }

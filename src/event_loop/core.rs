@@ -17,12 +17,12 @@
 //!  5. Run exactly the callbacks that were queued before this step; those they
 //!     schedule run in the next iteration.
 //! `stop()` makes `run_forever` return after the iteration in which it was called.
-use crate::capi::cell::GilCell;
 use super::handle::{Handle, RunError, TimerInfo};
-use super::reader::{self, NativeReader};
 use super::objref::{has_weakrefs, refcnt, release, ObjRef};
+use super::reader::{self, NativeReader};
 use super::sources::{Attached, CompletionSource, LoopWaker};
 use super::timers::{TimerHeap, MIN_CANCELLED_FOR_COMPACTION};
+use crate::capi::cell::GilCell;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};

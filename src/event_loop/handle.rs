@@ -12,9 +12,9 @@
 //! and a handle drops its callback and arguments once it has run or is cancelled, so a
 //! handle that user code keeps afterwards holds no reference that could close a cycle
 //! (its context and loop stay, for `get_context()` and `_loop`).
-use crate::capi::cell::GilCell;
 use super::objref::ObjRef;
 use super::reader::{DirectRead, NativeReader};
+use crate::capi::cell::GilCell;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -429,27 +429,30 @@ pub(crate) unsafe fn call_in_context(
     ctx: *mut ffi::PyObject,
     call: impl FnOnce() -> *mut ffi::PyObject,
 ) -> Result<(), RunError> {
-    if ffi::PyContext_Enter(ctx) < 0 {
-        return Err(classify(py, PyErr::fetch(py)));
-    }
-    // Each outcome is handled on its own path: a combined match over the call's and
-    // the exit's results made every call copy both (large) results around.
-    let res = call();
-    if !res.is_null() {
-        let exited = ffi::PyContext_Exit(ctx) >= 0;
-        ffi::Py_DECREF(res);
-        if exited {
-            Ok(())
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        if ffi::PyContext_Enter(ctx) < 0 {
+            return Err(classify(py, PyErr::fetch(py)));
+        }
+        // Each outcome is handled on its own path: a combined match over the call's and
+        // the exit's results made every call copy both (large) results around.
+        let res = call();
+        if !res.is_null() {
+            let exited = ffi::PyContext_Exit(ctx) >= 0;
+            ffi::Py_DECREF(res);
+            if exited {
+                Ok(())
+            } else {
+                Err(classify(py, PyErr::fetch(py)))
+            }
         } else {
-            Err(classify(py, PyErr::fetch(py)))
+            let e = PyErr::fetch(py);
+            // The call's exception wins; one from leaving the context is dropped.
+            if ffi::PyContext_Exit(ctx) < 0 {
+                drop(PyErr::fetch(py));
+            }
+            Err(classify(py, e))
         }
-    } else {
-        let e = PyErr::fetch(py);
-        // The call's exception wins; one from leaving the context is dropped.
-        if ffi::PyContext_Exit(ctx) < 0 {
-            drop(PyErr::fetch(py));
-        }
-        Err(classify(py, e))
     }
 }
 
@@ -465,10 +468,13 @@ pub(crate) unsafe fn call_no_args(
     f: *mut ffi::PyObject,
     empty_tuple: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    if ffi::PyType_HasFeature(ffi::Py_TYPE(f), ffi::Py_TPFLAGS_HAVE_VECTORCALL) == 0 {
-        ffi::PyObject_Call(f, empty_tuple, std::ptr::null_mut())
-    } else {
-        ffi::PyObject_CallNoArgs(f)
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        if ffi::PyType_HasFeature(ffi::Py_TYPE(f), ffi::Py_TPFLAGS_HAVE_VECTORCALL) == 0 {
+            ffi::PyObject_Call(f, empty_tuple, std::ptr::null_mut())
+        } else {
+            ffi::PyObject_CallNoArgs(f)
+        }
     }
 }
 

@@ -32,8 +32,5 @@ pub(crate) fn install(classify: Classify) {
 
 /// What the installed classifier says of `callback`.
 pub(crate) fn classify(callback: &Bound<'_, PyAny>) -> NativeReader {
-    CLASSIFY
-        .get()
-        .and_then(|f| f(callback))
-        .unwrap_or_default()
+    CLASSIFY.get().and_then(|f| f(callback)).unwrap_or_default()
 }

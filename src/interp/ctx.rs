@@ -45,12 +45,15 @@ impl WorkerCtx {
     /// # Safety
     /// The worker's GIL is held; `f` is an object of the worker interpreter.
     pub unsafe fn set_interrupt_handler(&self, f: *mut ffi::PyObject) {
-        ffi::Py_IncRef(f);
-        let old = self.interrupt_handler.replace(f);
-        if !old.is_null() {
-            ffi::Py_DecRef(old);
+        // Safety: GIL held and arguments live (this function's contract).
+        unsafe {
+            ffi::Py_IncRef(f);
+            let old = self.interrupt_handler.replace(f);
+            if !old.is_null() {
+                ffi::Py_DecRef(old);
+            }
+            HANDLER.with(|h| h.set(f));
         }
-        HANDLER.with(|h| h.set(f));
     }
 
     /// Drops the interrupt handler; pending interrupts that run later do nothing.
@@ -58,10 +61,13 @@ impl WorkerCtx {
     /// # Safety
     /// The worker's GIL is held (the handler is an object of its interpreter).
     pub unsafe fn clear_interrupt_handler(&self) {
-        HANDLER.with(|h| h.set(std::ptr::null_mut()));
-        let h = self.interrupt_handler.replace(std::ptr::null_mut());
-        if !h.is_null() {
-            ffi::Py_DecRef(h);
+        // Safety: GIL held and arguments live (this function's contract).
+        unsafe {
+            HANDLER.with(|h| h.set(std::ptr::null_mut()));
+            let h = self.interrupt_handler.replace(std::ptr::null_mut());
+            if !h.is_null() {
+                ffi::Py_DecRef(h);
+            }
         }
     }
 }
@@ -95,30 +101,37 @@ pub fn interrupt(sched: &Scheduler, w: usize, job: u64) {
     };
 }
 
+/// # Safety
+/// A pending call: run by CPython with this interpreter's GIL held; `arg` came from
+/// `Box::into_raw` in `interrupt` and is used once.
 unsafe extern "C" fn run_interrupt(arg: *mut c_void) -> c_int {
-    // Safety: `arg` came from `Box::into_raw` in `interrupt` and is used once.
-    let job = *Box::from_raw(arg as *mut u64);
-    let h = HANDLER.with(|h| h.get());
-    if h.is_null() {
-        return 0; // not the worker's driver thread, or shutting down
+    // Safety: pending calls run with this interpreter's GIL held; `arg` came from `interrupt`.
+    unsafe {
+        crate::capi::entry(c"worker interrupt", || {
+            // Safety: `arg` came from `Box::into_raw` in `interrupt` and is used once.
+            let job = *Box::from_raw(arg as *mut u64);
+            let h = HANDLER.with(|h| h.get());
+            if h.is_null() {
+                return 0; // not the worker's driver thread, or shutting down
+            }
+            // Safety: pending calls run with this interpreter's GIL held, on a thread of
+            // this interpreter; `h` is a live object of it (a strong ref in `WorkerCtx`).
+            let id = ffi::PyLong_FromUnsignedLongLong(job);
+            if id.is_null() {
+                return -1;
+            }
+            let r = ffi::PyObject_CallOneArg(h, id);
+            ffi::Py_DecRef(id);
+            if r.is_null() {
+                return -1;
+            }
+            if r == ffi::Py_None() {
+                ffi::Py_DecRef(r);
+                return 0;
+            }
+            // The handler returned an exception instance: raise it in the running code.
+            ffi::PyErr_SetRaisedException(r); // steals `r`
+            -1
+        })
     }
-    // Safety: pending calls run with this interpreter's GIL held, on a thread of
-    // this interpreter; `h` is a live object of it (a strong ref in `WorkerCtx`).
-    let id = ffi::PyLong_FromUnsignedLongLong(job);
-    if id.is_null() {
-        return -1;
-    }
-    let r = ffi::PyObject_CallOneArg(h, id);
-    ffi::Py_DecRef(id);
-    if r.is_null() {
-        return -1;
-    }
-    if r == ffi::Py_None() {
-        ffi::Py_DecRef(r);
-        return 0;
-    }
-    // The handler returned an exception instance: raise it in the running code.
-    ffi::PyErr_SetRaisedException(r); // steals `r`
-    -1
 }
-

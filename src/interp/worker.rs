@@ -67,55 +67,58 @@ fn fail(ctx: &WorkerCtx, msg: &str) {
 /// # Safety
 /// Called once, on a fresh thread that holds no Python thread state.
 unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
-    // Step 1.
-    let main_ts = ffi::PyThreadState_New(ffi::PyInterpreterState_Main());
-    ffi::PyEval_RestoreThread(main_ts);
-    // Step 2.
-    let cfg = ffi::PyInterpreterConfig {
-        use_main_obmalloc: 0,
-        allow_fork: 0,
-        allow_exec: 1,
-        allow_threads: 1,
-        allow_daemon_threads: 0,
-        check_multi_interp_extensions: 1,
-        gil: ffi::PyInterpreterConfig_OWN_GIL,
-    };
-    let mut ts: *mut ffi::PyThreadState = std::ptr::null_mut();
-    let status = ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg);
-    if ffi::PyStatus_Exception(status) != 0 {
-        #[cfg(not(Py_3_13))]
+    // Safety: this function's contract (see its # Safety).
+    unsafe {
+        // Step 1.
+        let main_ts = ffi::PyThreadState_New(ffi::PyInterpreterState_Main());
+        ffi::PyEval_RestoreThread(main_ts);
+        // Step 2.
+        let cfg = ffi::PyInterpreterConfig {
+            use_main_obmalloc: 0,
+            allow_fork: 0,
+            allow_exec: 1,
+            allow_threads: 1,
+            allow_daemon_threads: 0,
+            check_multi_interp_extensions: 1,
+            gil: ffi::PyInterpreterConfig_OWN_GIL,
+        };
+        let mut ts: *mut ffi::PyThreadState = std::ptr::null_mut();
+        let status = ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg);
+        if ffi::PyStatus_Exception(status) != 0 {
+            #[cfg(not(Py_3_13))]
+            ffi::PyEval_RestoreThread(main_ts);
+            ffi::PyThreadState_Clear(main_ts);
+            ffi::PyThreadState_DeleteCurrent();
+            fail(ctx, "could not create an own-GIL sub-interpreter");
+            return;
+        }
+        // Step 3.
+        *ctx.slot().interp.lock() = ffi::PyInterpreterState_Get() as usize;
+        // This interpreter lends memory to zero-copy buffers; buffers handed back are
+        // released here (a pending call, after a wake-up so it runs soon).
+        let waker = (ctx.sched.clone(), ctx.me);
+        let owner = crate::buffer::Owner::register_current(Some(Box::new(move || {
+            waker.0.slots[waker.1].wake.notify()
+        })));
+        drive(ctx, config);
+        // Step 4.
+        owner.unregister();
+        *ctx.slot().interp.lock() = 0;
+        ctx.clear_interrupt_handler();
+        ctx.sched.route(
+            Origin::Caller,
+            Completion {
+                job: ctx.me as u64,
+                kind: kind::WORKER_EXITED,
+                data: Vec::new(),
+            },
+        );
+        ffi::Py_EndInterpreter(ts);
+        // Step 5.
         ffi::PyEval_RestoreThread(main_ts);
         ffi::PyThreadState_Clear(main_ts);
         ffi::PyThreadState_DeleteCurrent();
-        fail(ctx, "could not create an own-GIL sub-interpreter");
-        return;
     }
-    // Step 3.
-    *ctx.slot().interp.lock() = ffi::PyInterpreterState_Get() as usize;
-    // This interpreter lends memory to zero-copy buffers; buffers handed back are
-    // released here (a pending call, after a wake-up so it runs soon).
-    let waker = (ctx.sched.clone(), ctx.me);
-    let owner = crate::buffer::Owner::register_current(Some(Box::new(move || {
-        waker.0.slots[waker.1].wake.notify()
-    })));
-    drive(ctx, config);
-    // Step 4.
-    owner.unregister();
-    *ctx.slot().interp.lock() = 0;
-    ctx.clear_interrupt_handler();
-    ctx.sched.route(
-        Origin::Caller,
-        Completion {
-            job: ctx.me as u64,
-            kind: kind::WORKER_EXITED,
-            data: Vec::new(),
-        },
-    );
-    ffi::Py_EndInterpreter(ts);
-    // Step 5.
-    ffi::PyEval_RestoreThread(main_ts);
-    ffi::PyThreadState_Clear(main_ts);
-    ffi::PyThreadState_DeleteCurrent();
 }
 
 /// Step 3: module, driver, `main()`. Errors are printed in the worker and reported.
@@ -123,61 +126,67 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
 /// # Safety
 /// The worker interpreter's GIL is held by this thread; `ctx` outlives the call.
 unsafe fn drive(ctx: &WorkerCtx, config: &WorkerConfig) {
-    let m = module::create(ctx);
-    if m.is_null() {
-        ffi::PyErr_Print();
-        fail(ctx, "could not create the worker module");
-        return;
+    // Safety: this function's contract (see its # Safety).
+    unsafe {
+        let m = module::create(ctx);
+        if m.is_null() {
+            ffi::PyErr_Print();
+            fail(ctx, "could not create the worker module");
+            return;
+        }
+        let ok = run_driver(m, config);
+        if !ok {
+            ffi::PyErr_Print();
+            fail(
+                ctx,
+                "the worker driver failed (traceback printed on stderr)",
+            );
+        }
+        module::detach(m);
+        ffi::Py_DecRef(m);
     }
-    let ok = run_driver(m, config);
-    if !ok {
-        ffi::PyErr_Print();
-        fail(
-            ctx,
-            "the worker driver failed (traceback printed on stderr)",
-        );
-    }
-    module::detach(m);
-    ffi::Py_DecRef(m);
 }
 
 /// # Safety
 /// As `drive`; `m` is the worker module (a strong reference owned by the caller).
 unsafe fn run_driver(m: *mut ffi::PyObject, config: &WorkerConfig) -> bool {
-    let code = ffi::PyMarshal_ReadObjectFromString(
-        config.driver_code.as_ptr() as *const _,
-        config.driver_code.len() as ffi::Py_ssize_t,
-    );
-    if code.is_null() {
-        return false;
-    }
-    let drv = ffi::PyImport_ExecCodeModuleEx(
-        c"interloop._worker".as_ptr(),
-        code,
-        c"interloop/_worker.py".as_ptr(),
-    );
-    ffi::Py_DecRef(code);
-    if drv.is_null() {
-        return false;
-    }
-    let main = ffi::PyObject_GetAttrString(drv, c"main".as_ptr());
-    ffi::Py_DecRef(drv);
-    if main.is_null() {
-        return false;
-    }
-    let cfg = capi::bytes(&config.config);
-    ffi::Py_IncRef(m);
-    let args = capi::tuple(&[m, cfg]);
-    if args.is_null() {
+    // Safety: this function's contract (see its # Safety).
+    unsafe {
+        let code = ffi::PyMarshal_ReadObjectFromString(
+            config.driver_code.as_ptr() as *const _,
+            config.driver_code.len() as ffi::Py_ssize_t,
+        );
+        if code.is_null() {
+            return false;
+        }
+        let drv = ffi::PyImport_ExecCodeModuleEx(
+            c"interloop._worker".as_ptr(),
+            code,
+            c"interloop/_worker.py".as_ptr(),
+        );
+        ffi::Py_DecRef(code);
+        if drv.is_null() {
+            return false;
+        }
+        let main = ffi::PyObject_GetAttrString(drv, c"main".as_ptr());
+        ffi::Py_DecRef(drv);
+        if main.is_null() {
+            return false;
+        }
+        let cfg = capi::bytes(&config.config);
+        ffi::Py_IncRef(m);
+        let args = capi::tuple(&[m, cfg]);
+        if args.is_null() {
+            ffi::Py_DecRef(main);
+            return false;
+        }
+        let r = ffi::PyObject_Call(main, args, std::ptr::null_mut());
+        ffi::Py_DecRef(args);
         ffi::Py_DecRef(main);
-        return false;
+        if r.is_null() {
+            return false;
+        }
+        ffi::Py_DecRef(r);
+        true
     }
-    let r = ffi::PyObject_Call(main, args, std::ptr::null_mut());
-    ffi::Py_DecRef(args);
-    ffi::Py_DecRef(main);
-    if r.is_null() {
-        return false;
-    }
-    ffi::Py_DecRef(r);
-    true
 }

@@ -4,7 +4,7 @@ use super::{
     read_with, rearm, traverse_pair, would_block, Pair, MAX_READ,
 };
 use crate::capi::cell::GilCell;
-use crate::capi::MethodDef;
+use crate::capi::{py_entry, MethodDef};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
 use pyo3::ffi;
@@ -93,7 +93,9 @@ impl SocketReader {
     pub(crate) fn run_direct(py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         // Safety: `classify_reader` gives this function only for an exact
         // `SocketReader`, and a handle's callback never changes.
-        unsafe { callback.cast_unchecked::<SocketReader>() }.get().run(py)
+        unsafe { callback.cast_unchecked::<SocketReader>() }
+            .get()
+            .run(py)
     }
 
     /// The reader callback's work, also run by the loop directly (no `tp_call`, no
@@ -292,23 +294,26 @@ fn stream_reader<'py>(
 /// # Safety
 /// GIL held (token in `buffer`); `data` must not point into `buffer`.
 unsafe fn append(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResult<()> {
-    if data.is_empty() {
-        return Ok(());
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let py = buffer.py();
+        let p = buffer.as_ptr();
+        let old = ffi::PyByteArray_Size(p);
+        // Fails (BufferError) while the bytearray's buffer is exported, as `extend` does;
+        // over-allocates like `extend`.
+        if ffi::PyByteArray_Resize(p, old + data.len() as ffi::Py_ssize_t) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            ffi::PyByteArray_AsString(p).cast::<u8>().add(old as usize),
+            data.len(),
+        );
+        Ok(())
     }
-    let py = buffer.py();
-    let p = buffer.as_ptr();
-    let old = ffi::PyByteArray_Size(p);
-    // Fails (BufferError) while the bytearray's buffer is exported, as `extend` does;
-    // over-allocates like `extend`.
-    if ffi::PyByteArray_Resize(p, old + data.len() as ffi::Py_ssize_t) < 0 {
-        return Err(PyErr::fetch(py));
-    }
-    std::ptr::copy_nonoverlapping(
-        data.as_ptr(),
-        ffi::PyByteArray_AsString(p).cast::<u8>().add(old as usize),
-        data.len(),
-    );
-    Ok(())
 }
 
 /// The rest of `StreamReader.feed_data` after the append: `_wakeup_waiter()`, then
@@ -471,29 +476,23 @@ impl SocketWriter {
 }
 
 /// The `METH_O` entry of [`SocketWriter::function`].
+///
+/// # Safety
+/// A `METH_O` builtin: called by CPython with the main GIL held, `slf` the
+/// `SocketWriter` given to `PyCFunction_NewEx` and `data` a borrowed argument.
 unsafe extern "C" fn write_o(
     slf: *mut ffi::PyObject,
     data: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // Safety: CPython calls a builtin function with the GIL held, `slf` its
+    // Safety: CPython calls a builtin function with the main GIL held, `slf` its
     // `__self__` (the `SocketWriter` given to `PyCFunction_NewEx`, kept alive by the
     // function) and `data` a borrowed argument.
-    let py = unsafe { Python::assume_attached() };
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let w = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<SocketWriter>() };
-        let data = unsafe { Bound::from_borrowed_ptr(py, data) };
-        w.get().write(py, &data)
-    }));
-    match r {
-        Ok(Ok(())) => unsafe { ffi::Py_NewRef(ffi::Py_None()) },
-        Ok(Err(e)) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            pyo3::exceptions::PySystemError::new_err("panic in interloop's socket write")
-                .restore(py);
-            std::ptr::null_mut()
-        }
+    unsafe {
+        py_entry(c"socket write", |py| {
+            let w = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<SocketWriter>();
+            let data = Bound::from_borrowed_ptr(py, data);
+            w.get().write(py, &data)?;
+            Ok(ffi::Py_None()) // immortal: no reference to give
+        })
     }
 }
