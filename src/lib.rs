@@ -10,15 +10,14 @@
 //! - `sched`: the work-stealing scheduler shared by both sides (no Python objects).
 use pyo3::prelude::*;
 
-pub mod event_loop;
-pub mod transport;
-
-pub mod bridge;
+mod bridge;
 mod buffer;
 mod capi;
 mod channel;
+mod event_loop;
 mod interp;
 mod sched;
+mod transport;
 mod wire;
 
 // `gil_used = true`: the loop's state is guarded by the GIL (see event_loop/cell.rs).

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// Native half of `interloop.Pool`: worker threads, the scheduler, the completions.
 #[pyclass(module = "interloop._interloop", frozen)]
-pub struct PoolCore {
+pub(crate) struct PoolCore {
     sched: Arc<Scheduler>,
     completions: Arc<Completions>,
     threads: Mutex<Vec<Option<JoinHandle<()>>>>,
@@ -372,7 +372,7 @@ fn driver_code(py: Python<'_>) -> PyResult<Arc<[u8]>> {
 }
 
 /// Adds the pool's classes to `interloop._interloop`.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::interp::init_module_def();
     m.add_class::<PoolCore>()?;
     Ok(())

@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 /// Results being filled, per pool.
 #[derive(Default)]
-pub struct Fills {
+pub(crate) struct Fills {
     /// job -> the caller's new object, until its copy is done and taken.
     objects: Mutex<HashMap<u64, Py<PyAny>>>,
     /// Copies queued or running.
@@ -88,7 +88,7 @@ impl Fills {
     /// Takes the single region stashed under `sid` and starts filling a new `bytes`
     /// (or `bytearray` if `bytearray`) of the same length with it; a `FILLED`
     /// completion for `job` follows on `sink`.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         py: Python<'_>,
         sink: &Arc<Completions>,
@@ -157,13 +157,13 @@ impl Fills {
     }
 
     /// The filled object of `job` (after its `FILLED` completion), once.
-    pub fn take(&self, job: u64) -> Option<Py<PyAny>> {
+    pub(crate) fn take(&self, job: u64) -> Option<Py<PyAny>> {
         self.objects.lock().remove(&job)
     }
 
     /// Waits for this pool's copies to finish (before their objects may be freed).
     /// Copies never need a GIL, so this may be called holding one.
-    pub fn wait_idle(&self) {
+    pub(crate) fn wait_idle(&self) {
         let mut i = 0u32;
         while self.in_flight.load(Ordering::Acquire) != 0 {
             i = i.wrapping_add(1);

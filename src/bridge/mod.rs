@@ -11,8 +11,7 @@
 mod core;
 mod fill;
 
-pub use self::core::register;
-pub use self::core::PoolCore;
+pub(crate) use self::core::register;
 
 use crate::event_loop::sources::{CompletionSource, LoopWaker, SourceWake};
 use crate::sched::{Completion, CompletionSink};
@@ -22,7 +21,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub struct Completions {
+pub(crate) struct Completions {
     queue: Mutex<Vec<Completion>>,
     /// The eventfd, or the waker of an interloop loop that drains this queue natively.
     wake: SourceWake,
@@ -31,7 +30,7 @@ pub struct Completions {
 }
 
 impl Completions {
-    pub fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         Ok(Completions {
             queue: Mutex::new(Vec::new()),
             wake: SourceWake::new()?,
@@ -40,12 +39,12 @@ impl Completions {
     }
 
     /// The fd that becomes readable when completions are waiting.
-    pub fn fd(&self) -> i32 {
+    pub(crate) fn fd(&self) -> i32 {
         self.wake.fd()
     }
 
     /// Blocks (the caller must have released the GIL) until completions may be waiting.
-    pub fn wait(&self, timeout_ms: i32) -> bool {
+    pub(crate) fn wait(&self, timeout_ms: i32) -> bool {
         self.wake.wait(timeout_ms)
     }
 
@@ -53,7 +52,7 @@ impl Completions {
     /// `budget` for a completion to arrive; returns whether one is waiting. Used by
     /// `Pool.run` right after a submission on an otherwise idle loop: catching a fast
     /// result here saves the loop's sleep in epoll and its wake-up.
-    pub fn spin_wait(&self, budget: std::time::Duration) -> bool {
+    pub(crate) fn spin_wait(&self, budget: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + budget;
         let mut i = 0u32;
         loop {
@@ -70,7 +69,7 @@ impl Completions {
 
     /// Takes every waiting completion (clears the wake-up first, so a completion
     /// pushed after the take wakes the loop again).
-    pub fn take(&self) -> Vec<Completion> {
+    pub(crate) fn take(&self) -> Vec<Completion> {
         self.wake.clear();
         let mut q = self.queue.lock();
         self.nonempty.store(false, Ordering::Relaxed);
@@ -78,7 +77,7 @@ impl Completions {
     }
 
     /// Takes every waiting completion as a list of `(job_id, kind, bytes)`.
-    pub fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    pub(crate) fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         // Taken in its own statement: the lock is never held while touching Python.
         let batch = self.take();
         let mut out = Vec::with_capacity(batch.len());

@@ -22,7 +22,7 @@
 //! data of buffers this large lives in the process-wide allocator, not in the
 //! interpreter's small-object arenas).
 #![cfg_attr(test, allow(dead_code))] // the Python side is not linked into unit tests
-pub mod view;
+pub(crate) mod view;
 
 use crate::capi::_PyEval_AddPendingCall;
 use parking_lot::Mutex;
@@ -32,9 +32,9 @@ use std::sync::Arc;
 
 /// Buffers at least this large travel by reference; smaller ones are copied (a
 /// copy of 64 KiB costs about what the bookkeeping of a foreign buffer does).
-pub const ZERO_COPY_MIN: usize = 64 * 1024;
+pub(crate) const ZERO_COPY_MIN: usize = 64 * 1024;
 
-pub struct Region {
+pub(crate) struct Region {
     ptr: *const u8,
     len: usize,
     keep: Keep,
@@ -56,7 +56,7 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    pub fn owned(data: Vec<u8>) -> Region {
+    pub(crate) fn owned(data: Vec<u8>) -> Region {
         let b = data.into_boxed_slice();
         Region {
             ptr: b.as_ptr(),
@@ -65,11 +65,11 @@ impl Region {
         }
     }
 
-    pub fn as_ptr(&self) -> *const u8 {
+    pub(crate) fn as_ptr(&self) -> *const u8 {
         self.ptr
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
@@ -81,7 +81,7 @@ impl Region {
     /// # Safety
     /// The current thread holds the GIL of the interpreter `o` belongs to;
     /// `view_type` is that interpreter's exporter type (see [`view`]).
-    pub unsafe fn from_object(
+    pub(crate) unsafe fn from_object(
         o: *mut ffi::PyObject,
         view_type: *mut ffi::PyTypeObject,
     ) -> Option<Arc<Region>> {
@@ -208,7 +208,7 @@ struct OwnerState {
 
 /// An interpreter that lends memory to regions, and where their `Py_buffer`s go
 /// back to be released.
-pub struct Owner {
+pub(crate) struct Owner {
     /// `PyInterpreterState*`, for identity only (never dereferenced here).
     interp: usize,
     state: Mutex<OwnerState>,
@@ -226,7 +226,7 @@ impl Owner {
     /// # Safety
     /// The current thread holds the GIL of the interpreter to register; it calls
     /// [`Owner::unregister`] before the interpreter ends.
-    pub unsafe fn register_current(wake: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Owner> {
+    pub(crate) unsafe fn register_current(wake: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Owner> {
         // Safety: GIL held and arguments live (this function's contract).
         unsafe {
             let o = Arc::new(Owner {
@@ -248,7 +248,7 @@ impl Owner {
     ///
     /// # Safety
     /// Called on the registering thread, its GIL held, before the interpreter ends.
-    pub unsafe fn unregister(self: &Arc<Self>) {
+    pub(crate) unsafe fn unregister(self: &Arc<Self>) {
         // Safety: GIL held and arguments live (this function's contract).
         unsafe {
             OWNERS.lock().retain(|o| !Arc::ptr_eq(o, self));
@@ -381,7 +381,7 @@ unsafe extern "C" fn run_release(arg: *mut c_void) -> c_int {
 static STASH: Mutex<Option<std::collections::HashMap<u64, Vec<Arc<Region>>>>> = Mutex::new(None);
 static NEXT_STASH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-pub fn stash(bufs: Vec<Arc<Region>>) -> u64 {
+pub(crate) fn stash(bufs: Vec<Arc<Region>>) -> u64 {
     let id = NEXT_STASH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     STASH
         .lock()
@@ -391,11 +391,11 @@ pub fn stash(bufs: Vec<Arc<Region>>) -> u64 {
 }
 
 /// How many stash entries are waiting (for tests: every path must take its own).
-pub fn stash_len() -> usize {
+pub(crate) fn stash_len() -> usize {
     STASH.lock().as_ref().map_or(0, |m| m.len())
 }
 
 /// The regions parked under `id`, once; `None` if already taken.
-pub fn unstash(id: u64) -> Option<Vec<Arc<Region>>> {
+pub(crate) fn unstash(id: u64) -> Option<Vec<Arc<Region>>> {
     STASH.lock().as_mut().and_then(|m| m.remove(&id))
 }

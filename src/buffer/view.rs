@@ -29,7 +29,7 @@ const DOC: &std::ffi::CStr =
 pool arguments and results). Use it through memoryview(); it cannot be created directly.";
 
 /// Builds the type spec once (call with the main GIL held, before workers start).
-pub fn init_spec() {
+pub(crate) fn init_spec() {
     SPEC.get_or_init(|| {
         let slots = vec![
             ffi::PyType_Slot {
@@ -64,7 +64,7 @@ pub fn init_spec() {
 ///
 /// # Safety
 /// The current interpreter's GIL is held and `init_spec` has run.
-pub unsafe fn new_type() -> *mut ffi::PyObject {
+pub(crate) unsafe fn new_type() -> *mut ffi::PyObject {
     // Safety: GIL held and arguments live (this function's contract).
     unsafe {
         match SPEC.get() {
@@ -81,7 +81,10 @@ pub unsafe fn new_type() -> *mut ffi::PyObject {
 ///
 /// # Safety
 /// The current interpreter's GIL is held; `tp` is its exporter type.
-pub unsafe fn memoryview(tp: *mut ffi::PyTypeObject, region: Arc<Region>) -> *mut ffi::PyObject {
+pub(crate) unsafe fn memoryview(
+    tp: *mut ffi::PyTypeObject,
+    region: Arc<Region>,
+) -> *mut ffi::PyObject {
     // Safety: GIL held and arguments live (this function's contract).
     unsafe {
         let o = ffi::PyType_GenericAlloc(tp, 0);
@@ -100,7 +103,7 @@ pub unsafe fn memoryview(tp: *mut ffi::PyTypeObject, region: Arc<Region>) -> *mu
 ///
 /// # Safety
 /// The current interpreter's GIL is held; `obj` is a live object or null.
-pub unsafe fn base_region(
+pub(crate) unsafe fn base_region(
     obj: *mut ffi::PyObject,
     tp: *mut ffi::PyTypeObject,
 ) -> Option<Arc<Region>> {

@@ -11,7 +11,7 @@
 use pyo3::Python;
 use std::cell::{Cell, UnsafeCell};
 
-pub struct GilCell<T> {
+pub(crate) struct GilCell<T> {
     value: UnsafeCell<T>,
     borrowed: Cell<bool>,
 }
@@ -24,7 +24,7 @@ pub struct GilCell<T> {
 unsafe impl<T: Send> Sync for GilCell<T> {}
 
 impl<T> GilCell<T> {
-    pub fn new(value: T) -> Self {
+    pub(crate) fn new(value: T) -> Self {
         GilCell {
             value: UnsafeCell::new(value),
             borrowed: Cell::new(false),
@@ -33,7 +33,7 @@ impl<T> GilCell<T> {
 
     /// Runs `f` with exclusive access. `f` must not run Python code (see module docs).
     #[inline]
-    pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
+    pub(crate) fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
         assert!(
             !self.borrowed.get(),
             "interloop: GilCell borrowed re-entrantly"
@@ -54,7 +54,7 @@ impl<T> GilCell<T> {
     /// Like `with`, but returns `None` instead of panicking if already borrowed. Used by
     /// the GC's traverse, which can run at any allocation.
     #[inline]
-    pub fn try_with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    pub(crate) fn try_with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         if self.borrowed.get() {
             return None;
         }
@@ -63,7 +63,7 @@ impl<T> GilCell<T> {
 
     /// For `tp_traverse` only, which CPython calls with the GIL held and must not call
     /// into Python; returns `None` if a borrow is active (then nothing is visited).
-    pub fn traverse_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+    pub(crate) fn traverse_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
         if self.borrowed.get() {
             return None;
         }

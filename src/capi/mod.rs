@@ -33,7 +33,7 @@ extern "C" {
 
 /// A module definition built once and shared by every interpreter that creates the
 /// module (the worker module, the channel module).
-pub(crate) struct DefPtr(pub *mut ffi::PyModuleDef);
+pub(crate) struct DefPtr(pub(crate) *mut ffi::PyModuleDef);
 // Safety: the definition is written once (under the main GIL, before any worker
 // starts) and only read afterwards; CPython treats it as immutable after init.
 unsafe impl Send for DefPtr {}

@@ -52,7 +52,7 @@ static DEF: OnceLock<DefPtr> = OnceLock::new();
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// before any worker starts (so workers never race on `PyModuleDef_Init`).
-pub fn init_def() {
+pub(crate) fn init_def() {
     buffer::view::init_spec();
     DEF.get_or_init(|| {
         let methods = vec![
@@ -98,7 +98,7 @@ pub fn init_def() {
 ///
 /// # Safety
 /// The current interpreter's GIL is held and `init_def` has run.
-pub unsafe fn create_module() -> *mut ffi::PyObject {
+pub(crate) unsafe fn create_module() -> *mut ffi::PyObject {
     // Safety: GIL held and `init_def` ran (this function's contract).
     unsafe {
         let Some(def) = DEF.get() else {
@@ -198,7 +198,7 @@ unsafe fn regions_of(m: *mut ffi::PyObject, seq: *mut ffi::PyObject) -> Option<V
 ///
 /// # Safety
 /// The calling interpreter's GIL is held.
-pub unsafe fn channel_module(
+pub(crate) unsafe fn channel_module(
     _m: *mut ffi::PyObject,
     _a: *mut *mut ffi::PyObject,
     _n: ffi::Py_ssize_t,

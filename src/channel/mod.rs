@@ -18,15 +18,15 @@
 //! channels (weakly; pinned while a pickled copy is in flight, see [`state::pin`]).
 mod ffi;
 mod native_loop;
-pub mod state;
+pub(crate) mod state;
 
-pub use ffi::channel_module;
+pub(crate) use ffi::channel_module;
 
 use pyo3::prelude::*;
 
 /// Adds `_chan` (the channel functions) to `interloop._interloop`, and prepares the
 /// definition workers use. Called from the `#[pymodule]` with the main GIL held.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ffi::init_def();
     let py = m.py();
     // Safety: the main GIL is held and `init_def` ran just above.

@@ -117,7 +117,7 @@ enum Side {
 }
 
 #[pyclass(frozen, subclass, module = "interloop._interloop", name = "LoopCore")]
-pub struct LoopCore {
+pub(crate) struct LoopCore {
     state: GilCell<State>,
     /// Locked only by the loop's own thread: while polling (GIL released) and while
     /// reading the events back (GIL held). Nobody else takes it, so it never blocks.
@@ -1002,7 +1002,7 @@ impl LoopCore {
 
     /// Attaches a native completion source under `key` (replacing one with the same
     /// key): each iteration its pending batch is passed to `callback`.
-    pub fn attach_source(
+    pub(crate) fn attach_source(
         &self,
         py: Python<'_>,
         key: usize,
@@ -1027,7 +1027,7 @@ impl LoopCore {
     }
 
     /// Detaches the source attached under `key`; returns whether there was one.
-    pub fn detach_source(&self, py: Python<'_>, key: usize) -> bool {
+    pub(crate) fn detach_source(&self, py: Python<'_>, key: usize) -> bool {
         let removed = self.sources.with(py, |v| {
             v.iter().position(|a| a.key == key).map(|i| v.remove(i))
         });

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 static CALL_SOON: OnceLock<MethodDef> = OnceLock::new();
 
 /// Replaces `LoopCore.call_soon` with the raw entry.
-pub fn install(py: Python<'_>) -> PyResult<()> {
+pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let def = CALL_SOON.get_or_init(|| {
         MethodDef(ffi::PyMethodDef {
             ml_name: c"call_soon".as_ptr(),

@@ -84,8 +84,8 @@ pub(crate) struct Reused {
 /// Marks a handle that is a timer: its deadline and the loop's count of cancelled
 /// timers still in the heap (the loop compacts the heap when that count grows).
 pub(crate) struct TimerInfo {
-    pub when: f64,
-    pub heap_cancelled: Arc<AtomicUsize>,
+    pub(crate) when: f64,
+    pub(crate) heap_cancelled: Arc<AtomicUsize>,
 }
 
 #[pyclass(
@@ -95,7 +95,7 @@ pub(crate) struct TimerInfo {
     module = "interloop._interloop",
     name = "Handle"
 )]
-pub struct Handle {
+pub(crate) struct Handle {
     inner: GilCell<Inner>,
     cancelled: AtomicBool,
     /// Made in debug mode: `cancel()` saves the repr before dropping the callback (as
@@ -114,7 +114,7 @@ pub struct Handle {
 }
 
 #[pyclass(frozen, extends = Handle, module = "interloop._interloop", name = "TimerHandle")]
-pub struct TimerHandle;
+pub(crate) struct TimerHandle;
 
 /// Why running a handle's callback failed.
 pub(crate) enum RunError {

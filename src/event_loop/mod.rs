@@ -5,15 +5,15 @@ pub(crate) mod fast;
 mod handle;
 mod objref;
 pub(crate) mod reader;
-pub mod sources;
+pub(crate) mod sources;
 mod timers;
 
-pub use self::core::LoopCore;
-pub use handle::{Handle, TimerHandle};
+pub(crate) use self::core::LoopCore;
+pub(crate) use handle::{Handle, TimerHandle};
 
 use pyo3::prelude::*;
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LoopCore>()?;
     fast::install(m.py())?;
     m.add_class::<Handle>()?;

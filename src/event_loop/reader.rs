@@ -15,9 +15,9 @@ pub(crate) struct NativeReader {
     /// It reads until the descriptor is known drained, or re-arms itself when it
     /// may have left data unread (`LoopCore::rearm_fd`): the reactor then skips the
     /// re-arm it otherwise makes after each event.
-    pub drains_itself: bool,
+    pub(crate) drains_itself: bool,
     /// A direct call for it, if it has one.
-    pub direct: Option<DirectRead>,
+    pub(crate) direct: Option<DirectRead>,
 }
 
 /// Classifies a reader callback (`None`: an ordinary callable).

@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 /// Rebuild only above this many cancelled entries, so a small heap never churns.
-pub const MIN_CANCELLED_FOR_COMPACTION: usize = 100;
+pub(crate) const MIN_CANCELLED_FOR_COMPACTION: usize = 100;
 
 struct Entry<T> {
     when: f64,
@@ -39,7 +39,7 @@ impl<T> Ord for Entry<T> {
     }
 }
 
-pub struct TimerHeap<T> {
+pub(crate) struct TimerHeap<T> {
     heap: BinaryHeap<Entry<T>>,
     next_seq: u64,
 }
@@ -54,31 +54,31 @@ impl<T> Default for TimerHeap<T> {
 }
 
 impl<T> TimerHeap<T> {
-    pub fn push(&mut self, when: f64, item: T) {
+    pub(crate) fn push(&mut self, when: f64, item: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(Entry { when, seq, item });
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
 
     /// Deadline of the earliest timer.
-    pub fn peek_when(&self) -> Option<f64> {
+    pub(crate) fn peek_when(&self) -> Option<f64> {
         self.heap.peek().map(|e| e.when)
     }
 
-    pub fn peek(&self) -> Option<&T> {
+    pub(crate) fn peek(&self) -> Option<&T> {
         self.heap.peek().map(|e| &e.item)
     }
 
     /// Removes the earliest timer if its deadline is at or before `deadline`.
-    pub fn pop_due(&mut self, deadline: f64) -> Option<T> {
+    pub(crate) fn pop_due(&mut self, deadline: f64) -> Option<T> {
         if self.heap.peek()?.when <= deadline {
             self.heap.pop().map(|e| e.item)
         } else {
@@ -86,13 +86,13 @@ impl<T> TimerHeap<T> {
         }
     }
 
-    pub fn pop(&mut self) -> Option<T> {
+    pub(crate) fn pop(&mut self) -> Option<T> {
         self.heap.pop().map(|e| e.item)
     }
 
     /// Keeps only the items for which `keep` is true, moving the others into `removed`
     /// (the caller decides when to drop them). Order among kept timers is preserved.
-    pub fn retain_into(&mut self, mut keep: impl FnMut(&T) -> bool, removed: &mut Vec<T>) {
+    pub(crate) fn retain_into(&mut self, mut keep: impl FnMut(&T) -> bool, removed: &mut Vec<T>) {
         let old = std::mem::take(&mut self.heap).into_vec();
         let mut kept = Vec::with_capacity(old.len());
         for e in old {
@@ -105,7 +105,7 @@ impl<T> TimerHeap<T> {
         self.heap = BinaryHeap::from(kept);
     }
 
-    pub fn drain_into(&mut self, out: &mut Vec<T>) {
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<T>) {
         out.extend(
             std::mem::take(&mut self.heap)
                 .into_vec()
@@ -114,7 +114,7 @@ impl<T> TimerHeap<T> {
         );
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.heap.iter().map(|e| &e.item)
     }
 }

@@ -11,19 +11,19 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 
 /// Everything the worker-side module needs; lives on the worker thread's stack.
-pub struct WorkerCtx {
-    pub sched: Arc<Scheduler>,
-    pub me: usize,
-    pub local: Worker<Job>,
+pub(crate) struct WorkerCtx {
+    pub(crate) sched: Arc<Scheduler>,
+    pub(crate) me: usize,
+    pub(crate) local: Worker<Job>,
     thread: ThreadId,
     interrupt_handler: Cell<*mut ffi::PyObject>,
     /// A job was taken since the last spin (`take(spin_us)` spins only then).
-    pub took: Cell<bool>,
+    pub(crate) took: Cell<bool>,
 }
 
 impl WorkerCtx {
     /// The context of worker `me`, made on (and only usable from) its own thread.
-    pub fn new(sched: Arc<Scheduler>, me: usize, local: Worker<Job>) -> Self {
+    pub(crate) fn new(sched: Arc<Scheduler>, me: usize, local: Worker<Job>) -> Self {
         WorkerCtx {
             sched,
             me,
@@ -34,17 +34,17 @@ impl WorkerCtx {
         }
     }
 
-    pub fn slot(&self) -> &WorkerSlot {
+    pub(crate) fn slot(&self) -> &WorkerSlot {
         &self.sched.slots[self.me]
     }
 
-    pub fn on_own_thread(&self) -> bool {
+    pub(crate) fn on_own_thread(&self) -> bool {
         std::thread::current().id() == self.thread
     }
 
     /// # Safety
     /// The worker's GIL is held; `f` is an object of the worker interpreter.
-    pub unsafe fn set_interrupt_handler(&self, f: *mut ffi::PyObject) {
+    pub(crate) unsafe fn set_interrupt_handler(&self, f: *mut ffi::PyObject) {
         // Safety: GIL held and arguments live (this function's contract).
         unsafe {
             ffi::Py_IncRef(f);
@@ -60,7 +60,7 @@ impl WorkerCtx {
     ///
     /// # Safety
     /// The worker's GIL is held (the handler is an object of its interpreter).
-    pub unsafe fn clear_interrupt_handler(&self) {
+    pub(crate) unsafe fn clear_interrupt_handler(&self) {
         // Safety: GIL held and arguments live (this function's contract).
         unsafe {
             HANDLER.with(|h| h.set(std::ptr::null_mut()));
@@ -80,7 +80,7 @@ thread_local! {
 /// Interrupts job `job` on worker `w` even if it never awaits: schedules a pending
 /// call in that worker's interpreter; the driver's handler raises `CancelledError`
 /// in the job if it is the code running right now.
-pub fn interrupt(sched: &Scheduler, w: usize, job: u64) {
+pub(crate) fn interrupt(sched: &Scheduler, w: usize, job: u64) {
     let interp = sched.slots[w].interp.lock();
     if *interp == 0 {
         return;

@@ -10,6 +10,6 @@ mod ctx;
 mod module;
 mod worker;
 
-pub use ctx::interrupt;
-pub use module::init_module_def;
-pub use worker::{worker_main, WorkerConfig, DRIVER_SRC};
+pub(crate) use ctx::interrupt;
+pub(crate) use module::init_module_def;
+pub(crate) use worker::{worker_main, WorkerConfig, DRIVER_SRC};

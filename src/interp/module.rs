@@ -20,7 +20,7 @@ static DEF: OnceLock<DefPtr> = OnceLock::new();
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// (from `#[pymodule]`), before any worker starts.
-pub fn init_module_def() {
+pub(crate) fn init_module_def() {
     DEF.get_or_init(|| {
         let methods = vec![
             method!(c"wake_fd", w_wake_fd, c"wake_fd() -> int: readable when there is news for this worker"),
@@ -65,7 +65,7 @@ pub fn init_module_def() {
 /// # Safety
 /// The worker's GIL must be held; `ctx` must outlive every call into the module
 /// (the worker clears the state with [`detach`] before `ctx` is dropped).
-pub unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
+pub(crate) unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
     // Safety: GIL held and arguments live (this function's contract).
     unsafe {
         let def = DEF.get().expect("init_module_def not called").0;
@@ -118,7 +118,7 @@ pub unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
 ///
 /// # Safety
 /// `m` is a module made by [`create`]; the worker's GIL is held.
-pub unsafe fn detach(m: *mut ffi::PyObject) {
+pub(crate) unsafe fn detach(m: *mut ffi::PyObject) {
     // Safety: GIL held and arguments live (this function's contract).
     unsafe {
         let state = ffi::PyModule_GetState(m) as *mut *const WorkerCtx;

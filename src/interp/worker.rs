@@ -22,17 +22,17 @@ use pyo3::ffi;
 use std::sync::Arc;
 
 /// The driver's source, embedded so the worker needs no file lookup to start.
-pub const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
+pub(crate) const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
 
 /// What a worker starts from: the driver compiled once by the caller and marshalled
 /// (compiling it in every worker would cost milliseconds of its start-up), and the
 /// pool's configuration (a marshalled dict made by `interloop._pool`).
-pub struct WorkerConfig {
-    pub driver_code: Arc<[u8]>,
-    pub config: Arc<[u8]>,
+pub(crate) struct WorkerConfig {
+    pub(crate) driver_code: Arc<[u8]>,
+    pub(crate) config: Arc<[u8]>,
 }
 
-pub fn worker_main(
+pub(crate) fn worker_main(
     sched: Arc<Scheduler>,
     me: usize,
     local: Worker<Job>,

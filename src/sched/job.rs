@@ -5,11 +5,11 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-pub type JobId = u64;
+pub(crate) type JobId = u64;
 
 /// Who is waiting for a job's completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The pool's owner, through `crate::bridge`.
     Caller,
     /// A worker that spawned the job from inside (nested `spawn`).
@@ -17,7 +17,7 @@ pub enum Origin {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobState {
+pub(crate) enum JobState {
     Queued,
     Running(usize),
     Cancelled,
@@ -31,15 +31,15 @@ const CANCELLED: usize = 2;
 const FINISHED: usize = 3;
 
 /// Shared between the queue entry, the job table and the canceller.
-pub struct JobCtl {
-    pub id: JobId,
-    pub origin: Origin,
-    pub submitted_at: Instant,
+pub(crate) struct JobCtl {
+    pub(crate) id: JobId,
+    pub(crate) origin: Origin,
+    pub(crate) submitted_at: Instant,
     state: AtomicUsize,
 }
 
 impl JobCtl {
-    pub fn new(id: JobId, origin: Origin) -> Self {
+    pub(crate) fn new(id: JobId, origin: Origin) -> Self {
         JobCtl {
             id,
             origin,
@@ -48,7 +48,7 @@ impl JobCtl {
         }
     }
 
-    pub fn state(&self) -> JobState {
+    pub(crate) fn state(&self) -> JobState {
         let s = self.state.load(Ordering::Acquire);
         match s & 3 {
             QUEUED => JobState::Queued,
@@ -59,7 +59,7 @@ impl JobCtl {
     }
 
     /// `QUEUED -> RUNNING(worker)`; false if the job was cancelled first.
-    pub fn try_start(&self, worker: usize) -> bool {
+    pub(crate) fn try_start(&self, worker: usize) -> bool {
         self.state
             .compare_exchange(
                 QUEUED,
@@ -71,7 +71,7 @@ impl JobCtl {
     }
 
     /// `QUEUED -> CANCELLED`; on failure returns the state that won.
-    pub fn try_cancel_queued(&self) -> Result<(), JobState> {
+    pub(crate) fn try_cancel_queued(&self) -> Result<(), JobState> {
         match self
             .state
             .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
@@ -81,14 +81,14 @@ impl JobCtl {
         }
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.state.store(FINISHED, Ordering::Release);
     }
 }
 
 /// A unit of work: the pickled `(fn, args, kwargs)` of the caller, opaque here.
-pub struct Job {
-    pub ctl: std::sync::Arc<JobCtl>,
-    pub payload: Vec<u8>,
-    pub flags: u32,
+pub(crate) struct Job {
+    pub(crate) ctl: std::sync::Arc<JobCtl>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) flags: u32,
 }

@@ -47,9 +47,9 @@ mod job;
 mod park;
 mod stats;
 
-pub use job::{Job, JobCtl, JobId, JobState, Origin};
-pub use park::WakeFd;
-pub use stats::{Padded, Stats, StatsSnapshot};
+pub(crate) use job::{Job, JobCtl, JobId, JobState, Origin};
+pub(crate) use park::WakeFd;
+pub(crate) use stats::{Padded, Stats, StatsSnapshot};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use parking_lot::{Condvar, Mutex};
@@ -60,70 +60,70 @@ use std::time::{Duration, Instant};
 
 /// What a worker's driver is told when it is woken.
 #[derive(Default)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     /// `(job, interrupt)` for running jobs the caller cancelled.
-    pub cancels: Vec<(JobId, bool)>,
+    pub(crate) cancels: Vec<(JobId, bool)>,
     /// Results of jobs this worker spawned (nested `spawn`).
-    pub completions: Vec<Completion>,
-    pub shutdown: bool,
+    pub(crate) completions: Vec<Completion>,
+    pub(crate) shutdown: bool,
 }
 
 /// One finished job (or a control message, see `kind`), as bytes.
-pub struct Completion {
-    pub job: JobId,
-    pub kind: u8,
-    pub data: Vec<u8>,
+pub(crate) struct Completion {
+    pub(crate) job: JobId,
+    pub(crate) kind: u8,
+    pub(crate) data: Vec<u8>,
 }
 
 /// A job's flag (`Job::flags`): the job may be interrupted in CPU-bound code when
 /// cancelled (`crate::interp::interrupt`).
-pub const JOB_FLAG_INTERRUPT: u32 = 1;
+pub(crate) const JOB_FLAG_INTERRUPT: u32 = 1;
 
 /// Completion kinds. Job results are < 16; control messages from workers are >= 16
 /// and carry the worker index in `job`. (Some are only produced by the Python driver.)
-pub mod kind {
-    pub const OK: u8 = 0;
-    pub const ERR: u8 = 1;
-    pub const REMOTE_ERR: u8 = 2;
-    pub const CANCELLED: u8 = 3;
+pub(crate) mod kind {
+    pub(crate) const OK: u8 = 0;
+    pub(crate) const ERR: u8 = 1;
+    pub(crate) const REMOTE_ERR: u8 = 2;
+    pub(crate) const CANCELLED: u8 = 3;
     /// The worker ended (its driver failed) while running the job; data is a message.
-    pub const LOST: u8 = 4;
+    pub(crate) const LOST: u8 = 4;
     /// A large `bytes`/`bytearray` result was copied into the caller's object
     /// (`bridge::fill`); made by the copier, not by a worker.
-    pub const FILLED: u8 = 5;
-    pub const WORKER_READY: u8 = 16;
-    pub const WORKER_FAILED: u8 = 17;
-    pub const WORKER_EXITED: u8 = 18;
+    pub(crate) const FILLED: u8 = 5;
+    pub(crate) const WORKER_READY: u8 = 16;
+    pub(crate) const WORKER_FAILED: u8 = 17;
+    pub(crate) const WORKER_EXITED: u8 = 18;
 }
 
 /// Where completions for the caller go (implemented by `crate::bridge`).
-pub trait CompletionSink: Send + Sync {
+pub(crate) trait CompletionSink: Send + Sync {
     fn push(&self, c: Completion);
 }
 
 /// Per-worker state shared with everyone.
-pub struct WorkerSlot {
+pub(crate) struct WorkerSlot {
     stealer: Stealer<Job>,
     /// Set by the worker when it has capacity and found no job; cleared when it
     /// takes one or becomes busy.
     wants_work: AtomicBool,
     /// Set by whoever wrote the worker's wake fd for new work; cleared by the worker.
     notified: AtomicBool,
-    pub wake: WakeFd,
-    pub inbox: Mutex<Inbox>,
-    pub running: AtomicUsize,
+    pub(crate) wake: WakeFd,
+    pub(crate) inbox: Mutex<Inbox>,
+    pub(crate) running: AtomicUsize,
     /// `PyInterpreterState*` of the worker, 0 until created and after teardown.
     /// Guarded by `interp_lock` for use from other threads (interrupts).
-    pub interp: Mutex<usize>,
+    pub(crate) interp: Mutex<usize>,
     exited: Mutex<bool>,
     exited_cv: Condvar,
 }
 
 const JOB_SHARDS: usize = 16;
 
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     injector: Injector<Job>,
-    pub slots: Vec<WorkerSlot>,
+    pub(crate) slots: Vec<WorkerSlot>,
     /// The job table, sharded by id so the caller inserting new jobs and workers
     /// removing finished ones rarely meet on one lock.
     jobs: Vec<Mutex<HashMap<JobId, Arc<JobCtl>>>>,
@@ -133,13 +133,13 @@ pub struct Scheduler {
     /// Set while one worker spins for new work after its last job (see
     /// [`Scheduler::take_spinning`]); submitters then skip the wake-up.
     spinning: AtomicBool,
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     sink: Box<dyn CompletionSink>,
 }
 
 impl Scheduler {
     /// A scheduler for `n` workers; returns the local deques to move into the threads.
-    pub fn new(
+    pub(crate) fn new(
         n: usize,
         sink: Box<dyn CompletionSink>,
     ) -> std::io::Result<(Arc<Self>, Vec<Worker<Job>>)> {
@@ -179,16 +179,16 @@ impl Scheduler {
 
     /// Jobs in the table (queued or running), for tests.
     #[cfg(all(test, not(loom)))]
-    pub fn table_len(&self) -> usize {
+    pub(crate) fn table_len(&self) -> usize {
         self.jobs.iter().map(|s| s.lock().len()).sum()
     }
 
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         self.slots.len()
     }
 
     /// Step 1 of the life cycle. `local` is the submitting worker's own deque.
-    pub fn submit(
+    pub(crate) fn submit(
         &self,
         payload: Vec<u8>,
         flags: u32,
@@ -220,7 +220,7 @@ impl Scheduler {
 
     /// Wakes one worker (not `except`) that asked for work and is not yet notified,
     /// unless a worker spins for work (it will find the job without a wake-up).
-    pub fn notify_one(&self, except: Option<usize>) {
+    pub(crate) fn notify_one(&self, except: Option<usize>) {
         // Pairs with the fences in `take` (step 4) and `take_spinning`.
         fence(Ordering::SeqCst);
         if self.spinning.load(Ordering::SeqCst) {
@@ -243,7 +243,7 @@ impl Scheduler {
     }
 
     /// Steps 2 to 4 of the life cycle, for worker `me`.
-    pub fn take(&self, me: usize, local: &Worker<Job>) -> Option<Job> {
+    pub(crate) fn take(&self, me: usize, local: &Worker<Job>) -> Option<Job> {
         let slot = &self.slots[me];
         let mut registered = false;
         loop {
@@ -308,7 +308,12 @@ impl Scheduler {
     /// clears `spinning`, fences and then looks (in `take`). Either the submitter sees
     /// the flag cleared (and wakes someone who registered) or the spinner's look sees
     /// the job.
-    pub fn take_spinning(&self, me: usize, local: &Worker<Job>, spin: Duration) -> Option<Job> {
+    pub(crate) fn take_spinning(
+        &self,
+        me: usize,
+        local: &Worker<Job>,
+        spin: Duration,
+    ) -> Option<Job> {
         if !spin.is_zero()
             && local.is_empty()
             && !self.has_work()
@@ -340,22 +345,22 @@ impl Scheduler {
     }
 
     /// The worker has no capacity (or other ready work): do not wake it for new jobs.
-    pub fn set_busy(&self, me: usize) {
+    pub(crate) fn set_busy(&self, me: usize) {
         self.slots[me].wants_work.store(false, Ordering::SeqCst);
     }
 
     /// Clears the "notified" flag; called by the worker when it wakes up.
-    pub fn clear_notified(&self, me: usize) {
+    pub(crate) fn clear_notified(&self, me: usize) {
         self.slots[me].notified.store(false, Ordering::Release);
     }
 
     /// Is there a job any worker could take?
-    pub fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         !self.injector.is_empty() || self.slots.iter().any(|s| !s.stealer.is_empty())
     }
 
     /// Step 5 of the life cycle. Returns false if the job was unknown.
-    pub fn complete(&self, worker: usize, id: JobId, kind: u8, data: Vec<u8>) -> bool {
+    pub(crate) fn complete(&self, worker: usize, id: JobId, kind: u8, data: Vec<u8>) -> bool {
         let ctl = self.shard(id).lock().remove(&id);
         let Some(ctl) = ctl else { return false };
         ctl.finish();
@@ -381,7 +386,7 @@ impl Scheduler {
     }
 
     /// Sends a completion (or control message) to `origin`.
-    pub fn route(&self, origin: Origin, c: Completion) {
+    pub(crate) fn route(&self, origin: Origin, c: Completion) {
         match origin {
             Origin::Caller => self.sink.push(c),
             Origin::Worker(i) => self.post(i, |inbox| inbox.completions.push(c)),
@@ -398,7 +403,7 @@ impl Scheduler {
     }
 
     /// Cancellation steps 1 to 3. Returns the worker running the job, if it runs.
-    pub fn cancel(&self, id: JobId, interrupt: bool) -> Option<usize> {
+    pub(crate) fn cancel(&self, id: JobId, interrupt: bool) -> Option<usize> {
         let ctl = self.shard(id).lock().get(&id).cloned();
         let ctl = ctl?;
         match ctl.try_cancel_queued() {
@@ -416,26 +421,26 @@ impl Scheduler {
     }
 
     /// Shutdown step 1.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         for i in 0..self.slots.len() {
             self.post(i, |inbox| inbox.shutdown = true);
         }
     }
 
     /// Takes everything in worker `me`'s inbox.
-    pub fn take_inbox(&self, me: usize) -> Inbox {
+    pub(crate) fn take_inbox(&self, me: usize) -> Inbox {
         std::mem::take(&mut *self.slots[me].inbox.lock())
     }
 
     /// Shutdown step 2 (called by the worker thread as its very last act).
-    pub fn mark_exited(&self, me: usize) {
+    pub(crate) fn mark_exited(&self, me: usize) {
         let s = &self.slots[me];
         *s.exited.lock() = true;
         s.exited_cv.notify_all();
     }
 
     /// Shutdown step 3: waits until `deadline` for every worker; returns the stuck ones.
-    pub fn wait_exited(&self, timeout: Duration) -> Vec<usize> {
+    pub(crate) fn wait_exited(&self, timeout: Duration) -> Vec<usize> {
         let deadline = Instant::now() + timeout;
         let mut stuck = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
@@ -453,7 +458,7 @@ impl Scheduler {
     }
 
     /// Jobs running on `worker` right now (for naming stuck workers).
-    pub fn running_on(&self, worker: usize) -> Vec<JobId> {
+    pub(crate) fn running_on(&self, worker: usize) -> Vec<JobId> {
         let mut v: Vec<JobId> = Vec::new();
         for shard in &self.jobs {
             let jobs = shard.lock();
@@ -467,11 +472,11 @@ impl Scheduler {
         v
     }
 
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.injector.len() + self.slots.iter().map(|s| s.stealer.len()).sum::<usize>()
     }
 
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         self.stats.snapshot(
             self.queued(),
             self.slots
@@ -491,7 +496,7 @@ mod tests;
 /// cores (the caller, a spinning worker, a working one) a pure busy loop can hold
 /// the very core that the thread it waits for needs; yielding lets that thread run.
 #[inline]
-pub fn spin_pause(i: u32) {
+pub(crate) fn spin_pause(i: u32) {
     if i % 4 == 0 {
         std::thread::yield_now();
     } else {

@@ -23,7 +23,7 @@ struct LastPeer {
 }
 
 #[pyclass(frozen, module = "interloop._interloop", name = "DatagramReader")]
-pub struct DatagramReader {
+pub(crate) struct DatagramReader {
     transport: GilCell<Option<Py<PyAny>>>,
     last_peer: GilCell<Option<LastPeer>>,
     fd: RawFd,
@@ -129,7 +129,7 @@ impl DatagramReader {
 }
 
 #[pyclass(frozen, module = "interloop._interloop", name = "DatagramSender")]
-pub struct DatagramSender {
+pub(crate) struct DatagramSender {
     /// (transport, asyncio's `sendto` for everything but the fast path, the
     /// endpoint's remote address or None)
     state: GilCell<Option<(Py<PyAny>, Py<PyAny>, Option<Py<PyAny>>)>>,

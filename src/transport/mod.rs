@@ -37,9 +37,9 @@ mod pipe;
 mod sockaddr;
 mod stream;
 
-pub use datagram::{DatagramReader, DatagramSender};
-pub use pipe::{PipeFlusher, PipeReader, PipeWriter};
-pub use stream::{SocketReader, SocketWriter};
+pub(crate) use datagram::{DatagramReader, DatagramSender};
+pub(crate) use pipe::{PipeFlusher, PipeReader, PipeWriter};
+pub(crate) use stream::{SocketReader, SocketWriter};
 
 use crate::capi::cell::GilCell;
 use crate::event_loop::reader::NativeReader;
@@ -51,7 +51,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 use std::os::fd::RawFd;
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SocketReader>()?;
     m.add_class::<SocketWriter>()?;
     m.add_class::<DatagramReader>()?;

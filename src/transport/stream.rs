@@ -15,7 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketReader")]
-pub struct SocketReader {
+pub(crate) struct SocketReader {
     /// (transport, loop)
     transport: Pair,
     fd: RawFd,
@@ -346,7 +346,7 @@ fn wake_and_throttle(reader: &Bound<'_, PyAny>, buffer: &Bound<'_, PyByteArray>)
 }
 
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketWriter")]
-pub struct SocketWriter {
+pub(crate) struct SocketWriter {
     /// (transport, asyncio's write function for everything but the fast path)
     state: Pair,
     fd: RawFd,
