@@ -1,8 +1,5 @@
 //! A job and its shared control block.
-#[cfg(loom)]
-use loom::sync::atomic::{AtomicUsize, Ordering};
-#[cfg(not(loom))]
-use std::sync::atomic::{AtomicUsize, Ordering};
+use super::sync::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub(crate) type JobId = u64;
@@ -91,4 +88,31 @@ pub(crate) struct Job {
     pub(crate) ctl: std::sync::Arc<JobCtl>,
     pub(crate) payload: Vec<u8>,
     pub(crate) flags: u32,
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::{JobCtl, JobState, Origin};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Cancellation step 2 vs life-cycle step 3: a queued job is either started by
+    /// exactly one worker or cancelled, never both, never neither.
+    #[test]
+    fn start_and_cancel_race_has_one_winner() {
+        loom::model(|| {
+            let ctl = Arc::new(JobCtl::new(1, Origin::Caller));
+            let (c1, c2) = (ctl.clone(), ctl.clone());
+            let w0 = thread::spawn(move || c1.try_start(0));
+            let w1 = thread::spawn(move || c2.try_start(1));
+            let cancelled = ctl.try_cancel_queued().is_ok();
+            let (s0, s1) = (w0.join().unwrap(), w1.join().unwrap());
+            assert_eq!(s0 as u8 + s1 as u8 + cancelled as u8, 1);
+            match ctl.state() {
+                JobState::Cancelled => assert!(cancelled),
+                JobState::Running(w) => assert!((w == 0 && s0) || (w == 1 && s1)),
+                s => panic!("unexpected {s:?}"),
+            }
+        });
+    }
 }

@@ -14,9 +14,9 @@
 //!    other workers' deques (steal, counted in `stolen`).
 //! 3. The worker moves the job `QUEUED -> RUNNING` with a CAS, after storing its own
 //!    index in the job. A job whose CAS fails was cancelled while queued: it is dropped.
-//! 4. If `take` finds nothing it sets the worker's `wants_work` flag and looks once
-//!    more (Dekker-style, both sides fence `SeqCst`), so a submission racing with a
-//!    worker going idle is never missed.
+//! 4. If `take` finds nothing it registers the worker as wanting work and looks once
+//!    more (Dekker-style, both sides fence `SeqCst`; see `handshake.rs`), so a
+//!    submission racing with a worker going idle is never missed.
 //! 5. The worker posts exactly one completion per job it started (`complete`), which
 //!    removes the job from the table and routes the bytes to the job's origin: the
 //!    caller's completion queue or the inbox of the worker that spawned it. A job
@@ -43,18 +43,21 @@
 //!    workers that did not exit in time are reported by index (they are stuck in
 //!    code that cannot be interrupted) and their threads are left detached.
 
+mod handshake;
 mod job;
 mod park;
 mod stats;
+mod sync;
 
 pub(crate) use job::{Job, JobCtl, JobId, JobState, Origin};
 pub(crate) use park::WakeFd;
 pub(crate) use stats::{Padded, Stats, StatsSnapshot};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use handshake::Handshake;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,16 +107,12 @@ pub(crate) trait CompletionSink: Send + Sync {
 /// Per-worker state shared with everyone.
 pub(crate) struct WorkerSlot {
     stealer: Stealer<Job>,
-    /// Set by the worker when it has capacity and found no job; cleared when it
-    /// takes one or becomes busy.
-    wants_work: AtomicBool,
-    /// Set by whoever wrote the worker's wake fd for new work; cleared by the worker.
-    notified: AtomicBool,
     pub(crate) wake: WakeFd,
     pub(crate) inbox: Mutex<Inbox>,
     pub(crate) running: AtomicUsize,
     /// `PyInterpreterState*` of the worker, 0 until created and after teardown.
-    /// Guarded by `interp_lock` for use from other threads (interrupts).
+    /// Other threads (interrupts) use it only while holding this mutex; the worker
+    /// zeroes it under the mutex before its interpreter ends.
     pub(crate) interp: Mutex<usize>,
     exited: Mutex<bool>,
     exited_cv: Condvar,
@@ -129,10 +128,8 @@ pub(crate) struct Scheduler {
     jobs: Vec<Mutex<HashMap<JobId, Arc<JobCtl>>>>,
     /// Written by the submitter on every job: kept off the lines workers read.
     next_id: Padded<AtomicU64>,
-    next_notify: AtomicUsize,
-    /// Set while one worker spins for new work after its last job (see
-    /// [`Scheduler::take_spinning`]); submitters then skip the wake-up.
-    spinning: AtomicBool,
+    /// Who to wake for new work (step 4 of the life cycle).
+    handshake: Handshake,
     pub(crate) stats: Stats,
     sink: Box<dyn CompletionSink>,
 }
@@ -148,8 +145,6 @@ impl Scheduler {
         for w in &locals {
             slots.push(WorkerSlot {
                 stealer: w.stealer(),
-                wants_work: AtomicBool::new(false),
-                notified: AtomicBool::new(false),
                 wake: WakeFd::new()?,
                 inbox: Mutex::new(Inbox::default()),
                 running: AtomicUsize::new(0),
@@ -165,8 +160,7 @@ impl Scheduler {
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             next_id: Padded(AtomicU64::new(1)),
-            next_notify: AtomicUsize::new(0),
-            spinning: AtomicBool::new(false),
+            handshake: Handshake::new(n),
             stats: Stats::new(n),
             sink,
         };
@@ -221,24 +215,9 @@ impl Scheduler {
     /// Wakes one worker (not `except`) that asked for work and is not yet notified,
     /// unless a worker spins for work (it will find the job without a wake-up).
     pub(crate) fn notify_one(&self, except: Option<usize>) {
-        // Pairs with the fences in `take` (step 4) and `take_spinning`.
-        fence(Ordering::SeqCst);
-        if self.spinning.load(Ordering::SeqCst) {
-            return;
-        }
-        let n = self.slots.len();
-        let start = self.next_notify.fetch_add(1, Ordering::Relaxed);
-        for k in 0..n {
-            let i = (start + k) % n;
-            if Some(i) == except {
-                continue;
-            }
-            let s = &self.slots[i];
-            if s.wants_work.load(Ordering::SeqCst) && !s.notified.swap(true, Ordering::AcqRel) {
-                self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
-                s.wake.notify();
-                return;
-            }
+        if let Some(i) = self.handshake.pick_wakeup(except) {
+            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+            self.slots[i].wake.notify();
         }
     }
 
@@ -272,7 +251,7 @@ impl Scheduler {
             });
             if let Some(job) = found {
                 if job.ctl.try_start(me) {
-                    slot.wants_work.store(false, Ordering::SeqCst);
+                    self.handshake.unregister(me);
                     slot.running.fetch_add(1, Ordering::Relaxed);
                     if stolen {
                         self.stats.stolen.fetch_add(1, Ordering::Relaxed);
@@ -291,8 +270,7 @@ impl Scheduler {
             if registered {
                 return None;
             }
-            slot.wants_work.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            self.handshake.register(me);
             registered = true;
         }
     }
@@ -314,14 +292,7 @@ impl Scheduler {
         local: &Worker<Job>,
         spin: Duration,
     ) -> Option<Job> {
-        if !spin.is_zero()
-            && local.is_empty()
-            && !self.has_work()
-            && self
-                .spinning
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-        {
+        if !spin.is_zero() && local.is_empty() && !self.has_work() && self.handshake.start_spin() {
             self.stats.spins.fetch_add(1, Ordering::Relaxed);
             let deadline = Instant::now() + spin;
             let mut i = 0u32;
@@ -338,20 +309,19 @@ impl Scheduler {
             if hit {
                 self.stats.spin_hits.fetch_add(1, Ordering::Relaxed);
             }
-            self.spinning.store(false, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            self.handshake.stop_spin();
         }
         self.take(me, local)
     }
 
     /// The worker has no capacity (or other ready work): do not wake it for new jobs.
     pub(crate) fn set_busy(&self, me: usize) {
-        self.slots[me].wants_work.store(false, Ordering::SeqCst);
+        self.handshake.unregister(me);
     }
 
     /// Clears the "notified" flag; called by the worker when it wakes up.
     pub(crate) fn clear_notified(&self, me: usize) {
-        self.slots[me].notified.store(false, Ordering::Release);
+        self.handshake.clear_notified(me);
     }
 
     /// Is there a job any worker could take?
@@ -487,8 +457,6 @@ impl Scheduler {
     }
 }
 
-#[cfg(all(test, loom))]
-mod loom;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
