@@ -1,6 +1,6 @@
 //! `PoolCore`: the caller's (main interpreter's) handle on one pool of workers.
 //! Safe PyO3 API only; it never runs on a worker thread.
-use super::Completions;
+use super::completions::Completions;
 use crate::event_loop::LoopCore;
 use crate::sched::{kind, Origin, Scheduler, JOB_FLAG_INTERRUPT};
 use crate::wire::{PAYLOAD_FILL, PAYLOAD_STASHED};
@@ -12,6 +12,13 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// What `PoolCore.resolve` returns: `(kept, rest, error)`.
+type Resolved<'py> = (
+    Option<Bound<'py, PyList>>,
+    Bound<'py, PyList>,
+    Option<Bound<'py, PyAny>>,
+);
 
 /// Native half of `interloop.Pool`: worker threads, the scheduler, the completions.
 #[pyclass(module = "interloop._interloop", frozen)]
@@ -172,11 +179,7 @@ impl PoolCore {
         set_result: &Bound<'py, PyAny>,
         set_exception: &Bound<'py, PyAny>,
         loads: &Bound<'py, PyAny>,
-    ) -> PyResult<(
-        Option<Bound<'py, PyList>>,
-        Bound<'py, PyList>,
-        Option<Bound<'py, PyAny>>,
-    )> {
+    ) -> PyResult<Resolved<'py>> {
         let batch = self.completions.take();
         let rest = PyList::empty(py);
         let mut kept: Option<Bound<'py, PyList>> = None;
@@ -187,14 +190,14 @@ impl PoolCore {
                 // Other kinds, and large bytes results to be filled off the loop
                 // thread (first byte 1, `Pool._on_completions`), go to Python.
                 if c.kind != kind::OK || c.data.first() == Some(&PAYLOAD_FILL) {
-                    return rest.append(super::completion_tuple(py, &c)?);
+                    return rest.append(super::completions::completion_tuple(py, &c)?);
                 }
                 let job = c.job.into_pyobject(py)?;
                 let fut = match pending.get_item(&job)? {
                     Some(f) => f,
                     None => {
                         if c.data.first() == Some(&PAYLOAD_STASHED) {
-                            rest.append(super::completion_tuple(py, &c)?)?;
+                            rest.append(super::completions::completion_tuple(py, &c)?)?;
                         }
                         return Ok(());
                     }
@@ -206,7 +209,7 @@ impl PoolCore {
                 }
                 if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
                     if c.data.first() == Some(&PAYLOAD_STASHED) {
-                        rest.append(super::completion_tuple(py, &c)?)?;
+                        rest.append(super::completions::completion_tuple(py, &c)?)?;
                     }
                     return Ok(());
                 }
@@ -268,11 +271,11 @@ impl PoolCore {
     }
 
     /// Waits up to `timeout` seconds for the workers to exit, without the GIL
-    /// (trap 1: workers need the main GIL to tear down). Returns the stuck ones.
+    /// (docs/design.md, trap 1: workers need the main GIL to tear down). Returns the stuck ones.
     fn join(&self, py: Python<'_>, timeout: f64) -> Vec<usize> {
         let sched = self.sched.clone();
         let stuck = py.detach(move || sched.wait_exited(Duration::from_secs_f64(timeout.max(0.0))));
-        // Handles taken in their own statement (trap 2), then joined without the GIL.
+        // Handles taken in their own statement (docs/design.md, trap 2), then joined without the GIL.
         let handles: Vec<JoinHandle<()>> = {
             let mut t = self.threads.lock();
             t.iter_mut()

@@ -3,18 +3,11 @@
 //! `PyType_FromSpec`, raw FFI, so workers can make theirs); instances are created
 //! only by interloop and hold one `Arc<Region>`. Receivers see a read-only
 //! `memoryview` whose `.obj` is such an instance.
-use super::Region;
+use super::region::{Region, RegionObject};
 use crate::capi::set_error;
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, OnceLock};
-
-#[repr(C)]
-struct RegionObject {
-    ob_base: ffi::PyObject,
-    /// From `Arc::into_raw`; never null for instances made by `new_view`.
-    region: *const Region,
-}
 
 struct SpecPtr(*mut ffi::PyType_Spec);
 // Safety: written once under the main GIL before any worker exists, then only read
@@ -95,52 +88,6 @@ pub(crate) unsafe fn memoryview(
         let mv = ffi::PyMemoryView_FromObject(o);
         ffi::Py_DecRef(o);
         mv
-    }
-}
-
-/// The region behind `obj` if it is an exporter of type `tp`, or a memoryview (of
-/// a memoryview...) of one; a new `Arc`. Clears any error from the lookups.
-///
-/// # Safety
-/// The current interpreter's GIL is held; `obj` is a live object or null.
-pub(crate) unsafe fn base_region(
-    obj: *mut ffi::PyObject,
-    tp: *mut ffi::PyTypeObject,
-) -> Option<Arc<Region>> {
-    // Safety: GIL held and arguments live (this function's contract).
-    unsafe {
-        if obj.is_null() || tp.is_null() {
-            return None;
-        }
-        ffi::Py_IncRef(obj);
-        let mut cur = obj;
-        for _ in 0..8 {
-            if ffi::Py_TYPE(cur) == tp {
-                let r = (*(cur as *mut RegionObject)).region;
-                let out = if r.is_null() {
-                    None
-                } else {
-                    // Safety: `r` came from `Arc::into_raw` and the object (alive:
-                    // we hold a reference) keeps that count.
-                    Arc::increment_strong_count(r);
-                    Some(Arc::from_raw(r))
-                };
-                ffi::Py_DecRef(cur);
-                return out;
-            }
-            if ffi::PyMemoryView_Check(cur) == 0 {
-                break;
-            }
-            let next = ffi::PyObject_GetAttrString(cur, c"obj".as_ptr());
-            ffi::Py_DecRef(cur);
-            if next.is_null() {
-                ffi::PyErr_Clear();
-                return None;
-            }
-            cur = next;
-        }
-        ffi::Py_DecRef(cur);
-        None
     }
 }
 

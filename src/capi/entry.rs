@@ -105,7 +105,7 @@ unsafe fn raise_panic(name: &CStr, payload: &(dyn Any + Send)) {
     // for the call.
     unsafe {
         ffi::PyErr_Clear();
-        super::set_error(ffi::PyExc_SystemError, &text);
+        super::raw::set_error(ffi::PyExc_SystemError, &text);
     }
 }
 
@@ -152,10 +152,10 @@ pub(crate) unsafe fn test_panic(
 ) -> *mut ffi::PyObject {
     // Safety: the GIL is held and `a[..n]` are valid (this function's contract).
     let msg = unsafe {
-        if !super::nargs(n, 1, "_test_panic") {
+        if !super::raw::nargs(n, 1, "_test_panic") {
             return std::ptr::null_mut();
         }
-        super::arg_str(*a)
+        super::raw::arg_str(*a)
     };
     match msg {
         Some(msg) => panic!("{msg}"),
@@ -177,7 +177,7 @@ pub(crate) fn add_main_test_panic(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // main GIL held and `a[..n]` valid borrowed references.
         unsafe { py_entry(c"_test_panic", |_py| Ok(test_panic(m, a, n))) }
     }
-    static DEF: super::MethodDef = super::MethodDef(ffi::PyMethodDef {
+    static DEF: super::raw::MethodDef = super::raw::MethodDef(ffi::PyMethodDef {
         ml_name: c"_test_panic".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer {
             PyCFunctionFast: shim,

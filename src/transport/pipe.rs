@@ -1,7 +1,7 @@
 //! `PipeReader` and `PipeWriter`: the hot path of asyncio's
 //! `unix_events._UnixReadPipeTransport` and `_UnixWritePipeTransport` (see the module
 //! docs in `mod.rs`). The descriptor may be a pipe, a socket or a character device.
-use super::{
+use super::common::{
     clear_cell, errno, fatal, is_bytes_like, os_error, pair_get, read_bytes, rearm, traverse_pair,
     truthy, would_block, Pair, MAX_READ,
 };

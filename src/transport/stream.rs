@@ -1,5 +1,5 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
-use super::{
+use super::common::{
     attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes,
     read_with, rearm, traverse_pair, would_block, Pair, MAX_READ,
 };
@@ -454,7 +454,7 @@ impl SocketWriter {
         };
         let (n, len) = n;
         if n < 0 {
-            let e = super::errno();
+            let e = super::common::errno();
             if would_block(e) {
                 return slow(data);
             }
