@@ -1,4 +1,4 @@
-//! Cross-interpreter channels (issue 5): `interloop.Channel`.
+//! Cross-interpreter channels: `interloop.Channel`.
 //!
 //! A channel's state lives in Rust ([`state::Channel`], one `Arc` shared by every
 //! interpreter): a FIFO of pickled messages (`Vec<u8>`, Rust-owned), a closed flag

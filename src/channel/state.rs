@@ -1,7 +1,7 @@
 //! A channel's shared state, the process-wide registry of channels, and the
 //! notifiers that wake waiting loops. No Python object is touched here,
 //! so every lock below is held only for a few queue operations and never while a
-//! GIL is being waited for (trap 2).
+//! GIL is being waited for (docs/design.md, trap 2).
 use crate::buffer::Region;
 use crate::event_loop::sources::SourceWake;
 use parking_lot::Mutex;

@@ -17,6 +17,7 @@
 //!     then queue the timers that are due.
 //!  5. Run exactly the callbacks that were queued before this step; those they
 //!     schedule run in the next iteration.
+//!
 //! `stop()` makes `run_forever` return after the iteration in which it was called.
 //!
 //! By concern, each file adding its part of `impl LoopCore`:

@@ -60,6 +60,9 @@ pub(super) fn visit_queued(h: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), Py
     }
 }
 
+/// `(reader, writer)` handles of one descriptor.
+type IoPair = (Option<Py<Handle>>, Option<Py<Handle>>);
+
 impl LoopCore {
     /// `{"loop": self}` for `Task(coro, **kwargs)` (see `task_kwargs`). A fresh dict
     /// if the kept one is referenced elsewhere (a task factory that kept it, say).
@@ -371,11 +374,7 @@ impl LoopCore {
     }
 
     /// The handles registered for `fd`: `(reader, writer)`, each `None` if absent.
-    fn _io_handles(
-        &self,
-        py: Python<'_>,
-        fd: &Bound<'_, PyAny>,
-    ) -> PyResult<(Option<Py<Handle>>, Option<Py<Handle>>)> {
+    fn _io_handles(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<IoPair> {
         let fd = fileobj_to_fd(fd)?;
         Ok(self.state.with(py, |s| match s.io.get(&fd) {
             Some(e) => (

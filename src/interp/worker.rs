@@ -5,7 +5,7 @@
 //!    GIL briefly (the caller's loop releases it while it waits in epoll).
 //! 2. `Py_NewInterpreterFromConfig` with an own GIL. On success this thread holds
 //!    the new interpreter's GIL and the main GIL is released. On failure (3.12 does
-//!    not re-take the main GIL, trap 3) report `WORKER_FAILED` and end.
+//!    not re-take the main GIL: docs/design.md, trap 3) report `WORKER_FAILED` and end.
 //! 3. Publish the `PyInterpreterState*` (for interrupts), create the worker module
 //!    (`module::create`), execute the embedded driver source as `interloop._worker`
 //!    and call `main(native_module, config)`. It returns at shutdown.

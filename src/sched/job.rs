@@ -7,7 +7,7 @@ pub(crate) type JobId = u64;
 /// Who is waiting for a job's completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
-    /// The pool's owner, through `crate::bridge`.
+    /// The pool's owner (the `bridge` module's queue).
     Caller,
     /// A worker that spawned the job from inside (nested `spawn`).
     Worker(usize),

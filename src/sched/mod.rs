@@ -1,9 +1,10 @@
 //! The work-stealing scheduler: one `crossbeam_deque::Injector` for submissions from
 //! the caller, one `Worker`/`Stealer` deque per worker thread for nested `spawn`.
 //!
-//! Nothing in this module touches Python: jobs are ids plus opaque bytes. The worker
-//! threads (`crate::interp`) call [`Scheduler::take`] from their driver; the caller's
-//! side (`crate::bridge`) calls [`Scheduler::submit`] and [`Scheduler::cancel`].
+//! Nothing in this module touches Python: jobs are ids plus opaque bytes, and it
+//! depends on no other module of the crate. The worker threads (the `interp` module)
+//! call [`Scheduler::take`] from their driver; the caller's side (the `bridge`
+//! module) calls [`Scheduler::submit`] and [`Scheduler::cancel`].
 //!
 //! # Job life cycle
 //! 1. `submit` allocates a `JobId`, records a [`JobCtl`] (state `QUEUED`) in the job
@@ -30,7 +31,7 @@
 //! 3. `RUNNING`: a cancel request is put in the running worker's inbox and the
 //!    worker is woken; its driver cancels the task (`CancelledError` at the next
 //!    await). With `interrupt`, the caller additionally schedules a pending call in
-//!    the worker interpreter (see `crate::interp::interrupt`).
+//!    the worker interpreter (`interrupt` in the `interp` module).
 //! 4. The caller's awaitable is already resolved (cancelled) by the caller itself, so
 //!    a late completion for a cancelled job is dropped by the caller's drain.
 //!
@@ -79,7 +80,7 @@ pub(crate) struct Completion {
 }
 
 /// A job's flag (`Job::flags`): the job may be interrupted in CPU-bound code when
-/// cancelled (`crate::interp::interrupt`).
+/// cancelled (`interrupt` in the `interp` module).
 pub(crate) const JOB_FLAG_INTERRUPT: u32 = 1;
 
 /// Completion kinds. Job results are < 16; control messages from workers are >= 16
@@ -99,7 +100,7 @@ pub(crate) mod kind {
     pub(crate) const WORKER_EXITED: u8 = 18;
 }
 
-/// Where completions for the caller go (implemented by `crate::bridge`).
+/// Where completions for the caller go (implemented by the `bridge` module).
 pub(crate) trait CompletionSink: Send + Sync {
     fn push(&self, c: Completion);
 }
