@@ -1,7 +1,9 @@
 //! `PoolCore`: the caller's (main interpreter's) handle on one pool of workers.
 //! Safe PyO3 API only; it never runs on a worker thread.
-use super::Completions;
-use crate::sched::{Origin, Scheduler};
+use super::completions::Completions;
+use crate::event_loop::LoopCore;
+use crate::sched::{kind, Origin, Scheduler, JOB_FLAG_INTERRUPT};
+use crate::wire::{PAYLOAD_FILL, PAYLOAD_STASHED};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::intern;
@@ -11,25 +13,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// First byte of result data whose buffers wait in the stash (`_wire.py`).
-const PAYLOAD_STASHED: u8 = 0;
-const PAYLOAD_FILL: u8 = 1;
+/// What `PoolCore.resolve` returns: `(kept, rest, error)`.
+type Resolved<'py> = (
+    Option<Bound<'py, PyList>>,
+    Bound<'py, PyList>,
+    Option<Bound<'py, PyAny>>,
+);
 
 /// Native half of `interloop.Pool`: worker threads, the scheduler, the completions.
 #[pyclass(module = "interloop._interloop", frozen)]
-pub struct PoolCore {
+pub(crate) struct PoolCore {
     sched: Arc<Scheduler>,
     completions: Arc<Completions>,
     threads: Mutex<Vec<Option<JoinHandle<()>>>>,
     /// Large bytes results being copied into the caller's objects.
     fills: super::fill::Fills,
-}
-
-impl PoolCore {
-    /// For interloop's own loop: drain completions natively instead of via the fd.
-    pub fn completions(&self) -> Arc<Completions> {
-        self.completions.clone()
-    }
 }
 
 #[pymethods]
@@ -66,6 +64,31 @@ impl PoolCore {
         })
     }
 
+    /// If `loop_` is interloop's loop, it drains this pool's completions natively
+    /// each iteration (no eventfd write, no reader callback) and calls
+    /// `callback(None)` when there are some; returns whether it attached.
+    fn attach_loop(
+        slf: &Bound<'_, Self>,
+        loop_: &Bound<'_, PyAny>,
+        callback: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let Ok(lp) = loop_.cast::<LoopCore>() else {
+            return Ok(false);
+        };
+        let key = slf.as_ptr() as usize;
+        let source = slf.get().completions.clone();
+        lp.get().attach_source(slf.py(), key, source, callback)?;
+        Ok(true)
+    }
+
+    /// Undoes `attach_loop`; returns whether it was attached.
+    fn detach_loop(slf: &Bound<'_, Self>, loop_: &Bound<'_, PyAny>) -> bool {
+        match loop_.cast::<LoopCore>() {
+            Ok(lp) => lp.get().detach_source(slf.py(), slf.as_ptr() as usize),
+            Err(_) => false,
+        }
+    }
+
     /// The fd that is readable when `drain()` has something.
     fn fd(&self) -> i32 {
         self.completions.fd()
@@ -79,9 +102,10 @@ impl PoolCore {
     /// sets the job's interrupt flag.
     #[pyo3(signature = (payload, interrupt, future=None))]
     fn submit(&self, payload: &[u8], interrupt: bool, future: Option<&Bound<'_, PyAny>>) -> u64 {
+        let flags = if interrupt { JOB_FLAG_INTERRUPT } else { 0 };
         let id = self
             .sched
-            .submit(payload.to_vec(), interrupt as u32, Origin::Caller, None);
+            .submit(payload.to_vec(), flags, Origin::Caller, None);
         if let Some(f) = future {
             gc_untrack(f);
         }
@@ -129,12 +153,12 @@ impl PoolCore {
 
     /// Drains the completions and resolves the plain ones here, natively: a result
     /// (kind 0, data not starting with `PAYLOAD_STASHED` or `PAYLOAD_FILL`) whose
-    /// future is in `pending` (job id -> `_JobFuture`, a dict of
+    /// future is in `pending` (job id -> `JobFuture`, a dict of
     /// `interloop.Pool`) is popped from it (and from `stashes`, job id -> stash id of
     /// its arguments' buffers, now taken by a worker) and, unless already done, gets
     /// `_pool = None` and `set_result(fut, None)` for empty data, else
     /// `set_result(fut, loads(data))` (`set_exception(fut, e)` if `loads` raises);
-    /// then if `sinks` (job id -> `_MapSink` of an unordered map) has the job, it is
+    /// then if `sinks` (job id -> `MapSink` of an unordered map) has the job, it is
     /// popped and `sink.add(fut)` called. A result for a job no longer pending is
     /// dropped. This is `Pool._on_completions`'s loop without a Python frame, a tuple
     /// and an unpacking per job.
@@ -155,11 +179,7 @@ impl PoolCore {
         set_result: &Bound<'py, PyAny>,
         set_exception: &Bound<'py, PyAny>,
         loads: &Bound<'py, PyAny>,
-    ) -> PyResult<(
-        Option<Bound<'py, PyList>>,
-        Bound<'py, PyList>,
-        Option<Bound<'py, PyAny>>,
-    )> {
+    ) -> PyResult<Resolved<'py>> {
         let batch = self.completions.take();
         let rest = PyList::empty(py);
         let mut kept: Option<Bound<'py, PyList>> = None;
@@ -171,10 +191,10 @@ impl PoolCore {
                 // once, in Python: a plain value (COMPLETION_OK whose data has no
                 // buffers in the stash, so a dropped one needs no release) is
                 // resolved here; every other completion goes to `Pool._on_completions`.
-                if c.kind != crate::sched::kind::OK
+                if c.kind != kind::OK
                     || matches!(c.data.first(), Some(&PAYLOAD_STASHED | &PAYLOAD_FILL))
                 {
-                    return rest.append(super::completion_tuple(py, &c)?);
+                    return rest.append(super::completions::completion_tuple(py, &c)?);
                 }
                 let job = c.job.into_pyobject(py)?;
                 let Some(fut) = pending.get_item(&job)? else {
@@ -246,11 +266,11 @@ impl PoolCore {
     }
 
     /// Waits up to `timeout` seconds for the workers to exit, without the GIL
-    /// (trap 1: workers need the main GIL to tear down). Returns the stuck ones.
+    /// (docs/design.md, trap 1: workers need the main GIL to tear down). Returns the stuck ones.
     fn join(&self, py: Python<'_>, timeout: f64) -> Vec<usize> {
         let sched = self.sched.clone();
         let stuck = py.detach(move || sched.wait_exited(Duration::from_secs_f64(timeout.max(0.0))));
-        // Handles taken in their own statement (trap 2), then joined without the GIL.
+        // Handles taken in their own statement (docs/design.md, trap 2), then joined without the GIL.
         let handles: Vec<JoinHandle<()>> = {
             let mut t = self.threads.lock();
             t.iter_mut()
@@ -352,7 +372,7 @@ fn driver_code(py: Python<'_>) -> PyResult<Arc<[u8]>> {
 }
 
 /// Adds the pool's classes to `interloop._interloop`.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::interp::init_module_def();
     m.add_class::<PoolCore>()?;
     Ok(())

@@ -40,7 +40,7 @@ fn notifier_of(cap: &Bound<'_, PyAny>) -> PyResult<Arc<Notifier>> {
 /// `_chan_attach_loop(loop, notifier, callback) -> bool`: if `loop` is interloop's
 /// loop, it drains `notifier` each iteration and calls `callback(tokens)`.
 #[pyfunction]
-pub fn _chan_attach_loop(
+pub(crate) fn _chan_attach_loop(
     loop_: &Bound<'_, PyAny>,
     notifier: &Bound<'_, PyAny>,
     callback: Py<PyAny>,

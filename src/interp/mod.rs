@@ -6,9 +6,10 @@
 //! pool, `GILOnceCell`s) are process-wide and belong to the main interpreter. Only
 //! bytes and Rust-owned data cross between interpreters.
 
-pub(crate) mod ffi_util;
+mod ctx;
 mod module;
 mod worker;
 
-pub use module::init_module_def;
-pub use worker::{interrupt, worker_main, WorkerConfig, DRIVER_MODULES};
+pub(crate) use ctx::interrupt;
+pub(crate) use module::init_module_def;
+pub(crate) use worker::{worker_main, WorkerConfig, DRIVER_MODULES};
