@@ -37,8 +37,11 @@ __all__ = ["Channel", "ChannelClosed", "ChannelEmpty", "ChannelFull"]
 _n = _wire.channel_functions()
 _attach_loop = None if _wire.IN_WORKER else _native._chan_attach_loop
 
-_SEND, _RECV = 0, 1
-_CLOSED = 2          # native send: 0 sent, 1 full, 2 closed
+# The channel protocol's numbers, defined in Rust (src/channel/ffi.rs): the side a
+# waiter waits on, and what native `send` returns: SENT (0, so `if r:` reads "not
+# sent"), FULL or CLOSED.
+_SEND, _RECV = _n.SEND, _n.RECV
+_CLOSED = _n.CLOSED
 _loads = _wire.loads  # handles pickles that refer to __main__ (see _wire.py)
 
 
@@ -68,7 +71,8 @@ class ChannelFull(Exception):
     """``send_nowait`` on a full channel."""
 
 
-_PICKLE, _RAW, _BUFFER, _PICKLE_OOB = 0, 1, 2, 3  # message tags (src/channel/ffi.rs)
+# Message tags: how the receiver rebuilds a message.
+_PICKLE, _RAW, _BUFFER, _PICKLE_OOB = _n.TAG_PICKLE, _n.TAG_RAW, _n.TAG_BUFFER, _n.TAG_PICKLE_OOB
 _ZERO_COPY_MIN = _wire.ZERO_COPY_MIN  # buffers this large travel by reference (src/buffer)
 _PickleBuffer = pickle.PickleBuffer
 

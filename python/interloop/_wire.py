@@ -23,18 +23,28 @@ if _native is None:  # pragma: no cover - the package imports the native module 
 
 IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
 
-# Completion kinds (`native.complete(job, kind, data)`, `PoolCore.drain`).
-COMPLETION_OK, COMPLETION_ERR, COMPLETION_REMOTE_ERR = 0, 1, 2
-COMPLETION_CANCELLED, COMPLETION_LOST = 3, 4
-COMPLETION_FILLED = 5  # a PAYLOAD_FILL result was copied into a caller's object
-# Control messages: the job field is then a worker's index.
-WORKER_READY, WORKER_FAILED, WORKER_EXITED = 16, 17, 18
-JOB_FLAG_INTERRUPT = 1  # `native.spawn(payload, flags)`: cancelling interrupts
+# The protocol's numbers are defined once, in Rust (src/wire.rs), and exported by
+# the native module. Completion kinds (`native.complete(job, kind, data)`,
+# `PoolCore.drain`); COMPLETION_FILLED: a PAYLOAD_FILL result was copied into a
+# caller's object.
+COMPLETION_OK = _native.COMPLETION_OK
+COMPLETION_ERR = _native.COMPLETION_ERR
+COMPLETION_REMOTE_ERR = _native.COMPLETION_REMOTE_ERR
+COMPLETION_CANCELLED = _native.COMPLETION_CANCELLED
+COMPLETION_LOST = _native.COMPLETION_LOST
+COMPLETION_FILLED = _native.COMPLETION_FILLED
+# Control messages (their job field is a worker's index); every one is at least
+# WORKER_READY, every completion kind below it.
+WORKER_READY = _native.WORKER_READY
+WORKER_FAILED = _native.WORKER_FAILED
+WORKER_EXITED = _native.WORKER_EXITED
+JOB_FLAG_INTERRUPT = _native.JOB_FLAG_INTERRUPT  # `native.spawn(payload, flags)`: cancelling interrupts
 # First byte of data whose buffers wait in the stash: a pickle with out-of-band
 # buffers (STASHED), or a large bytes/bytearray result (FILL). A pickle starts with
-# 0x80 and no marshal stream starts with 0 or 1.
-PAYLOAD_STASHED, PAYLOAD_FILL = 0, 1
-ZERO_COPY_MIN = 64 * 1024  # buffers this large travel by reference
+# 0x80 and no marshal stream starts with either.
+PAYLOAD_STASHED = _native.PAYLOAD_STASHED
+PAYLOAD_FILL = _native.PAYLOAD_FILL
+ZERO_COPY_MIN = _native.ZERO_COPY_MIN  # buffers this large travel by reference
 
 _marshal_dumps = marshal.dumps
 _marshal_loads = marshal.loads
