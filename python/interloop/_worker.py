@@ -18,7 +18,7 @@ raw-FFI module; see ``src/interp/module.rs``):
 3. ``pump`` takes jobs while the worker has capacity: fewer than ``concurrency``
    running jobs (jobs waiting for their own nested spawns do not count) *and* the
    loop has nothing else ready to run. So a busy worker never hoards: it takes a new
-   job only when it would otherwise go idle. (A job that never lets its loop go idle,
+   job only when it would otherwise go idle (docs/design.md, trap 6). (A job that never lets its loop go idle,
    e.g. one polling with ``sleep(0)``, keeps its worker to itself, as a thread would.)
 4. A job is started eagerly (a plain function runs to completion; a coroutine
    runs as an eager task until its first real suspension), and completes with
@@ -79,7 +79,7 @@ def main(native, config):
     import marshal
     cfg = marshal.loads(config)
     _wire.set_caller_main(cfg.get("main_name"), cfg.get("main_path"))
-    sys.path[:] = cfg["path"]
+    sys.path[:] = cfg["path"]  # the caller's, not the default (docs/design.md, trap 5)
     if cfg.get("argv") is not None:
         sys.argv[:] = cfg["argv"]
     _install_module_getattr(native)
@@ -182,9 +182,9 @@ def _complete_error(native, job, exc):
 
 
 def _forget_dummy_thread():
-    # Trap 4: on 3.13 the _DummyThread of this (non-Python-created) thread is dropped
-    # during interpreter teardown, too late ("Exception ignored in
-    # _DeleteDummyThreadOnDel"). Drop it now, while threading is intact.
+    # On 3.13 the _DummyThread of this (non-Python-created) thread is dropped during
+    # interpreter teardown, too late ("Exception ignored in _DeleteDummyThreadOnDel";
+    # docs/design.md, trap 4). Drop it now, while threading is intact.
     threading = sys.modules.get("threading")
     if threading is None:
         return
