@@ -1,4 +1,4 @@
-"""Zero-copy buffers through channels (issue 5): large buffers travel by reference.
+"""Zero-copy buffers through channels: large buffers travel by reference.
 
 The receiver gets a read-only memoryview over the sender's own memory (the same
 address), memory is not duplicated (RSS), views outlive the sender's object, and

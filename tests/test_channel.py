@@ -1,4 +1,4 @@
-"""Behaviour of interloop.Channel (issue 5): in one loop, and across pool workers."""
+"""Behaviour of interloop.Channel: in one loop, and across pool workers."""
 import asyncio
 import gc
 import pickle

@@ -1,4 +1,4 @@
-"""Behaviour of interloop.Pool / spawn / InterpreterExecutor (issue 4)."""
+"""Behaviour of interloop.Pool / spawn / InterpreterExecutor."""
 import asyncio
 import os
 import random
