@@ -1,14 +1,15 @@
 """asyncio-side helpers of the pool and channels: the pool's job future, the batch
 runner of its kept done-callbacks, and the probe telling whether a loop would go idle.
 
-Nothing here knows the wire format or the native module; ``_pool`` and
-``_executor`` build on it.
+Nothing here knows the wire format or the native module; ``_pool`` and ``_channel``
+build on it.
 """
 import asyncio
 import collections
 import contextvars
 
 __all__ = ["JobFuture", "JobFuturePlain", "MapSink", "idle_probe", "never_idle", "run_callbacks"]
+
 
 class MapSink:
     """Where an unordered ``map()`` collects its finished futures."""
@@ -47,6 +48,10 @@ class JobFuture(asyncio.Future):
     exception in one goes to the loop's exception handler as it would from a
     ``Handle``. Resolved any other way (``cancel``, ``set_result``), the kept
     callbacks are scheduled one by one as asyncio would.
+
+    The pool fills the slots at submission: ``_pool`` (the ``Pool``, whose
+    ``_cancel_job(job, interrupt)`` a ``cancel()`` calls; None once resolved),
+    ``_job``, ``_interrupt``, ``_label`` (names the job when a worker is stuck).
     """
 
     __slots__ = ("_pool", "_job", "_interrupt", "_label", "_cb", "_cbctx", "_more")

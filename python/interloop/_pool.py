@@ -16,8 +16,10 @@ Caller-side life cycle of one ``pool.run`` (the native steps are in
    for room first (backpressure).
 3. Completions are drained in batches from the loop: an ``add_reader`` callback on
    the pool's eventfd, or the loop's own native drain when it offers
-   ``_interloop_attach_completions``. Each resolves its future unless the future is
-   already done (cancelled by the caller): every future resolves exactly once.
+   ``_interloop_attach_completions``. What each completion means is decided by
+   ``_wire.classify`` (plain values take its native fast path, ``PoolCore.resolve``);
+   each resolves its future unless the future is already done (cancelled by the
+   caller): every future resolves exactly once.
 4. Cancelling the future removes the job if still queued, or cancels the worker
    task (and with ``interrupt=True`` interrupts CPU-bound code too).
 """
