@@ -61,12 +61,12 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// descriptor themselves (see 3. above: stream sockets, and pipe readers on pipes and
 /// stream sockets, not on terminals), and which one the loop calls directly.
 ///
-/// The direct call is kept because it pays: under callgrind, a 64-byte TCP echo
-/// round trip on interloop's loop (two socket reads) costs about 390 instructions
-/// more when the loop calls the `SocketReader` object instead (`tp_call` and PyO3's
-/// wrapper, twice). Going through this hook rather than naming `SocketReader` in
-/// the loop costs about 12 instructions per round trip (the handle's `OnceLock`
-/// and an indirect call, against a type comparison in the loop).
+/// The direct call is kept because it pays: `benches/tcp_echo_callgrind.py` (a
+/// 64-byte TCP echo round trip on interloop's loop, two socket reads) counts about
+/// 400 instructions more per round trip when the loop calls the `SocketReader`
+/// object instead (`tp_call` and PyO3's wrapper, twice), about 9000 against 8600.
+/// Going through this hook rather than naming `SocketReader` in the loop costs about
+/// 10 per round trip (the handle's `OnceLock` and an indirect call), within noise.
 fn classify_reader(callback: &Bound<'_, PyAny>) -> Option<NativeReader> {
     if callback.is_exact_instance_of::<SocketReader>() {
         return Some(NativeReader {
