@@ -58,7 +58,7 @@ impl Region {
     ///
     /// # Safety
     /// The current thread holds the GIL of the interpreter `o` belongs to;
-    /// `view_type` is that interpreter's exporter type (see [`view`]).
+    /// `view_type` is that interpreter's exporter type (see [`super::view`]).
     pub(crate) unsafe fn from_object(
         o: *mut ffi::PyObject,
         view_type: *mut ffi::PyTypeObject,
