@@ -25,10 +25,11 @@
 //!    argument or address it does not handle) goes to asyncio's own method, which
 //!    buffers, registers the writer, pauses the protocol, or raises asyncio's
 //!    exception, unchanged.
-//! 3. A reader that reads until the descriptor is known drained is marked as such
-//!    on its I/O handle (`drains_itself`), and the reactor then skips the re-arm it
-//!    otherwise makes after each event (see `event_loop/core.rs`); such a reader
-//!    re-arms itself (`rearm`) when it may have left data unread.
+//! 3. A reader that reads until the descriptor is known drained says so through the
+//!    loop's reader hook (`classify_reader` below, `event_loop/reader.rs`), and the
+//!    reactor then skips the re-arm it otherwise makes after each event (see
+//!    `event_loop/reactor.rs`); such a reader re-arms itself (`rearm`) when it may
+//!    have left data unread.
 //! 4. When the transport's connection is lost the Python side removes the native
 //!    objects again (they hold the transport: a cycle, and asyncio's methods handle
 //!    a closed transport).
