@@ -68,7 +68,13 @@ pub(crate) fn init_module_def() {
 pub(crate) unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
     // Safety: GIL held and arguments live (this function's contract).
     unsafe {
-        let def = DEF.get().expect("init_module_def not called").0;
+        let Some(def) = DEF.get() else {
+            return set_error(
+                ffi::PyExc_SystemError,
+                "interloop worker module not initialised",
+            );
+        };
+        let def = def.0;
         let globals = ffi::PyDict_New();
         if globals.is_null() {
             return globals;
