@@ -72,21 +72,13 @@ impl PoolCore {
         loop_: &Bound<'_, PyAny>,
         callback: Py<PyAny>,
     ) -> PyResult<bool> {
-        let Ok(lp) = loop_.cast::<LoopCore>() else {
-            return Ok(false);
-        };
-        let key = slf.as_ptr() as usize;
         let source = slf.get().completions.clone();
-        lp.get().attach_source(slf.py(), key, source, callback)?;
-        Ok(true)
+        LoopCore::attach_to(loop_, slf.as_ptr() as usize, source, callback)
     }
 
     /// Undoes `attach_loop`; returns whether it was attached.
     fn detach_loop(slf: &Bound<'_, Self>, loop_: &Bound<'_, PyAny>) -> bool {
-        match loop_.cast::<LoopCore>() {
-            Ok(lp) => lp.get().detach_source(slf.py(), slf.as_ptr() as usize),
-            Err(_) => false,
-        }
+        LoopCore::detach_from(loop_, slf.as_ptr() as usize)
     }
 
     /// The fd that is readable when `drain()` has something.

@@ -58,7 +58,7 @@ impl Region {
     ///
     /// # Safety
     /// The current thread holds the GIL of the interpreter `o` belongs to;
-    /// `view_type` is that interpreter's exporter type (see [`view`]).
+    /// `view_type` is that interpreter's exporter type (see [`super::view`]).
     pub(crate) unsafe fn from_object(
         o: *mut ffi::PyObject,
         view_type: *mut ffi::PyTypeObject,
@@ -174,6 +174,17 @@ unsafe fn release(view: &mut ffi::Py_buffer) {
 }
 
 struct Garbage(Box<ffi::Py_buffer>);
+
+/// Releases every `Py_buffer` handed back to an owner.
+///
+/// # Safety
+/// That owner's GIL is held.
+unsafe fn release_all(garbage: Vec<Garbage>) {
+    for Garbage(mut v) in garbage {
+        // Safety: the owner's GIL is held (this function's contract).
+        unsafe { release(&mut v) };
+    }
+}
 // Safety: moved between threads only to be released by the owner, under its GIL.
 unsafe impl Send for Garbage {}
 
@@ -235,9 +246,7 @@ impl Owner {
                 g.alive = false;
                 std::mem::take(&mut g.garbage)
             };
-            for Garbage(mut v) in garbage {
-                release(&mut v);
-            }
+            release_all(garbage);
         }
     }
 
@@ -283,9 +292,7 @@ impl Owner {
                 g.scheduled = false;
                 std::mem::take(&mut g.garbage)
             };
-            for Garbage(mut v) in garbage {
-                release(&mut v);
-            }
+            release_all(garbage);
         }
     }
 

@@ -2,7 +2,7 @@
 //! interpreter and the workers' sub-interpreters). A leaf: it uses nothing of ours.
 //!
 //! - [`cell::GilCell`]: state guarded by the main GIL (the loop, the transports).
-//! - [`entry`]: the trampoline every `extern "C"` entry point runs in, and the
+//! - [`entry()`] (in [`mod@entry`]): the trampoline every `extern "C"` entry point runs in, and the
 //!   method-table macro that applies it.
 //! - Raw-FFI helpers for building return values and reading arguments, and static
 //!   method and module definitions. Every `unsafe fn` here requires the current

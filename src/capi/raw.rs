@@ -124,7 +124,7 @@ pub(crate) unsafe fn tuple(items: &[*mut ffi::PyObject]) -> *mut ffi::PyObject {
 /// A list built from new references (stolen); NULL on failure.
 ///
 /// # Safety
-/// As [`tuple`].
+/// As [`tuple()`].
 pub(crate) unsafe fn list(items: Vec<*mut ffi::PyObject>) -> *mut ffi::PyObject {
     // Safety: as in `tuple`, with `PyList_SetItem`.
     unsafe {

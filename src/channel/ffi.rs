@@ -307,6 +307,45 @@ unsafe fn notifier<'a>(o: *mut ffi::PyObject) -> Option<&'a Arc<Notifier>> {
     }
 }
 
+/// The channel (or notifier, for `notifier_arg`) that is a `c_*` function's first
+/// argument, after checking the argument count.
+///
+/// # Safety
+/// The contract of the `c_*` functions (below).
+unsafe fn chan_arg<'a>(
+    a: Args,
+    n: ffi::Py_ssize_t,
+    want: ffi::Py_ssize_t,
+    name: &str,
+) -> Option<&'a Arc<Channel>> {
+    // Safety: `a[0]` is valid once the count is checked (this function's contract).
+    unsafe {
+        if nargs(n, want, name) {
+            chan(*a)
+        } else {
+            None
+        }
+    }
+}
+
+/// # Safety
+/// As [`chan_arg`].
+unsafe fn notifier_arg<'a>(
+    a: Args,
+    n: ffi::Py_ssize_t,
+    want: ffi::Py_ssize_t,
+    name: &str,
+) -> Option<&'a Arc<Notifier>> {
+    // Safety: as in `chan_arg`.
+    unsafe {
+        if nargs(n, want, name) {
+            notifier(*a)
+        } else {
+            None
+        }
+    }
+}
+
 // Safety of the `c_*` functions (each one's contract, as METH_FASTCALL functions
 // called through `capi::method!`): CPython calls them with the calling interpreter's
 // GIL held and `a[..n]` valid borrowed arguments; `nargs` is checked before any
@@ -358,10 +397,7 @@ unsafe fn c_open(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ff
 unsafe fn c_id(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 1, "id") {
-            return std::ptr::null_mut();
-        }
-        let Some(ch) = chan(*a) else {
+        let Some(ch) = chan_arg(a, n, 1, "id") else {
             return std::ptr::null_mut();
         };
         ffi::PyLong_FromUnsignedLongLong(ch.id)
@@ -373,10 +409,7 @@ unsafe fn c_id(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi:
 unsafe fn c_pin(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 1, "pin") {
-            return std::ptr::null_mut();
-        }
-        let Some(ch) = chan(*a) else {
+        let Some(ch) = chan_arg(a, n, 1, "pin") else {
             return std::ptr::null_mut();
         };
         state::pin(ch);
@@ -389,10 +422,7 @@ unsafe fn c_pin(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi
 unsafe fn c_send(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 4, "send") {
-            return std::ptr::null_mut();
-        }
-        let Some(ch) = chan(*a) else {
+        let Some(ch) = chan_arg(a, n, 4, "send") else {
             return std::ptr::null_mut();
         };
         let mut p: *mut c_char = std::ptr::null_mut();
@@ -441,10 +471,7 @@ unsafe fn c_send(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi
 unsafe fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 4, "recv") {
-            return std::ptr::null_mut();
-        }
-        let Some(ch) = chan(*a) else {
+        let Some(ch) = chan_arg(a, n, 4, "recv") else {
             return std::ptr::null_mut();
         };
         let Message { data: d, bufs } = match ch.try_recv() {
@@ -653,10 +680,7 @@ unsafe fn c_wake(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ff
 unsafe fn c_close(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 1, "close") {
-            return std::ptr::null_mut();
-        }
-        let Some(ch) = chan(*a) else {
+        let Some(ch) = chan_arg(a, n, 1, "close") else {
             return std::ptr::null_mut();
         };
         ffi::PyBool_FromLong(ch.close() as _)
@@ -668,10 +692,7 @@ unsafe fn c_close(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut f
 unsafe fn c_info(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 1, "info") {
-            return std::ptr::null_mut();
-        }
-        let Some(ch) = chan(*a) else {
+        let Some(ch) = chan_arg(a, n, 1, "info") else {
             return std::ptr::null_mut();
         };
         let (len, closed, recvs, sends) = ch.info();
@@ -723,10 +744,7 @@ unsafe fn c_notifier(_m: *mut ffi::PyObject, _a: Args, n: ffi::Py_ssize_t) -> *m
 unsafe fn c_notifier_fd(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 1, "notifier_fd") {
-            return std::ptr::null_mut();
-        }
-        let Some(nt) = notifier(*a) else {
+        let Some(nt) = notifier_arg(a, n, 1, "notifier_fd") else {
             return std::ptr::null_mut();
         };
         ffi::PyLong_FromLong(nt.fd() as _)
@@ -742,10 +760,7 @@ unsafe fn c_notifier_drain(
 ) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 1, "notifier_drain") {
-            return std::ptr::null_mut();
-        }
-        let Some(nt) = notifier(*a) else {
+        let Some(nt) = notifier_arg(a, n, 1, "notifier_drain") else {
             return std::ptr::null_mut();
         };
         let tokens = nt.drain();
@@ -774,10 +789,7 @@ unsafe fn c_notifier_close(
 ) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        if !nargs(n, 1, "notifier_close") {
-            return std::ptr::null_mut();
-        }
-        let Some(nt) = notifier(*a) else {
+        let Some(nt) = notifier_arg(a, n, 1, "notifier_close") else {
             return std::ptr::null_mut();
         };
         nt.close();

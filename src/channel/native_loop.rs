@@ -45,11 +45,10 @@ pub(crate) fn _chan_attach_loop(
     notifier: &Bound<'_, PyAny>,
     callback: Py<PyAny>,
 ) -> PyResult<bool> {
-    let Ok(core) = loop_.cast::<LoopCore>() else {
+    if !loop_.is_instance_of::<LoopCore>() {
         return Ok(false);
-    };
+    }
     let n = notifier_of(notifier)?;
     let key = Arc::as_ptr(&n) as usize;
-    core.get().attach_source(loop_.py(), key, n, callback)?;
-    Ok(true)
+    LoopCore::attach_to(loop_, key, n, callback)
 }

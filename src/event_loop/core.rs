@@ -104,7 +104,7 @@ pub(crate) enum Ready {
     /// through its own `_run()`.
     Foreign(Py<PyAny>),
     /// A callback scheduled by asyncio's C tasks and futures, which throw away the
-    /// handle `call_soon` returns: queued without one (see `fast.rs`).
+    /// handle `call_soon` returns: queued without one (see `call_soon.rs`).
     Bare(Bare),
 }
 

@@ -193,10 +193,7 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let this = slf.get();
-        let h = this.new_handle(slf, callback, args, context)?;
-        this.push_ready(slf.py(), Ready::Native(h.clone().unbind()));
-        Ok(h)
+        Self::queue_soon(slf, callback, args, context)
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
@@ -223,9 +220,14 @@ impl LoopCore {
         let Some(delay) = delay else {
             return Err(PyTypeError::new_err("delay must not be None"));
         };
-        let this = slf.get();
-        this.check_schedule(slf, &callback, "call_later", true)?;
-        this.schedule_timer(slf, monotonic() + delay, callback, args, context)
+        Self::schedule_at(
+            slf,
+            monotonic() + delay,
+            callback,
+            args,
+            context,
+            "call_later",
+        )
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -239,9 +241,7 @@ impl LoopCore {
         let Some(when) = when else {
             return Err(PyTypeError::new_err("when cannot be None"));
         };
-        let this = slf.get();
-        this.check_schedule(slf, &callback, "call_at", true)?;
-        this.schedule_timer(slf, when, callback, args, context)
+        Self::schedule_at(slf, when, callback, args, context, "call_at")
     }
 
     /// asyncio's `_add_callback(handle)`: used by inherited code (signal handling).

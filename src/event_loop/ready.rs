@@ -45,8 +45,20 @@ impl LoopCore {
         method: &str,
         check_thread: bool,
     ) -> PyResult<Bound<'py, Handle>> {
+        slf.get()
+            .check_schedule(slf, &callback, method, check_thread)?;
+        Self::queue_soon(slf, callback, args, context)
+    }
+
+    /// A handle for `callback(*args)`, queued to run in the next iteration.
+    #[inline(always)]
+    pub(super) fn queue_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
         let this = slf.get();
-        this.check_schedule(slf, &callback, method, check_thread)?;
         let h = this.new_handle(slf, callback, args, context)?;
         this.push_ready(slf.py(), Ready::Native(h.clone().unbind()));
         Ok(h)

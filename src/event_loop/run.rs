@@ -277,6 +277,29 @@ impl LoopCore {
         Ok(())
     }
 
+    /// [`Self::attach_source`] if `loop_` is interloop's loop; returns whether it is
+    /// (a producer with another loop goes on waking it through its eventfd).
+    pub(crate) fn attach_to(
+        loop_: &Bound<'_, PyAny>,
+        key: usize,
+        source: Arc<dyn CompletionSource>,
+        callback: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let Ok(lp) = loop_.cast::<LoopCore>() else {
+            return Ok(false);
+        };
+        lp.get().attach_source(loop_.py(), key, source, callback)?;
+        Ok(true)
+    }
+
+    /// [`Self::detach_source`] if `loop_` is interloop's loop.
+    pub(crate) fn detach_from(loop_: &Bound<'_, PyAny>, key: usize) -> bool {
+        match loop_.cast::<LoopCore>() {
+            Ok(lp) => lp.get().detach_source(loop_.py(), key),
+            Err(_) => false,
+        }
+    }
+
     /// Detaches the source attached under `key`; returns whether there was one.
     pub(crate) fn detach_source(&self, py: Python<'_>, key: usize) -> bool {
         let removed = self.sources.with(py, |v| {

@@ -31,6 +31,20 @@ pub(super) fn clock_resolution() -> f64 {
 }
 
 impl LoopCore {
+    /// `call_later` and `call_at`: asyncio's checks, then a timer for `when`.
+    pub(super) fn schedule_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: f64,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        method: &str,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let this = slf.get();
+        this.check_schedule(slf, &callback, method, true)?;
+        this.schedule_timer(slf, when, callback, args, context)
+    }
+
     pub(super) fn schedule_timer<'py>(
         &self,
         slf: &Bound<'py, Self>,

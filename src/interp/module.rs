@@ -68,7 +68,13 @@ pub(crate) fn init_module_def() {
 pub(crate) unsafe fn create(ctx: *const WorkerCtx) -> *mut ffi::PyObject {
     // Safety: GIL held and arguments live (this function's contract).
     unsafe {
-        let def = DEF.get().expect("init_module_def not called").0;
+        let Some(def) = DEF.get() else {
+            return set_error(
+                ffi::PyExc_SystemError,
+                "interloop worker module not initialised",
+            );
+        };
+        let def = def.0;
         let globals = ffi::PyDict_New();
         if globals.is_null() {
             return globals;
@@ -157,6 +163,23 @@ unsafe extern "C" fn w_exec(m: *mut ffi::PyObject) -> c_int {
 
 /// The worker context of module `m`, or a Python `RuntimeError`.
 ///
+/// [`ctx`], after checking a `w_*` function's argument count.
+///
+/// # Safety
+/// As [`ctx`].
+unsafe fn ctx_with_args<'a>(
+    m: *mut ffi::PyObject,
+    n: ffi::Py_ssize_t,
+    want: ffi::Py_ssize_t,
+    name: &str,
+) -> Option<&'a WorkerCtx> {
+    // Safety: as `ctx` (this function's contract).
+    unsafe {
+        let c = ctx(m)?;
+        nargs(n, want, name).then_some(c)
+    }
+}
+
 /// # Safety
 /// The worker's GIL is held; `m` is a module made by [`create`].
 unsafe fn ctx<'a>(m: *mut ffi::PyObject) -> Option<&'a WorkerCtx> {
@@ -211,12 +234,9 @@ unsafe fn w_index(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *mut 
 unsafe fn w_ready(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `w_*` functions, above.
     unsafe {
-        let Some(c) = ctx(m) else {
+        let Some(c) = ctx_with_args(m, n, 1, "ready") else {
             return std::ptr::null_mut();
         };
-        if !nargs(n, 1, "ready") {
-            return std::ptr::null_mut();
-        }
         let err = *a;
         let (k, data) = if err == ffi::Py_None() {
             (kind::WORKER_READY, Vec::new())
@@ -362,12 +382,9 @@ unsafe fn w_has_work(m: *mut ffi::PyObject, _a: Args, _n: ffi::Py_ssize_t) -> *m
 unsafe fn w_complete(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `w_*` functions, above.
     unsafe {
-        let Some(c) = ctx(m) else {
+        let Some(c) = ctx_with_args(m, n, 3, "complete") else {
             return std::ptr::null_mut();
         };
-        if !nargs(n, 3, "complete") {
-            return std::ptr::null_mut();
-        }
         let (Some(id), Some(k), Some(data)) =
             (arg_u64(*a), arg_u64(*a.add(1)), arg_bytes(*a.add(2)))
         else {
@@ -383,12 +400,9 @@ unsafe fn w_complete(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut
 unsafe fn w_spawn(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `w_*` functions, above.
     unsafe {
-        let Some(c) = ctx(m) else {
+        let Some(c) = ctx_with_args(m, n, 2, "spawn") else {
             return std::ptr::null_mut();
         };
-        if !nargs(n, 2, "spawn") {
-            return std::ptr::null_mut();
-        }
         let (Some(data), Some(flags)) = (arg_bytes(*a), arg_u64(*a.add(1))) else {
             return std::ptr::null_mut();
         };
@@ -407,12 +421,9 @@ unsafe fn w_spawn(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ff
 unsafe fn w_cancel(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `w_*` functions, above.
     unsafe {
-        let Some(c) = ctx(m) else {
+        let Some(c) = ctx_with_args(m, n, 2, "cancel") else {
             return std::ptr::null_mut();
         };
-        if !nargs(n, 2, "cancel") {
-            return std::ptr::null_mut();
-        }
         let Some(id) = arg_u64(*a) else {
             return std::ptr::null_mut();
         };
@@ -434,12 +445,9 @@ unsafe fn w_set_interrupt_handler(
 ) -> *mut ffi::PyObject {
     // Safety: the contract of the `w_*` functions, above.
     unsafe {
-        let Some(c) = ctx(m) else {
+        let Some(c) = ctx_with_args(m, n, 1, "set_interrupt_handler") else {
             return std::ptr::null_mut();
         };
-        if !nargs(n, 1, "set_interrupt_handler") {
-            return std::ptr::null_mut();
-        }
         c.set_interrupt_handler(*a);
         none()
     }

@@ -63,7 +63,15 @@ pub(crate) fn worker_main(
     let ctx = WorkerCtx::new(sched.clone(), me, local);
     // Safety: this thread holds no GIL yet; `run` follows the numbered protocol
     // above, pairing every state change with its undo.
-    unsafe { run(&ctx, &config) };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        run(&ctx, &config)
+    }));
+    if ran.is_err() {
+        // A panic in this thread's own code (the entry points CPython calls catch
+        // theirs): the interpreter is left as it is, but the pool learns of it and
+        // no job waits for this worker.
+        fail(&ctx, "the worker thread panicked (message on stderr)");
+    }
     // Normally nothing is left; if the driver failed, its running jobs get an error
     // instead of hanging their callers.
     for id in sched.running_on(me) {

@@ -25,10 +25,11 @@
 //!    argument or address it does not handle) goes to asyncio's own method, which
 //!    buffers, registers the writer, pauses the protocol, or raises asyncio's
 //!    exception, unchanged.
-//! 3. A reader that reads until the descriptor is known drained is marked as such
-//!    on its I/O handle (`drains_itself`), and the reactor then skips the re-arm it
-//!    otherwise makes after each event (see `event_loop/core.rs`); such a reader
-//!    re-arms itself (`rearm`) when it may have left data unread.
+//! 3. A reader that reads until the descriptor is known drained says so through the
+//!    loop's reader hook (`classify_reader` below, `event_loop/reader.rs`), and the
+//!    reactor then skips the re-arm it otherwise makes after each event (see
+//!    `event_loop/reactor.rs`); such a reader re-arms itself (`rearm`) when it may
+//!    have left data unread.
 //! 4. When the transport's connection is lost the Python side removes the native
 //!    objects again (they hold the transport: a cycle, and asyncio's methods handle
 //!    a closed transport).
@@ -61,12 +62,12 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// descriptor themselves (see 3. above: stream sockets, and pipe readers on pipes and
 /// stream sockets, not on terminals), and which one the loop calls directly.
 ///
-/// The direct call is kept because it pays: under callgrind, a 64-byte TCP echo
-/// round trip on interloop's loop (two socket reads) costs about 390 instructions
-/// more when the loop calls the `SocketReader` object instead (`tp_call` and PyO3's
-/// wrapper, twice). Going through this hook rather than naming `SocketReader` in
-/// the loop costs about 12 instructions per round trip (the handle's `OnceLock`
-/// and an indirect call, against a type comparison in the loop).
+/// The direct call is kept because it pays: `benches/tcp_echo_callgrind.py` (a
+/// 64-byte TCP echo round trip on interloop's loop, two socket reads) counts about
+/// 400 instructions more per round trip when the loop calls the `SocketReader`
+/// object instead (`tp_call` and PyO3's wrapper, twice), about 9000 against 8600.
+/// Going through this hook rather than naming `SocketReader` in the loop costs about
+/// 10 per round trip (the handle's `OnceLock` and an indirect call), within noise.
 fn classify_reader(callback: &Bound<'_, PyAny>) -> Option<NativeReader> {
     if callback.is_exact_instance_of::<SocketReader>() {
         return Some(NativeReader {
