@@ -11,13 +11,14 @@ use super::state::{self, Channel, Message, Notifier, RecvResult, SendResult, Sid
 use crate::buffer::{self, Region};
 use crate::capi::{arg_u64, leak_module_def, list, method, nargs, none, set_error, DefPtr};
 use pyo3::ffi;
+use std::ffi::CStr;
 use std::os::raw::{c_char, c_void};
 use std::sync::{Arc, OnceLock};
 
 type Args = *mut *mut ffi::PyObject;
 
-const CHAN: &std::ffi::CStr = c"interloop.channel";
-pub(super) const NOTIFIER: &std::ffi::CStr = c"interloop.channel.notifier";
+const CHAN: &CStr = c"interloop.channel";
+pub(super) const NOTIFIER: &CStr = c"interloop.channel.notifier";
 
 /// First byte of every queued message: how the receiver rebuilds it.
 const TAG_PICKLE: u8 = 0;
@@ -36,7 +37,7 @@ const CLOSED: i64 = 2;
 
 /// The numbers above, exported on the channel module (so `_channel.py` does not
 /// redefine them).
-const CONSTANTS: &[(&std::ffi::CStr, i64)] = &[
+const CONSTANTS: &[(&CStr, i64)] = &[
     (c"SEND", SIDE_SEND as i64),
     (c"RECV", SIDE_RECV as i64),
     (c"SENT", SENT),
@@ -225,18 +226,36 @@ unsafe fn arg_side(o: *mut ffi::PyObject) -> Option<Side> {
     }
 }
 
+/// What a capsule of this module holds: an `Arc<Self>`, under a capsule name.
+trait Capsuled: Send + Sync + 'static {
+    /// The capsule's name (checked on every use).
+    const NAME: &'static CStr;
+    /// What the `TypeError` for a wrong argument says was expected.
+    const EXPECTED: &'static str;
+}
+
+impl Capsuled for Channel {
+    const NAME: &'static CStr = CHAN;
+    const EXPECTED: &'static str = "expected a channel handle";
+}
+
+impl Capsuled for Notifier {
+    const NAME: &'static CStr = NOTIFIER;
+    const EXPECTED: &'static str = "expected a channel notifier handle";
+}
+
 /// # Safety
 /// A capsule destructor: called by CPython with the GIL held, once, for a capsule
-/// made by `chan_capsule`.
-unsafe extern "C" fn drop_chan(cap: *mut ffi::PyObject) {
+/// made by `capsule::<T>`.
+unsafe extern "C" fn drop_capsule<T: Capsuled>(cap: *mut ffi::PyObject) {
     // Safety: CPython runs a capsule's destructor with the GIL held, once, with the capsule.
     unsafe {
         crate::capi::entry(c"channel capsule destructor", || {
-            let p = ffi::PyCapsule_GetPointer(cap, CHAN.as_ptr());
+            let p = ffi::PyCapsule_GetPointer(cap, T::NAME.as_ptr());
             if !p.is_null() {
-                // Safety: the pointer came from `Box::into_raw` in `chan_capsule`; the
+                // Safety: the pointer came from `Box::into_raw` in `capsule`; the
                 // destructor runs once. Dropping an `Arc` touches no Python object.
-                drop(Box::from_raw(p as *mut Arc<Channel>));
+                drop(Box::from_raw(p as *mut Arc<T>));
             } else {
                 ffi::PyErr_Clear();
             }
@@ -244,30 +263,16 @@ unsafe extern "C" fn drop_chan(cap: *mut ffi::PyObject) {
     }
 }
 
-/// # Safety
-/// As [`drop_chan`], for a capsule made by `c_notifier`.
-unsafe extern "C" fn drop_notifier(cap: *mut ffi::PyObject) {
-    // Safety: CPython runs a capsule's destructor with the GIL held, once, with the capsule.
-    unsafe {
-        crate::capi::entry(c"channel capsule destructor", || {
-            let p = ffi::PyCapsule_GetPointer(cap, NOTIFIER.as_ptr());
-            if !p.is_null() {
-                // Safety: as in `drop_chan`.
-                drop(Box::from_raw(p as *mut Arc<Notifier>));
-            } else {
-                ffi::PyErr_Clear();
-            }
-        })
-    }
-}
-
+/// A new capsule owning `handle` (new reference) or NULL.
+///
 /// # Safety
 /// The calling interpreter's GIL is held.
-unsafe fn chan_capsule(ch: Arc<Channel>) -> *mut ffi::PyObject {
-    // Safety: GIL held and arguments live (this function's contract).
+unsafe fn capsule<T: Capsuled>(handle: Arc<T>) -> *mut ffi::PyObject {
+    // Safety: GIL held (this function's contract); `p` is ours until the capsule
+    // owns it, and freed here if it could not be made.
     unsafe {
-        let p = Box::into_raw(Box::new(ch));
-        let cap = ffi::PyCapsule_New(p as *mut c_void, CHAN.as_ptr(), Some(drop_chan));
+        let p = Box::into_raw(Box::new(handle));
+        let cap = ffi::PyCapsule_New(p as *mut c_void, T::NAME.as_ptr(), Some(drop_capsule::<T>));
         if cap.is_null() {
             drop(Box::from_raw(p));
         }
@@ -275,71 +280,48 @@ unsafe fn chan_capsule(ch: Arc<Channel>) -> *mut ffi::PyObject {
     }
 }
 
-/// The channel behind a capsule (borrowed for the call), or a `TypeError`.
+/// The handle behind a capsule (borrowed for the call), or a `TypeError`.
 ///
 /// # Safety
 /// As [`arg_side`]; the reference must not outlive `o` (the capsule keeps the `Arc`).
-unsafe fn chan<'a>(o: *mut ffi::PyObject) -> Option<&'a Arc<Channel>> {
-    // Safety: GIL held and arguments live (this function's contract).
+unsafe fn handle<'a, T: Capsuled>(o: *mut ffi::PyObject) -> Option<&'a Arc<T>> {
+    // Safety: GIL held and `o` live (this function's contract); a capsule with
+    // `T::NAME` holds a `Box<Arc<T>>` made by `capsule`.
     unsafe {
-        let p = ffi::PyCapsule_GetPointer(o, CHAN.as_ptr());
+        let p = ffi::PyCapsule_GetPointer(o, T::NAME.as_ptr());
         if p.is_null() {
             ffi::PyErr_Clear();
-            set_error(ffi::PyExc_TypeError, "expected a channel handle");
+            set_error(ffi::PyExc_TypeError, T::EXPECTED);
             return None;
         }
-        Some(&*(p as *const Arc<Channel>))
+        Some(&*(p as *const Arc<T>))
     }
 }
 
+/// The channel behind a capsule; see [`handle`].
+///
 /// # Safety
-/// As [`chan`].
-unsafe fn notifier<'a>(o: *mut ffi::PyObject) -> Option<&'a Arc<Notifier>> {
-    // Safety: GIL held and arguments live (this function's contract).
-    unsafe {
-        let p = ffi::PyCapsule_GetPointer(o, NOTIFIER.as_ptr());
-        if p.is_null() {
-            ffi::PyErr_Clear();
-            set_error(ffi::PyExc_TypeError, "expected a channel notifier handle");
-            return None;
-        }
-        Some(&*(p as *const Arc<Notifier>))
-    }
+/// As [`handle`].
+unsafe fn chan<'a>(o: *mut ffi::PyObject) -> Option<&'a Arc<Channel>> {
+    // Safety: as `handle` (this function's contract).
+    unsafe { handle(o) }
 }
 
-/// The channel (or notifier, for `notifier_arg`) that is a `c_*` function's first
-/// argument, after checking the argument count.
+/// The handle that is a `c_*` function's first argument, after checking the
+/// argument count.
 ///
 /// # Safety
 /// The contract of the `c_*` functions (below).
-unsafe fn chan_arg<'a>(
+unsafe fn handle_arg<'a, T: Capsuled>(
     a: Args,
     n: ffi::Py_ssize_t,
     want: ffi::Py_ssize_t,
     name: &str,
-) -> Option<&'a Arc<Channel>> {
+) -> Option<&'a Arc<T>> {
     // Safety: `a[0]` is valid once the count is checked (this function's contract).
     unsafe {
         if nargs(n, want, name) {
-            chan(*a)
-        } else {
-            None
-        }
-    }
-}
-
-/// # Safety
-/// As [`chan_arg`].
-unsafe fn notifier_arg<'a>(
-    a: Args,
-    n: ffi::Py_ssize_t,
-    want: ffi::Py_ssize_t,
-    name: &str,
-) -> Option<&'a Arc<Notifier>> {
-    // Safety: as in `chan_arg`.
-    unsafe {
-        if nargs(n, want, name) {
-            notifier(*a)
+            handle(*a)
         } else {
             None
         }
@@ -364,7 +346,7 @@ unsafe fn c_new(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi
         let Some(maxsize) = arg_u64(*a) else {
             return std::ptr::null_mut();
         };
-        chan_capsule(state::create(maxsize as usize))
+        capsule(state::create(maxsize as usize))
     }
 }
 
@@ -381,7 +363,7 @@ unsafe fn c_open(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ff
         };
         let unpin = ffi::PyObject_IsTrue(*a.add(1)) == 1;
         match state::open(id, unpin) {
-            Some(ch) => chan_capsule(ch),
+            Some(ch) => capsule(ch),
             None => set_error(
                 ffi::PyExc_ValueError,
                 &format!(
@@ -397,7 +379,7 @@ unsafe fn c_open(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ff
 unsafe fn c_id(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(ch) = chan_arg(a, n, 1, "id") else {
+        let Some(ch) = handle_arg::<Channel>(a, n, 1, "id") else {
             return std::ptr::null_mut();
         };
         ffi::PyLong_FromUnsignedLongLong(ch.id)
@@ -409,7 +391,7 @@ unsafe fn c_id(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi:
 unsafe fn c_pin(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(ch) = chan_arg(a, n, 1, "pin") else {
+        let Some(ch) = handle_arg::<Channel>(a, n, 1, "pin") else {
             return std::ptr::null_mut();
         };
         state::pin(ch);
@@ -422,7 +404,7 @@ unsafe fn c_pin(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi
 unsafe fn c_send(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(ch) = chan_arg(a, n, 4, "send") else {
+        let Some(ch) = handle_arg::<Channel>(a, n, 4, "send") else {
             return std::ptr::null_mut();
         };
         let mut p: *mut c_char = std::ptr::null_mut();
@@ -471,7 +453,7 @@ unsafe fn c_send(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi
 unsafe fn c_recv(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(ch) = chan_arg(a, n, 4, "recv") else {
+        let Some(ch) = handle_arg::<Channel>(a, n, 4, "recv") else {
             return std::ptr::null_mut();
         };
         let Message { data: d, bufs } = match ch.try_recv() {
@@ -633,7 +615,7 @@ unsafe fn wait_call(
         let (ch, side, nt, token) = (
             chan(*a),
             arg_side(*a.add(1)),
-            notifier(*a.add(2)),
+            handle::<Notifier>(*a.add(2)),
             arg_u64(*a.add(3)),
         );
         match (ch, side, nt, token) {
@@ -680,7 +662,7 @@ unsafe fn c_wake(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ff
 unsafe fn c_close(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(ch) = chan_arg(a, n, 1, "close") else {
+        let Some(ch) = handle_arg::<Channel>(a, n, 1, "close") else {
             return std::ptr::null_mut();
         };
         ffi::PyBool_FromLong(ch.close() as _)
@@ -692,7 +674,7 @@ unsafe fn c_close(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut f
 unsafe fn c_info(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(ch) = chan_arg(a, n, 1, "info") else {
+        let Some(ch) = handle_arg::<Channel>(a, n, 1, "info") else {
             return std::ptr::null_mut();
         };
         let (len, closed, recvs, sends) = ch.info();
@@ -730,12 +712,7 @@ unsafe fn c_notifier(_m: *mut ffi::PyObject, _a: Args, n: ffi::Py_ssize_t) -> *m
             Ok(nt) => Arc::new(nt),
             Err(e) => return set_error(ffi::PyExc_OSError, &e.to_string()),
         };
-        let p = Box::into_raw(Box::new(nt));
-        let cap = ffi::PyCapsule_New(p as *mut c_void, NOTIFIER.as_ptr(), Some(drop_notifier));
-        if cap.is_null() {
-            drop(Box::from_raw(p));
-        }
-        cap
+        capsule(nt)
     }
 }
 
@@ -744,7 +721,7 @@ unsafe fn c_notifier(_m: *mut ffi::PyObject, _a: Args, n: ffi::Py_ssize_t) -> *m
 unsafe fn c_notifier_fd(_m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(nt) = notifier_arg(a, n, 1, "notifier_fd") else {
+        let Some(nt) = handle_arg::<Notifier>(a, n, 1, "notifier_fd") else {
             return std::ptr::null_mut();
         };
         ffi::PyLong_FromLong(nt.fd() as _)
@@ -760,7 +737,7 @@ unsafe fn c_notifier_drain(
 ) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(nt) = notifier_arg(a, n, 1, "notifier_drain") else {
+        let Some(nt) = handle_arg::<Notifier>(a, n, 1, "notifier_drain") else {
             return std::ptr::null_mut();
         };
         let tokens = nt.drain();
@@ -789,7 +766,7 @@ unsafe fn c_notifier_close(
 ) -> *mut ffi::PyObject {
     // Safety: the contract of the `c_*` functions, above.
     unsafe {
-        let Some(nt) = notifier_arg(a, n, 1, "notifier_close") else {
+        let Some(nt) = handle_arg::<Notifier>(a, n, 1, "notifier_close") else {
             return std::ptr::null_mut();
         };
         nt.close();
