@@ -1,8 +1,9 @@
 //! The serve functions as one raw-FFI module object usable in every interpreter:
 //! the main interpreter gets it as `interloop._interloop._serve`, a pool worker
 //! from its worker module (`serve_module()`). Raw `pyo3::ffi` only (PyO3's safe
-//! API must not run in a sub-interpreter). Every entry catches panics and turns
-//! them into a Python `SystemError`.
+//! API must not run in a sub-interpreter). Every entry runs through
+//! `capi::entry` (the `method!` table and the capsule destructor), which turns a
+//! panic into a Python `SystemError`.
 //!
 //! A server handle is a capsule owning one worker's [`Server`]; it is used only by
 //! the interpreter (and thread) that made it, under that interpreter's GIL. A
@@ -10,15 +11,15 @@
 use super::group;
 use super::http::RespHead;
 use super::server::{Event, Limits, Listener, Recv, Server};
-use crate::interp::ffi_util::{
-    arg_bytes, arg_u64, bool_, bytes, leak_module_def, list, method, nargs, none, set_error, tuple, u64_, DefPtr,
+use crate::capi::{
+    arg_bytes, arg_u64, bool_, bytes, entry, leak_module_def, list, method, nargs, none, set_error,
+    tuple, u64_, DefPtr,
 };
 use pyo3::ffi;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::os::raw::{c_char, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -28,21 +29,6 @@ type Obj = *mut ffi::PyObject;
 const SERVER: &std::ffi::CStr = c"interloop.serve.server";
 
 static DEF: OnceLock<DefPtr> = OnceLock::new();
-
-/// Runs one module entry: a panic becomes a `SystemError` instead of unwinding
-/// into CPython.
-fn guard(name: &str, f: impl FnOnce() -> Obj) -> Obj {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(p) => p,
-        // Safety: every entry runs with its interpreter's GIL held.
-        Err(_) => unsafe {
-            set_error(
-                ffi::PyExc_SystemError,
-                &format!("interloop serve: internal error (panic) in {name}()"),
-            )
-        },
-    }
-}
 
 /// Builds and initialises the module definition once; call with the main GIL held
 /// before any worker starts.
@@ -92,13 +78,14 @@ pub unsafe fn create_module() -> Obj {
     unsafe { ffi::PyModule_Create2(def.0, ffi::PYTHON_API_VERSION) }
 }
 
-/// `serve_module()` of the worker module (METH_FASTCALL signature).
+/// `serve_module()` of the worker module.
 ///
 /// # Safety
-/// Called by CPython with the calling interpreter's GIL held.
-pub unsafe extern "C" fn serve_module(_m: Obj, _a: Args, _n: ffi::Py_ssize_t) -> Obj {
-    // Safety: GIL held (CPython calls us so).
-    guard("serve_module", || unsafe { create_module() })
+/// As a METH_FASTCALL function (`capi::method!`): the calling interpreter's GIL is
+/// held.
+pub(crate) unsafe fn serve_module(_m: Obj, _a: Args, _n: ffi::Py_ssize_t) -> Obj {
+    // Safety: GIL held (this function's contract); `init_def` ran at start-up.
+    unsafe { create_module() }
 }
 
 type Cell = RefCell<Option<Server>>;
@@ -108,13 +95,14 @@ unsafe extern "C" fn drop_server(cap: Obj) {
     // came from `Box::into_raw` in `s_server_new` and the destructor runs once.
     // Dropping the server touches no Python object.
     unsafe {
-        let p = ffi::PyCapsule_GetPointer(cap, SERVER.as_ptr());
-        if p.is_null() {
-            ffi::PyErr_Clear();
-            return;
-        }
-        let cell = Box::from_raw(p as *mut Cell);
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(cell)));
+        entry(c"serve server capsule destructor", || {
+            let p = ffi::PyCapsule_GetPointer(cap, SERVER.as_ptr());
+            if p.is_null() {
+                ffi::PyErr_Clear();
+                return;
+            }
+            drop(Box::from_raw(p as *mut Cell));
+        })
     }
 }
 
@@ -146,7 +134,7 @@ unsafe fn with_server(o: Obj, f: impl FnOnce(&mut Server) -> Obj) -> Obj {
 
 /// The common head of a server entry: checks the argument count, reads the token
 /// (second argument) when `token` is set, and runs `f` on the server (first
-/// argument) under `guard`.
+/// argument).
 ///
 /// # Safety
 /// Called from a module entry: GIL held, `a[..n]` valid borrowed arguments.
@@ -160,7 +148,7 @@ unsafe fn server_entry(
 ) -> Obj {
     // Safety: GIL held and arguments valid (caller's contract); `nargs` is checked
     // before any argument is read.
-    guard(name, || unsafe {
+    unsafe {
         if !nargs(n, want, name) {
             return std::ptr::null_mut();
         }
@@ -173,7 +161,7 @@ unsafe fn server_entry(
             0
         };
         with_server(*a, |s| f(s, t))
-    })
+    }
 }
 
 fn gid_of(o: Obj) -> Option<std::sync::Arc<group::Group>> {
@@ -188,13 +176,13 @@ fn gid_of(o: Obj) -> Option<std::sync::Arc<group::Group>> {
     }
 }
 
-// Safety of the `s_*` entries: CPython calls them with the calling interpreter's
-// GIL held and `a[..n]` valid borrowed arguments (METH_FASTCALL); `nargs` is
-// checked before any argument is read.
+// Safety of the `s_*` entries: `capi::method!` runs them (through `capi::entry`)
+// with the calling interpreter's GIL held and `a[..n]` valid borrowed arguments
+// (METH_FASTCALL); `nargs` is checked before any argument is read.
 
-unsafe extern "C" fn s_group_new(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_group_new(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above.
-    guard("group_new", || unsafe {
+    unsafe {
         if !nargs(n, 1, "group_new") {
             return std::ptr::null_mut();
         }
@@ -205,12 +193,12 @@ unsafe extern "C" fn s_group_new(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
             return set_error(ffi::PyExc_ValueError, "workers must be in 1..4096");
         }
         u64_(group::create(w as usize).id)
-    })
+    }
 }
 
-unsafe extern "C" fn s_group_stop(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_group_stop(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above.
-    guard("group_stop", || unsafe {
+    unsafe {
         if !nargs(n, 1, "group_stop") {
             return std::ptr::null_mut();
         }
@@ -219,12 +207,12 @@ unsafe extern "C" fn s_group_stop(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
         };
         g.stop();
         none()
-    })
+    }
 }
 
-unsafe extern "C" fn s_group_remove(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_group_remove(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above.
-    guard("group_remove", || unsafe {
+    unsafe {
         if !nargs(n, 1, "group_remove") {
             return std::ptr::null_mut();
         }
@@ -232,12 +220,12 @@ unsafe extern "C" fn s_group_remove(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj
             return std::ptr::null_mut();
         };
         bool_(group::remove(id))
-    })
+    }
 }
 
-unsafe extern "C" fn s_group_stats(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_group_stats(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above.
-    guard("group_stats", || unsafe {
+    unsafe {
         use std::sync::atomic::Ordering::Relaxed;
         if !nargs(n, 1, "group_stats") {
             return std::ptr::null_mut();
@@ -269,7 +257,7 @@ unsafe extern "C" fn s_group_stats(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj 
             })
             .collect();
         list(items)
-    })
+    }
 }
 
 /// A duplicate of listening socket `fd`, non-blocking, as a mio listener.
@@ -311,10 +299,10 @@ unsafe fn arg_secs(o: Obj, what: &str) -> Option<Duration> {
     }
 }
 
-unsafe extern "C" fn s_server_new(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_new(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above; sequence items are borrowed from the argument's fast
     // sequence, which we hold for the loop.
-    guard("server_new", || unsafe {
+    unsafe {
         if !nargs(n, 4, "server_new") {
             return std::ptr::null_mut();
         }
@@ -382,10 +370,10 @@ unsafe extern "C" fn s_server_new(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
             drop(Box::from_raw(p));
         }
         cap
-    })
+    }
 }
 
-unsafe extern "C" fn s_server_fd(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_fd(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`).
     unsafe { server_entry("server_fd", a, n, 1, false, |s, _| ffi::PyLong_FromLong(s.fd() as _)) }
 }
@@ -461,9 +449,9 @@ unsafe fn event_obj(e: Event) -> Obj {
     }
 }
 
-unsafe extern "C" fn s_server_poll(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_poll(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above.
-    guard("server_poll", || unsafe {
+    unsafe {
         if !nargs(n, 2, "server_poll") {
             return std::ptr::null_mut();
         }
@@ -478,10 +466,10 @@ unsafe extern "C" fn s_server_poll(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj 
         }
         ffi::Py_DecRef(r);
         list(events.into_iter().map(|e| event_obj(e)).collect())
-    })
+    }
 }
 
-unsafe extern "C" fn s_server_recv(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_recv(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`); the closure runs with the GIL held.
     unsafe {
         server_entry("server_recv", a, n, 2, true, |s, token| match s.recv(token) {
@@ -566,7 +554,7 @@ unsafe fn resp_head(status: Obj, headers: Obj) -> Option<RespHead> {
     }
 }
 
-unsafe extern "C" fn s_server_start(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_start(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`); the closure runs with the GIL held
     // and reads arguments 2 and 3, which `server_entry` counted.
     unsafe {
@@ -582,7 +570,7 @@ unsafe extern "C" fn s_server_start(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj
     }
 }
 
-unsafe extern "C" fn s_server_body(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_body(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`); the closure runs with the GIL held,
     // reads arguments 2 and 3, which `server_entry` counted, and holds the buffer
     // (released before returning) while the server writes from it.
@@ -615,7 +603,7 @@ unsafe extern "C" fn s_server_body(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj 
     }
 }
 
-unsafe extern "C" fn s_server_upgrade(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_upgrade(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`); the closure runs with the GIL held
     // and reads argument 2, which `server_entry` counted; the bytes object is
     // borrowed for the call.
@@ -632,7 +620,7 @@ unsafe extern "C" fn s_server_upgrade(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> O
     }
 }
 
-unsafe extern "C" fn s_server_abort(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_abort(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`).
     unsafe {
         server_entry("server_abort", a, n, 2, true, |s, token| {
@@ -642,7 +630,7 @@ unsafe extern "C" fn s_server_abort(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj
     }
 }
 
-unsafe extern "C" fn s_server_drain(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_drain(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`).
     unsafe {
         server_entry("server_drain", a, n, 1, false, |s, _| {
@@ -652,7 +640,7 @@ unsafe extern "C" fn s_server_drain(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj
     }
 }
 
-unsafe extern "C" fn s_server_load(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_load(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above (and `server_entry`).
     unsafe {
         server_entry("server_load", a, n, 1, false, |s, _| {
@@ -662,10 +650,10 @@ unsafe extern "C" fn s_server_load(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj 
     }
 }
 
-unsafe extern "C" fn s_server_close(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+unsafe fn s_server_close(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
     // Safety: see above; the server is taken out of its cell and dropped (its
     // sockets closed) while no Python object is touched.
-    guard("server_close", || unsafe {
+    unsafe {
         if !nargs(n, 1, "server_close") {
             return std::ptr::null_mut();
         }
@@ -680,5 +668,5 @@ unsafe extern "C" fn s_server_close(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj
             Err(_) => return set_error(ffi::PyExc_RuntimeError, "interloop server used re-entrantly"),
         }
         none()
-    })
+    }
 }

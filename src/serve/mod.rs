@@ -14,11 +14,11 @@
 //! interpreter gets it as `interloop._interloop._serve`, a worker from its worker
 //! module's `serve_module()`. The Python side is `python/interloop/_serve/`.
 mod ffi;
-pub mod group;
-pub mod http;
-pub mod server;
+mod group;
+mod http;
+mod server;
 
-pub use ffi::serve_module;
+pub(crate) use ffi::serve_module;
 
 use pyo3::prelude::*;
 

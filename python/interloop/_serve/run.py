@@ -529,9 +529,9 @@ def serve(app, **options):
             raise NotImplementedError("--metrics-port is not implemented with --worker-kind process")
         return _serve_processes(cfg)
     if cfg["workers"] > 1:
-        from .._pool import _check_version
+        from .._pool import check_version
         try:
-            _check_version()
+            check_version()
         except RuntimeError as e:
             logger.error("%s; use --workers 1 or --worker-kind process", e)
             return 1
