@@ -183,7 +183,8 @@ TARGET_NOTE = (
 def render(doc: dict) -> str:
     t = doc["medians"]
     lines = [
-        "# ASGI servers: interloop serve against uvicorn and granian",
+        "# ASGI servers: interloop serve against uvicorn and granian"
+        + (f" (only: {doc['only']})" if doc.get("only") else ""),
         "",
         "A Starlette \"Hello, world!\" app under `wrk -t1 -c50` for "
         f"{doc['duration']:g} s per run, {doc['rounds']} rounds (each round runs every "
@@ -205,6 +206,15 @@ def render(doc: dict) -> str:
     def get(name, key):
         return t.get(name, {}).get(key)
 
+    def spread(key):
+        """Largest max/min ratio of ``key`` over the rounds of one server."""
+        out = 1.0
+        for rs in doc["results"].values():
+            v = [r[key] for r in rs if r.get(key)]
+            if v:
+                out = max(out, max(v) / min(v))
+        return out
+
     ratios = []
     a, b = get("interloop serve --workers 1, pinned", "per_cpu_s"), get("granian 1 worker, pinned", "per_cpu_s")
     if a and b:
@@ -223,12 +233,14 @@ def render(doc: dict) -> str:
               f"- Machine: {doc['machine_cpus']} CPUs, shared with other jobs: load average "
               f"(1 min) {doc.get('load_start', '?')} at start, {doc.get('load_end', '?')} at end. "
               "On a machine that busy a server's req/s follows the CPU time it gets (the "
-              "cpu_s of each run in benches/results/serve.json), which moved req/s by up to "
-              "1.6x between rounds of the same server; requests per CPU-second moved by a "
-              "few percent and are the figures to compare. The all-cores ratio is the one "
-              "the load distorts most: granian --workers 2 (about a dozen threads) got "
-              "7.6-9.6 CPU-seconds per 8 s run, interloop serve --workers 2 (three threads) "
-              "2.2-3.4."]
+              "cpu_s of each run in the JSON), which moved req/s by up to "
+              f"{spread('rps'):.2f}x between rounds of the same server, and requests per "
+              f"CPU-second by up to {spread('per_cpu_s'):.2f}x: the latter are the figures "
+              "to compare. The all-cores ratio is the one "
+              "the load distorts most: " + "; ".join(
+                  f"{n} got {min(c):g}-{max(c):g} CPU-seconds per {doc['duration']:g} s run"
+                  for n in ("granian --workers 2", "interloop serve --workers 2")
+                  if (c := [r["cpu_s"] for r in doc["results"].get(n, []) if "cpu_s" in r])) + "."]
     return "\n".join(lines)
 
 
@@ -287,7 +299,8 @@ def main() -> None:
            "python": sys.version.split()[0], "versions": versions,
            "load_start": load_start, "load_end": round(os.getloadavg()[0], 2),
            "command": "python benches/bench_serve.py " + " ".join(sys.argv[1:]),
-           "order": 70, "results": results, "medians": table}
+           "order": 70 if not args.only else 71, "only": args.only,
+           "results": results, "medians": table}
     doc["markdown"] = render(doc)
     print(doc["markdown"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
