@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -298,7 +299,7 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "python": sys.version.split()[0], "versions": versions,
            "load_start": load_start, "load_end": round(os.getloadavg()[0], 2),
-           "command": "python benches/bench_serve.py " + " ".join(sys.argv[1:]),
+           "command": "python benches/bench_serve.py " + shlex.join(sys.argv[1:]),
            "order": 70 if not args.only else 71, "only": args.only,
            "results": results, "medians": table}
     doc["markdown"] = render(doc)
