@@ -411,6 +411,30 @@ def test_graceful_shutdown_loses_no_request(tmp_path):
 
 
 @needs_pool
+def test_shared_listener_and_unix_socket(tmp_path):
+    # Two workers on one listening socket: TCP (--listener shared) and --uds.
+    s = Served("serve_app:app", "--workers", "2", "--listener", "shared", "--no-access-log")
+    try:
+        with httpx.Client(base_url=s.url) as c:
+            assert all(c.get("/json/3").json()["n"] == 3 for _ in range(20))
+    finally:
+        assert s.stop() == 0, s.log
+    path = str(tmp_path / "serve.sock")
+    u = Served("serve_app:app", "--workers", "2", "--uds", path, "--no-access-log", wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on unix:" not in u.log and time.monotonic() < deadline:
+            assert u.proc.poll() is None, u.log
+            time.sleep(0.05)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://x") as c:
+            r = c.get("/json/5")  # (a unix socket's scope has no client address)
+            assert r.status_code == 200 and r.json()["n"] == 5
+    finally:
+        assert u.stop() == 0, u.log
+    assert not os.path.exists(path)  # removed at shutdown
+
+
+@needs_pool
 def test_app_that_cannot_load_in_a_subinterpreter_fails_fast_and_clearly():
     t0 = time.monotonic()
     s = Served("serve_fastapi_app:app", "--workers", "2", wait=False)

@@ -339,7 +339,7 @@ async def _supervise(cfg):
                     await asyncio.wait(jobs, timeout=float(cfg["timeout_graceful_shutdown"]) + 5)
                     for j in jobs:
                         j.cancel()
-                    _end_process_if_asked(1)
+                    _end_process_if_asked(cfg, 1)
                     return 1
                 if listen[0] == "reuseport":
                     for s in socks:
@@ -352,7 +352,7 @@ async def _supervise(cfg):
                     if isinstance(r, BaseException):
                         logger.error("worker %d ended with %r", i, r)
                 _log_stats(gid)
-                _end_process_if_asked(0)
+                _end_process_if_asked(cfg, 0)
                 return 0
         _log_stats(gid)
         return 0
@@ -363,11 +363,7 @@ async def _supervise(cfg):
             loop.remove_signal_handler(sig)
         for s in socks:
             s.close()
-        if cfg["uds"]:
-            try:
-                os.unlink(cfg["uds"])
-            except OSError:
-                pass
+        _remove_uds(cfg)
         _n.group_remove(gid)
 
 
@@ -450,8 +446,17 @@ def _log_stats(gid):
 exit_when_stopped = False
 
 
-def _end_process_if_asked(code):
+def _remove_uds(cfg):
+    if cfg["uds"]:
+        try:
+            os.unlink(cfg["uds"])
+        except OSError:
+            pass
+
+
+def _end_process_if_asked(cfg, code):
     if exit_when_stopped:
+        _remove_uds(cfg)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
