@@ -309,6 +309,29 @@ def test_backpressure_max_pending(address):
     run(main())
 
 
+def test_map_leaving_early_cancels_the_rest_and_errors_raise_out(address):
+    async def main():
+        async with interloop.DaskPool(address) as pool:
+            for ordered in (True, False):
+                got = []
+                async for r in pool.map(pf.ident, range(10), ordered=ordered, window=4):
+                    got.append(r)
+                    break
+                assert len(got) == 1
+            async for r in pool.map(pf.sleep_for, [0.01] + [30] * 10, ordered=False, window=6):
+                assert r == 0.01
+                break  # the five 30 s jobs in flight are cancelled, not waited for
+            for _ in range(500):
+                if pool.stats()["pending"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert pool.stats()["pending"] == 0 and pool.stats()["cancelled"] >= 5
+            with pytest.raises(TypeError):
+                async for r in pool.map(pf.fib, [1, 2, None], ordered=False):
+                    pass
+    run(main())
+
+
 def test_close_cancel_and_timeout_resolve_every_future(address):
     async def main():
         pool = interloop.DaskPool(address)
