@@ -231,6 +231,17 @@ def test_bad_arguments_and_closed_pool(address):
     run(main())
 
 
+def test_jobs_before_start_wait_for_the_connection(address):
+    async def main():
+        pool = interloop.DaskPool(address)
+        fut = pool.submit(pf.add, 1, 2)  # connects first
+        assert isinstance(fut, asyncio.Future)
+        assert await asyncio.gather(fut, pool.run(pf.aadd, 2, 2)) == [3, 4]
+        await pool.close()
+        assert pool.client.status == "closed"  # it made the client, so it closed it
+    run(main())
+
+
 def test_a_given_client_is_used_and_left_open(address):
     async def main():
         async with distributed.Client(address, asynchronous=True) as client:

@@ -19,7 +19,6 @@ import collections
 import inspect
 import pickle
 import threading
-import time
 import traceback
 import uuid
 
