@@ -4,8 +4,12 @@
 
 prints the scheduler's address on one line, then reads commands on stdin:
 ``scale N`` (answers ``ok`` once N workers are up); end of input closes the cluster.
-The cluster runs apart from the test process so that its scheduler, nannies and
-their threads are not in the process whose own interloop.Pool the tests also run.
+Dask's statistical profiler is off: it calls ``sys._current_frames()``, which on
+CPython 3.13 also walks the threads of other interpreters without their GILs, and
+with interloop.Pool workers in the process (``interloop.spawn`` inside a job) that
+corrupts memory (docs/design-dask.md, "spawn inside a Dask worker"). The cluster
+runs apart from the test process, so that no Dask server (each has that profiler)
+shares a process with the pools the tests make there.
 """
 import sys
 
@@ -15,7 +19,8 @@ import distributed
 
 def main():
     allowed_failures = int(sys.argv[1])
-    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures,
+                          "distributed.worker.profile.enabled": False}):
         cluster = distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=2, host="127.0.0.1",
             dashboard_address=None, worker_dashboard_address=None)

@@ -5,6 +5,7 @@ on asyncio's loop and on interloop's (``twoloops``), each with its own asynchron
 client made by the pool on that loop.
 """
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -72,9 +73,10 @@ def cluster():
 
 @pytest.fixture
 def address(cluster):
-    """The scheduler's address, with both workers up (a test may have killed one)."""
-    with distributed.Client(cluster.address, timeout=30) as c:
-        c.wait_for_workers(2, timeout=60)
+    """The scheduler's address, with both workers up (a test may have killed one).
+    The test process makes no synchronous Client: one would leave Dask's loop thread
+    running in it for the rest of the suite."""
+    cluster.scale(2)
     return cluster.address
 
 
@@ -224,11 +226,40 @@ def test_bad_arguments_and_closed_pool(address):
             pass
         with pytest.raises(RuntimeError, match="closed"):
             pool.run(pf.add, 1, 2)
-        with distributed.Client(address, timeout=30) as sync_client:  # its own loop
-            with pytest.raises(ValueError, match="asynchronous=True"):
-                async with interloop.DaskPool(sync_client):
+        with client_on_another_loop(address) as other:  # as a synchronous client is
+            with pytest.raises(ValueError, match="asynchronous=True on the running"):
+                async with interloop.DaskPool(other):
                     pass
     run(main())
+
+
+@contextlib.contextmanager
+def client_on_another_loop(address):
+    """An asynchronous Client running on a loop in another thread, for as long as
+    the ``with`` block lasts."""
+    made, done = threading.Event(), threading.Event()
+    box = {}
+
+    async def hold():
+        async with distributed.Client(address, asynchronous=True) as c:
+            box["client"] = c
+            made.set()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+
+    def thread_main():
+        try:
+            asyncio.run(hold())
+        finally:
+            made.set()
+    t = threading.Thread(target=thread_main)
+    t.start()
+    try:
+        assert made.wait(60) and "client" in box
+        yield box["client"]
+    finally:
+        done.set()
+        t.join(60)
 
 
 def test_jobs_before_start_wait_for_the_connection(address):
