@@ -284,6 +284,20 @@ def test_a_given_client_is_used_and_left_open(address):
     run(main())
 
 
+def test_closing_a_given_client_cancels_the_pools_waiting_jobs(address):
+    async def main():
+        async with distributed.Client(address, asynchronous=True) as client:
+            pool = interloop.DaskPool(client)
+            await pool.start()
+            fut = pool.submit(pf.sleep_then, "never", 30)
+            await asyncio.sleep(0.1)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(fut, 30)
+        assert pool.stats()["cancelled"] == 1
+        await pool.close()
+    run(main())
+
+
 def test_unreachable_scheduler_fails_within_the_timeout():
     import socket
     s = socket.socket()

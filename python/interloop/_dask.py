@@ -16,6 +16,7 @@ exception and the worker's traceback, and is raised again as itself in the calle
 """
 import asyncio
 import collections
+import concurrent.futures
 import inspect
 import pickle
 import threading
@@ -361,11 +362,13 @@ class DaskPool:
     async def _wait(self, df, fut, t0):
         try:
             value = pickle.loads(await self._result(df))
-        except asyncio.CancelledError:
-            # The Dask future was cancelled (another client, the client closing), or
-            # this waiter was, because `fut` was.
+        except asyncio.CancelledError:  # this waiter, because `fut` was cancelled
             fut.cancel()
             raise
+        except concurrent.futures.CancelledError:
+            # Dask's own: the Dask future was cancelled elsewhere (Client.cancel from
+            # another caller, the client closing).
+            fut.cancel()
         except _JobFailed as e:
             self._record(t0)
             try:
