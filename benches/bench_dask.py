@@ -1,4 +1,4 @@
-"""interloop.DaskPool against the plain Dask client, and a cluster against Pool (issue 15).
+"""interloop.DaskPool against the plain Dask client, and a cluster against Pool.
 
     python benches/bench_dask.py [--quick] [--runs N]
 

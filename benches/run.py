@@ -150,8 +150,7 @@ def select_cases(module: str, suite: harness.Suite, only: "list[str] | None") ->
     return [c.name for c in suite.cases if c.name in only or f"{suite.name}.{c.name}" in only]
 
 
-# Benchmarks run as their own scripts: bench_pool.py (issue 4), bench_channel.py (issue 5),
-# bench_dask.py (issue 15).
+# Benchmarks run as their own scripts: bench_pool.py, bench_channel.py and bench_dask.py.
 STANDALONE = ("pool", "channel", "dask")
 
 

@@ -1,7 +1,7 @@
-"""Behaviour of interloop.DaskPool on a 2-process Dask LocalCluster (issue 15).
+"""Behaviour of interloop.DaskPool on a 2-process Dask LocalCluster.
 
 One cluster (127.0.0.1 only, no dashboard) serves the whole module; every test runs
-on asyncio's loop and on interloop's (``twoloops``), each with its own asynchronous
+on asyncio's loop and on interloop's (``loop_kind``), each with its own asynchronous
 client made by the pool on that loop.
 """
 import asyncio
@@ -20,7 +20,9 @@ import interloop  # noqa: E402
 
 import daskfuncs as df  # noqa: E402
 import poolfuncs as pf  # noqa: E402
-from twoloops import loop_kind, run  # noqa: E402, F401 - loop_kind is an autouse fixture
+from conftest import run  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("loop_kind")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 POOL_OK = sys.version_info >= (3, 12, 4)

@@ -31,7 +31,6 @@ from ._transports import (
 
 __all__ = ("Loop", "new_event_loop", "run", "EventLoopPolicy", "install")
 
-_Handle = _interloop.Handle
 _TimerHandle = _interloop.TimerHandle
 
 # 3.13 added a keyword-only `debug` to format_helpers._format_callback_source.
