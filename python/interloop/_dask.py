@@ -305,7 +305,7 @@ class DaskPool:
             plugin = _Preload(self._preload)
             try:
                 await self._client.register_plugin(plugin, name=plugin.name)
-            except BaseException as e:
+            except Exception as e:  # noqa: BLE001 - what a worker's import raised
                 try:
                     await self._client.unregister_worker_plugin(plugin.name)
                 except Exception:  # noqa: BLE001 - the import error is the news
