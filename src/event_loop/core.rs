@@ -28,7 +28,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -84,6 +84,10 @@ pub(crate) struct Bare {
 struct IoEntry {
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
+    /// The file object the registration was last made with, unless it was an int:
+    /// asyncio's selectors find a registration by this object when its `fileno()`
+    /// no longer gives the descriptor (a closed or detached socket reports -1).
+    fileobj: Option<Py<PyAny>>,
 }
 
 impl IoEntry {
@@ -574,15 +578,21 @@ impl LoopCore {
     }
 
     /// Installs (or with `None` removes) the reader or writer of `fd`, keeping the
-    /// epoll registration in step. Returns the handle it replaced. On a registration
-    /// error nothing changes and the error is returned.
+    /// epoll registration in step. Returns the handle it replaced and a file object
+    /// for the caller to drop (the cell must not drop one). On a registration error
+    /// nothing changes and the error is returned.
+    ///
+    /// `fileobj` is what the caller named `fd` with (`None` for an int). As asyncio's
+    /// selectors re-register under the caller's object when the interest changes and
+    /// keep the old key otherwise, it replaces the entry's object only then.
     fn set_io(
         &self,
         py: Python<'_>,
         fd: RawFd,
         side: Side,
         handle: Option<Py<Handle>>,
-    ) -> (PyResult<()>, Option<Py<Handle>>) {
+        fileobj: Option<Py<PyAny>>,
+    ) -> (PyResult<()>, Option<Py<Handle>>, Option<Py<PyAny>>) {
         let registry = &self.registry;
         self.state.with(py, |s| {
             let entry = s.io.entry(fd).or_default();
@@ -613,10 +623,15 @@ impl LoopCore {
             };
             let done = match res {
                 Ok(()) => {
-                    if after.is_none() {
-                        s.io.remove(&fd);
-                    }
-                    (Ok(()), old)
+                    let dropped = if after.is_none() {
+                        s.io.remove(&fd).and_then(|e| e.fileobj)
+                    } else if before != after {
+                        let entry = s.io.get_mut(&fd).expect("entry exists");
+                        std::mem::replace(&mut entry.fileobj, fileobj)
+                    } else {
+                        fileobj
+                    };
+                    (Ok(()), old, dropped)
                 }
                 Err(e) => {
                     // Undo: put the old handle back, hand the new one to the caller
@@ -630,7 +645,7 @@ impl LoopCore {
                     if entry.interest().is_none() {
                         s.io.remove(&fd);
                     }
-                    (Err(PyErr::from(e)), new)
+                    (Err(PyErr::from(e)), new, fileobj)
                 }
             };
             self.count_external_io(s);
@@ -645,6 +660,33 @@ impl LoopCore {
         self.external_io.store(external, Ordering::Relaxed);
     }
 
+    /// The descriptor `obj` names, and `obj` itself unless it is an int. When its
+    /// `fileno()` fails or is negative, asyncio's selectors look for the registration
+    /// made with this very object (the descriptor it had then): so does this.
+    fn registered_fd(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+    ) -> PyResult<(RawFd, Option<Py<PyAny>>)> {
+        let named = (!obj.is_instance_of::<PyInt>()).then(|| obj.clone().unbind());
+        match fileobj_to_fd(obj) {
+            Ok(fd) => Ok((fd, named)),
+            Err(e) => self
+                .state
+                .with(py, |s| {
+                    s.io.iter()
+                        .find(|(_, e)| {
+                            e.fileobj
+                                .as_ref()
+                                .is_some_and(|o| o.as_ptr() == obj.as_ptr())
+                        })
+                        .map(|(fd, _)| *fd)
+                })
+                .map(|fd| (fd, named))
+                .ok_or(e),
+        }
+    }
+
     fn add_io<'py>(
         &self,
         slf: &Bound<'py, Self>,
@@ -655,7 +697,7 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, Handle>> {
         let py = slf.py();
         self.check_closed()?;
-        let fd = fileobj_to_fd(fd)?;
+        let (fd, fileobj) = self.registered_fd(py, fd)?;
         let drains = side == Side::Read && crate::transport::drains_itself(&callback);
         let h = Handle::create(
             py,
@@ -670,7 +712,8 @@ impl LoopCore {
         if drains {
             h.get().mark_drains();
         }
-        let (res, old) = self.set_io(py, fd, side, Some(h.clone().unbind()));
+        let (res, old, dropped) = self.set_io(py, fd, side, Some(h.clone().unbind()), fileobj);
+        drop(dropped);
         res?;
         if let Some(old) = old {
             Handle::cancel_bound(old.bind(py));
@@ -683,7 +726,7 @@ impl LoopCore {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
+        let (fd, fileobj) = self.registered_fd(py, fd)?;
         let present = self.state.with(py, |s| {
             s.io.get(&fd).is_some_and(|e| match side {
                 Side::Read => e.reader.is_some(),
@@ -693,7 +736,8 @@ impl LoopCore {
         if !present {
             return Ok(false);
         }
-        let (res, old) = self.set_io(py, fd, side, None);
+        let (res, old, dropped) = self.set_io(py, fd, side, None, fileobj);
+        drop(dropped);
         res?;
         match old {
             Some(old) => {
@@ -1071,19 +1115,23 @@ impl LoopCore {
 
     /// Empties every queue and registration, returning what must be dropped (by the
     /// caller, after the borrow).
-    fn take_all(&self, py: Python<'_>) -> (Vec<Ready>, Vec<Py<Handle>>) {
+    /// Empties the queues and the I/O table; returns what they held for the caller
+    /// to release (file objects the I/O table was registered with last).
+    fn take_all(&self, py: Python<'_>) -> (Vec<Ready>, Vec<Py<Handle>>, Vec<Py<PyAny>>) {
         let registry = &self.registry;
         self.state.with(py, |s| {
             let ready: Vec<Ready> = s.ready.drain(..).collect();
             let mut handles = Vec::new();
+            let mut fileobjs = Vec::new();
             s.timers.drain_into(&mut handles);
             for (fd, e) in s.io.drain() {
                 let _ = registry.deregister(&mut SourceFd(&fd));
                 handles.extend(e.reader);
                 handles.extend(e.writer);
+                fileobjs.extend(e.fileobj);
             }
             self.count_external_io(s);
-            (ready, handles)
+            (ready, handles, fileobjs)
         })
     }
 }
@@ -1379,7 +1427,7 @@ impl LoopCore {
         py: Python<'_>,
         fd: &Bound<'_, PyAny>,
     ) -> PyResult<(Option<Py<Handle>>, Option<Py<Handle>>)> {
-        let fd = fileobj_to_fd(fd)?;
+        let (fd, _named) = self.registered_fd(py, fd)?;
         Ok(self.state.with(py, |s| match s.io.get(&fd) {
             Some(e) => (
                 e.reader.as_ref().map(|h| h.clone_ref(py)),
@@ -1428,7 +1476,8 @@ impl LoopCore {
     /// Marks the loop closed and releases every queued callback and registration.
     fn _core_close(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::Relaxed);
-        let (ready, handles) = self.take_all(py);
+        let (ready, handles, fileobjs) = self.take_all(py);
+        drop(fileobjs);
         // Empty them too: user code may still hold some, and handles are not GC-tracked.
         for r in &ready {
             if let Ready::Native(h) = r {
@@ -1500,6 +1549,9 @@ impl LoopCore {
                 for e in s.io.values() {
                     for h in [&e.reader, &e.writer].into_iter().flatten() {
                         visit_queued(h, &visit)?;
+                    }
+                    if let Some(o) = &e.fileobj {
+                        visit.call(o)?;
                     }
                 }
                 Ok(())
