@@ -63,6 +63,7 @@ def _check_version():
             "after a sub-interpreter imports asyncio (CPython gh-112140, fixed in 3.12.4). "
             "Upgrade to 3.12.4+ or use CPython 3.13.")
     if _IN_WORKER:
+        _wire.check_not_loading_main("interloop.Pool()")
         raise RuntimeError(
             "a Pool cannot be created inside a pool worker; use interloop.spawn() there")
 
