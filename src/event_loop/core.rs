@@ -553,6 +553,7 @@ impl LoopCore {
         &self,
         slf: &Bound<'py, Self>,
         when: f64,
+        int_when: bool,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
@@ -560,6 +561,7 @@ impl LoopCore {
         let py = slf.py();
         let info = TimerInfo {
             when,
+            int_when,
             heap_cancelled: self.timer_cancelled.clone(),
         };
         let h = Handle::create(
@@ -1276,13 +1278,13 @@ impl LoopCore {
         };
         let this = slf.get();
         this.check_schedule(slf, &callback, "call_later", true)?;
-        this.schedule_timer(slf, monotonic() + delay, callback, args, context)
+        this.schedule_timer(slf, monotonic() + delay, false, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
     fn call_at<'py>(
         slf: &Bound<'py, Self>,
-        when: Option<f64>,
+        when: Option<Bound<'py, PyAny>>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
@@ -1290,9 +1292,11 @@ impl LoopCore {
         let Some(when) = when else {
             return Err(PyTypeError::new_err("when cannot be None"));
         };
+        let int_when = when.is_exact_instance_of::<PyInt>();
+        let when: f64 = when.extract()?;
         let this = slf.get();
         this.check_schedule(slf, &callback, "call_at", true)?;
-        this.schedule_timer(slf, when, callback, args, context)
+        this.schedule_timer(slf, when, int_when, callback, args, context)
     }
 
     /// asyncio's `_add_callback(handle)`: used by inherited code (signal handling).
@@ -1388,9 +1392,11 @@ impl LoopCore {
     fn get_debug(&self) -> bool {
         self.is_debug()
     }
+    /// asyncio stores any value (`set_debug(0)`); its truth is what counts.
     #[setter(_debug)]
-    fn set_debug_flag(&self, v: bool) {
-        self.debug.store(v, Ordering::Relaxed)
+    fn set_debug_flag(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(v.is_truthy()?, Ordering::Relaxed);
+        Ok(())
     }
 
     #[pyo3(signature = (fd, callback, *args))]
