@@ -148,6 +148,15 @@ pub fn worker_main(
     sched.mark_exited(me);
 }
 
+/// Fault injection for the tests (tests/test_pool_faults.py): the interpreter of
+/// worker `me` is not created when `INTERLOOP_TEST_REFUSE_INTERPRETER` lists `me`
+/// (comma-separated), as if CPython had failed to create it. Nothing else can make
+/// that failure happen on demand.
+fn creation_refused_for_test(me: usize) -> bool {
+    std::env::var("INTERLOOP_TEST_REFUSE_INTERPRETER")
+        .is_ok_and(|v| v.split(',').any(|w| w.trim().parse() == Ok(me)))
+}
+
 fn fail(ctx: &WorkerCtx, msg: &str) {
     ctx.sched.route(
         Origin::Caller,
@@ -178,7 +187,11 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
         gil: ffi::PyInterpreterConfig_OWN_GIL,
     };
     let mut ts: *mut ffi::PyThreadState = std::ptr::null_mut();
-    let status = ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg);
+    let status = if creation_refused_for_test(ctx.me) {
+        ffi::PyStatus_Error(c"refused by INTERLOOP_TEST_REFUSE_INTERPRETER".as_ptr())
+    } else {
+        ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg)
+    };
     if ffi::PyStatus_Exception(status) != 0 {
         #[cfg(not(Py_3_13))]
         ffi::PyEval_RestoreThread(main_ts);
