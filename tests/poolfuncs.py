@@ -278,3 +278,7 @@ def recurse_in_c(depth=200_000):
 def sleep_in_c(seconds):
     time.sleep(seconds)
     return "slept"
+
+
+def view_len(buf):
+    return len(buf)

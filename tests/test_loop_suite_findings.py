@@ -1,6 +1,7 @@
-"""Behaviours aiohttp's own test suite relies on (found by scripts/real-suites),
-on both loops."""
+"""Behaviours found by running other projects' suites (scripts/real-suites) and
+the long runs (tests/test_long_soak.py), on both loops."""
 import asyncio
+import os
 from unittest import mock
 
 import pytest
@@ -36,3 +37,18 @@ def test_timers_follow_a_patched_time(loop):
 
     loop.run_until_complete(main())
     assert fired == ["late"]
+
+
+def _fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.interloop_xfail(
+    "a closed interloop loop keeps its epoll and eventfd descriptors until the "
+    "loop object is freed (the reactor is not an optional part of the core)")
+def test_close_releases_the_loops_descriptors(new_loop):
+    before = _fds()
+    loop = new_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    assert _fds() <= before
