@@ -11,6 +11,8 @@ import socket
 
 import pytest
 
+from test_loop_io import sockpair  # noqa: F401 - a fixture
+
 
 class FileLike:
     """An object with ``fileno()``, closable like a socket (-1 once closed)."""
@@ -24,16 +26,6 @@ class FileLike:
     def close(self):
         os.close(self.fd)
         self.fd = -1
-
-
-@pytest.fixture
-def sockpair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 @pytest.mark.parametrize("side", ["reader", "writer"])

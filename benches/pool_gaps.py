@@ -1,0 +1,95 @@
+"""The parallel engine's two gaps, measured with their competitors in the same
+minute, round by round (rounds interleave the runners, so a burst of load from
+elsewhere hits all of them alike):
+
+    python benches/pool_gaps.py [ROUNDS] [N]
+
+1. 16 CPU-bound jobs (``pool_jobs.cpu(N)``) on 2 workers: speed-up over serial of
+   interloop.Pool (async def and plain def), ProcessPoolExecutor (spawn, warm) and
+   raw ``_interpreters`` on 2 threads; and interloop's time over the process pool's,
+   paired by round.
+2. A fresh pool to its first result: interloop.Pool(2) and Pool(1) running an
+   ``async def``, against the floor (one own-GIL interpreter created and
+   ``import asyncio`` run in it).
+
+Prints medians over the rounds, and the load average (the machine may be shared).
+"""
+import asyncio
+import concurrent.futures
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import interloop  # noqa: E402
+import pool_jobs  # noqa: E402
+from bench_pool import first_result, raw_interpreters, startup_floor  # noqa: E402
+
+JOBS, WORKERS = 16, 2
+
+
+def serial(n):
+    t = time.perf_counter()
+    for _ in range(JOBS):
+        pool_jobs.cpu(n)
+    return time.perf_counter() - t
+
+
+def ppe(ex, n):
+    async def main():
+        loop = asyncio.get_running_loop()
+        t = time.perf_counter()
+        await asyncio.gather(*(loop.run_in_executor(ex, pool_jobs.cpu, n) for _ in range(JOBS)))
+        return time.perf_counter() - t
+    return asyncio.run(main())
+
+
+def il_cpu(fn, n):
+    async def main():
+        async with interloop.Pool(WORKERS) as pool:
+            await asyncio.gather(*(pool.run(fn, 1000) for _ in range(WORKERS)))
+            t = time.perf_counter()
+            await asyncio.gather(*(pool.run(fn, n) for _ in range(JOBS)))
+            return time.perf_counter() - t
+    return interloop.run(main())
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 1_500_000
+    load0 = os.getloadavg()
+    r = {k: [] for k in ("serial", "ProcessPoolExecutor", "interloop async def",
+                         "interloop plain def", "raw _interpreters",
+                         "floor", "interloop Pool(2) first", "interloop Pool(1) first")}
+    with concurrent.futures.ProcessPoolExecutor(
+            WORKERS, mp_context=multiprocessing.get_context("spawn")) as ex:
+        list(ex.map(pool_jobs.cpu, [1000] * WORKERS))
+        for _ in range(rounds):
+            r["serial"].append(serial(n))
+            r["ProcessPoolExecutor"].append(ppe(ex, n))
+            r["interloop async def"].append(il_cpu(pool_jobs.acpu, n))
+            r["interloop plain def"].append(il_cpu(pool_jobs.cpu, n))
+            r["raw _interpreters"].append(raw_interpreters(n))
+            r["floor"].append(startup_floor())
+            r["interloop Pool(2) first"].append(interloop.run(first_result(2)))
+            r["interloop Pool(1) first"].append(interloop.run(first_result(1)))
+    med = {k: statistics.median(v) for k, v in r.items()}
+    print(f"CPython {sys.version.split()[0]}, {os.cpu_count()} cores, {rounds} rounds, N={n}")
+    print("\n| 16 CPU jobs on 2 workers | seconds (median) | speed-up vs serial |\n|---|---:|---:|")
+    for k in ("serial", "ProcessPoolExecutor", "interloop async def", "interloop plain def",
+              "raw _interpreters"):
+        print(f"| {k} | {med[k]:.3f} | {med['serial'] / med[k]:.2f}x |")
+    paired = [a / p for a, p in zip(r["interloop async def"], r["ProcessPoolExecutor"])]
+    print(f"\ninterloop async def / ProcessPoolExecutor, paired by round: median "
+          f"{statistics.median(paired):.3f} (rounds: {', '.join(f'{x:.3f}' for x in paired)})")
+    print("\n| fresh pool to first result | ms (median) | over the floor |\n|---|---:|---:|")
+    for k in ("floor", "interloop Pool(2) first", "interloop Pool(1) first"):
+        print(f"| {k} | {med[k] * 1e3:.1f} | {(med[k] - med['floor']) * 1e3:+.1f} |")
+    print(f"\nload average at start {load0}, at end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
