@@ -195,6 +195,7 @@ unsafe extern "C" fn w_ready(
         return std::ptr::null_mut();
     }
     let err = *a;
+    c.start.pass(c.me);
     let (k, data) = if err == ffi::Py_None() {
         (kind::WORKER_READY, Vec::new())
     } else {

@@ -32,11 +32,48 @@ pub const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
 pub struct WorkerConfig {
     pub driver_code: Arc<[u8]>,
     pub config: Arc<[u8]>,
+    pub start: Arc<StartGate>,
+}
+
+/// Workers start one after the other: worker `k` creates its interpreter once worker
+/// `k - 1` has reported ready (or failed). Interpreters that start at the same time
+/// slow each other down (creating one holds the main GIL, and importing in two
+/// interpreters of one process at once is slower than one after the other), so a
+/// fresh pool's first worker, which serves its first jobs, starts as fast as a lone
+/// interpreter would. A worker waits at most `START_TURN_MAX` for its turn.
+#[derive(Default)]
+pub struct StartGate {
+    next: parking_lot::Mutex<usize>,
+    turn: parking_lot::Condvar,
+}
+
+const START_TURN_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl StartGate {
+    fn wait_turn(&self, me: usize) {
+        let deadline = std::time::Instant::now() + START_TURN_MAX;
+        let mut next = self.next.lock();
+        while *next < me {
+            if self.turn.wait_until(&mut next, deadline).timed_out() {
+                break;
+            }
+        }
+    }
+
+    /// Worker `me` is ready (or gave up): the next one may start.
+    pub fn pass(&self, me: usize) {
+        let mut next = self.next.lock();
+        if *next <= me {
+            *next = me + 1;
+        }
+        self.turn.notify_all();
+    }
 }
 
 /// Everything the worker-side module needs; lives on the worker thread's stack.
 pub struct WorkerCtx {
     pub sched: Arc<Scheduler>,
+    pub start: Arc<StartGate>,
     pub me: usize,
     pub local: Worker<Job>,
     thread: ThreadId,
@@ -128,8 +165,10 @@ pub fn worker_main(
     local: Worker<Job>,
     config: Arc<WorkerConfig>,
 ) {
+    config.start.wait_turn(me);
     let ctx = WorkerCtx {
         sched: sched.clone(),
+        start: config.start.clone(),
         me,
         local,
         thread: std::thread::current().id(),
@@ -139,8 +178,9 @@ pub fn worker_main(
     // Safety: this thread holds no GIL yet; `run` follows the numbered protocol
     // above, pairing every state change with its undo.
     unsafe { run(&ctx, &config) };
-    // Normally nothing is left; if the driver failed, its running jobs get an error
-    // instead of hanging their callers.
+    ctx.start.pass(me); // if it never reported ready
+                        // Normally nothing is left; if the driver failed, its running jobs get an error
+                        // instead of hanging their callers.
     for id in sched.running_on(me) {
         let msg = format!("interloop pool worker {me} stopped while running this job");
         sched.complete(me, id, kind::LOST, msg.into_bytes());
