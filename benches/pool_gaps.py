@@ -2,7 +2,7 @@
 minute, round by round (rounds interleave the runners, so a burst of load from
 elsewhere hits all of them alike):
 
-    python benches/pool_gaps.py [ROUNDS] [N]
+    python benches/pool_gaps.py [ROUNDS] [N] [--out benches/results/pool_gaps.json]
 
 1. 16 CPU-bound jobs (``pool_jobs.cpu(N)``) on 2 workers: speed-up over serial of
    interloop.Pool (async def and plain def), ProcessPoolExecutor (spawn, warm) and
@@ -12,10 +12,13 @@ elsewhere hits all of them alike):
    ``async def``, against the floor (one own-GIL interpreter created and
    ``import asyncio`` run in it).
 
-Prints medians over the rounds, and the load average (the machine may be shared).
+Prints medians over the rounds, and the load average (the machine may be shared);
+with ``--out``, also writes them as a results file that benches/report.py places in
+docs/benchmarks.md.
 """
 import asyncio
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import statistics
@@ -58,8 +61,10 @@ def il_cpu(fn, n):
 
 
 def main():
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 1_500_000
+    args = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    out = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--out=")), None)
+    rounds = int(args[0]) if args else 5
+    n = int(args[1]) if len(args) > 1 else 1_500_000
     load0 = os.getloadavg()
     r = {k: [] for k in ("serial", "ProcessPoolExecutor", "interloop async def",
                          "interloop plain def", "raw _interpreters",
@@ -77,18 +82,33 @@ def main():
             r["interloop Pool(2) first"].append(interloop.run(first_result(2)))
             r["interloop Pool(1) first"].append(interloop.run(first_result(1)))
     med = {k: statistics.median(v) for k, v in r.items()}
-    print(f"CPython {sys.version.split()[0]}, {os.cpu_count()} cores, {rounds} rounds, N={n}")
-    print("\n| 16 CPU jobs on 2 workers | seconds (median) | speed-up vs serial |\n|---|---:|---:|")
+    lines = [f"# The parallel engine's two gaps (CPython {sys.version.split()[0]}, "
+             f"{os.cpu_count()} cores, {rounds} interleaved rounds)", "",
+             f"## 16 CPU jobs (`pool_jobs.cpu({n})`) on 2 workers", "",
+             "| runner | seconds (median) | speed-up vs serial |", "|---|---:|---:|"]
     for k in ("serial", "ProcessPoolExecutor", "interloop async def", "interloop plain def",
               "raw _interpreters"):
-        print(f"| {k} | {med[k]:.3f} | {med['serial'] / med[k]:.2f}x |")
+        lines.append(f"| {k} | {med[k]:.3f} | {med['serial'] / med[k]:.2f}x |")
     paired = [a / p for a, p in zip(r["interloop async def"], r["ProcessPoolExecutor"])]
-    print(f"\ninterloop async def / ProcessPoolExecutor, paired by round: median "
-          f"{statistics.median(paired):.3f} (rounds: {', '.join(f'{x:.3f}' for x in paired)})")
-    print("\n| fresh pool to first result | ms (median) | over the floor |\n|---|---:|---:|")
+    lines += ["", f"interloop (async def) time / ProcessPoolExecutor time, paired by round: "
+              f"median {statistics.median(paired):.3f} "
+              f"(rounds: {', '.join(f'{x:.3f}' for x in paired)}).", "",
+              "## Fresh pool to its first `async def` result", "",
+              "| runner | ms (median) | over the floor |", "|---|---:|---:|"]
     for k in ("floor", "interloop Pool(2) first", "interloop Pool(1) first"):
-        print(f"| {k} | {med[k] * 1e3:.1f} | {(med[k] - med['floor']) * 1e3:+.1f} |")
-    print(f"\nload average at start {load0}, at end {os.getloadavg()}")
+        lines.append(f"| {k} | {med[k] * 1e3:.1f} | {(med[k] - med['floor']) * 1e3:+.1f} |")
+    load1 = os.getloadavg()
+    lines += ["", "The floor: one own-GIL interpreter created and `import asyncio` run in it. "
+              f"Load average at start {tuple(round(x, 2) for x in load0)}, at end "
+              f"{tuple(round(x, 2) for x in load1)} (the machine is shared: CPU figures "
+              "need an idle machine)."]
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        cmd = f"python benches/pool_gaps.py {rounds} {n} --out={out}"
+        with open(out, "w") as f:
+            json.dump({"markdown": text, "order": 41, "command": cmd,
+                       "medians_s": med, "rounds_s": r, "loadavg": [load0, load1]}, f, indent=1)
 
 
 if __name__ == "__main__":
