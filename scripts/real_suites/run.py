@@ -76,6 +76,7 @@ SUITES = {
         # streams, the test client and the server runner.
         [
             "tests/test_web_functional.py",
+            "tests/test_client_functional.py",
             "tests/test_client_ws_functional.py",
             "tests/test_web_websocket_functional.py",
             "tests/test_web_server.py",
@@ -192,7 +193,7 @@ def main() -> int:
         differs = [p for p, k, _ in mine if k == "differs"]
         res = run_suite(suite, args.subset, excluded, args.timeout)
         ref, ref_loops, _ = res["asyncio"]
-        got, il_loops, il_out = res["interloop"]
+        got, il_loops, _ = res["interloop"]
         if not any(k.startswith("interloop.") for k in il_loops):
             problems.append(f"{name}: the interloop run made no interloop loop ({il_loops})")
         if any(k.startswith("interloop.") for k in ref_loops):
