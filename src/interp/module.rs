@@ -281,6 +281,7 @@ unsafe extern "C" fn w_take(
         return none();
     };
     c.took.set(true);
+    c.start.pass(c.me); // serving jobs already: let the next worker start
     let (fnb, argsb) = split_payload(&job.payload);
     tuple(&[
         u64_(job.ctl.id),

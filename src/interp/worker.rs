@@ -20,6 +20,7 @@ use crossbeam_deque::Worker;
 use pyo3::ffi;
 use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::ThreadId;
 
@@ -36,36 +37,40 @@ pub struct WorkerConfig {
 }
 
 /// Workers start one after the other: worker `k` creates its interpreter once worker
-/// `k - 1` has reported ready (or failed). Interpreters that start at the same time
-/// slow each other down (creating one holds the main GIL, and importing in two
-/// interpreters of one process at once is slower than one after the other), so a
-/// fresh pool's first worker, which serves its first jobs, starts as fast as a lone
-/// interpreter would. A worker waits at most `START_TURN_MAX` for its turn.
+/// `k - 1` has reported ready, taken its first job, or failed. Interpreters that start
+/// at the same time slow each other down (creating one holds the main GIL, and two
+/// interpreters of one process importing at once are slower than one after the
+/// other), so a fresh pool's first worker, which serves its first jobs, starts as fast
+/// as a lone interpreter would. A worker waits at most `START_TURN_MAX` for its turn.
 #[derive(Default)]
 pub struct StartGate {
-    next: parking_lot::Mutex<usize>,
+    /// The first worker not yet allowed to start.
+    next: std::sync::atomic::AtomicUsize,
+    lock: parking_lot::Mutex<()>,
     turn: parking_lot::Condvar,
 }
 
-const START_TURN_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+const START_TURN_MAX: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl StartGate {
     fn wait_turn(&self, me: usize) {
         let deadline = std::time::Instant::now() + START_TURN_MAX;
-        let mut next = self.next.lock();
-        while *next < me {
-            if self.turn.wait_until(&mut next, deadline).timed_out() {
+        let mut guard = self.lock.lock();
+        while self.next.load(Ordering::Acquire) < me {
+            if self.turn.wait_until(&mut guard, deadline).timed_out() {
                 break;
             }
         }
     }
 
-    /// Worker `me` is ready (or gave up): the next one may start.
+    /// Worker `me` is ready, serving, or gave up: the next one may start. Cheap once
+    /// passed (called on every job a worker takes).
     pub fn pass(&self, me: usize) {
-        let mut next = self.next.lock();
-        if *next <= me {
-            *next = me + 1;
+        if self.next.load(Ordering::Acquire) > me {
+            return;
         }
+        let _guard = self.lock.lock();
+        self.next.fetch_max(me + 1, Ordering::AcqRel);
         self.turn.notify_all();
     }
 }
