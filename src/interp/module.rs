@@ -281,7 +281,6 @@ unsafe extern "C" fn w_take(
         return none();
     };
     c.took.set(true);
-    c.start.pass(c.me); // serving jobs already: let the next worker start
     let (fnb, argsb) = split_payload(&job.payload);
     tuple(&[
         u64_(job.ctl.id),
@@ -342,6 +341,9 @@ unsafe extern "C" fn w_complete(
     if !nargs(n, 3, "complete") {
         return std::ptr::null_mut();
     }
+    // A job done before the worker reported ready (a plain function run while the
+    // loop does not exist yet): it is serving already, the next worker may start.
+    c.start.pass(c.me);
     let (Some(id), Some(k), Some(data)) = (arg_u64(*a), arg_u64(*a.add(1)), arg_bytes(*a.add(2)))
     else {
         return std::ptr::null_mut();

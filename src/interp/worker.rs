@@ -37,7 +37,7 @@ pub struct WorkerConfig {
 }
 
 /// Workers start one after the other: worker `k` creates its interpreter once worker
-/// `k - 1` has reported ready, taken its first job, or failed. Interpreters that start
+/// `k - 1` has reported ready, completed a job, or failed. Interpreters that start
 /// at the same time slow each other down (creating one holds the main GIL, and two
 /// interpreters of one process importing at once are slower than one after the
 /// other), so a fresh pool's first worker, which serves its first jobs, starts as fast
@@ -64,7 +64,7 @@ impl StartGate {
     }
 
     /// Worker `me` is ready, serving, or gave up: the next one may start. Cheap once
-    /// passed (called on every job a worker takes).
+    /// passed (called on every job a worker completes).
     pub fn pass(&self, me: usize) {
         if self.next.load(Ordering::Acquire) > me {
             return;
