@@ -105,7 +105,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if out:
-        cmd = f"python benches/pool_gaps.py {rounds} {n} --out={out}"
+        cmd = f"python benches/pool_gaps.py {rounds} {n} --out={os.path.relpath(out, os.path.dirname(HERE))}"
         with open(out, "w") as f:
             json.dump({"markdown": text, "order": 41, "command": cmd,
                        "medians_s": med, "rounds_s": r, "loadavg": [load0, load1]}, f, indent=1)
