@@ -1,8 +1,6 @@
 """Faults inside pool workers: the caller gets a clear exception, the pool stays
 usable (or closes cleanly), the process survives."""
 import asyncio
-import os
-import sys
 import time
 
 import pytest
@@ -11,10 +9,9 @@ import interloop
 
 import poolfuncs as pf
 import test_pool
+from conftest import run
 
-pytestmark = test_pool.pytestmark
-
-from twoloops import loop_kind, run  # noqa: F401,E402 - loop_kind is an autouse fixture
+pytestmark = test_pool.pytestmark  # CPython >= 3.12.4; each test on both loops
 
 
 @pytest.mark.parametrize("fn, exc, text", [

@@ -31,7 +31,6 @@ from ._transports import (
 
 __all__ = ("Loop", "new_event_loop", "run", "EventLoopPolicy", "install")
 
-_Handle = _interloop.Handle
 _TimerHandle = _interloop.TimerHandle
 
 # 3.13 added a keyword-only `debug` to format_helpers._format_callback_source.
@@ -294,13 +293,13 @@ def new_event_loop() -> Loop:
 
 def run(main, *, debug=None, loop_factory=None, **run_kwargs):
     """Run a coroutine on a new interloop loop and return its result, as `asyncio.run`."""
-    worker = sys.modules.get("interloop._worker")
-    if worker is not None and worker._loading_main is not None:
+    wire = sys.modules.get("interloop._wire")
+    if wire is not None and wire._loading_main is not None:
         # A pool worker runs the caller's script to find a function: the script's
         # unguarded entry point must not start the program again there.
         if asyncio.iscoroutine(main):
             main.close()
-        worker.check_not_loading_main("interloop.run()")
+        wire.check_not_loading_main("interloop.run()")
     if events._get_running_loop() is not None:
         # Checked before asyncio.Runner makes a loop, as asyncio.run does.
         raise RuntimeError("interloop.run() cannot be called from a running event loop")
