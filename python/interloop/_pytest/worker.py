@@ -226,7 +226,8 @@ class WorkerPlugin:
     def pytest_collectreport(self, report):
         if report.failed and self.collect_failure is None:
             text = str(report.longrepr).strip().splitlines()
-            self.collect_failure = text[-1] if text else "collection failed"
+            last = text[-1] if text else "collection failed"
+            self.collect_failure = last[1:].strip() if last.startswith("E ") else last
 
     # -- reports --------------------------------------------------------------------
     def pytest_runtest_logstart(self, nodeid, location):

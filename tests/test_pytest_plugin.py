@@ -1,0 +1,378 @@
+"""interloop's pytest plugin, driven through pytester in subprocesses.
+
+Part 1: ``--interloop`` and the documented loop factories (pytest-asyncio, AnyIO,
+``unittest.IsolatedAsyncioTestCase``) put tests on interloop's loop.
+Part 2: ``--interloop-workers N`` runs a suite in own-GIL sub-interpreters with the
+outcomes, reports and exit status of a serial run.
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+try:
+    from interloop._pool import _check_version
+
+    _check_version()
+    POOL_OK = True
+except RuntimeError:
+    POOL_OK = False
+
+needs_pool = pytest.mark.skipif(not POOL_OK, reason="sub-interpreter workers need 3.12.4+")
+WORKERS = ("--interloop-workers", "2")
+
+# A suite with every outcome pytest has, sync and async.
+MIXED = '''
+import asyncio, pytest
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture broke")
+
+def test_pass(): pass
+def test_fail(): assert 1 == 2
+def test_skip(): pytest.skip("not here")
+@pytest.mark.xfail(reason="known", strict=True)
+def test_xfail(): assert 0
+@pytest.mark.xfail(reason="passes anyway")
+def test_xpass(): pass
+def test_error(broken): pass
+@pytest.mark.parametrize("n", range(6))
+def test_param(n): assert n != 4
+
+class TestGroup:
+    def test_a(self): pass
+    def test_b(self): assert "a" in "abc"
+
+@pytest.mark.asyncio
+async def test_async_pass(): await asyncio.sleep(0.01)
+
+@pytest.mark.asyncio
+async def test_async_fail():
+    await asyncio.sleep(0)
+    raise ValueError("async boom")
+
+def test_where(request):
+    # Under --interloop-workers the test runs in a worker (xdist's attribute names).
+    wi = getattr(request.config, "workerinput", None)
+    with open(request.config.rootpath / "where.txt", "a") as f:
+        f.write((wi or {}).get("workerid", "main") + "\\n")
+'''
+
+INI = """
+[pytest]
+asyncio_default_fixture_loop_scope = function
+"""
+
+
+def junit_outcomes(path):
+    """{test id: outcome} from a junit XML file."""
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        kinds = [c.tag for c in case if c.tag in ("failure", "error", "skipped")]
+        out[name] = "+".join(sorted(kinds)) or "passed"
+    return out
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+def test_plugin_is_registered_and_idle_without_options(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_idle='''
+        import asyncio, sys, pytest
+        def test_nothing_of_interloop_active(pytestconfig):
+            assert pytestconfig.pluginmanager.has_plugin("interloop")
+            assert pytestconfig.pluginmanager.get_plugin("interloop-controller") is None
+            assert pytestconfig.pluginmanager.get_plugin("interloop-loop") is None
+            assert "interloop._pytest.controller" not in sys.modules
+            assert type(asyncio.get_event_loop_policy()).__module__.startswith("asyncio")
+        @pytest.mark.asyncio
+        async def test_asyncio_loop():
+            assert type(asyncio.get_running_loop()).__module__.startswith("asyncio")
+    ''')
+    res = run(pytester)
+    res.assert_outcomes(passed=2)
+    assert "interloop:" not in res.stdout.str()
+    # and the same outcomes with the plugin blocked
+    run(pytester, "-p", "no:interloop").assert_outcomes(passed=1, failed=1)
+
+
+def test_bad_worker_count_is_a_usage_error(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    res = run(pytester, "--interloop-workers", "lots")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*--interloop-workers: expected a number of workers or 'auto'*"])
+
+
+# -- part 1: interloop's loop ------------------------------------------------------
+
+LOOP_SUITE = '''
+import asyncio, unittest, pytest
+import interloop
+
+def on_interloop():
+    return isinstance(asyncio.get_running_loop(), interloop.Loop)
+
+@pytest.fixture
+async def fixture_loop():
+    return on_interloop()
+
+@pytest.mark.asyncio
+async def test_pytest_asyncio(fixture_loop):
+    assert on_interloop() and fixture_loop
+
+class TestCase(unittest.IsolatedAsyncioTestCase):
+    async def test_isolated(self):
+        assert on_interloop()
+'''
+
+
+def test_interloop_option_runs_pytest_asyncio_and_unittest_on_interloop(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_loops=LOOP_SUITE.replace(
+        "@pytest.fixture\nasync", "import pytest_asyncio\n@pytest_asyncio.fixture\nasync"))
+    run(pytester, "--interloop").assert_outcomes(passed=2)
+    # Without the option the same tests see asyncio's loop: the check can fail.
+    run(pytester).assert_outcomes(failed=2)
+
+
+def test_documented_loop_factories_without_the_option(pytester):
+    """README's recipes: pytest-asyncio's hook in a conftest, AnyIO's backend
+    parameters, IsolatedAsyncioTestCase's loop_factory."""
+    pytester.makeini(INI)
+    pytester.makeconftest('''
+        import interloop, pytest
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {"interloop": interloop.new_event_loop}
+
+        @pytest.fixture
+        def anyio_backend():
+            return ("asyncio", {"loop_factory": interloop.new_event_loop})
+    ''')
+    pytester.makepyfile(test_recipes='''
+        import asyncio, unittest, pytest
+        import interloop
+
+        def on_interloop():
+            return isinstance(asyncio.get_running_loop(), interloop.Loop)
+
+        @pytest.mark.asyncio
+        async def test_pytest_asyncio():
+            assert on_interloop()
+
+        @pytest.mark.anyio
+        async def test_anyio():
+            assert on_interloop()
+
+        class TestCase(unittest.IsolatedAsyncioTestCase):
+            loop_factory = staticmethod(interloop.new_event_loop)
+
+            async def test_isolated(self):
+                assert on_interloop()
+    ''')
+    run(pytester).assert_outcomes(passed=3)
+
+
+# -- part 2: the parallel runner -----------------------------------------------------
+
+@needs_pool
+def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_mixed=MIXED)
+    serial = run(pytester, "-rA", "--junitxml=serial.xml")
+    where = pytester.path / "where.txt"
+    assert where.read_text() == "main\n"
+    where.unlink()
+    par = run(pytester, "-rA", "--junitxml=par.xml", *WORKERS, "--durations=3")
+    counts = serial.parseoutcomes()
+    assert counts == {"passed": 10, "failed": 3, "skipped": 1, "xfailed": 1,
+                      "xpassed": 1, "errors": 1}
+    assert par.parseoutcomes() == counts
+    assert par.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    assert junit_outcomes(pytester.path / "par.xml") == junit_outcomes(pytester.path / "serial.xml")
+    out = par.stdout.str()
+    # the short summary (-rA), failure details and --durations come through
+    for line in (
+        "interloop: 2 own-GIL sub-interpreter workers*",
+        "*slowest 3 durations*",
+        "E       ValueError: async boom",
+        "FAILED test_mixed.py::test_param[[]4[]] - assert 4 != 4",
+        "ERROR test_mixed.py::test_error - RuntimeError: fixture broke",
+        "XFAIL test_mixed.py::test_xfail - known",
+        "PASSED test_mixed.py::TestGroup::test_a",
+    ):
+        par.stdout.fnmatch_lines([line])
+    assert "Captured" not in out or "fixture broke" in out
+    assert {w for w in where.read_text().split()} <= {"il0", "il1"}
+
+
+@needs_pool
+def test_exitfirst_stops_the_run(pytester):
+    pytester.makeini(INI)
+    body = "\n".join(f"def test_{i}():\n    import time; time.sleep(0.05)\n    assert {i} != 3\n"
+                     for i in range(30))
+    pytester.makepyfile(test_many=body)
+    res = run(pytester, "-x", *WORKERS)
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    counts = res.parseoutcomes()
+    assert counts["failed"] == 1
+    assert counts.get("passed", 0) < 29  # stopped: not everything ran
+    res.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+
+
+@needs_pool
+def test_last_failed_reruns_only_the_failures(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_lf="""
+        import pytest
+        @pytest.mark.parametrize("n", range(10))
+        def test_n(n): assert n % 4 != 1
+    """)
+    first = pytester.runpytest_subprocess(*WORKERS, timeout=120)
+    first.assert_outcomes(passed=7, failed=3)
+    again = pytester.runpytest_subprocess("--lf", *WORKERS, timeout=120)
+    again.assert_outcomes(failed=3)  # as serially: only the three ran
+    again.stdout.fnmatch_lines(["*run-last-failure: rerun previous 3 failures*"])
+
+
+@needs_pool
+def test_capture_per_interpreter_and_capfd_in_the_main_interpreter(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_cap='''
+        import os, sys
+        def test_prints_and_fails():
+            print("out of the worker")
+            print("err of the worker", file=sys.stderr)
+            assert 0
+        def test_capsys(capsys):
+            print("mine")
+            assert capsys.readouterr().out == "mine\\n"
+        def test_capfd(capfd, request):
+            os.write(1, b"raw fd write\\n")
+            assert capfd.readouterr().out == "raw fd write\\n"
+            assert not hasattr(request.config, "workerinput")  # main interpreter
+        def test_quiet_pass():
+            print("never shown")
+    ''')
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=3, failed=1)
+    res.stdout.fnmatch_lines([
+        "*Captured stdout call*", "out of the worker",
+        "*Captured stderr call*", "err of the worker",
+        "*interloop: 1 test using capfd ran in the main interpreter*",
+    ])
+    assert "never shown" not in res.stdout.str()
+
+
+def _refused_module():
+    """A stdlib extension module that refuses to load in a sub-interpreter."""
+    for name in ("readline", "_curses", "_tkinter"):
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        return name
+    return None
+
+
+@needs_pool
+def test_module_that_does_not_import_in_a_worker_runs_in_the_main_interpreter(pytester):
+    mod = _refused_module()
+    if mod is None:
+        pytest.skip("no stdlib extension without sub-interpreter support is built here")
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_native=f"import {mod}\ndef test_a(): pass\ndef test_b(): assert 0\n",
+        test_plain="def test_c(): pass\ndef test_d(): pass\n",
+    )
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=3, failed=1)
+    res.stdout.fnmatch_lines([
+        "interloop: ran in the main interpreter (import failed in a sub-interpreter): "
+        f"test_native.py (ImportError: module {mod} does not support loading in subinterpreters)",
+    ])
+
+
+@needs_pool
+def test_timeout_interrupts_a_hanging_test_and_the_run_goes_on(pytester):
+    pytest.importorskip("pytest_timeout")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_hang='''
+        import pytest
+        def test_before(): pass
+        @pytest.mark.timeout(1)
+        def test_spins_forever():
+            while True:
+                pass
+        @pytest.mark.parametrize("n", range(6))
+        def test_after(n): pass
+    ''')
+    res = run(pytester, *WORKERS, "-ra")
+    res.assert_outcomes(passed=7, failed=1)
+    res.stdout.fnmatch_lines([
+        "FAILED test_hang.py::test_spins_forever - Failed: Timeout (>1.0s) from pytest*",
+    ])
+
+
+@needs_pool
+def test_failing_collection_is_reported_as_in_a_serial_run(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_ok="def test_ok(): pass", test_broken="def test_x(:\n    pass")
+    serial = run(pytester)
+    par = run(pytester, *WORKERS)
+    assert par.ret == serial.ret == pytest.ExitCode.INTERRUPTED
+    for res in (serial, par):
+        res.stdout.fnmatch_lines(["*ERROR collecting test_broken.py*", "*1 error during collection*"])
+    # and with --continue-on-collection-errors the rest runs
+    run(pytester, *WORKERS, "--continue-on-collection-errors").assert_outcomes(passed=1, errors=1)
+
+
+@needs_pool
+def test_loadscope_runs_module_fixtures_once_per_module(pytester):
+    pytester.makeini(INI)
+    fixture = '''
+import pytest
+@pytest.fixture(scope="module")
+def setup_count(request):
+    with open(request.config.rootpath / "setups.txt", "a") as f:
+        f.write(request.module.__name__ + "\\n")
+'''
+    tests = "\n".join(f"def test_{i}(setup_count): pass" for i in range(8))
+    pytester.makepyfile(test_m1=fixture + tests, test_m2=fixture + tests, test_m3=fixture + tests)
+    run(pytester, *WORKERS, "--interloop-dist", "loadscope").assert_outcomes(passed=24)
+    setups = (pytester.path / "setups.txt").read_text().split()
+    assert sorted(setups) == ["test_m1", "test_m2", "test_m3"]
+
+
+@needs_pool
+def test_session_fixture_runs_once_per_worker_that_needs_it(pytester):
+    pytester.makeini(INI)
+    pytester.makeconftest('''
+import pytest
+@pytest.fixture(scope="session")
+def shared(request):
+    wid = request.config.workerinput["workerid"]
+    with open(request.config.rootpath / "session.txt", "a") as f:
+        f.write(wid + "\\n")
+''')
+    pytester.makepyfile(test_s="\n".join(
+        f"def test_{i}(shared):\n    import time; time.sleep(0.02)" for i in range(20)))
+    run(pytester, *WORKERS).assert_outcomes(passed=20)
+    runs = (pytester.path / "session.txt").read_text().split()
+    assert len(runs) == len(set(runs)) and 1 <= len(runs) <= 2
+
+
+@pytest.mark.skipif(POOL_OK, reason="only where workers cannot start")
+def test_without_workers_the_run_is_serial_and_says_so(pytester):
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): assert 0")
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines(["*interloop: workers unavailable, all tests ran in the main interpreter*"])
+
