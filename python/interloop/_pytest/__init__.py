@@ -15,12 +15,12 @@ Messages, worker to controller, over one ``Channel`` (tuples, first two items th
 kind and the worker's number):
 
     ("ready", w)                     session started
-    ("start", w, nodeid, location)   pytest_runtest_logstart
-    ("report", w, data)              a serialized TestReport
-    ("finish", w, nodeid, location)  pytest_runtest_logfinish
+    ("start", w, nodeid, location)   a test starts (for timeouts and crashes)
+    ("done", w, nodeid, location, reports)   it finished: its serialized TestReports
     ("timer", w, nodeid, seconds)    pytest-timeout armed its timer (the controller keeps it)
     ("untimer", w, nodeid)           ... and cancelled it
-    ("fallback", w, nodeid, module, why)   the module does not import here
+    ("fallback", w, nodeid, module, why)   the module does not import here (module
+                                     None: the test failed on a sub-interpreter limit)
     ("requeue", w, nodeids)          taken but not run (the worker is leaving)
     ("warning", w, data)             pytest_warning_recorded
     ("bye", w, exitstatus)           the worker's session is over

@@ -47,6 +47,7 @@ class Controller:
         self.workers = workers
         self.dist = config.getoption("interloop_dist")
         self.fallback = {}  # module node id -> why it cannot import in a worker
+        self.refused = {}  # what CPython refused in a worker -> tests that ran in the main interpreter
         self.notes = []  # summary lines
         self.stuck = []  # "worker N (test id)" that could not be stopped
         self._abandoned_tests = set()
@@ -108,6 +109,9 @@ class Controller:
             mods = ", ".join(f"{m} ({why})" for m, why in sorted(self.fallback.items()))
             terminalreporter.write_line(
                 f"interloop: ran in the main interpreter (import failed in a sub-interpreter): {mods}")
+        for why, ids in sorted(self.refused.items()):
+            terminalreporter.write_line(
+                f"interloop: ran again in the main interpreter ({why}): {', '.join(ids)}")
         for note in self.notes:
             terminalreporter.write_line(f"interloop: {note}")
         for s in self.stuck:
@@ -249,26 +253,23 @@ class _Dispatch:
     def _handle(self, msg):
         kind, wid = msg[0], msg[1]
         hook = self.config.hook
-        if kind == "report":
-            rep = hook.pytest_report_from_serializable(config=self.config, data=msg[2])
-            if rep.nodeid in self.c._abandoned_tests:
+        if kind == "done":
+            _, _, nodeid, location, reports = msg
+            if self.running.get(wid) == nodeid:
+                del self.running[wid]
+            if nodeid in self.c._abandoned_tests or nodeid not in self.pending:
                 return
-            hook.pytest_runtest_logreport(report=rep)
-            if rep.when == "teardown":
-                self.pending.discard(rep.nodeid)
+            self.pending.discard(nodeid)
+            hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+            for data in reports:
+                rep = hook.pytest_report_from_serializable(config=self.config, data=data)
+                hook.pytest_runtest_logreport(report=rep)
+            hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
             if not self.stopping and (self.session.shouldfail or self.session.shouldstop):
                 self.stopping = True
                 self._drain_work()
         elif kind == "start":
-            if msg[2] in self.c._abandoned_tests:
-                return
             self.running[wid] = msg[2]
-            hook.pytest_runtest_logstart(nodeid=msg[2], location=msg[3])
-        elif kind == "finish":
-            self.running.pop(wid, None)
-            if msg[2] in self.c._abandoned_tests:
-                return
-            hook.pytest_runtest_logfinish(nodeid=msg[2], location=msg[3])
         elif kind == "timer":
             self._cancel_timer(wid)
             loop = asyncio.get_running_loop()
@@ -280,7 +281,12 @@ class _Dispatch:
             self._warning(msg[2])
         elif kind == "fallback":
             _, _, nodeid, mod, why = msg
-            self.c.fallback.setdefault(mod, why)
+            if self.running.get(wid) == nodeid:
+                del self.running[wid]
+            if mod is None:
+                self.c.refused.setdefault(why, []).append(nodeid)
+            else:
+                self.c.fallback.setdefault(mod, why)
             if nodeid in self.pending:
                 self.pending.discard(nodeid)
                 self.to_main.append(self.c.by_id[nodeid])
@@ -321,17 +327,21 @@ class _Dispatch:
         self.c._abandoned_tests.add(nodeid)
         self.pending.discard(nodeid)
         self.running.pop(wid, None)
-        item = self.c.by_id[nodeid]
-        rep = pytest.TestReport(
-            nodeid=nodeid, location=item.location, keywords={}, outcome="failed",
-            longrepr=(f"Failed: Timeout (>{seconds}s) from pytest-timeout: interloop worker "
-                      f"{wid} could not be interrupted (blocked outside Python code)"),
-            when="call",
-        )
-        self.config.hook.pytest_runtest_logreport(report=rep)
-        self.config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        self._report_failed(nodeid, (
+            f"Failed: Timeout (>{seconds}s) from pytest-timeout: interloop worker {wid} "
+            "could not be interrupted (blocked outside Python code)"))
         self.c.stuck.append(f"worker {wid} ({nodeid})")
         self._worker_ended(wid, "abandoned", None)
+
+    def _report_failed(self, nodeid, text):
+        """Reports a test its worker could not report (stuck or gone) as failed."""
+        location = self.c.by_id[nodeid].location
+        hook = self.config.hook
+        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        hook.pytest_runtest_logreport(report=pytest.TestReport(
+            nodeid=nodeid, location=location, keywords={}, outcome="failed",
+            longrepr=text, when="call"))
+        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
 
     def _worker_ended(self, wid, kind, detail):
         if wid not in self.jobs:
@@ -352,14 +362,8 @@ class _Dispatch:
                 # The test it was running is reported as failed and not run again
                 # (it would likely take the next worker down too).
                 self.pending.discard(nodeid)
-                item = self.c.by_id[nodeid]
-                rep = pytest.TestReport(
-                    nodeid=nodeid, location=item.location, keywords={}, outcome="failed",
-                    longrepr=f"interloop worker {wid} failed while running this test:\n{detail}",
-                    when="call",
-                )
-                self.config.hook.pytest_runtest_logreport(report=rep)
-                self.config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+                self._report_failed(
+                    nodeid, f"interloop worker {wid} failed while running this test:\n{detail}")
             else:
                 self.c.notes.append(f"worker {wid} failed: {detail.strip().splitlines()[-1]}")
         if self.stopping:

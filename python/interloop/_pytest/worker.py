@@ -118,6 +118,25 @@ def _make_config(spec):
     return config
 
 
+# What CPython says when something cannot be done in a sub-interpreter; a test that
+# fails with one of these runs again in the main interpreter.
+_REFUSALS = (
+    "does not support loading in subinterpreters",
+    "daemon threads are disabled in this (sub)interpreter",
+    "not supported for isolated subinterpreters",
+    "main thread of the main interpreter",
+)
+
+
+def _refused_here(report):
+    lines = [ln for ln in str(report.longrepr).splitlines() if any(r in ln for r in _REFUSALS)]
+    # the exception's own line ("E   RuntimeError: ...") rather than the source line
+    lines.sort(key=lambda ln: not ln.startswith("E "))
+    if not lines:
+        return None
+    return lines[0][1:].strip() if lines[0].startswith("E ") else lines[0].strip()
+
+
 def _is_interrupt(exc) -> bool:
     return type(exc).__name__ in _INTERRUPTS
 
@@ -131,6 +150,8 @@ class WorkerPlugin:
         self.modules = {}  # module node id -> {item node id: item} or why it failed
         self.collect_failure = None
         self.timer = None  # (node id, deadline, seconds) while pytest-timeout's timer is armed
+        self.reports = []  # the running test's serialized reports
+        self.refused = None  # why the running test cannot run in a sub-interpreter
         self.interrupted = False
 
     def send(self, *msg):
@@ -230,15 +251,26 @@ class WorkerPlugin:
             self.collect_failure = last[1:].strip() if last.startswith("E ") else last
 
     # -- reports --------------------------------------------------------------------
+    # A test's reports go back together when it finishes, so that a test that failed
+    # only because it ran in a sub-interpreter can be sent to the main interpreter
+    # instead, reporting nothing from here.
     def pytest_runtest_logstart(self, nodeid, location):
+        self.reports = []
+        self.refused = None
         self.send("start", nodeid, location)
 
     def pytest_runtest_logfinish(self, nodeid, location):
-        self.send("finish", nodeid, location)
+        if self.refused is not None:
+            self.send("fallback", nodeid, None, self.refused)
+        else:
+            self.send("done", nodeid, location, self.reports)
+        self.reports = []
 
     def pytest_runtest_logreport(self, report):
+        if report.failed and self.refused is None:
+            self.refused = _refused_here(report)
         data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
-        self.send("report", data)
+        self.reports.append(data)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         if when == "config":
