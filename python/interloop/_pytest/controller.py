@@ -51,6 +51,8 @@ class Controller:
         self.notes = []  # summary lines
         self.stuck = []  # "worker N (test id)" that could not be stopped
         self._abandoned_tests = set()
+        self.runner = None  # the main interpreter's loop that drives the pool
+        self.dispatch = None
 
     # -- pytest hooks -------------------------------------------------------------
     def pytest_sessionstart(self, session):
@@ -63,8 +65,22 @@ class Controller:
     def pytest_report_header(self, config):
         return f"interloop: {self.workers} own-GIL sub-interpreter workers, dist={self.dist}"
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection(self, session):
+        # Workers start (import pytest, configure, start their sessions) while this
+        # interpreter collects; they wait for their first test.
+        if not session.config.option.collectonly:
+            self._start(session)
+        return (yield)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
+        try:
+            return self._runtestloop(session)
+        finally:
+            self._stop()
+
+    def _runtestloop(self, session):
         if session.testsfailed and not session.config.option.continue_on_collection_errors:
             n = session.testsfailed
             raise session.Interrupted(f"{n} error{'s' if n != 1 else ''} during collection")
@@ -81,16 +97,10 @@ class Controller:
                 "the main interpreter")
         main_ids = {it.nodeid for it in in_main}
         to_workers = [it for it in items if it.nodeid not in main_ids]
-        later = []
-        if to_workers:
-            try:
-                later = self._run_workers(session, to_workers)
-            except RuntimeError as e:
-                if "interloop.Pool needs" not in str(e):
-                    raise
-                # No sub-interpreter workers on this Python: a serial run.
-                self.notes.append(f"workers unavailable, all tests ran in the main interpreter: {e}")
-                later = to_workers
+        if self.dispatch is not None:
+            later = self.runner.run(self.dispatch.run(to_workers))
+        else:
+            later = to_workers
         if not (session.shouldfail or session.shouldstop):
             rest = sorted(in_main + later, key=lambda it: order[it.nodeid])
             for i, item in enumerate(rest):
@@ -129,54 +139,63 @@ class Controller:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
+        self._stop()
         self.config._interloop_exitstatus = int(exitstatus)
 
     # -- the parallel part -----------------------------------------------------
-    def _run_workers(self, session, items):
-        """Runs ``items`` on the workers; returns the tests to run in the main interpreter."""
+    def _start(self, session):
         import interloop
 
-        loop_factory = None
-        if self.config.getoption("interloop"):
-            loop_factory = interloop.new_event_loop
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_Dispatch(self, session, items).run())
+        loop_factory = interloop.new_event_loop if self.config.getoption("interloop") else None
+        self.runner = asyncio.Runner(loop_factory=loop_factory)
+        self.dispatch = _Dispatch(self, session)
+        try:
+            self.runner.run(self.dispatch.start())
+        except RuntimeError as e:
+            self.runner.close()
+            self.runner = self.dispatch = None
+            if "interloop.Pool needs" not in str(e):
+                raise
+            # No sub-interpreter workers on this Python: a serial run.
+            self.notes.append(f"workers unavailable, all tests ran in the main interpreter: {e}")
+
+    def _stop(self):
+        """Ends the workers if the run did not get to (or through) dispatching."""
+        if self.runner is None:
+            return
+        runner, self.runner = self.runner, None
+        try:
+            if not self.dispatch.finished:
+                runner.run(self.dispatch.shutdown())
+        finally:
+            runner.close()
 
 
 class _Dispatch:
     """One run of the workers (inside an event loop of the main interpreter)."""
 
-    def __init__(self, controller, session, items):
+    def __init__(self, controller, session):
         self.c = controller
         self.config = controller.config
         self.session = session
-        self.items = items
-        self.pending = {it.nodeid for it in items}  # no teardown report yet
+        self.items = []
+        self.pending = set()  # tests handed to workers without their reports yet
         self.to_main = []  # fallback: run in the main interpreter
         self.running = {}  # worker -> node id between logstart and logfinish
         self.jobs = {}  # live worker sessions: worker -> future
-        self.interrupted = set()  # workers whose job was interrupted (timeout)
         self.timers = {}  # worker -> (node id, TimerHandle)
         self.ready = set()  # workers whose session started
         self.next_wid = 0
         self.stopping = False
+        self.finished = False
 
-    async def run(self):
+    async def start(self):
+        """Starts the pool and one worker session per worker; they wait for tests."""
         import interloop
 
-        dist = self.c.dist
-        if dist == "load":
-            units = [(it.nodeid,) for it in self.items]
-        else:
-            groups = {}
-            for it in self.items:
-                groups.setdefault(_unit_key(it.nodeid, dist), []).append(it.nodeid)
-            units = [tuple(g) for g in groups.values()]
         self.work = interloop.Channel()
         self.results = interloop.Channel()
-        for u in units:
-            self.work.send_nowait(u)
-        self.nworkers = self.alive = min(self.c.workers, len(units))
+        self.nworkers = self.alive = self.c.workers
         factory = getattr(self.config, "_tmp_path_factory", None)
         base = factory.getbasetemp() if factory is not None else None
         self.spec = {
@@ -189,17 +208,35 @@ class _Dispatch:
             "base": str(base) if base is not None else None,
         }
         self.pool = interloop.Pool(workers=self.nworkers, concurrency=1)
+        await self.pool.start()
+        for _ in range(self.nworkers):
+            self._start_worker()
+
+    async def run(self, items):
+        """Hands ``items`` to the workers and replays their reports; returns the
+        tests to run in the main interpreter."""
+        self.items = items
+        self.pending = {it.nodeid for it in items}
+        dist = self.c.dist
+        if dist == "load":
+            units = [(it.nodeid,) for it in items]
+        else:
+            groups = {}
+            for it in items:
+                groups.setdefault(_unit_key(it.nodeid, dist), []).append(it.nodeid)
+            units = [tuple(g) for g in groups.values()]
+        for u in units:
+            self.work.send_nowait(u)
+        for _ in range(self.nworkers):
+            self.work.send_nowait(None)  # a worker's end of work
         try:
-            await self.pool.start()
-            for _ in range(self.nworkers):
-                self._start_worker()
             while self.jobs:
                 msg = await self.results.recv()
                 self._handle(msg)
         finally:
-            await self._shutdown()
+            await self.shutdown()
         if not self.stopping:
-            leftovers = [it for it in self.items if it.nodeid in self.pending
+            leftovers = [it for it in items if it.nodeid in self.pending
                          and it.nodeid not in self.c._abandoned_tests]
             if leftovers:
                 self.c.notes.append(
@@ -227,9 +264,11 @@ class _Dispatch:
             except interloop_closed():
                 pass
 
-    async def _shutdown(self):
+    async def shutdown(self):
+        self.finished = True
         self.stopping = self.stopping or bool(self.session.shouldfail or self.session.shouldstop)
         self._drain_work()
+        self.work.close()  # a worker still waiting for its first test gets none
         for _, h in self.timers.values():
             h.cancel()
         for fut in self.jobs.values():
@@ -310,7 +349,6 @@ class _Dispatch:
         fut = self.jobs.get(wid)
         if fut is None or self.running.get(wid) != nodeid:
             return
-        self.interrupted.add(wid)
         fut.cancel()  # submitted with interrupt=True: raises in the running test
         loop = asyncio.get_running_loop()
         loop.call_later(_INTERRUPT_GRACE, self._grace_over, wid, nodeid, seconds)
@@ -368,7 +406,7 @@ class _Dispatch:
                 self.c.notes.append(f"worker {wid} failed: {detail.strip().splitlines()[-1]}")
         if self.stopping:
             return
-        if self.work.qsize() > 0 and len(self.jobs) < self.alive:
+        if (self.pending - set(self.running.values())) and len(self.jobs) < self.alive:
             self._start_worker()
 
     def _warning(self, d):

@@ -22,24 +22,36 @@ import pytest
 _INTERRUPTS = ("CancelledError", "_EarlyInterrupt")
 
 
-def serve(spec):
-    """Pool job: runs one worker session; returns its exit status."""
+async def serve(spec):
+    """Pool job: configures pytest, waits for the first test, runs one worker
+    session; returns its exit status."""
     import asyncio
     from asyncio import events
 
-    # The job runs inside the worker's loop (a callback of it). Tests make their own
-    # loops (asyncio.run, pytest-asyncio's Runner), which refuse to start while
-    # another loop runs on the thread, so the worker's loop is hidden meanwhile:
-    # it cannot run anything until this job returns anyway.
+    from interloop import ChannelClosed
+
+    try:
+        config = _make_config(spec)
+    except BaseException:  # noqa: BLE001 - reported to the controller
+        _send(spec, "fatal", spec["wid"], traceback.format_exc())
+        return -1
+    try:
+        first = await spec["work"].recv()
+    except ChannelClosed:
+        first = None
+    # From here the job runs synchronously inside the worker's loop. Tests make their
+    # own loops (asyncio.run, pytest-asyncio's Runner), which refuse to start while
+    # another loop runs on the thread, so the worker's loop is hidden meanwhile: it
+    # cannot run anything until this job returns anyway. An interrupt (Pool's
+    # interrupt=True) still lands in the running code: the test.
     running = events._get_running_loop()
     events._set_running_loop(None)
     asyncio.set_event_loop(None)
     try:
-        return _run_session(spec)
+        return _run_session(spec, config, first)
     finally:
         events._set_running_loop(running)
-        if running is not None:
-            asyncio.set_event_loop(running)
+        asyncio.set_event_loop(running)
 
 
 def _send(spec, *msg):
@@ -51,14 +63,9 @@ def _send(spec, *msg):
         pass
 
 
-def _run_session(spec):
+def _run_session(spec, config, first):
     wid = spec["wid"]
-    try:
-        config = _make_config(spec)
-    except BaseException:  # noqa: BLE001 - reported to the controller
-        _send(spec, "fatal", wid, traceback.format_exc())
-        return -1
-    plugin = WorkerPlugin(config, spec)
+    plugin = WorkerPlugin(config, spec, first)
     config.pluginmanager.register(plugin, "interloop-worker")
     # Warnings that plugins print while configuring were printed by the main
     # interpreter already; the worker's copies are dropped until its session starts.
@@ -142,7 +149,8 @@ def _is_interrupt(exc) -> bool:
 
 
 class WorkerPlugin:
-    def __init__(self, config, spec):
+    def __init__(self, config, spec, first):
+        self.first = [first]  # the unit the job waited for
         self.config = config
         self.spec = spec
         self.wid = spec["wid"]
@@ -202,6 +210,8 @@ class WorkerPlugin:
     def _next_unit(self):
         from interloop import ChannelClosed, ChannelEmpty
 
+        if self.first:
+            return self.first.pop()
         try:
             return self.work.recv_nowait()
         except (ChannelEmpty, ChannelClosed):
