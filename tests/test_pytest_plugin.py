@@ -7,6 +7,7 @@ outcomes, reports and exit status of a serial run.
 """
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -376,3 +377,85 @@ def test_without_workers_the_run_is_serial_and_says_so(pytester):
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines(["*interloop: workers unavailable, all tests ran in the main interpreter*"])
 
+
+
+@needs_pool
+def test_tests_refused_by_a_sub_interpreter_run_again_in_the_main_interpreter(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_limits='''
+        import signal, threading
+        def test_signal_handler():
+            old = signal.signal(signal.SIGUSR1, lambda *a: None)
+            signal.signal(signal.SIGUSR1, old)
+        def test_daemon_thread():
+            t = threading.Thread(target=lambda: None, daemon=True)
+            t.start()
+            t.join()
+        def test_plain(request):
+            assert request.config.workerinput["workerid"].startswith("il")
+    ''')
+    res = run(pytester, *WORKERS, "-v")
+    res.assert_outcomes(passed=3)
+    res.stdout.fnmatch_lines([
+        "interloop: ran again in the main interpreter (RuntimeError: daemon threads are "
+        "disabled in this (sub)interpreter): test_limits.py::test_daemon_thread",
+        "interloop: ran again in the main interpreter (ValueError: signal only works in main "
+        "thread of the main interpreter): test_limits.py::test_signal_handler",
+    ])
+    # each test is reported once
+    assert res.stdout.str().count("test_limits.py::test_signal_handler PASSED") == 1
+
+
+@needs_pool
+def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_exit='''
+        import pytest
+        def test_a(): pass
+        def test_exits(): pytest.exit("enough", returncode=3)
+        def test_b(): pass
+    ''')
+    serial = run(pytester)
+    par = run(pytester, *WORKERS)
+    assert serial.ret == par.ret == 3
+    for res in (serial, par):
+        res.stdout.fnmatch_lines(["*Exit: enough*"])
+
+
+@needs_pool
+def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester):
+    import signal
+    import subprocess
+    import time
+
+    pytester.makeini(INI)
+    pytester.makepyfile(test_slow='''
+        import time
+        def test_fast(): pass
+        def test_blocks(request):
+            (request.config.rootpath / "started").write_text("")
+            for _ in range(600):
+                time.sleep(0.05)
+        def test_blocks_too():
+            for _ in range(600):
+                time.sleep(0.05)
+    ''')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *WORKERS],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pytester.path / "started").exists():
+            assert time.monotonic() < deadline, "the test never started"
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "KeyboardInterrupt" in out
+    assert "1 passed" in out  # the summary counts what finished

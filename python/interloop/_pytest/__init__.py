@@ -21,11 +21,11 @@ kind and the worker's number):
     ("untimer", w, nodeid)           ... and cancelled it
     ("fallback", w, nodeid, module, why)   the module does not import here (module
                                      None: the test failed on a sub-interpreter limit)
-    ("requeue", w, nodeids)          taken but not run (the worker is leaving)
     ("warning", w, data)             pytest_warning_recorded
     ("bye", w, exitstatus)           the worker's session is over
     ("fatal", w, text)               the worker could not start a session
 
-Controller to workers, over the work ``Channel``: a tuple of node ids (a unit), or
-``None``: no more work.
+Controller to workers, over the work ``Channel``: tuples of node ids (units); the
+controller closes it once every unit is queued, so a worker that finds it closed
+and drained is done.
 """

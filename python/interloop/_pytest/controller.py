@@ -227,8 +227,9 @@ class _Dispatch:
             units = [tuple(g) for g in groups.values()]
         for u in units:
             self.work.send_nowait(u)
-        for _ in range(self.nworkers):
-            self.work.send_nowait(None)  # a worker's end of work
+        # Closed: workers take what is queued, then find the end. (What a worker
+        # took and could not run comes back as a leftover, below.)
+        self.work.close()
         try:
             while self.jobs:
                 msg = await self.results.recv()
@@ -267,8 +268,8 @@ class _Dispatch:
     async def shutdown(self):
         self.finished = True
         self.stopping = self.stopping or bool(self.session.shouldfail or self.session.shouldstop)
-        self._drain_work()
         self.work.close()  # a worker still waiting for its first test gets none
+        self._drain_work()
         for _, h in self.timers.values():
             h.cancel()
         for fut in self.jobs.values():
@@ -279,14 +280,13 @@ class _Dispatch:
             self.c.stuck.extend(stuck)
 
     def _drain_work(self):
-        from interloop import ChannelEmpty
+        from interloop import ChannelClosed, ChannelEmpty
 
-        units = []
         while True:
             try:
-                units.append(self.work.recv_nowait())
-            except ChannelEmpty:
-                return units
+                self.work.recv_nowait()
+            except (ChannelEmpty, ChannelClosed):
+                return
 
     # -- messages ------------------------------------------------------------------
     def _handle(self, msg):
@@ -329,9 +329,6 @@ class _Dispatch:
             if nodeid in self.pending:
                 self.pending.discard(nodeid)
                 self.to_main.append(self.c.by_id[nodeid])
-        elif kind == "requeue":
-            if not self.stopping:
-                self.work.send_nowait(tuple(msg[2]))
         elif kind == "ready":
             self.ready.add(wid)
         elif kind in ("bye", "fatal", "crashed"):
@@ -387,6 +384,12 @@ class _Dispatch:
         del self.jobs[wid]
         self._cancel_timer(wid)
         nodeid = self.running.pop(wid, None)
+        if kind == "bye" and nodeid is not None and nodeid in self.pending:
+            # The session ended inside this test (pytest.exit, a KeyboardInterrupt the
+            # test raised, an internal error): it runs again in the main interpreter
+            # after the workers, where it does to the run what it would serially.
+            self.pending.discard(nodeid)
+            self.to_main.append(self.c.by_id[nodeid])
         if kind == "crashed":
             self.alive -= 1  # its interpreter is gone
         if kind == "fatal" and wid not in self.ready:
@@ -406,7 +409,7 @@ class _Dispatch:
                 self.c.notes.append(f"worker {wid} failed: {detail.strip().splitlines()[-1]}")
         if self.stopping:
             return
-        if (self.pending - set(self.running.values())) and len(self.jobs) < self.alive:
+        if self.work.qsize() > 0 and len(self.jobs) < self.alive:
             self._start_worker()
 
     def _warning(self, d):

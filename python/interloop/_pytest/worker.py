@@ -191,16 +191,15 @@ class WorkerPlugin:
             unit = self._next_unit()
             if unit is None:
                 break
-            for i, nodeid in enumerate(unit):
+            for nodeid in unit:
                 item = self._item(session, nodeid)
                 if item is None:
                     continue
                 if held is not None:
                     self._run(held, item)
                     if self.interrupted or session.shouldstop or session.shouldfail:
-                        # Leave now (a fresh session replaces this one): what this
-                        # worker took and did not run goes back to the others.
-                        self.send("requeue", [item.nodeid, *unit[i + 1:]])
+                        # Leave now (a fresh session replaces this one); what this
+                        # worker took and did not run is run by the controller.
                         return True
                 held = item
         if held is not None:
