@@ -115,8 +115,8 @@ def pytest_configure(config):
         return
     if getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--interloop-workers and pytest-xdist's -n cannot be combined")
-    if getattr(config.option, "usepdb", False):
-        raise pytest.UsageError("--interloop-workers cannot be combined with --pdb")
+    if getattr(config.option, "usepdb", False) or getattr(config.option, "trace", False):
+        raise pytest.UsageError("--interloop-workers cannot be combined with --pdb or --trace")
     from ._pytest.controller import Controller
 
     config.pluginmanager.register(Controller(config, n), "interloop-controller")
