@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -98,15 +99,18 @@ def make_synthetic(root: Path, tests: int, n: int) -> Path:
     return suite
 
 
-def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float | None, str]:
+def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float | None, float, str]:
     probe = Path(tempfile.mktemp(prefix="bench-first-"))
     env = dict(os.environ, BENCH_FIRST_RESULT=str(probe),
                PYTHONPATH=os.pathsep.join(filter(None, [PROBE_DIR, os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
            "-p", "bench_first_result", *extra, *args]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.time() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     first = None
     if probe.exists():
         first = float(probe.read_text()) - t0
@@ -114,27 +118,30 @@ def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
     if proc.returncode not in (0, 1):
         print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n", file=sys.stderr)
-    return wall, first, tail[0]
+    return wall, first, cpu, tail[0]
 
 
 def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
     walls = {r: [] for r in RUNNERS}
     firsts = {r: [] for r in RUNNERS}
+    cpus = {r: [] for r in RUNNERS}
     outcome = {}
     for i in range(runs):
         order = list(RUNNERS) if i % 2 == 0 else list(reversed(RUNNERS))
         for r in order:
-            wall, first, tail = run_once(cwd, args, RUNNERS[r])
+            wall, first, cpu, tail = run_once(cwd, args, RUNNERS[r])
             walls[r].append(wall)
+            cpus[r].append(cpu)
             if first is not None:
                 firsts[r].append(first)
             outcome[r] = tail
-            print(f"  {name:16s} {r:24s} {wall:7.2f} s  first result "
+            print(f"  {name:16s} {r:24s} {wall:7.2f} s  cpu {cpu:6.2f} s  first result "
                   f"{'-' if first is None else f'{first:.2f} s'}  {tail}", flush=True)
     med = {r: statistics.median(v) for r, v in walls.items()}
     fmed = {r: (statistics.median(v) if v else None) for r, v in firsts.items()}
-    return {"wall": walls, "first": firsts, "median": med, "first_median": fmed,
-            "outcome": outcome}
+    cmed = {r: statistics.median(v) for r, v in cpus.items()}
+    return {"wall": walls, "first": firsts, "cpu": cpus, "median": med,
+            "first_median": fmed, "cpu_median": cmed, "outcome": outcome}
 
 
 def markdown(results: dict, meta: dict) -> str:
@@ -143,17 +150,19 @@ def markdown(results: dict, meta: dict) -> str:
            "",
            "End to end: command start to exit, each run a fresh `python -m pytest -q`. "
            "\"first result\": command start to the first test's call report in the main "
-           "process. Ratios are of medians from the same rounds (runners alternate).",
+           "process. CPU: user + system time of the pytest process and its children "
+           "(xdist's workers). Ratios are of medians from the same rounds (runners alternate).",
            "",
-           "| suite | runner | seconds | vs serial | vs xdist | first result, s |",
-           "|---|---|---:|---:|---:|---:|"]
+           "| suite | runner | seconds | vs serial | vs xdist | first result, s | CPU s (all processes) |",
+           "|---|---|---:|---:|---:|---:|---:|"]
     for suite, r in results.items():
         for runner in RUNNERS:
             m = r["median"][runner]
             f = r["first_median"][runner]
             out.append(
                 f"| {suite} | {runner} | {m:.2f} | {r['median'][se] / m:.2f}x | "
-                f"{r['median'][xd] / m:.2f}x | {'-' if f is None else f'{f:.2f}'} |")
+                f"{r['median'][xd] / m:.2f}x | {'-' if f is None else f'{f:.2f}'} | "
+                f"{r['cpu_median'][runner]:.2f} |")
     out += ["", "Targets (issue 12), from these medians:", ""]
     for suite, r in results.items():
         m = r["median"]

@@ -382,7 +382,6 @@ def test_without_workers_the_run_is_serial_and_says_so(pytester):
     res.stdout.fnmatch_lines(["*interloop: workers unavailable, all tests ran in the main interpreter*"])
 
 
-
 @needs_pool
 def test_tests_refused_by_a_sub_interpreter_run_again_in_the_main_interpreter(pytester):
     pytester.makeini(INI)
