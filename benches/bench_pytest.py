@@ -172,7 +172,7 @@ def markdown(results: dict, meta: dict) -> str:
         if f[il] and f[xd]:
             line += f"; first result after {f[il] / f[xd]:.2f} of xdist's time"
         out.append(line + ".")
-    out += ["", f"Outcomes (last run): " + "; ".join(
+    out += ["", "Outcomes (last run): " + "; ".join(
         f"{s}: " + ", ".join(f"{k} `{v}`" for k, v in r["outcome"].items())
         for s, r in results.items()),
         "", f"Load average at start {meta['load_start']}, at end {meta['load_end']}: "

@@ -202,7 +202,6 @@ def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
     assert par.parseoutcomes() == counts
     assert par.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
     assert junit_outcomes(pytester.path / "par.xml") == junit_outcomes(pytester.path / "serial.xml")
-    out = par.stdout.str()
     # the short summary (-rA), failure details and --durations come through
     for line in (
         "interloop: 2 own-GIL sub-interpreter workers*",
@@ -214,7 +213,6 @@ def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
         "PASSED test_mixed.py::TestGroup::test_a",
     ):
         par.stdout.fnmatch_lines([line])
-    assert "Captured" not in out or "fixture broke" in out
     assert {w for w in where.read_text().split()} <= {"il0", "il1"}
 
 
