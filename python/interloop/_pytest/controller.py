@@ -1,12 +1,13 @@
 """The controller: the main interpreter's side of ``--interloop-workers``.
 
+When collection starts, the controller starts an ``interloop.Pool`` and one
+``serve`` job per worker (they configure pytest meanwhile, then wait for work).
 pytest collects in the main interpreter as usual (so ``-k``, ``-m``, ``--lf``/``--ff``
 and deselection happen once, here). ``pytest_runtestloop`` then puts the selected
-tests into a work ``Channel`` (one test per unit, or one module/class/file per unit
-with ``--interloop-dist``), starts one ``serve`` job per worker on an
-``interloop.Pool`` and replays what comes back through pytest's hooks
-(``pytest_runtest_logstart``/``logreport``/``logfinish``): every plugin of the main
-run sees the reports of a serial run.
+tests into the work ``Channel`` (one test per unit, or one module/class/file per unit
+with ``--interloop-dist``), closes it, and replays what comes back through pytest's
+hooks (``pytest_runtest_logstart``/``logreport``/``logfinish``): every plugin of the
+main run sees the reports of a serial run.
 
 Tests that run in the main interpreter instead, after the workers are done:
 ``capfd``/``capfdbinary`` tests (descriptors 1 and 2 are the process's: any worker
@@ -42,6 +43,8 @@ def _unit_key(nodeid: str, dist: str) -> str:
 
 
 class Controller:
+    """The plugin object registered in the main interpreter by ``--interloop-workers``."""
+
     def __init__(self, config, workers: int):
         self.config = config
         self.workers = workers
@@ -172,7 +175,8 @@ class Controller:
 
 
 class _Dispatch:
-    """One run of the workers (inside an event loop of the main interpreter)."""
+    """The pool, its worker sessions and the messages from them (its coroutines run
+    in the controller's ``asyncio.Runner``)."""
 
     def __init__(self, controller, session):
         self.c = controller
