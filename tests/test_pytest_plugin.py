@@ -460,3 +460,21 @@ def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester):
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     assert "KeyboardInterrupt" in out
     assert "1 passed" in out  # the summary counts what finished
+
+
+@needs_pool
+def test_a_conftest_that_does_not_import_in_a_worker_runs_the_suite_in_the_main_interpreter(
+        pytester):
+    mod = _refused_module()
+    if mod is None:
+        pytest.skip("no stdlib extension without sub-interpreter support is built here")
+    pytester.makeini(INI)
+    pytester.makeconftest(f"import {mod}")
+    pytester.makepyfile(test_c="def test_a(): pass\ndef test_b(): assert 0\n")
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines([
+        f"interloop: workers 0, 1 could not start a session: *{mod} does not support loading "
+        "in subinterpreters*",
+        "interloop: 2 test(s) whose worker ended without their result ran in the main interpreter",
+    ])

@@ -52,6 +52,7 @@ class Controller:
         self.fallback = {}  # module node id -> why it cannot import in a worker
         self.refused = {}  # what CPython refused in a worker -> tests that ran in the main interpreter
         self.notes = []  # summary lines
+        self.no_session = {}  # why a worker could not start a session -> workers
         self.stuck = []  # "worker N (test id)" that could not be stopped
         self._abandoned_tests = set()
         self.runner = None  # the main interpreter's loop that drives the pool
@@ -125,6 +126,9 @@ class Controller:
         for why, ids in sorted(self.refused.items()):
             terminalreporter.write_line(
                 f"interloop: ran again in the main interpreter ({why}): {', '.join(ids)}")
+        for why, wids in self.no_session.items():
+            who = f"worker{'s' if len(wids) > 1 else ''} {', '.join(sorted(wids))}"
+            terminalreporter.write_line(f"interloop: {who} could not start a session: {why}")
         for note in self.notes:
             terminalreporter.write_line(f"interloop: {note}")
         for s in self.stuck:
@@ -399,8 +403,7 @@ class _Dispatch:
         if kind == "fatal" and wid not in self.ready:
             # No session could start there (a conftest that does not import in a
             # sub-interpreter...): another worker would fail the same way.
-            self.c.notes.append(
-                f"worker {wid} could not start a session: {detail.strip().splitlines()[-1]}")
+            self.c.no_session.setdefault(detail.strip().splitlines()[-1], []).append(str(wid))
             return
         if kind == "fatal" or kind == "crashed":
             if nodeid is not None and nodeid in self.pending:
