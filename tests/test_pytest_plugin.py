@@ -482,3 +482,26 @@ def test_a_conftest_that_does_not_import_in_a_worker_runs_the_suite_in_the_main_
         "in subinterpreters*",
         "interloop: 2 test(s) whose worker ended without their result ran in the main interpreter",
     ])
+
+
+@needs_pool
+def test_a_test_blocked_in_c_is_reported_and_the_run_does_not_wait_for_it(pytester):
+    pytest.importorskip("pytest_timeout")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_stuck='''
+        import time, pytest
+        @pytest.mark.timeout(1)
+        def test_sleeps_in_c():
+            time.sleep(60)  # pending calls (the interrupt) do not run in C code
+        @pytest.mark.parametrize("n", range(4))
+        def test_others(n): pass
+    ''')
+    res = run(pytester, *WORKERS, "-ra", "--junitxml=out.xml")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    res.assert_outcomes(passed=4, failed=1)
+    res.stdout.fnmatch_lines([
+        "*Timeout (>1.0s) from pytest-timeout: interloop worker * could not be interrupted*",
+        "interloop: could not stop worker * (test_stuck.py::test_sleeps_in_c)",
+    ])
+    assert junit_outcomes(pytester.path / "out.xml")["test_stuck::test_sleeps_in_c"] == "failure"
+    assert res.duration < 40  # well before the sleep would have ended
