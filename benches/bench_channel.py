@@ -1,4 +1,4 @@
-"""Benchmarks of interloop.Channel against the stdlib's cross-interpreter queue (issue 5).
+"""Benchmarks of interloop.Channel against the stdlib's cross-interpreter queue.
 
     python benches/bench_channel.py [--quick] [--runs N]
 

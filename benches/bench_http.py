@@ -1,4 +1,4 @@
-"""HTTP (issue 3): a Starlette app on uvicorn (httptools), loaded by `wrk`.
+"""HTTP: a Starlette app on uvicorn (httptools), loaded by `wrk`.
 
 uvicorn runs in its own process pinned to CPU 0 with `--loop` set to the variant
 (`interloop:new_event_loop`, `rloop:new_event_loop`, or uvicorn's own names); `wrk`

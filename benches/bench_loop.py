@@ -1,4 +1,4 @@
-"""Loop overhead (issue 2): the cost of the event loop's own machinery.
+"""Loop overhead: the cost of the event loop's own machinery.
 
 Each case gets a fresh loop in a fresh process, warms it up on a small batch, collects
 garbage, then times only the workload: wall time (`time.perf_counter`, the reported

@@ -1,4 +1,4 @@
-"""Benchmarks of interloop's parallel engine against its peers (issue 4).
+"""Benchmarks of interloop's parallel engine against its peers.
 
     python benches/bench_pool.py [--quick] [--runs N]
 

@@ -1,4 +1,4 @@
-"""TCP echo (issue 3): 1 KiB messages over 10 concurrent connections.
+"""TCP echo: 1 KiB messages over 10 concurrent connections.
 
 The server runs in its own process pinned to CPU 0, the client in the measuring
 process pinned to CPU 1 (when the machine has two), both on the variant's loop: what

@@ -1,4 +1,4 @@
-"""UDP echo (issue 3): 256-byte datagrams, 10 concurrent endpoints ping-ponging.
+"""UDP echo: 256-byte datagrams, 10 concurrent endpoints ping-ponging.
 
 The server (one unconnected endpoint answering with `sendto(data, addr)`) runs in its
 own process pinned to CPU 0; the client (10 connected endpoints, `sendto(data)`) in the

@@ -1,5 +1,5 @@
 """Instruction counts per tiny pool job, for before/after comparisons that the shared
-machine's load cannot blur (docs/design-pool.md, "Measurements").
+machine's load cannot blur (results: docs/benchmarks.md, "Pool: instructions per job").
 
     INTERLOOP_POOL_SPIN_US=0 valgrind --tool=callgrind --separate-threads=yes \\
         --callgrind-out-file=cg.%p python benches/pool_callgrind.py N [pool|floor] [interloop]

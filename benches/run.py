@@ -150,7 +150,7 @@ def select_cases(module: str, suite: harness.Suite, only: "list[str] | None") ->
     return [c.name for c in suite.cases if c.name in only or f"{suite.name}.{c.name}" in only]
 
 
-# Benchmarks run as their own scripts: bench_pool.py (issue 4), bench_channel.py (issue 5).
+# Benchmarks run as their own scripts: bench_pool.py and bench_channel.py.
 STANDALONE = ("pool", "channel")
 
 

@@ -7,7 +7,10 @@ that passes on asyncio and fails on interloop is a compatibility bug.
 Fixtures
 --------
 ``loop_kind``
-    ``"asyncio"`` or ``"interloop"``: the parametrization itself.
+    ``"asyncio"`` or ``"interloop"``: the parametrization itself. A module whose
+    every test runs on both loops (pool, channels, buffers) uses it for all of
+    them with ``pytestmark = pytest.mark.usefixtures("loop_kind")`` and runs its
+    coroutines with ``run(main())`` (from this file) on the current kind of loop.
 ``new_loop``
     A zero-argument factory for a fresh, unset loop of that kind. Use it for
     tests that need a loop of their own (closed loops, ``asyncio.run``...).
@@ -91,9 +94,21 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
+_current_kind = None  # the running test's loop_kind, for run()
+
+
 @pytest.fixture(params=LOOP_KINDS)
 def loop_kind(request) -> str:
-    return request.param
+    global _current_kind
+    _current_kind = request.param
+    yield request.param
+    _current_kind = None
+
+
+def run(coro):
+    """``asyncio.run(coro)`` on a new loop of the running test's ``loop_kind``."""
+    assert _current_kind is not None, "run() needs the loop_kind fixture"
+    return asyncio.run(coro, loop_factory=lambda: make_loop(_current_kind))
 
 
 @pytest.fixture

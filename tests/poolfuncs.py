@@ -181,7 +181,7 @@ async def interrupt_targets():
     current but the coroutine is not executing, as when asyncio's C code schedules
     the task's done callbacks (no: raising there strands the task)."""
     from interloop import _worker
-    d = _worker._driver
+    d = _worker.driver()
     loop = asyncio.get_running_loop()
     job = d.job_var.get()
     task = asyncio.current_task()

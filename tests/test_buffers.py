@@ -1,4 +1,4 @@
-"""Zero-copy buffers through channels (issue 5): large buffers travel by reference.
+"""Zero-copy buffers through channels: large buffers travel by reference.
 
 The receiver gets a read-only memoryview over the sender's own memory (the same
 address), memory is not duplicated (RSS), views outlive the sender's object, and
@@ -17,13 +17,15 @@ import interloop
 from interloop import Channel, _channel
 
 import chanfuncs as cf
+from conftest import run
+
+pytestmark = pytest.mark.usefixtures("loop_kind")  # every test on asyncio's loop and on interloop's
 
 needs_workers = pytest.mark.skipif(
     sys.version_info < (3, 12, 4),
     reason="pool workers need CPython >= 3.12.4 (gh-112140)")
 
 MIB = 1 << 20
-from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 addr = _channel._n.buffer_address

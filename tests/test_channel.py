@@ -1,4 +1,4 @@
-"""Behaviour of interloop.Channel (issue 5): in one loop, and across pool workers."""
+"""Behaviour of interloop.Channel: in one loop, and across pool workers."""
 import asyncio
 import gc
 import pickle
@@ -11,12 +11,14 @@ import interloop
 from interloop import Channel, ChannelClosed, ChannelEmpty, ChannelFull
 
 import chanfuncs as cf
+from conftest import make_loop, run
+
+pytestmark = pytest.mark.usefixtures("loop_kind")  # every test on asyncio's loop and on interloop's
 
 needs_workers = pytest.mark.skipif(
     sys.version_info < (3, 12, 4),
     reason="pool workers need CPython >= 3.12.4 (gh-112140)")
 
-from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 # -- one interpreter ---------------------------------------------------------------
@@ -350,7 +352,8 @@ def test_a_million_messages_many_senders_and_receivers_close_mid_stream():
                 got.append(x)
             sent = await asyncio.wait_for(asyncio.gather(*producers, mine), 120)
             received = [got] + await asyncio.wait_for(asyncio.gather(*consumers), 120)
-        assert sum(sent) >= 600_000 and sum(len(r) for r in received) == sum(sent)
+        # The caller alone takes 400k; how many more the workers take depends on load.
+        assert sum(sent) >= 400_000 and sum(len(r) for r in received) == sum(sent)
         for part in received:  # each receiver sees each sender's messages in order
             last = {}
             for s, i in part:
@@ -494,9 +497,9 @@ def test_a_message_refused_releases_the_channels_it_holds():
         _channel._open(inner_id)
 
 
-def test_waiter_of_a_dropped_loop_does_not_swallow_a_wakeup():
+def test_waiter_of_a_dropped_loop_does_not_swallow_a_wakeup(loop_kind):
     ch = Channel()
-    dead = new_loop()
+    dead = make_loop(loop_kind)
     dead.run_until_complete(asyncio.sleep(0))
     stuck = dead.create_task(ch.recv())          # waits, and is never cancelled
     dead.run_until_complete(asyncio.sleep(0.01))

@@ -1,4 +1,4 @@
-"""Behaviour of interloop.Pool / spawn / InterpreterExecutor (issue 4)."""
+"""Behaviour of interloop.Pool / spawn / InterpreterExecutor."""
 import asyncio
 import os
 import random
@@ -10,19 +10,21 @@ import threading
 import pytest
 
 import interloop
-from interloop import _pool
+from interloop import _futures, _pool
 
 import poolfuncs as pf
+from conftest import run
 
-pytestmark = pytest.mark.skipif(
-    sys.version_info < (3, 12, 4),
-    reason="pool workers need CPython >= 3.12.4 (gh-112140); tests/test_pool_version.py checks the error")
+pytestmark = [
+    pytest.mark.skipif(
+        sys.version_info < (3, 12, 4),
+        reason="pool workers need CPython >= 3.12.4 (gh-112140); tests/test_pool_version.py checks the error"),
+    pytest.mark.usefixtures("loop_kind"),  # every test on asyncio's loop and on interloop's
+]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-
-from twoloops import loop_kind, new_loop, run  # noqa: F401 - loop_kind is an autouse fixture
 
 
 def run_script(tmp_path, source, timeout=60):
@@ -79,8 +81,9 @@ def test_loop_native_completion_hook_is_used():
     class HookLoop(asyncio.SelectorEventLoop):
         def _interloop_attach_completions(self, core, callback):
             calls.append("attach")
-            # a native loop would drain `core` each iteration; emulate with the fd
-            self.add_reader(core.fd(), lambda: callback(core.drain()))
+            # a native loop calls `callback(None)` when `core` has completions (the
+            # pool takes them itself); emulate with the fd
+            self.add_reader(core.fd(), lambda: callback(None))
 
         def _interloop_detach_completions(self, core):
             calls.append("detach")
@@ -590,7 +593,7 @@ def test_kept_callbacks_after_a_keyboardinterrupt_still_run(loop_kind):
     reschedules the rest of the batch instead of dropping it."""
     import contextvars
     if loop_kind != "asyncio":
-        pytest.skip("one loop is enough: a unit test of _run_callbacks")
+        pytest.skip("one loop is enough: a unit test of run_callbacks")
     ran = []
 
     def interrupt(fut):
@@ -611,11 +614,11 @@ def test_kept_callbacks_after_a_keyboardinterrupt_still_run(loop_kind):
     futs = [Fut(ran.append), Fut(interrupt, [(ran.append, ctx), (ran.append, ctx)]), Fut(ran.append)]
     loop = FakeLoop()
     with pytest.raises(KeyboardInterrupt):
-        _pool._run_callbacks(loop, futs)
+        _futures.run_callbacks(loop, futs)
     assert ran == [futs[0]]
     # the interrupted future's other callbacks, then the rest of the batch
     assert [(fn, args) for fn, args, _ in loop.soon] == [
-        (ran.append, (futs[1],)), (ran.append, (futs[1],)), (_pool._run_callbacks, (loop, futs[2:]))]
+        (ran.append, (futs[1],)), (ran.append, (futs[1],)), (_futures.run_callbacks, (loop, futs[2:]))]
 
 
 def test_job_futures_are_out_of_the_gc_only_while_pending():

@@ -10,7 +10,8 @@
 from ._interloop import __version__
 from ._channel import Channel, ChannelClosed, ChannelEmpty, ChannelFull
 from ._loop import EventLoopPolicy, Loop, install, new_event_loop, run
-from ._pool import InterpreterExecutor, Pool, RemoteError, spawn
+from ._executor import InterpreterExecutor
+from ._pool import Pool, RemoteError, spawn
 
 __all__ = [
     "__version__",

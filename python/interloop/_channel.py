@@ -29,17 +29,20 @@ import pickle
 import weakref
 
 from . import _interloop as _native
-from . import _worker as _wire
+from . import _wire
+from ._futures import idle_probe
 
 __all__ = ["Channel", "ChannelClosed", "ChannelEmpty", "ChannelFull"]
 
-_IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
-_n = _native.channel_module() if _IN_WORKER else _native._chan
-_attach_loop = None if _IN_WORKER else _native._chan_attach_loop
+_n = _wire.channel_functions()
+_attach_loop = None if _wire.IN_WORKER else _native._chan_attach_loop
 
-_SEND, _RECV = 0, 1
-_CLOSED = 2          # native send: 0 sent, 1 full, 2 closed
-_loads = _wire.loads  # handles pickles that refer to __main__ (see _worker.py)
+# The channel protocol's numbers, defined in Rust (src/channel/ffi.rs): the side a
+# waiter waits on, and what native `send` returns: SENT (0, so `if r:` reads "not
+# sent"), FULL or CLOSED.
+_SEND, _RECV = _n.SEND, _n.RECV
+_CLOSED = _n.CLOSED
+_loads = _wire.loads  # handles pickles that refer to __main__ (see _wire.py)
 
 
 class _Sentinel:
@@ -68,8 +71,9 @@ class ChannelFull(Exception):
     """``send_nowait`` on a full channel."""
 
 
-_PICKLE, _RAW, _BUFFER, _PICKLE_OOB = 0, 1, 2, 3  # message tags (src/channel/ffi.rs)
-_ZERO_COPY_MIN = _wire._ZERO_COPY_MIN  # buffers this large travel by reference (src/buffer)
+# Message tags: how the receiver rebuilds a message.
+_PICKLE, _RAW, _BUFFER, _PICKLE_OOB = _n.TAG_PICKLE, _n.TAG_RAW, _n.TAG_BUFFER, _n.TAG_PICKLE_OOB
+_ZERO_COPY_MIN = _wire.ZERO_COPY_MIN  # buffers this large travel by reference (src/buffer)
 _PickleBuffer = pickle.PickleBuffer
 
 
@@ -273,7 +277,7 @@ def _spun(h):
         if credit < 0:
             _spin_credit = credit + 1 if credit < -1 else 1
         return False
-    if not _wire.idle_probe(asyncio.get_running_loop())():
+    if not idle_probe(asyncio.get_running_loop())():
         return False
     if _n.spin_recv(h, _SPIN_US):
         _spin_credit = 8

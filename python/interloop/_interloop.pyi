@@ -6,6 +6,21 @@ from typing import Any, Callable
 
 __version__: str
 
+# The protocol's numbers (src/wire.rs), shared with interloop._wire.
+COMPLETION_OK: int
+COMPLETION_ERR: int
+COMPLETION_REMOTE_ERR: int
+COMPLETION_CANCELLED: int
+COMPLETION_LOST: int
+COMPLETION_FILLED: int
+WORKER_READY: int
+WORKER_FAILED: int
+WORKER_EXITED: int
+JOB_FLAG_INTERRUPT: int
+PAYLOAD_STASHED: int
+PAYLOAD_FILL: int
+ZERO_COPY_MIN: int
+
 class Handle:
     """What call_soon / add_reader return (asyncio.Handle's interface)."""
     def cancel(self) -> None: ...

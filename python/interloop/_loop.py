@@ -31,7 +31,6 @@ from ._transports import (
 
 __all__ = ("Loop", "new_event_loop", "run", "EventLoopPolicy", "install")
 
-_Handle = _interloop.Handle
 _TimerHandle = _interloop.TimerHandle
 
 # 3.13 added a keyword-only `debug` to format_helpers._format_callback_source.
@@ -173,7 +172,7 @@ def _no_op(_future):
 
 def _probe_c_callers(loop):
     """Lets the core learn how asyncio's C futures and tasks call `call_soon`
-    (src/event_loop/fast.rs): one C future, one done-callback, resolved while the core
+    (src/event_loop/call_soon.rs): one C future, one done-callback, resolved while the core
     listens. Without the C accelerator there is nothing to learn."""
     c_future = getattr(asyncio.futures, "_CFuture", None)
     if c_future is None or asyncio.Future is not c_future:

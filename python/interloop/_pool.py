@@ -1,9 +1,9 @@
-"""The parallel engine, caller side: ``Pool``, ``spawn``, ``InterpreterExecutor``.
+"""The parallel engine, caller side: ``Pool`` and ``spawn``.
 
 Jobs run in own-GIL sub-interpreters on worker threads (``src/interp``), scheduled by
 a work-stealing scheduler (``src/sched``); results come back through a batched
-completion queue (``src/bridge``) drained in the caller's loop. The wire format and
-the worker's driver are in ``interloop._worker``.
+completion queue (``src/bridge``) drained in the caller's loop. The wire format is
+``interloop._wire``; the worker's driver is ``interloop._worker``.
 
 Caller-side life cycle of one ``pool.run`` (the native steps are in
 ``src/sched/mod.rs``):
@@ -16,17 +16,17 @@ Caller-side life cycle of one ``pool.run`` (the native steps are in
    for room first (backpressure).
 3. Completions are drained in batches from the loop: an ``add_reader`` callback on
    the pool's eventfd, or the loop's own native drain when it offers
-   ``_interloop_attach_completions``. Each resolves its future unless the future is
-   already done (cancelled by the caller): every future resolves exactly once.
+   ``_interloop_attach_completions``. What each completion means is decided by
+   ``_wire.classify`` (plain values take its native fast path, ``PoolCore.resolve``);
+   each resolves its future unless the future is already done (cancelled by the
+   caller): every future resolves exactly once.
 4. Cancelling the future removes the job if still queued, or cancels the worker
    task (and with ``interrupt=True`` interrupts CPU-bound code too).
 """
 import asyncio
 import atexit
 import collections
-import concurrent.futures
 import contextvars
-import functools
 import marshal
 import os
 import sys
@@ -34,24 +34,30 @@ import threading
 import weakref
 
 from . import _interloop as _native
-from . import _worker as _wire
-from ._worker import RemoteError  # noqa: F401 - re-exported
+from . import _wire, _worker
+from ._futures import JobFuture, JobFuturePlain, MapSink, idle_probe, never_idle, run_callbacks
+from ._wire import RemoteError  # noqa: F401 - re-exported
 
-_FILL, _FILLED = _wire._FILL, _wire.FILLED
+_classify = _wire.classify
+_CONTROL, _TAKE_FILLED, _START_FILL = _wire.CONTROL, _wire.TAKE_FILLED, _wire.START_FILL
 
 _get_running_loop = asyncio.get_running_loop
 _encode_call = _wire.encode_call
-_fn_cache = _wire._fn_cache  # fn -> (payload of a call without arguments, label)
+_fn_cache = _wire.fn_cache  # fn -> (payload of a call without arguments, label)
 
-__all__ = ["Pool", "spawn", "InterpreterExecutor", "RemoteError"]
+__all__ = ["Pool", "spawn", "RemoteError"]
 
-_IN_WORKER = bool(getattr(_native, "_IS_WORKER", False))
+_fut_set_result = asyncio.Future.set_result
+_fut_set_exception = asyncio.Future.set_exception
+_Context = contextvars.Context
+
+_IN_WORKER = _wire.IN_WORKER
 _live_cores = set()  # cores to shut down at interpreter exit
 _stuck_cores = set()  # cores whose close() already timed out on stuck workers
 _live_lock = threading.Lock()
 
 
-def _check_version():
+def check_version():
     v = sys.version_info
     if v < (3, 12):
         raise RuntimeError(
@@ -103,179 +109,22 @@ def _config(preload, concurrency):
     })
 
 
-class _MapSink:
-    """Where an unordered ``map()`` collects its finished futures."""
-
-    __slots__ = ("done", "waiter")
-
-    def __init__(self):
-        self.done = collections.deque()
-        self.waiter = None
-
-    def add(self, fut):
-        self.done.append(fut)
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+def start_workers(nworkers, preload, concurrency):
+    """A ``PoolCore`` starting ``nworkers`` workers; shut down at interpreter exit
+    unless ``workers_stopped`` says they all stopped."""
+    core = _native.PoolCore(nworkers, _config(preload, concurrency))
+    with _live_lock:
+        _live_cores.add(core)
+    return core
 
 
-_Future = asyncio.Future
-_fut_add_done_callback = _Future.add_done_callback
-_fut_remove_done_callback = _Future.remove_done_callback
-_fut_set_result = _Future.set_result
-_fut_set_exception = _Future.set_exception
-_copy_context = contextvars.copy_context
-_Context = contextvars.Context
-
-
-class _JobFuture(asyncio.Future):
-    """The awaitable of one job: a real ``asyncio.Future`` whose ``cancel()`` also
-    cancels the job (cheaper than a done-callback per job).
-
-    Done-callbacks added while the job is pending (``await``, ``gather``) are kept
-    here rather than in asyncio's future: when a batch of completions is drained,
-    the futures are resolved and all their callbacks run from *one* loop callback
-    (``_run_callbacks``), instead of one ``loop.call_soon`` and one ``Handle`` per
-    future (on asyncio's loop that was ~8k instructions per job). They still run
-    after the future is done, from the loop, in their own context, in order; an
-    exception in one goes to the loop's exception handler as it would from a
-    ``Handle``. Resolved any other way (``cancel``, ``set_result``), the kept
-    callbacks are scheduled one by one as asyncio would.
-    """
-
-    __slots__ = ("_pool", "_job", "_interrupt", "_label", "_cb", "_cbctx", "_more")
-
-    def add_done_callback(self, fn, *, context=None):
-        if self._pool is None or self.done():
-            # Resolved, or resolving: asyncio's own scheduling.
-            return _fut_add_done_callback(self, fn, context=context)
-        if context is None:
-            context = _copy_context()
-        if self._cb is None:
-            self._cb = fn
-            self._cbctx = context
-        elif self._more is None:
-            self._more = [(fn, context)]
+def workers_stopped(core, stuck):
+    """``core``'s workers were joined; ``stuck`` lists those that did not stop."""
+    with _live_lock:
+        if stuck:
+            _stuck_cores.add(core)  # already waited for: no second wait at exit
         else:
-            self._more.append((fn, context))
-
-    def remove_done_callback(self, fn):
-        n = _fut_remove_done_callback(self, fn)
-        if self.done():
-            return n  # as asyncio: callbacks of a done future are already scheduled
-        more = self._more
-        if more:
-            keep = [(f, c) for f, c in more if f != fn]
-            n += len(more) - len(keep)
-            self._more = keep or None
-        cb = self._cb
-        if cb is not None and cb == fn:
-            n += 1
-            more = self._more
-            if more:
-                self._cb, self._cbctx = more.pop(0)
-                if not more:
-                    self._more = None
-            else:
-                self._cb = self._cbctx = None
-        return n
-
-    def _schedule_kept(self):
-        """Schedules the kept callbacks one by one (the future is done)."""
-        cb = self._cb
-        if cb is None:
-            return
-        loop = self.get_loop()
-        loop.call_soon(cb, self, context=self._cbctx)
-        more = self._more
-        self._cb = self._cbctx = self._more = None
-        if more:
-            for fn, ctx in more:
-                loop.call_soon(fn, self, context=ctx)
-
-    def cancel(self, msg=None):
-        if not super().cancel(msg):
-            return False
-        self._schedule_kept()
-        pool = self._pool
-        if pool is not None:
-            self._pool = None
-            pool._cancel_job(self._job, self._interrupt)
-        return True
-
-    def set_result(self, result):
-        _fut_set_result(self, result)
-        self._schedule_kept()
-
-    def set_exception(self, exception):
-        _fut_set_exception(self, exception)
-        self._schedule_kept()
-
-
-class _JobFuturePlain(_JobFuture):
-    """Callbacks stay asyncio's (one ``Handle`` each): in debug mode, so that
-    slow-callback warnings name the callback, and on interloop's loop, whose native
-    ``call_soon`` is cheaper than keeping them in Python."""
-
-    __slots__ = ()
-    add_done_callback = _Future.add_done_callback
-    remove_done_callback = _Future.remove_done_callback
-
-
-def _run_callbacks(loop, futs):
-    """Runs the kept done-callbacks of a batch of resolved ``_JobFuture``s (one loop
-    callback for the whole batch; see ``_JobFuture``)."""
-    i = 0
-    n = len(futs)
-    more = None
-    j = 0
-    try:
-        while i < n:
-            fut = futs[i]
-            i += 1
-            cb = fut._cb
-            if cb is None:
-                continue
-            ctx = fut._cbctx
-            more = fut._more
-            j = 0
-            fut._cb = fut._cbctx = fut._more = None
-            try:
-                ctx.run(cb, fut)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:  # noqa: BLE001 - as asyncio.Handle._run does
-                _callback_failed(loop, cb, fut, ctx, exc)
-            if more is not None:
-                for cb, ctx in more:
-                    j += 1
-                    try:
-                        ctx.run(cb, fut)
-                    except (SystemExit, KeyboardInterrupt):
-                        raise
-                    except BaseException as exc:  # noqa: BLE001
-                        _callback_failed(loop, cb, fut, ctx, exc)
-                more = None
-    except BaseException:
-        # SystemExit/KeyboardInterrupt leave the loop as from a Handle; what is left
-        # of the batch still runs, in later callbacks.
-        if more is not None:
-            for cb, ctx in more[j:]:
-                loop.call_soon(cb, fut, context=ctx)
-        if i < n:
-            loop.call_soon(_run_callbacks, loop, futs[i:], context=_Context())
-        raise
-
-
-def _callback_failed(loop, cb, fut, ctx, exc):
-    handle = asyncio.Handle(cb, (fut,), loop, context=ctx)
-    from asyncio import format_helpers
-    context = {
-        "message": f"Exception in callback {format_helpers._format_callback_source(cb, (fut,))}",
-        "exception": exc,
-        "handle": handle,
-    }
-    loop.call_exception_handler(context)
+            _live_cores.discard(core)
 
 
 class Pool:
@@ -289,7 +138,7 @@ class Pool:
     """
 
     def __init__(self, workers=None, *, preload=(), concurrency=16, max_pending=None, loop=None):
-        _check_version()
+        check_version()
         if isinstance(preload, str):
             preload = (preload,)
         self._nworkers = int(workers or os.cpu_count() or 1)
@@ -299,16 +148,14 @@ class Pool:
             raise ValueError("max_pending must be at least 1")
         self._concurrency = int(concurrency)
         self._max_pending = max_pending
-        self._core = _native.PoolCore(self._nworkers, _config(preload, self._concurrency))
-        with _live_lock:
-            _live_cores.add(self._core)
+        self._core = start_workers(self._nworkers, preload, self._concurrency)
         self._loop = loop
         self._attached = None  # "reader" | "native"
-        self._loop_idle = _wire.never_idle
-        self._future_class = _JobFuture
+        self._loop_idle = never_idle
+        self._future_class = JobFuture
         self._spin_credit = 8 if _SPIN_US > 0 else 0  # 0: never spin
         self._pending = {}     # job id -> asyncio.Future
-        self._sinks = {}       # job id -> _MapSink of the unordered map() it belongs to
+        self._sinks = {}       # job id -> MapSink of the unordered map() it belongs to
         self._stashes = {}     # job id -> stash id of its buffers, until a worker takes them
         self._room_waiters = collections.deque()
         self._control_waiters = []
@@ -334,8 +181,8 @@ class Pool:
             else:
                 loop.add_reader(self._core.fd(), self._on_completions)
                 self._attached = "reader"
-            self._loop_idle = _wire.idle_probe(loop)
-            self._future_class = _JobFuturePlain if how_native or loop.get_debug() else _JobFuture
+            self._loop_idle = idle_probe(loop)
+            self._future_class = JobFuturePlain if how_native or loop.get_debug() else JobFuture
         return loop
 
     def _detach(self):
@@ -348,65 +195,59 @@ class Pool:
         else:
             loop.remove_reader(self._core.fd())
 
-    def _on_completions(self, batch=None):
-        """Resolves a batch of completions; ``batch`` is given by a native drain."""
+    def _on_completions(self, _none=None):
+        """Resolves every waiting completion. Called by the loop: an ``add_reader``
+        callback, or interloop's native drain (which passes None: the batch is
+        taken here, by ``PoolCore.resolve``)."""
         pending = self._pending
         sinks = self._sinks
         stashes = self._stashes
-        error = None
-        if batch is not None:
-            kept = None  # resolved futures with kept callbacks: run by one loop callback
-        else:
-            # Natively: plain results resolve their futures there; `batch` is what
-            # is left (control messages, errors, stashed data of dropped jobs).
-            kept, batch, error = self._core.resolve(
-                pending, sinks, stashes, _fut_set_result, _fut_set_exception, _wire.loads)
-            if kept is not None:
-                self._loop.call_soon(_run_callbacks, self._loop, kept, context=_Context())
-        loads = _wire.loads
-        for job, kind, data in batch:
-            if kind >= 16:
+        core = self._core
+        # Plain values resolve their futures natively (the fast path of
+        # `_wire.classify`'s decision); `rest` is every other completion.
+        kept, rest, error = core.resolve(
+            pending, sinks, stashes, _fut_set_result, _fut_set_exception, _wire.loads)
+        if kept is not None:
+            self._loop.call_soon(run_callbacks, self._loop, kept, context=_Context())
+        for job, kind, data in rest:
+            action = _classify(kind, data)
+            if action is _CONTROL:
                 self._on_control(job, kind, data)
                 continue
             fut = pending.pop(job, None)
             if fut is not None:
-                self._core.retrack(fut)  # taken out of the GC while pending
+                core.retrack(fut)  # taken out of the GC while pending
             if stashes:
                 stashes.pop(job, None)  # a worker took the call's buffers
-            if kind == _FILLED:  # a large bytes result, copied off this thread
-                value = self._core.take_filled(job)
+            if action is _TAKE_FILLED:
+                value = core.take_filled(job)
                 if fut is None or fut.done():
                     continue
                 fut._pool = None
                 _fut_set_result(fut, value)
-                kept = self._kept_callbacks(fut, kept)
             elif fut is None or fut.done():
                 _wire.discard_result(kind, data)
                 continue
-            elif kind == 0:
-                if data and data[0] == _FILL:
-                    # A large bytes result: copied into a new object by a copier
-                    # thread; the job stays pending until its FILLED completion.
-                    try:
-                        self._core.fill(job, *_wire.fill_args(data))
-                    except BaseException as e:  # noqa: BLE001
-                        fut._pool = None
-                        _fut_set_exception(fut, e)
-                    else:
-                        pending[job] = fut
-                        continue
-                else:
+            elif action is _START_FILL:
+                try:
+                    core.fill(job, *_wire.fill_args(data))
+                except BaseException as e:  # noqa: BLE001
                     fut._pool = None
-                    if not data:  # None travels as empty data
-                        _fut_set_result(fut, None)
-                    else:
-                        try:
-                            _fut_set_result(fut, loads(data))
-                        except BaseException as e:  # noqa: BLE001 - unpickling the result failed
-                            _fut_set_exception(fut, e)
-                kept = self._kept_callbacks(fut, kept)
+                    _fut_set_exception(fut, e)
+                else:
+                    pending[job] = fut  # until its COMPLETION_FILLED
+                    continue
             else:
-                _wire.resolve(fut, kind, data)  # through the overrides: kept callbacks scheduled
+                fut._pool = None
+                try:
+                    value = _wire.decode(kind, data)
+                except asyncio.CancelledError:
+                    fut.cancel()  # its kept callbacks are scheduled by `cancel`
+                except BaseException as e:  # noqa: BLE001 - the job's error, or unpickling failed
+                    _fut_set_exception(fut, e)
+                else:
+                    _fut_set_result(fut, value)
+            kept = self._kept_callbacks(fut, kept)
             if sinks:
                 sink = sinks.pop(job, None)
                 if sink is not None:
@@ -420,11 +261,11 @@ class Pool:
 
     def _kept_callbacks(self, fut, kept):
         """Adds a future resolved here whose callbacks the pool keeps to the batch
-        that one loop callback runs (``_run_callbacks``); returns the batch."""
+        that one loop callback runs (``run_callbacks``); returns the batch."""
         if fut._cb is not None:
             if kept is None:
                 kept = [fut]
-                self._loop.call_soon(_run_callbacks, self._loop, kept, context=_Context())
+                self._loop.call_soon(run_callbacks, self._loop, kept, context=_Context())
             else:
                 kept.append(fut)
         return kept
@@ -607,7 +448,7 @@ class Pool:
                 # Futures of this pool report to `sink` straight from the drain (no
                 # done-callback, no call_soon per job); others (waiting for room)
                 # through a done-callback.
-                sink = _MapSink()
+                sink = MapSink()
                 done = sink.done
                 sinks = self._sinks
                 inflight = set()  # not yet yielded
@@ -627,7 +468,7 @@ class Pool:
                             exhausted = True
                             break
                         f = self.submit(fn, item)
-                        if isinstance(f, _JobFuture):
+                        if isinstance(f, JobFuture):
                             sinks[f._job] = sink
                         else:
                             f = asyncio.ensure_future(f)
@@ -707,11 +548,7 @@ class Pool:
         for fut in self._pending.values():
             self._core.retrack(fut)  # taken out of the GC while pending
         self._pending.clear()
-        with _live_lock:
-            if stuck:
-                _stuck_cores.add(self._core)  # already waited for: no second wait at exit
-            else:
-                _live_cores.discard(self._core)
+        workers_stopped(self._core, stuck)
         report = [f"worker {w} (running {', '.join(stuck_jobs.get(w) or ['no job'])})" for w in stuck]
         if report:
             import warnings
@@ -758,7 +595,7 @@ def spawn(fn, /, *args, interrupt=False, **kwargs):
     (made on first use, one worker per core). Inside a worker, the job goes to that
     worker's own deque, where idle workers can steal it."""
     if _IN_WORKER:
-        d = _wire._driver
+        d = _worker.driver()
         if d is None:
             raise RuntimeError("interloop.spawn: the worker is shutting down")
         return d.spawn(fn, args, kwargs, interrupt)
@@ -774,127 +611,6 @@ def spawn(fn, /, *args, interrupt=False, **kwargs):
 def default_pool(loop=None):
     """The default pool of ``loop`` (the running loop), or None."""
     return _default_pools.get(loop or asyncio.get_running_loop())
-
-
-# -- concurrent.futures ------------------------------------------------------------
-class InterpreterExecutor(concurrent.futures.Executor):
-    """A ``concurrent.futures.Executor`` on interloop's sub-interpreter workers,
-    e.g. for ``loop.run_in_executor``. Results are resolved by one thread that
-    sleeps on the completion fd (no polling)."""
-
-    def __init__(self, workers=None, *, preload=(), concurrency=1):
-        _check_version()
-        self._nworkers = int(workers or os.cpu_count() or 1)
-        self._core = _native.PoolCore(self._nworkers, _config(preload, concurrency))
-        with _live_lock:
-            _live_cores.add(self._core)
-        self._lock = threading.Lock()
-        self._pending = {}
-        self._shutdown = False
-        self._exited = set()
-        self._thread = threading.Thread(target=self._drain_loop, name="interloop-executor", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn, /, *args, **kwargs):
-        payload = _wire.dumps_job(fn, args, kwargs)
-        sid = _wire.payload_stash(payload)
-        f = concurrent.futures.Future()
-        with self._lock:
-            if self._shutdown:
-                _wire.discard_stash(sid)
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            job = self._core.submit(payload, False)
-            self._pending[job] = f
-        f.add_done_callback(functools.partial(self._on_done, job, sid))
-        return f
-
-    def _on_done(self, job, sid, f):
-        if f.cancelled():
-            with self._lock:
-                known = self._pending.pop(job, None) is not None
-            if known and not self._core.cancel(job, False):
-                _wire.discard_stash(sid)  # removed while queued
-
-    def _drain_loop(self):
-        core = self._core
-        while True:
-            core.wait(-1.0)
-            for job, kind, data in core.drain():
-                if kind >= 16:
-                    if kind == _wire.WORKER_EXITED:
-                        self._exited.add(job)
-                    continue
-                with self._lock:
-                    f = self._pending.pop(job, None)
-                if kind == _FILLED:
-                    value = core.take_filled(job)
-                    if f is not None:
-                        try:
-                            f.set_result(value)
-                        except concurrent.futures.InvalidStateError:
-                            pass
-                    continue
-                if f is None:
-                    _wire.discard_result(kind, data)
-                    continue
-                fill = _wire.fill_args(data) if kind == _wire.OK else None
-                if fill is not None and f.done():
-                    _wire.discard_result(kind, data)
-                    continue
-                if fill is not None:
-                    # A large bytes result, copied by a copier thread (see Pool).
-                    try:
-                        core.fill(job, *fill)
-                    except BaseException as e:  # noqa: BLE001
-                        try:
-                            f.set_exception(e)
-                        except concurrent.futures.InvalidStateError:
-                            pass
-                    else:
-                        with self._lock:
-                            self._pending[job] = f
-                    continue
-                try:
-                    value = _wire.decode(kind, data)
-                except asyncio.CancelledError:
-                    f.cancel()
-                    continue
-                except BaseException as e:  # noqa: BLE001
-                    try:
-                        f.set_exception(e)
-                    except concurrent.futures.InvalidStateError:
-                        pass
-                    continue
-                try:
-                    f.set_result(value)
-                except concurrent.futures.InvalidStateError:
-                    pass
-            if self._shutdown and len(self._exited) >= self._nworkers:
-                return
-
-    def shutdown(self, wait=True, *, cancel_futures=False):
-        with self._lock:
-            already = self._shutdown
-            self._shutdown = True
-            pending = list(self._pending.values())
-        if already and not wait:
-            return
-        if cancel_futures:
-            for f in pending:
-                f.cancel()
-
-        def finish():
-            concurrent.futures.wait(pending)
-            self._core.shutdown()
-            stuck = self._core.join(30.0)
-            if not stuck:
-                with _live_lock:
-                    _live_cores.discard(self._core)
-        if wait:
-            finish()
-            self._thread.join(5)
-        else:
-            threading.Thread(target=finish, daemon=True).start()
 
 
 # -- interpreter exit ----------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""The pool worker's driver, and the wire format shared with the caller.
+"""The pool worker's driver: one persistent asyncio loop per worker.
 
-Inside a worker this file is executed by the worker thread (``src/interp/worker.rs``,
-embedded at build time) as module ``interloop._worker`` in the worker's own-GIL
-sub-interpreter; ``main(native, config)`` runs one persistent asyncio loop until the
-pool shuts down. In the caller, ``interloop._pool`` imports the same file for the
-wire format (``dumps_job``, ``decode``), so both sides agree by construction.
+Inside a worker the worker thread (``src/interp/worker.rs``) executes this file,
+embedded at build time, as module ``interloop._worker`` in the worker's own-GIL
+sub-interpreter, right after ``_wire.py`` (the wire format, shared with the caller);
+``main(native, config)`` runs until the pool shuts down. The caller imports this
+module only for ``interloop.spawn`` inside a worker (``driver()``).
 
 Worker protocol (the native half is ``interloop._interloop`` *in the worker*, a
 raw-FFI module; see ``src/interp/module.rs``):
@@ -18,458 +18,42 @@ raw-FFI module; see ``src/interp/module.rs``):
 3. ``pump`` takes jobs while the worker has capacity: fewer than ``concurrency``
    running jobs (jobs waiting for their own nested spawns do not count) *and* the
    loop has nothing else ready to run. So a busy worker never hoards: it takes a new
-   job only when it would otherwise go idle. (A job that never lets its loop go idle,
+   job only when it would otherwise go idle (docs/design.md, trap 6). (A job that never lets its loop go idle,
    e.g. one polling with ``sleep(0)``, keeps its worker to itself, as a thread would.)
 4. A job is started eagerly (a plain function runs to completion; a coroutine
    runs as an eager task until its first real suspension), and completes with
    exactly one ``native.complete(job, kind, bytes)``. Before asyncio is imported
    (most of a worker's start-up), plain-function jobs already run (step 1b).
 """
-import marshal
-import pickle
 import sys
-from collections import deque as _deque
 
-_marshal_dumps = marshal.dumps
-_marshal_loads = marshal.loads
+# In a worker, `_wire` was executed just before this module; importing it through
+# the package would import the whole of interloop (and asyncio) at start-up.
+_wire = sys.modules.get("interloop._wire")
+if _wire is None:  # in the caller, as part of the package
+    from . import _wire
 
-OK, ERR, REMOTE_ERR, CANCELLED, LOST = 0, 1, 2, 3, 4
-FILLED = 5  # a FILL result was copied into the caller's object (src/bridge/fill.rs)
-WORKER_READY, WORKER_FAILED, WORKER_EXITED = 16, 17, 18
-FLAG_INTERRUPT = 1
+from ._wire import (  # noqa: E402
+    COMPLETION_CANCELLED,
+    COMPLETION_ERR,
+    COMPLETION_OK,
+    JOB_FLAG_INTERRUPT,
+    discard_result,
+    discard_stash,
+    dumps_job,
+    encode_error,
+    encode_result,
+    loads_job,
+    payload_stash,
+    resolve,
+)
 
-_IN_WORKER = False
-_config = {}
 _driver = None  # the running Driver (inside a worker only)
 
 
-class RemoteError(Exception):
-    """An exception raised in a pool worker that could not be sent back as itself.
-
-    ``type_name`` is the original exception's qualified type name, ``message`` its
-    text, and ``remote_traceback`` the worker's formatted traceback.
-    """
-
-    def __init__(self, type_name, message, remote_traceback=""):
-        super().__init__(type_name, message, remote_traceback)
-        self.type_name = type_name
-        self.message = message
-        self.remote_traceback = remote_traceback
-
-    def __str__(self):
-        return f"{self.type_name}: {self.message}"
-
-
-class RemoteTraceback(Exception):
-    """Set as ``__cause__`` of exceptions from workers; its text is the worker's traceback."""
-
-    def __init__(self, tb):
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self):
-        return "\n\nTraceback in the pool worker:\n" + self.tb
-
-
-# --- wire format --------------------------------------------------------------
-
-def _main_available():
-    main = sys.modules.get("__main__")
-    return bool(getattr(main, "__file__", None)) or bool(
-        getattr(getattr(main, "__spec__", None), "name", None))
-
-
-_fn_cache = {}  # fn -> (length-prefixed pickled fn, label); pickled once per process
-
-# Values of exactly these types travel by marshal (2-3x cheaper than pickle both ways,
-# and exact for them): positional arguments of a call without keywords, and results.
-# Subclasses (bool aside, listed itself) still go by pickle, which keeps their type.
-_MARSHAL_TYPES = frozenset((int, float, str, bytes, bool, type(None)))
-
-
-def dumps_job(fn, args, kwargs):
-    """Encodes a call; raises ``TypeError`` naming what cannot travel.
-
-    Payload: 4-byte little-endian length of the pickled function, the pickled
-    function (cached: pickling a function reference costs microseconds), then the
-    arguments: nothing for a call without arguments, marshalled positional
-    arguments, the pickled ``(args, kwargs)``, or, when large buffers travel out of
-    band (see ``dumps_value``), a 0 byte, the 8-byte stash id and the pickle. The
-    worker module splits the payload (``src/interp/module.rs`` ``w_take``). A payload
-    with stashed buffers is a ``_Stashed`` (a ``bytes`` carrying ``.sid``): whoever
-    drops the job before a worker takes it gives them back (``discard_stash``).
-    """
-    return encode_call(fn, args, kwargs)[0]
-
-
-def encode_call(fn, args, kwargs):
-    """``(payload, label)`` of a call (one cache lookup for both)."""
-    try:
-        fnb, label = _fn_cache[fn]
-    except (KeyError, TypeError):
-        fnb, label = _pickle_fn(fn, args, kwargs)
-    if not kwargs:
-        if not args:
-            return fnb, label
-        if len(args) <= 4:
-            for a in args:
-                t = type(a)
-                if t not in _MARSHAL_TYPES or (t is bytes and len(a) >= _ZERO_COPY_MIN):
-                    break
-            else:
-                return fnb + _marshal_dumps(args), label
-    forced = None
-    if not _BUFFER_TYPES.isdisjoint(map(type, args)) or (
-            kwargs and not _BUFFER_TYPES.isdisjoint(map(type, kwargs.values()))):
-        forced = []
-        args = tuple([_wrap(a, forced) for a in args])
-        kwargs = {k: _wrap(v, forced) for k, v in kwargs.items()}
-    try:
-        rest, sid = dumps_value((args, kwargs), forced)
-    except Exception as e:
-        raise _why_unpicklable(fn, args, kwargs, e) from e
-    if sid:
-        payload = _Stashed(fnb + b"\x00" + sid.to_bytes(8, "little") + rest)
-        payload.sid = sid
-        return payload, label
-    return fnb + rest, label
-
-
-# --- large buffers (zero-copy through src/buffer) -------------------------------------
-# A buffer of at least _ZERO_COPY_MIN bytes found while pickling (a PickleBuffer: the
-# out-of-band buffers of NumPy arrays and the like) is not copied into the pickle:
-# Rust keeps a reference to the sender's memory (a "region") in a stash, and the
-# receiver rebuilds the object over a read-only memoryview of that same memory.
-# Top-level large bytes/bytearray arguments and results are sent the same way and
-# rebuilt as bytes/bytearray (one copy, in the receiver: they are values); a
-# memoryview or PickleBuffer argument or result arrives as a read-only memoryview.
-# Stashed data starts with a 0 byte, which no pickle (0x80) or marshal stream starts with.
-
-_ZERO_COPY_MIN = 64 * 1024
-_STASHED = 0
-# A result that is a large bytes or bytearray: a 1 byte, the 8-byte stash id of its
-# buffer, and 1 if it is a bytearray. The caller's pool copies it into a new object
-# off its loop thread (`PoolCore.fill`); anyone else copies it at once (`loads`).
-_FILL = 1
-_BUFFER_TYPES = frozenset((bytes, bytearray, memoryview, pickle.PickleBuffer))
-_chan_module = None
-
-
-class _Stashed(bytes):
-    """A job payload whose buffers wait in the stash under ``.sid``."""
-
-
-def _chan():
-    global _chan_module
-    if _chan_module is None:
-        from interloop import _channel
-        _chan_module = _channel._n
-    return _chan_module
-
-
-class _Big:
-    """A large bytes/bytearray, pickled out of band and rebuilt as its own type."""
-
-    __slots__ = ("v",)
-
-    def __init__(self, v):
-        self.v = v
-
-    def __reduce_ex__(self, protocol):
-        return type(self.v), (pickle.PickleBuffer(self.v),)
-
-
-def _wrap(v, forced):
-    t = type(v)
-    if t is bytes or t is bytearray:
-        return _Big(v) if len(v) >= _ZERO_COPY_MIN else v
-    if t is memoryview or t is pickle.PickleBuffer:
-        pb = pickle.PickleBuffer(v)  # always out of band: it arrives as a memoryview
-        forced.append(pb)
-        return pb
-    return v
-
-
-def dumps_value(obj, forced=None):
-    """``(pickle, stash id or 0)``: ``obj`` pickled (protocol 5) with its large
-    buffers (and those in ``forced``) out of band, in the stash."""
-    data, bufs = pickle_oob(obj, forced)
-    if bufs is None:
-        return data, 0
-    return data, _chan().stash(bufs)
-
-
-def pickle_oob(obj, forced=None):
-    """``(pickle, buffers or None)``: ``obj`` pickled (protocol 5) with its
-    ``PickleBuffer``s of at least ``_ZERO_COPY_MIN`` bytes (and those in ``forced``)
-    left out of band, to travel by reference (a channel message, the stash)."""
-    bufs = None
-
-    def out_of_band(pb):
-        nonlocal bufs
-        if not (forced and any(pb is f for f in forced)):
-            with memoryview(pb) as m:
-                if m.nbytes < _ZERO_COPY_MIN:
-                    return True  # small: in band
-        if bufs is None:
-            bufs = []
-        bufs.append(pb)
-        return False
-
-    return pickle.dumps(obj, 5, buffer_callback=out_of_band), bufs
-
-
-def payload_stash(payload):
-    """The stash id of a job payload (0: none)."""
-    return payload.sid if type(payload) is _Stashed else 0
-
-
-def never_idle():
-    return False
-
-
-def idle_probe(loop):
-    """A function telling whether ``loop`` has no callback ready (so the running
-    coroutine would leave it idle: the moment a short spin beats sleeping), or
-    one that always says no."""
-    sizes = getattr(loop, "_queue_sizes", None)  # interloop's loop: (ready, timers)
-    if sizes is not None:
-        return lambda: sizes()[0] == 0
-    ready = getattr(loop, "_ready", None)  # asyncio's base event loop
-    if isinstance(ready, _deque):
-        return lambda: not ready
-    return never_idle
-
-
-def discard_stash(sid):
-    """Releases stashed buffers nobody will take (a dropped job or result)."""
-    if sid:
-        _chan().unstash(sid)
-
-
-def dumps_result(value):
-    """A result's bytes: a pickle, or, with buffers in the stash, a 0 byte, the
-    8-byte stash id, then the pickle; a large bytes or bytearray is ``_FILL``ed."""
-    t = type(value)
-    if (t is bytes or t is bytearray) and len(value) >= _ZERO_COPY_MIN:
-        sid = _chan().stash([value])
-        return b"\x01" + sid.to_bytes(8, "little") + (b"\x01" if t is bytearray else b"\x00")
-    if t in _BUFFER_TYPES:
-        forced = []
-        data, sid = dumps_value(_wrap(value, forced), forced)
-    else:
-        data, sid = dumps_value(value)
-    if sid:
-        return b"\x00" + sid.to_bytes(8, "little") + data
-    return data
-
-
-def _load_stashed(data):
-    bufs = _chan().unstash(int.from_bytes(data[1:9], "little"))
-    if bufs is None:
-        raise RuntimeError("the buffers of this job or result were already released "
-                           "(was it cancelled?)")
-    return loads(data[9:], bufs)
-
-
-def _load_filled(data):
-    bufs = _chan().unstash(int.from_bytes(data[1:9], "little"))
-    if bufs is None:
-        raise RuntimeError("the buffer of this result was already released (was it cancelled?)")
-    with bufs[0] as view:
-        return bytearray(view) if data[9] else bytes(view)
-
-
-def fill_args(data):
-    """``(stash id, is a bytearray)`` of a ``_FILL`` result, or None for any other."""
-    if data and data[0] == _FILL:
-        return int.from_bytes(data[1:9], "little"), data[9] == 1
-    return None
-
-
-def discard_result(kind, data):
-    """A completion nobody will read: releases its stashed buffers."""
-    if kind == OK and data and (data[0] == _STASHED or data[0] == _FILL):
-        _chan().unstash(int.from_bytes(data[1:9], "little"))
-
-
-def label_of(fn):
-    try:
-        return _fn_cache[fn][1]
-    except (KeyError, TypeError):
-        return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def _pickle_fn(fn, args, kwargs):
-    if not callable(fn):
-        raise TypeError(f"{fn!r} is not callable")
-    if not _IN_WORKER and getattr(fn, "__module__", None) == "__main__" and not _main_available():
-        raise TypeError(
-            f"cannot send {getattr(fn, '__qualname__', fn)!r} to a pool worker: it is defined in "
-            "an interactive __main__ that workers cannot import; put it in a module or a script file")
-    try:
-        fnb = pickle.dumps(fn, 5)
-    except Exception as e:
-        raise _why_unpicklable(fn, args, kwargs, e) from e
-    fnb = len(fnb).to_bytes(4, "little") + fnb
-    entry = (fnb, f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}")
-    try:
-        if len(_fn_cache) > 4096:
-            _fn_cache.clear()
-        _fn_cache[fn] = entry
-    except TypeError:  # unhashable callable
-        pass
-    return entry
-
-
-_fn_loaded = {}  # pickled fn -> fn, in the receiving interpreter
-
-
-def loads_job(fnb, argsb):
-    """``(fn, args, kwargs)`` from the two halves of ``dumps_job``'s bytes (split
-    by the worker module's ``take``)."""
-    fn = _fn_loaded.get(fnb)
-    if fn is None:
-        fn = loads(fnb)
-        if len(_fn_loaded) > 4096:
-            _fn_loaded.clear()
-        _fn_loaded[fnb] = fn
-    if not argsb:
-        return fn, (), {}
-    if argsb[0] != 0x80:
-        if argsb[0] == _STASHED:  # a pickle whose buffers wait in the stash
-            args, kwargs = _load_stashed(argsb)
-            return fn, args, kwargs
-        return fn, _marshal_loads(argsb), {}  # marshalled positional arguments
-    args, kwargs = loads(argsb)
-    return fn, args, kwargs
-
-
-def _why_unpicklable(fn, args, kwargs, err):
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    try:
-        pickle.dumps(fn, 5)
-    except Exception as e:
-        if "<lambda>" in name:
-            why = "it is a lambda"
-        elif "<locals>" in name:
-            why = "it is defined inside another function (a closure or local function)"
-        else:
-            why = f"{type(e).__name__}: {e}"
-        return TypeError(
-            f"cannot send {name!r} to a pool worker: {why}; functions travel by module "
-            "and qualified name, so define it at the top level of a module")
-    for i, a in enumerate(args):
-        try:
-            pickle.dumps(a, 5)
-        except Exception as e:
-            return TypeError(
-                f"argument {i} of {name}() ({type(a).__qualname__}) cannot be pickled: "
-                f"{type(e).__name__}: {e}")
-    for k, v in kwargs.items():
-        try:
-            pickle.dumps(v, 5)
-        except Exception as e:
-            return TypeError(
-                f"keyword argument {k!r} of {name}() ({type(v).__qualname__}) cannot be "
-                f"pickled: {type(e).__name__}: {e}")
-    return TypeError(f"the call {name}(...) cannot be pickled: {type(err).__name__}: {err}")
-
-
-def _ensure_main():
-    """Module name to use for pickles that reference ``__main__``."""
-    if not _IN_WORKER:
-        return "__main__"
-    if "__mp_main__" in sys.modules:
-        return "__mp_main__"
-    # Load the caller's main script as __mp_main__, as multiprocessing's spawn does.
-    import runpy
-    import types
-    name, path = _config.get("main_name"), _config.get("main_path")
-    if name:
-        content = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
-    elif path:
-        content = runpy.run_path(path, run_name="__mp_main__")
-    else:
-        raise ImportError("the caller's __main__ has no file the worker could load")
-    mod = types.ModuleType("__mp_main__")
-    mod.__dict__.update(content)
-    sys.modules["__mp_main__"] = sys.modules["__main__"] = mod
-    return "__mp_main__"
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if module == "__main__" or module == "__mp_main__":
-            module = _ensure_main()
-        return super().find_class(module, name)
-
-
-def loads(data, buffers=None):
-    """Unpickles ``data``, or unmarshals it: our pickles (protocol 5) start with
-    0x80, which no marshal stream does (see ``_MARSHAL_TYPES``); a 0 byte starts
-    data whose buffers wait in the stash (``dumps_result``)."""
-    if data[0] != 0x80:
-        if data[0] == _STASHED:
-            return _load_stashed(data)
-        if data[0] == _FILL:
-            return _load_filled(data)
-        return _marshal_loads(data)
-    if b"main__" not in data:
-        return pickle.loads(data, buffers=buffers)
-    import io
-    return _Unpickler(io.BytesIO(data), buffers=buffers).load()
-
-
-def encode_error(exc):
-    """``(kind, bytes)`` for an exception raised by a job."""
-    import traceback
-    tb = "".join(traceback.format_exception(exc))
-    try:
-        data = pickle.dumps((exc, tb), 5)
-        loads(data)  # pickles but cannot be rebuilt (e.g. custom __init__)? then RemoteError
-        return ERR, data
-    except BaseException:
-        t = type(exc)
-        try:
-            msg = str(exc)
-        except BaseException:
-            msg = "<str() failed>"
-        return REMOTE_ERR, pickle.dumps((f"{t.__module__}.{t.__qualname__}", msg, tb), 5)
-
-
-def decode(kind, data):
-    """The job's result, or raises its exception (worker traceback as ``__cause__``)."""
-    if kind == OK:
-        return loads(data) if data else None
-    if kind == ERR:
-        exc, tb = loads(data)
-        exc.__cause__ = RemoteTraceback(tb)
-        raise exc
-    if kind == REMOTE_ERR:
-        type_name, msg, tb = loads(data)
-        exc = RemoteError(type_name, msg, tb)
-        exc.__cause__ = RemoteTraceback(tb)
-        raise exc
-    if kind == LOST:
-        raise RuntimeError(bytes(data).decode("utf-8", "replace"))
-    import asyncio
-    raise asyncio.CancelledError()
-
-
-def resolve(fut, kind, data):
-    """Resolves an asyncio future from a completion, exactly once."""
-    if fut.done():
-        discard_result(kind, data)
-        return
-    try:
-        fut.set_result(decode(kind, data))
-    except BaseException as e:  # noqa: BLE001 - every outcome goes to the future
-        import asyncio
-        if isinstance(e, asyncio.CancelledError):
-            fut.cancel()
-        else:
-            fut.set_exception(e)
+def driver():
+    """The running worker's ``Driver``, or None (not in a worker, or shutting down)."""
+    return _driver
 
 
 # --- the worker ----------------------------------------------------------------
@@ -491,11 +75,11 @@ def _install_module_getattr(native):
 
 
 def main(native, config):
-    global _IN_WORKER, _config, _driver
+    global _driver
     import marshal
-    _IN_WORKER = True
-    _config = cfg = marshal.loads(config)
-    sys.path[:] = cfg["path"]
+    cfg = marshal.loads(config)
+    _wire.set_caller_main(cfg.get("main_name"), cfg.get("main_path"))
+    sys.path[:] = cfg["path"]  # the caller's, not the default (docs/design.md, trap 5)
     if cfg.get("argv") is not None:
         sys.argv[:] = cfg["argv"]
     _install_module_getattr(native)
@@ -567,7 +151,7 @@ def _run_plain_jobs_early(native):
             r = fn(*args, **kwargs)
         except _EarlyInterrupt:
             _early_job = None
-            native.complete(job, CANCELLED, b"")
+            native.complete(job, COMPLETION_CANCELLED, b"")
             continue
         except BaseException as e:  # noqa: BLE001
             _early_job = None
@@ -580,35 +164,27 @@ def _run_plain_jobs_early(native):
 
 
 def _complete_value(native, job, value):
-    if value is None:  # empty data means None (a pickle is never empty)
-        native.complete(job, OK, b"")
-        return
-    t = type(value)
-    if t in _MARSHAL_TYPES and not (t is bytes and len(value) >= _ZERO_COPY_MIN):
-        native.complete(job, OK, _marshal_dumps(value))
-        return
     try:
-        data = dumps_result(value)
-    except Exception as e:  # noqa: BLE001
-        _complete_error(native, job, TypeError(
-            f"the result ({type(value).__qualname__}) cannot be pickled: {type(e).__name__}: {e}"))
+        data = encode_result(value)
+    except TypeError as e:
+        _complete_error(native, job, e)
         return
-    native.complete(job, OK, data)
+    native.complete(job, COMPLETION_OK, data)
 
 
 def _complete_error(native, job, exc):
     import asyncio
     if isinstance(exc, asyncio.CancelledError):
-        native.complete(job, CANCELLED, b"")
+        native.complete(job, COMPLETION_CANCELLED, b"")
         return
     kind, data = encode_error(exc)
     native.complete(job, kind, data)
 
 
 def _forget_dummy_thread():
-    # Trap 4: on 3.13 the _DummyThread of this (non-Python-created) thread is dropped
-    # during interpreter teardown, too late ("Exception ignored in
-    # _DeleteDummyThreadOnDel"). Drop it now, while threading is intact.
+    # On 3.13 the _DummyThread of this (non-Python-created) thread is dropped during
+    # interpreter teardown, too late ("Exception ignored in _DeleteDummyThreadOnDel";
+    # docs/design.md, trap 4). Drop it now, while threading is intact.
     threading = sys.modules.get("threading")
     if threading is None:
         return
@@ -850,7 +426,7 @@ class Driver:
             fut = self.children.pop(job, None)
             if fut is not None and not fut.done():
                 fut.set_result(value)
-            self.native.complete(job, OK, b"")
+            self.native.complete(job, COMPLETION_OK, b"")
             return
         _complete_value(self.native, job, value)
 
@@ -860,7 +436,7 @@ class Driver:
             fut = self.children.pop(job, None)
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
-            self.native.complete(job, ERR, b"")
+            self.native.complete(job, COMPLETION_ERR, b"")
             return
         kind, data = encode_error(exc)
         self.native.complete(job, kind, data)
@@ -871,7 +447,7 @@ class Driver:
             fut = self.children.pop(job, None)
             if fut is not None:
                 fut.cancel()
-        self.native.complete(job, CANCELLED, b"")
+        self.native.complete(job, COMPLETION_CANCELLED, b"")
 
     def shutdown(self):
         self.closing = True
@@ -885,7 +461,7 @@ class Driver:
     # -- nested spawn (interloop.spawn inside a worker) --
     def spawn(self, fn, args, kwargs, interrupt=False):
         payload = dumps_job(fn, args, kwargs)
-        child = self.native.spawn(payload, FLAG_INTERRUPT if interrupt else 0)
+        child = self.native.spawn(payload, JOB_FLAG_INTERRUPT if interrupt else 0)
         fut = self.loop.create_future()
         self.children[child] = fut
         self.pump_soon()  # if this loop goes idle, it takes the child back itself

@@ -1,31 +1,33 @@
 //! `PoolCore`: the caller's (main interpreter's) handle on one pool of workers.
 //! Safe PyO3 API only; it never runs on a worker thread.
-use super::Completions;
-use crate::sched::{Origin, Scheduler};
+use super::completions::Completions;
+use crate::event_loop::LoopCore;
+use crate::sched::{kind, Origin, Scheduler, JOB_FLAG_INTERRUPT};
+use crate::wire::{PAYLOAD_FILL, PAYLOAD_STASHED};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// What `PoolCore.resolve` returns: `(kept, rest, error)`.
+type Resolved<'py> = (
+    Option<Bound<'py, PyList>>,
+    Bound<'py, PyList>,
+    Option<Bound<'py, PyAny>>,
+);
+
 /// Native half of `interloop.Pool`: worker threads, the scheduler, the completions.
 #[pyclass(module = "interloop._interloop", frozen)]
-pub struct PoolCore {
+pub(crate) struct PoolCore {
     sched: Arc<Scheduler>,
     completions: Arc<Completions>,
     threads: Mutex<Vec<Option<JoinHandle<()>>>>,
     /// Large bytes results being copied into the caller's objects.
     fills: super::fill::Fills,
-}
-
-impl PoolCore {
-    /// For interloop's own loop: drain completions natively instead of via the fd.
-    pub fn completions(&self) -> Arc<Completions> {
-        self.completions.clone()
-    }
 }
 
 #[pymethods]
@@ -62,6 +64,23 @@ impl PoolCore {
         })
     }
 
+    /// If `loop_` is interloop's loop, it drains this pool's completions natively
+    /// each iteration (no eventfd write, no reader callback) and calls
+    /// `callback(None)` when there are some; returns whether it attached.
+    fn attach_loop(
+        slf: &Bound<'_, Self>,
+        loop_: &Bound<'_, PyAny>,
+        callback: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let source = slf.get().completions.clone();
+        LoopCore::attach_to(loop_, slf.as_ptr() as usize, source, callback)
+    }
+
+    /// Undoes `attach_loop`; returns whether it was attached.
+    fn detach_loop(slf: &Bound<'_, Self>, loop_: &Bound<'_, PyAny>) -> bool {
+        LoopCore::detach_from(loop_, slf.as_ptr() as usize)
+    }
+
     /// The fd that is readable when `drain()` has something.
     fn fd(&self) -> i32 {
         self.completions.fd()
@@ -71,13 +90,14 @@ impl PoolCore {
         self.sched.workers()
     }
 
-    /// Queues one job (`_worker.dumps_job`'s bytes); returns its id. `interrupt`
+    /// Queues one job (`_wire.dumps_job`'s bytes); returns its id. `interrupt`
     /// sets the job's interrupt flag.
     #[pyo3(signature = (payload, interrupt, future=None))]
     fn submit(&self, payload: &[u8], interrupt: bool, future: Option<&Bound<'_, PyAny>>) -> u64 {
+        let flags = if interrupt { JOB_FLAG_INTERRUPT } else { 0 };
         let id = self
             .sched
-            .submit(payload.to_vec(), interrupt as u32, Origin::Caller, None);
+            .submit(payload.to_vec(), flags, Origin::Caller, None);
         if let Some(f) = future {
             gc_untrack(f);
         }
@@ -124,21 +144,21 @@ impl PoolCore {
     }
 
     /// Drains the completions and resolves the plain ones here, natively: a result
-    /// (kind 0) whose future is in `pending` (job id -> `_JobFuture`, a dict of
+    /// (kind 0, data not starting with `PAYLOAD_STASHED` or `PAYLOAD_FILL`) whose
+    /// future is in `pending` (job id -> `JobFuture`, a dict of
     /// `interloop.Pool`) is popped from it (and from `stashes`, job id -> stash id of
     /// its arguments' buffers, now taken by a worker) and, unless already done, gets
     /// `_pool = None` and `set_result(fut, None)` for empty data, else
     /// `set_result(fut, loads(data))` (`set_exception(fut, e)` if `loads` raises);
-    /// then if `sinks` (job id -> `_MapSink` of an unordered map) has the job, it is
+    /// then if `sinks` (job id -> `MapSink` of an unordered map) has the job, it is
     /// popped and `sink.add(fut)` called. A result for a job no longer pending is
     /// dropped. This is `Pool._on_completions`'s loop without a Python frame, a tuple
     /// and an unpacking per job.
     ///
     /// Returns `(kept, rest, error)`: `kept` lists the resolved futures whose `_cb`
     /// is set (callbacks the pool keeps and runs in one batch), or is None; `rest`
-    /// lists `(job_id, kind, bytes)` of everything left to Python: control messages,
-    /// errors, and stashed results (first byte 0) whose job is no longer pending
-    /// (their buffers must be released); `error` is None, or the first exception
+    /// lists `(job_id, kind, bytes)` of every other completion, for Python's
+    /// `_wire.classify`; `error` is None, or the first exception
     /// raised while resolving (the other completions are resolved all the same, so
     /// the caller can schedule `kept` and handle `rest` before raising it).
     #[allow(clippy::too_many_arguments)]
@@ -151,11 +171,7 @@ impl PoolCore {
         set_result: &Bound<'py, PyAny>,
         set_exception: &Bound<'py, PyAny>,
         loads: &Bound<'py, PyAny>,
-    ) -> PyResult<(
-        Option<Bound<'py, PyList>>,
-        Bound<'py, PyList>,
-        Option<Bound<'py, PyAny>>,
-    )> {
+    ) -> PyResult<Resolved<'py>> {
         let batch = self.completions.take();
         let rest = PyList::empty(py);
         let mut kept: Option<Bound<'py, PyList>> = None;
@@ -163,20 +179,18 @@ impl PoolCore {
         let none = py.None().into_bound(py);
         for c in batch {
             let r = (|| -> PyResult<()> {
-                // Other kinds, and large bytes results to be filled off the loop
-                // thread (first byte 1, `Pool._on_completions`), go to Python.
-                if c.kind != crate::sched::kind::OK || c.data.first() == Some(&1) {
-                    return rest.append(super::completion_tuple(py, &c)?);
+                // The fast path of `_wire.classify`'s decision, which is written
+                // once, in Python: a plain value (COMPLETION_OK whose data has no
+                // buffers in the stash, so a dropped one needs no release) is
+                // resolved here; every other completion goes to `Pool._on_completions`.
+                if c.kind != kind::OK
+                    || matches!(c.data.first(), Some(&PAYLOAD_STASHED | &PAYLOAD_FILL))
+                {
+                    return rest.append(super::completions::completion_tuple(py, &c)?);
                 }
                 let job = c.job.into_pyobject(py)?;
-                let fut = match pending.get_item(&job)? {
-                    Some(f) => f,
-                    None => {
-                        if c.data.first() == Some(&0) {
-                            rest.append(super::completion_tuple(py, &c)?)?;
-                        }
-                        return Ok(());
-                    }
+                let Some(fut) = pending.get_item(&job)? else {
+                    return Ok(()); // no longer pending: dropped
                 };
                 pending.del_item(&job)?;
                 gc_retrack(&fut);
@@ -184,10 +198,7 @@ impl PoolCore {
                     stashes.del_item(&job)?; // a worker took the call's buffers
                 }
                 if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-                    if c.data.first() == Some(&0) {
-                        rest.append(super::completion_tuple(py, &c)?)?;
-                    }
-                    return Ok(());
+                    return Ok(()); // cancelled by the caller: dropped
                 }
                 fut.setattr(intern!(py, "_pool"), &none)?;
                 if c.data.is_empty() {
@@ -247,11 +258,11 @@ impl PoolCore {
     }
 
     /// Waits up to `timeout` seconds for the workers to exit, without the GIL
-    /// (trap 1: workers need the main GIL to tear down). Returns the stuck ones.
+    /// (docs/design.md, trap 1: workers need the main GIL to tear down). Returns the stuck ones.
     fn join(&self, py: Python<'_>, timeout: f64) -> Vec<usize> {
         let sched = self.sched.clone();
         let stuck = py.detach(move || sched.wait_exited(Duration::from_secs_f64(timeout.max(0.0))));
-        // Handles taken in their own statement (trap 2), then joined without the GIL.
+        // Handles taken in their own statement (docs/design.md, trap 2), then joined without the GIL.
         let handles: Vec<JoinHandle<()>> = {
             let mut t = self.threads.lock();
             t.iter_mut()
@@ -331,27 +342,29 @@ pub(crate) fn gc_retrack(obj: &Bound<'_, PyAny>) {
     }
 }
 
-/// The worker driver compiled and marshalled, once per process.
+/// The worker's modules (`interp::DRIVER_MODULES`) compiled and marshalled as one
+/// tuple of code objects, once per process.
 fn driver_code(py: Python<'_>) -> PyResult<Arc<[u8]>> {
     static CODE: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
     if let Some(c) = CODE.get() {
         return Ok(c.clone());
     }
-    let code = py.import("builtins")?.getattr("compile")?.call1((
-        crate::interp::DRIVER_SRC,
-        "interloop/_worker.py",
-        "exec",
-    ))?;
+    let compile = py.import("builtins")?.getattr("compile")?;
+    let mut codes = Vec::with_capacity(crate::interp::DRIVER_MODULES.len());
+    for m in &crate::interp::DRIVER_MODULES {
+        let file = m.file.to_str().expect("module file names are ASCII");
+        codes.push(compile.call1((m.source, file, "exec"))?);
+    }
     let bytes: Vec<u8> = py
         .import("marshal")?
         .getattr("dumps")?
-        .call1((code,))?
+        .call1((PyTuple::new(py, codes)?,))?
         .extract()?;
     Ok(CODE.get_or_init(|| bytes.into()).clone())
 }
 
 /// Adds the pool's classes to `interloop._interloop`.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::interp::init_module_def();
     m.add_class::<PoolCore>()?;
     Ok(())

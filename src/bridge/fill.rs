@@ -2,10 +2,10 @@
 //!
 //! A worker's `bytes` result must become a `bytes` of the caller's interpreter: one
 //! copy, into memory the caller has just allocated. On a VM most of that copy's time
-//! is page faults on the fresh memory (about 0.85 ms per MB here), and done by the
-//! caller's loop thread the copies of all results line up on that one thread. So the
-//! caller only allocates the object (which touches none of its pages) and a copier
-//! thread fills it from the worker's buffer (a region, see `crate::buffer`), then
+//! is page faults on the fresh memory, and done by the caller's loop thread the
+//! copies of all results line up on that one thread. So the caller only allocates
+//! the object (which touches none of its pages) and a copier thread fills it from
+//! the worker's buffer (a region, see `crate::buffer`), then
 //! posts a `FILLED` completion for the job; the caller resolves the future with the
 //! object then. The copies of several results run in parallel, and the worker's own
 //! buffer is released (and its memory reused) as soon as its copy is done.
@@ -14,7 +14,7 @@
 //! it half-written), and no copy outlives its pool: the pool's `Drop` waits for its
 //! copies to finish before the objects can be freed. CPython does the same thing
 //! itself when `os.read` fills a new `bytes` with the GIL released.
-use super::Completions;
+use super::completions::Completions;
 use crate::buffer::Region;
 use crate::sched::{kind, Completion, CompletionSink};
 use parking_lot::Mutex;
@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 /// Results being filled, per pool.
 #[derive(Default)]
-pub struct Fills {
+pub(crate) struct Fills {
     /// job -> the caller's new object, until its copy is done and taken.
     objects: Mutex<HashMap<u64, Py<PyAny>>>,
     /// Copies queued or running.
@@ -88,7 +88,7 @@ impl Fills {
     /// Takes the single region stashed under `sid` and starts filling a new `bytes`
     /// (or `bytearray` if `bytearray`) of the same length with it; a `FILLED`
     /// completion for `job` follows on `sink`.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         py: Python<'_>,
         sink: &Arc<Completions>,
@@ -157,13 +157,13 @@ impl Fills {
     }
 
     /// The filled object of `job` (after its `FILLED` completion), once.
-    pub fn take(&self, job: u64) -> Option<Py<PyAny>> {
+    pub(crate) fn take(&self, job: u64) -> Option<Py<PyAny>> {
         self.objects.lock().remove(&job)
     }
 
     /// Waits for this pool's copies to finish (before their objects may be freed).
     /// Copies never need a GIL, so this may be called holding one.
-    pub fn wait_idle(&self) {
+    pub(crate) fn wait_idle(&self) {
         let mut i = 0u32;
         while self.in_flight.load(Ordering::Acquire) != 0 {
             i = i.wrapping_add(1);

@@ -3,18 +3,11 @@
 //! `PyType_FromSpec`, raw FFI, so workers can make theirs); instances are created
 //! only by interloop and hold one `Arc<Region>`. Receivers see a read-only
 //! `memoryview` whose `.obj` is such an instance.
-use super::Region;
-use crate::interp::ffi_util::set_error;
+use super::region::{Region, RegionObject};
+use crate::capi::set_error;
 use pyo3::ffi;
 use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, OnceLock};
-
-#[repr(C)]
-struct RegionObject {
-    ob_base: ffi::PyObject,
-    /// From `Arc::into_raw`; never null for instances made by `new_view`.
-    region: *const Region,
-}
 
 struct SpecPtr(*mut ffi::PyType_Spec);
 // Safety: written once under the main GIL before any worker exists, then only read
@@ -29,7 +22,7 @@ const DOC: &std::ffi::CStr =
 pool arguments and results). Use it through memoryview(); it cannot be created directly.";
 
 /// Builds the type spec once (call with the main GIL held, before workers start).
-pub fn init_spec() {
+pub(crate) fn init_spec() {
     SPEC.get_or_init(|| {
         let slots = vec![
             ffi::PyType_Slot {
@@ -64,13 +57,16 @@ pub fn init_spec() {
 ///
 /// # Safety
 /// The current interpreter's GIL is held and `init_spec` has run.
-pub unsafe fn new_type() -> *mut ffi::PyObject {
-    match SPEC.get() {
-        Some(s) => ffi::PyType_FromSpec(s.0),
-        None => set_error(
-            ffi::PyExc_SystemError,
-            "interloop buffer type not initialised",
-        ),
+pub(crate) unsafe fn new_type() -> *mut ffi::PyObject {
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        match SPEC.get() {
+            Some(s) => ffi::PyType_FromSpec(s.0),
+            None => set_error(
+                ffi::PyExc_SystemError,
+                "interloop buffer type not initialised",
+            ),
+        }
     }
 }
 
@@ -78,92 +74,71 @@ pub unsafe fn new_type() -> *mut ffi::PyObject {
 ///
 /// # Safety
 /// The current interpreter's GIL is held; `tp` is its exporter type.
-pub unsafe fn memoryview(tp: *mut ffi::PyTypeObject, region: Arc<Region>) -> *mut ffi::PyObject {
-    let o = ffi::PyType_GenericAlloc(tp, 0);
-    if o.is_null() {
-        return o;
-    }
-    (*(o as *mut RegionObject)).region = Arc::into_raw(region);
-    let mv = ffi::PyMemoryView_FromObject(o);
-    ffi::Py_DecRef(o);
-    mv
-}
-
-/// The region behind `obj` if it is an exporter of type `tp`, or a memoryview (of
-/// a memoryview...) of one; a new `Arc`. Clears any error from the lookups.
-///
-/// # Safety
-/// The current interpreter's GIL is held; `obj` is a live object or null.
-pub unsafe fn base_region(
-    obj: *mut ffi::PyObject,
+pub(crate) unsafe fn memoryview(
     tp: *mut ffi::PyTypeObject,
-) -> Option<Arc<Region>> {
-    if obj.is_null() || tp.is_null() {
-        return None;
+    region: Arc<Region>,
+) -> *mut ffi::PyObject {
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        let o = ffi::PyType_GenericAlloc(tp, 0);
+        if o.is_null() {
+            return o;
+        }
+        (*(o as *mut RegionObject)).region = Arc::into_raw(region);
+        let mv = ffi::PyMemoryView_FromObject(o);
+        ffi::Py_DecRef(o);
+        mv
     }
-    ffi::Py_IncRef(obj);
-    let mut cur = obj;
-    for _ in 0..8 {
-        if ffi::Py_TYPE(cur) == tp {
-            let r = (*(cur as *mut RegionObject)).region;
-            let out = if r.is_null() {
-                None
-            } else {
-                // Safety: `r` came from `Arc::into_raw` and the object (alive:
-                // we hold a reference) keeps that count.
-                Arc::increment_strong_count(r);
-                Some(Arc::from_raw(r))
-            };
-            ffi::Py_DecRef(cur);
-            return out;
-        }
-        if ffi::PyMemoryView_Check(cur) == 0 {
-            break;
-        }
-        let next = ffi::PyObject_GetAttrString(cur, c"obj".as_ptr());
-        ffi::Py_DecRef(cur);
-        if next.is_null() {
-            ffi::PyErr_Clear();
-            return None;
-        }
-        cur = next;
-    }
-    ffi::Py_DecRef(cur);
-    None
 }
 
+/// # Safety
+/// `bf_getbuffer` of the exporter type: called by CPython with the GIL held, `o`
+/// an instance of this type and `view` writable.
 unsafe extern "C" fn getbuffer(
     o: *mut ffi::PyObject,
     view: *mut ffi::Py_buffer,
     flags: c_int,
 ) -> c_int {
-    // Safety: CPython calls this with the GIL held and `o` of our type.
-    let r = (*(o as *mut RegionObject)).region;
-    if r.is_null() {
-        set_error(ffi::PyExc_BufferError, "empty interloop.SharedBuffer");
-        return -1;
+    // Safety: CPython calls `bf_getbuffer` with the GIL held, `o` an instance of this type and `view` writable.
+    unsafe {
+        crate::capi::entry(c"SharedBuffer getbuffer", || {
+            // Safety: CPython calls this with the GIL held and `o` of our type.
+            let r = (*(o as *mut RegionObject)).region;
+            if r.is_null() {
+                set_error(ffi::PyExc_BufferError, "empty interloop.SharedBuffer");
+                return -1;
+            }
+            let r = &*r;
+            // Read-only: a request for a writable buffer fails with BufferError.
+            ffi::PyBuffer_FillInfo(
+                view,
+                o,
+                r.as_ptr() as *mut c_void,
+                r.len() as ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        })
     }
-    let r = &*r;
-    // Read-only: a request for a writable buffer fails with BufferError.
-    ffi::PyBuffer_FillInfo(
-        view,
-        o,
-        r.as_ptr() as *mut c_void,
-        r.len() as ffi::Py_ssize_t,
-        1,
-        flags,
-    )
 }
 
+/// # Safety
+/// `tp_dealloc` of the exporter type: called by CPython with the GIL held, once, on
+/// an instance of this type.
 unsafe extern "C" fn dealloc(o: *mut ffi::PyObject) {
-    // Safety: called once by CPython when the last reference goes, GIL held. The
-    // type is a heap type: each instance holds a reference to it.
-    let tp = ffi::Py_TYPE(o);
-    let r = std::mem::replace(&mut (*(o as *mut RegionObject)).region, std::ptr::null());
-    if !r.is_null() {
-        // Dropping may release a foreign `Py_buffer` (GIL-aware, see `Region`).
-        drop(Arc::from_raw(r));
+    // Safety: CPython calls `tp_dealloc` with the GIL held, once, on an instance of this type.
+    unsafe {
+        crate::capi::entry(c"SharedBuffer dealloc", || {
+            // Safety: called once by CPython when the last reference goes, GIL held. The
+            // type is a heap type: each instance holds a reference to it.
+            let tp = ffi::Py_TYPE(o);
+            let r = std::mem::replace(&mut (*(o as *mut RegionObject)).region, std::ptr::null());
+            if !r.is_null() {
+                // Dropping may release a foreign `Py_buffer` (GIL-aware, see `Region`).
+                drop(Arc::from_raw(r));
+            }
+            ffi::PyObject_Free(o as *mut c_void);
+            ffi::Py_DecRef(tp as *mut ffi::PyObject);
+        })
     }
-    ffi::PyObject_Free(o as *mut c_void);
-    ffi::Py_DecRef(tp as *mut ffi::PyObject);
 }

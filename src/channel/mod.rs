@@ -1,4 +1,4 @@
-//! Cross-interpreter channels (issue 5): `interloop.Channel`.
+//! Cross-interpreter channels: `interloop.Channel`.
 //!
 //! A channel's state lives in Rust ([`state::Channel`], one `Arc` shared by every
 //! interpreter): a FIFO of pickled messages (`Vec<u8>`, Rust-owned), a closed flag
@@ -18,15 +18,15 @@
 //! channels (weakly; pinned while a pickled copy is in flight, see [`state::pin`]).
 mod ffi;
 mod native_loop;
-pub mod state;
+pub(crate) mod state;
 
-pub use ffi::channel_module;
+pub(crate) use ffi::channel_module;
 
 use pyo3::prelude::*;
 
 /// Adds `_chan` (the channel functions) to `interloop._interloop`, and prepares the
 /// definition workers use. Called from the `#[pymodule]` with the main GIL held.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ffi::init_def();
     let py = m.py();
     // Safety: the main GIL is held and `init_def` ran just above.

@@ -40,16 +40,15 @@ fn notifier_of(cap: &Bound<'_, PyAny>) -> PyResult<Arc<Notifier>> {
 /// `_chan_attach_loop(loop, notifier, callback) -> bool`: if `loop` is interloop's
 /// loop, it drains `notifier` each iteration and calls `callback(tokens)`.
 #[pyfunction]
-pub fn _chan_attach_loop(
+pub(crate) fn _chan_attach_loop(
     loop_: &Bound<'_, PyAny>,
     notifier: &Bound<'_, PyAny>,
     callback: Py<PyAny>,
 ) -> PyResult<bool> {
-    let Ok(core) = loop_.cast::<LoopCore>() else {
+    if !loop_.is_instance_of::<LoopCore>() {
         return Ok(false);
-    };
+    }
     let n = notifier_of(notifier)?;
     let key = Arc::as_ptr(&n) as usize;
-    core.get().attach_source(loop_.py(), key, n, callback)?;
-    Ok(true)
+    LoopCore::attach_to(loop_, key, n, callback)
 }

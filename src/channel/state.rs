@@ -1,7 +1,7 @@
 //! A channel's shared state, the process-wide registry of channels, and the
 //! notifiers that wake waiting loops. No Python object is touched here,
 //! so every lock below is held only for a few queue operations and never while a
-//! GIL is being waited for (trap 2).
+//! GIL is being waited for (docs/design.md, trap 2).
 use crate::buffer::Region;
 use crate::event_loop::sources::SourceWake;
 use parking_lot::Mutex;
@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 /// Which side of a channel a waiter waits on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Side {
+pub(crate) enum Side {
     /// Waits for an item (or for the channel to close).
     Recv,
     /// Waits for room (or for the channel to close).
@@ -20,7 +20,7 @@ pub enum Side {
 
 /// Outcome of a non-blocking send.
 #[derive(PartialEq, Eq, Debug)]
-pub enum SendResult {
+pub(crate) enum SendResult {
     Sent,
     Full,
     Closed,
@@ -28,9 +28,9 @@ pub enum SendResult {
 
 /// One queued message: its bytes (a tag byte, then a pickle or raw data) and the
 /// buffers it carries by reference (see `crate::buffer`).
-pub struct Message {
-    pub data: Vec<u8>,
-    pub bufs: Vec<Arc<Region>>,
+pub(crate) struct Message {
+    pub(crate) data: Vec<u8>,
+    pub(crate) bufs: Vec<Arc<Region>>,
 }
 
 impl From<Vec<u8>> for Message {
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Message {
 
 /// Outcome of a non-blocking receive.
 #[derive(PartialEq, Debug)]
-pub enum RecvResult {
+pub(crate) enum RecvResult {
     Item(Message),
     Empty,
     Closed,
@@ -74,7 +74,7 @@ pub enum RecvResult {
 /// costs one wake. The loop is woken through its eventfd (watched with
 /// `add_reader`), or, when interloop's own loop drains this notifier natively
 /// (`native_loop.rs`), through that loop's waker.
-pub struct Notifier {
+pub(crate) struct Notifier {
     pub(super) wake: SourceWake,
     tokens: Mutex<Vec<u64>>,
     /// Its loop is gone: waiters of this notifier are skipped when waking.
@@ -82,7 +82,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         Ok(Notifier {
             wake: SourceWake::new()?,
             tokens: Mutex::new(Vec::new()),
@@ -92,7 +92,7 @@ impl Notifier {
 
     /// The loop that watched this notifier is gone: a wake-up sent to one of its
     /// waiters would be lost, so channels skip them from now on.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
 
@@ -100,11 +100,11 @@ impl Notifier {
         self.closed.load(Ordering::Acquire)
     }
 
-    pub fn fd(&self) -> i32 {
+    pub(crate) fn fd(&self) -> i32 {
         self.wake.fd()
     }
 
-    pub fn notify(&self, token: u64) {
+    pub(crate) fn notify(&self, token: u64) {
         let first = {
             let mut t = self.tokens.lock();
             t.push(token);
@@ -115,13 +115,13 @@ impl Notifier {
         }
     }
 
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         !self.tokens.lock().is_empty()
     }
 
     /// Takes every queued token. The fd is cleared *before* the tokens are taken,
     /// so a token queued meanwhile either is taken now or set the fd again.
-    pub fn drain(&self) -> Vec<u64> {
+    pub(crate) fn drain(&self) -> Vec<u64> {
         self.wake.clear();
         std::mem::take(&mut *self.tokens.lock())
     }
@@ -169,9 +169,9 @@ struct Inner {
 /// 4. A waiter that gives up (cancelled) calls `unwait`; if it was already woken
 ///    (`unwait` returns false) it passes the wake-up on with `wake_one`, so no
 ///    item or free slot is left with nobody woken for it.
-pub struct Channel {
-    pub id: u64,
-    pub maxsize: usize,
+pub(crate) struct Channel {
+    pub(crate) id: u64,
+    pub(crate) maxsize: usize,
     inner: Mutex<Inner>,
 }
 
@@ -180,7 +180,7 @@ impl Channel {
         self.maxsize == 0 || g.queue.len() < self.maxsize
     }
 
-    pub fn try_send(&self, data: Message) -> SendResult {
+    pub(crate) fn try_send(&self, data: Message) -> SendResult {
         let w = {
             let mut g = self.inner.lock();
             if g.closed {
@@ -198,7 +198,7 @@ impl Channel {
         SendResult::Sent
     }
 
-    pub fn try_recv(&self) -> RecvResult {
+    pub(crate) fn try_recv(&self) -> RecvResult {
         let (item, w) = {
             let mut g = self.inner.lock();
             match g.queue.pop_front() {
@@ -222,7 +222,7 @@ impl Channel {
 
     /// Step 2 of the protocol: `true` if the waiter was queued, `false` if it can
     /// proceed now.
-    pub fn wait(&self, side: Side, notifier: &Arc<Notifier>, token: u64) -> bool {
+    pub(crate) fn wait(&self, side: Side, notifier: &Arc<Notifier>, token: u64) -> bool {
         let mut g = self.inner.lock();
         let ready = match side {
             Side::Recv => g.closed || !g.queue.is_empty(),
@@ -243,7 +243,7 @@ impl Channel {
     }
 
     /// Removes a queued waiter; `false` if it is not queued (it was woken).
-    pub fn unwait(&self, side: Side, notifier: &Arc<Notifier>, token: u64) -> bool {
+    pub(crate) fn unwait(&self, side: Side, notifier: &Arc<Notifier>, token: u64) -> bool {
         let removed = {
             let mut g = self.inner.lock();
             let q = match side {
@@ -258,7 +258,7 @@ impl Channel {
     }
 
     /// Wakes one waiter of `side` (step 4: passing a wake-up on).
-    pub fn wake_one(&self, side: Side) {
+    pub(crate) fn wake_one(&self, side: Side) {
         let w = {
             let mut g = self.inner.lock();
             match side {
@@ -273,7 +273,7 @@ impl Channel {
 
     /// Closes the channel; returns whether it was open. What is queued stays
     /// receivable; every waiter is woken (receivers drain, then see `Closed`).
-    pub fn close(&self) -> bool {
+    pub(crate) fn close(&self) -> bool {
         let (was_open, waiters) = {
             let mut g = self.inner.lock();
             let was_open = !g.closed;
@@ -293,7 +293,7 @@ impl Channel {
     /// proceed (an item is queued or the channel is closed); returns whether it can.
     /// For a receiver about to sleep right after activity: a reply that comes within
     /// microseconds then costs no wake-up of its thread.
-    pub fn spin_until_receivable(&self, budget: std::time::Duration) -> bool {
+    pub(crate) fn spin_until_receivable(&self, budget: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + budget;
         let mut i = 0u32;
         loop {
@@ -312,7 +312,7 @@ impl Channel {
         }
     }
 
-    pub fn info(&self) -> (usize, bool, usize, usize) {
+    pub(crate) fn info(&self) -> (usize, bool, usize, usize) {
         let g = self.inner.lock();
         (
             g.queue.len(),
@@ -346,7 +346,7 @@ fn registry() -> &'static Mutex<HashMap<u64, Entry>> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-pub fn create(maxsize: usize) -> Arc<Channel> {
+pub(crate) fn create(maxsize: usize) -> Arc<Channel> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let ch = Arc::new(Channel {
         id,
@@ -372,7 +372,7 @@ pub fn create(maxsize: usize) -> Arc<Channel> {
 /// A pickled copy of `ch` is in flight: keep the channel alive until it is
 /// unpickled (`open(id, true)`), even if every handle is dropped meanwhile. A copy
 /// that is never unpickled keeps its channel alive until the process ends.
-pub fn pin(ch: &Arc<Channel>) {
+pub(crate) fn pin(ch: &Arc<Channel>) {
     let mut r = registry().lock();
     if let Some(e) = r.get_mut(&ch.id) {
         e.pins += 1;
@@ -381,7 +381,7 @@ pub fn pin(ch: &Arc<Channel>) {
 }
 
 /// The channel with this id, if it still exists; `unpin` consumes one pin.
-pub fn open(id: u64, unpin: bool) -> Option<Arc<Channel>> {
+pub(crate) fn open(id: u64, unpin: bool) -> Option<Arc<Channel>> {
     let (ch, released) = {
         let mut r = registry().lock();
         let e = r.get_mut(&id)?;

@@ -12,8 +12,9 @@
 //! and a handle drops its callback and arguments once it has run or is cancelled, so a
 //! handle that user code keeps afterwards holds no reference that could close a cycle
 //! (its context and loop stay, for `get_context()` and `_loop`).
-use super::cell::GilCell;
 use super::objref::ObjRef;
+use super::reader::{DirectRead, NativeReader};
+use crate::capi::cell::GilCell;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -21,7 +22,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The Python helpers (`interloop._loop`): repr formatting, stack capture. Looked up
 /// once; only ever touched on slow paths (repr, debug mode).
@@ -83,8 +84,8 @@ pub(crate) struct Reused {
 /// Marks a handle that is a timer: its deadline and the loop's count of cancelled
 /// timers still in the heap (the loop compacts the heap when that count grows).
 pub(crate) struct TimerInfo {
-    pub when: f64,
-    pub heap_cancelled: Arc<AtomicUsize>,
+    pub(crate) when: f64,
+    pub(crate) heap_cancelled: Arc<AtomicUsize>,
 }
 
 #[pyclass(
@@ -94,7 +95,7 @@ pub(crate) struct TimerInfo {
     module = "interloop._interloop",
     name = "Handle"
 )]
-pub struct Handle {
+pub(crate) struct Handle {
     inner: GilCell<Inner>,
     cancelled: AtomicBool,
     /// Made in debug mode: `cancel()` saves the repr before dropping the callback (as
@@ -106,12 +107,14 @@ pub struct Handle {
     /// A reader or writer: runs again at every readiness, never emptied after a run.
     io: AtomicBool,
     /// A reader that reads until the socket is drained, or asks for a re-arm itself
-    /// (`transport::SocketReader`): the reactor need not re-arm it after each event.
+    /// (`NativeReader::drains_itself`): the reactor need not re-arm it after each event.
     drains: AtomicBool,
+    /// A reader's direct call (`NativeReader::direct`), set once by `mark_io`.
+    direct: OnceLock<DirectRead>,
 }
 
 #[pyclass(frozen, extends = Handle, module = "interloop._interloop", name = "TimerHandle")]
-pub struct TimerHandle;
+pub(crate) struct TimerHandle;
 
 /// Why running a handle's callback failed.
 pub(crate) enum RunError {
@@ -143,6 +146,7 @@ impl Handle {
             scheduled: AtomicBool::new(false),
             io: AtomicBool::new(false),
             drains: AtomicBool::new(false),
+            direct: OnceLock::new(),
         };
         let h = if is_timer {
             let init = PyClassInitializer::from(handle).add_subclass(TimerHandle);
@@ -310,17 +314,28 @@ impl Handle {
         self.io.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn mark_io(&self) {
-        self.io.store(true, Ordering::Relaxed)
+    /// Marks a reader or writer handle, with what the loop knows of its callback.
+    pub(crate) fn mark_io(&self, native: NativeReader) {
+        self.io.store(true, Ordering::Relaxed);
+        self.drains.store(native.drains_itself, Ordering::Relaxed);
+        if let Some(run) = native.direct {
+            let _ = self.direct.set(run);
+        }
+    }
+
+    /// The direct call of an I/O handle's native reader, if it has one.
+    #[inline(always)]
+    fn direct_read(&self) -> Option<DirectRead> {
+        if self.is_io() {
+            self.direct.get().copied()
+        } else {
+            None
+        }
     }
 
     #[inline]
     pub(crate) fn drains(&self) -> bool {
         self.drains.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn mark_drains(&self) {
-        self.drains.store(true, Ordering::Relaxed)
     }
 
     #[inline]
@@ -347,23 +362,16 @@ impl Handle {
         // the call); the GIL is held (token).
         unsafe {
             call_in_context(py, ctx, || {
-                // A socket transport's native reader (always an I/O handle's
-                // callback): called directly, the same work as its `__call__`
-                // without `tp_call` and PyO3's wrapper.
-                if self.is_io() {
-                    if let Ok(reader) = func
-                        .as_py()
-                        .bind(py)
-                        .cast_exact::<crate::transport::SocketReader>()
-                    {
-                        return match reader.get().run(py) {
-                            Ok(()) => ffi::Py_None(), // immortal: no reference to give
-                            Err(e) => {
-                                e.restore(py);
-                                std::ptr::null_mut()
-                            }
-                        };
-                    }
+                // A native reader with a direct call (see `reader`): the same work
+                // as calling it, without `tp_call` and PyO3's wrapper.
+                if let Some(run) = self.direct_read() {
+                    return match run(py, func.as_py().bind(py)) {
+                        Ok(()) => ffi::Py_None(), // immortal: no reference to give
+                        Err(e) => {
+                            e.restore(py);
+                            std::ptr::null_mut()
+                        }
+                    };
                 }
                 if ffi::PyTuple_GET_SIZE(args.as_ptr()) == 0 {
                     call_no_args(func.as_ptr(), args.as_ptr())
@@ -421,27 +429,30 @@ pub(crate) unsafe fn call_in_context(
     ctx: *mut ffi::PyObject,
     call: impl FnOnce() -> *mut ffi::PyObject,
 ) -> Result<(), RunError> {
-    if ffi::PyContext_Enter(ctx) < 0 {
-        return Err(classify(py, PyErr::fetch(py)));
-    }
-    // Each outcome is handled on its own path: a combined match over the call's and
-    // the exit's results made every call copy both (large) results around.
-    let res = call();
-    if !res.is_null() {
-        let exited = ffi::PyContext_Exit(ctx) >= 0;
-        ffi::Py_DECREF(res);
-        if exited {
-            Ok(())
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        if ffi::PyContext_Enter(ctx) < 0 {
+            return Err(classify(py, PyErr::fetch(py)));
+        }
+        // Each outcome is handled on its own path: a combined match over the call's and
+        // the exit's results made every call copy both (large) results around.
+        let res = call();
+        if !res.is_null() {
+            let exited = ffi::PyContext_Exit(ctx) >= 0;
+            ffi::Py_DECREF(res);
+            if exited {
+                Ok(())
+            } else {
+                Err(classify(py, PyErr::fetch(py)))
+            }
         } else {
-            Err(classify(py, PyErr::fetch(py)))
+            let e = PyErr::fetch(py);
+            // The call's exception wins; one from leaving the context is dropped.
+            if ffi::PyContext_Exit(ctx) < 0 {
+                drop(PyErr::fetch(py));
+            }
+            Err(classify(py, e))
         }
-    } else {
-        let e = PyErr::fetch(py);
-        // The call's exception wins; one from leaving the context is dropped.
-        if ffi::PyContext_Exit(ctx) < 0 {
-            drop(PyErr::fetch(py));
-        }
-        Err(classify(py, e))
     }
 }
 
@@ -457,10 +468,13 @@ pub(crate) unsafe fn call_no_args(
     f: *mut ffi::PyObject,
     empty_tuple: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    if ffi::PyType_HasFeature(ffi::Py_TYPE(f), ffi::Py_TPFLAGS_HAVE_VECTORCALL) == 0 {
-        ffi::PyObject_Call(f, empty_tuple, std::ptr::null_mut())
-    } else {
-        ffi::PyObject_CallNoArgs(f)
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        if ffi::PyType_HasFeature(ffi::Py_TYPE(f), ffi::Py_TPFLAGS_HAVE_VECTORCALL) == 0 {
+            ffi::PyObject_Call(f, empty_tuple, std::ptr::null_mut())
+        } else {
+            ffi::PyObject_CallNoArgs(f)
+        }
     }
 }
 

@@ -1,22 +1,26 @@
 //! The main loop core: ready queue, timer heap, mio reactor, thread-safe waker.
 //! (Named `event_loop` because `loop` is a Rust keyword.)
-pub mod cell;
+mod call_soon;
 mod core;
-pub(crate) mod fast;
 mod handle;
 mod objref;
-pub mod sources;
+mod python;
+mod reactor;
+pub(crate) mod reader;
+mod ready;
+mod run;
+pub(crate) mod sources;
+mod timer_heap;
 mod timers;
 
-pub use self::core::LoopCore;
-pub use cell::GilCell;
-pub use handle::{Handle, TimerHandle};
+pub(crate) use self::core::LoopCore;
+pub(crate) use handle::{Handle, TimerHandle};
 
 use pyo3::prelude::*;
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LoopCore>()?;
-    fast::install(m.py())?;
+    call_soon::install(m.py())?;
     m.add_class::<Handle>()?;
     m.add_class::<TimerHandle>()?;
     Ok(())

@@ -21,30 +21,30 @@ unsafe impl Sync for ObjRef {}
 
 impl ObjRef {
     #[inline]
-    pub fn new(obj: Bound<'_, PyAny>) -> Self {
+    pub(crate) fn new(obj: Bound<'_, PyAny>) -> Self {
         ObjRef(ManuallyDrop::new(obj.unbind()))
     }
 
     #[inline]
-    pub fn as_ptr(&self) -> *mut ffi::PyObject {
+    pub(crate) fn as_ptr(&self) -> *mut ffi::PyObject {
         self.0.as_ptr()
     }
 
     /// The reference as a `Py`, for APIs such as `PyVisit::call` that want one.
     #[inline]
-    pub fn as_py(&self) -> &Py<PyAny> {
+    pub(crate) fn as_py(&self) -> &Py<PyAny> {
         &self.0
     }
 
     #[inline]
-    pub fn clone_ref(&self, py: Python<'_>) -> Self {
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
         // `Py::clone_ref` only increments the count (no thread-local check).
         ObjRef(ManuallyDrop::new(self.0.clone_ref(py)))
     }
 
     /// A new strong reference as a PyO3 `Py`, for returning to Python.
     #[inline]
-    pub fn to_py(&self, py: Python<'_>) -> Py<PyAny> {
+    pub(crate) fn to_py(&self, py: Python<'_>) -> Py<PyAny> {
         // Safety: live object, GIL held; from_borrowed_ptr increments the count.
         unsafe { Bound::from_borrowed_ptr(py, self.0.as_ptr()) }.unbind()
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Wakes a loop blocked in its poll, from any thread, coalescing bursts.
-pub struct LoopWaker {
+pub(crate) struct LoopWaker {
     waker: mio::Waker,
     pending: AtomicBool,
 }
@@ -29,7 +29,7 @@ impl LoopWaker {
         }
     }
 
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             // A failed wake (eventfd counter full) means a wake-up is already pending.
             let _ = self.waker.wake();
@@ -46,7 +46,7 @@ impl LoopWaker {
 /// that consumes it: through an eventfd that loop watches with `add_reader`, or,
 /// once interloop's own loop drains the producer natively, through that loop's
 /// [`LoopWaker`] (no eventfd write, no reader callback).
-pub struct SourceWake {
+pub(crate) struct SourceWake {
     fd: crate::sched::WakeFd,
     loop_waker: parking_lot::Mutex<Option<Arc<LoopWaker>>>,
     /// Whether the eventfd may be set (so `clear` reads it only when it has to).
@@ -54,7 +54,7 @@ pub struct SourceWake {
 }
 
 impl SourceWake {
-    pub fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         Ok(SourceWake {
             fd: crate::sched::WakeFd::new()?,
             loop_waker: parking_lot::Mutex::new(None),
@@ -63,17 +63,17 @@ impl SourceWake {
     }
 
     /// The fd that becomes readable on a wake-up (when no loop drains natively).
-    pub fn fd(&self) -> i32 {
+    pub(crate) fn fd(&self) -> i32 {
         self.fd.raw()
     }
 
     /// Blocks until a wake-up (the caller must not hold a GIL).
-    pub fn wait(&self, timeout_ms: i32) -> bool {
+    pub(crate) fn wait(&self, timeout_ms: i32) -> bool {
         self.fd.wait(timeout_ms)
     }
 
     /// Wakes the consumer. Call with no lock held.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         // Taken in its own statement: no lock is held while waking.
         let waker = self.loop_waker.lock().clone();
         match waker {
@@ -87,7 +87,7 @@ impl SourceWake {
 
     /// Before the consumer takes what is queued: resets the eventfd if it was
     /// written, so an item queued meanwhile either is taken now or sets it again.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if self.fd_notified.swap(false, Ordering::AcqRel) {
             self.fd.clear();
         }
@@ -95,7 +95,7 @@ impl SourceWake {
 
     /// [`CompletionSource::set_waker`]: returns true when the producer is back on the
     /// eventfd (the caller then wakes again if something is already queued).
-    pub fn set_waker(&self, waker: Option<Arc<LoopWaker>>) -> bool {
+    pub(crate) fn set_waker(&self, waker: Option<Arc<LoopWaker>>) -> bool {
         let mut w = self.loop_waker.lock();
         *w = waker;
         w.is_none()
@@ -103,7 +103,7 @@ impl SourceWake {
 }
 
 /// A native producer of completions the loop drains itself.
-pub trait CompletionSource: Send + Sync {
+pub(crate) trait CompletionSource: Send + Sync {
     /// Install (or with `None` remove) the waker to call when the source becomes
     /// non-empty.
     fn set_waker(&self, waker: Option<Arc<LoopWaker>>);
@@ -114,7 +114,7 @@ pub trait CompletionSource: Send + Sync {
 }
 
 pub(crate) struct Attached {
-    pub key: usize,
-    pub source: Arc<dyn CompletionSource>,
-    pub callback: Py<PyAny>,
+    pub(crate) key: usize,
+    pub(crate) source: Arc<dyn CompletionSource>,
+    pub(crate) callback: Py<PyAny>,
 }

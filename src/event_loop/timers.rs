@@ -1,189 +1,141 @@
-//! The timer heap: a min-heap ordered by deadline, then by insertion order so timers
-//! with the same deadline fire in the order they were scheduled (asyncio does the same
-//! through `heapq` on `TimerHandle`s and a stable tie-break).
-//!
-//! Cancelled timers stay in the heap (removing from the middle of a heap is O(n)); they
-//! are skipped when they reach the top, and the heap is rebuilt without them once they
-//! are more than half of it (asyncio's policy, which bounds memory held by cancelled
-//! timers such as long timeouts that were cancelled).
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use super::core::{let_go, LoopCore, Ready};
+use super::handle::{Handle, TimerInfo};
+use super::timer_heap::MIN_CANCELLED_FOR_COMPACTION;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use std::sync::atomic::Ordering;
 
-/// Rebuild only above this many cancelled entries, so a small heap never churns.
-pub const MIN_CANCELLED_FOR_COMPACTION: usize = 100;
-
-struct Entry<T> {
-    when: f64,
-    seq: u64,
-    item: T,
+pub(crate) fn monotonic() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on
+    // Linux. It is the clock `time.monotonic()` reads, so `loop.time()` agrees with it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl<T> Eq for Entry<T> {}
-impl<T> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Entry<T> {
-    // Reversed so that std's max-heap yields the earliest deadline first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .when
-            .total_cmp(&self.when)
-            .then_with(|| other.seq.cmp(&self.seq))
+pub(super) fn clock_resolution() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: as above.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        1e-9
     }
 }
 
-pub struct TimerHeap<T> {
-    heap: BinaryHeap<Entry<T>>,
-    next_seq: u64,
-}
+impl LoopCore {
+    /// `call_later` and `call_at`: asyncio's checks, then a timer for `when`.
+    pub(super) fn schedule_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: f64,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        method: &str,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let this = slf.get();
+        this.check_schedule(slf, &callback, method, true)?;
+        this.schedule_timer(slf, when, callback, args, context)
+    }
 
-impl<T> Default for TimerHeap<T> {
-    fn default() -> Self {
-        TimerHeap {
-            heap: BinaryHeap::new(),
-            next_seq: 0,
+    pub(super) fn schedule_timer<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        when: f64,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let py = slf.py();
+        let info = TimerInfo {
+            when,
+            heap_cancelled: self.timer_cancelled.clone(),
+        };
+        let h = Handle::create(
+            py,
+            callback,
+            args,
+            context,
+            slf.as_any(),
+            self.is_debug(),
+            Some(info),
+        )?;
+        h.get().scheduled.store(true, Ordering::Release);
+        let item = h.clone().unbind();
+        self.state.with(py, |s| s.timers.push(when, item));
+        Ok(h)
+    }
+
+    /// Lets go of cancelled timers taken out of the heap. Most iterations have none:
+    /// an empty list owns no memory and is forgotten, skipping its drop glue.
+    #[inline]
+    pub(super) fn release_timers(&self, py: Python<'_>, garbage: Vec<Py<Handle>>) {
+        if garbage.capacity() == 0 {
+            std::mem::forget(garbage);
+            return;
+        }
+        for h in &garbage {
+            h.get().scheduled.store(false, Ordering::Release);
+        }
+        let n = garbage
+            .len()
+            .min(self.timer_cancelled.load(Ordering::Relaxed));
+        self.timer_cancelled.fetch_sub(n, Ordering::Relaxed);
+        for h in garbage {
+            let_go(py, h);
         }
     }
-}
 
-impl<T> TimerHeap<T> {
-    pub fn push(&mut self, when: f64, item: T) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.heap.push(Entry { when, seq, item });
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
-    /// Deadline of the earliest timer.
-    pub fn peek_when(&self) -> Option<f64> {
-        self.heap.peek().map(|e| e.when)
-    }
-
-    pub fn peek(&self) -> Option<&T> {
-        self.heap.peek().map(|e| &e.item)
-    }
-
-    /// Removes the earliest timer if its deadline is at or before `deadline`.
-    pub fn pop_due(&mut self, deadline: f64) -> Option<T> {
-        if self.heap.peek()?.when <= deadline {
-            self.heap.pop().map(|e| e.item)
-        } else {
-            None
-        }
-    }
-
-    pub fn pop(&mut self) -> Option<T> {
-        self.heap.pop().map(|e| e.item)
-    }
-
-    /// Keeps only the items for which `keep` is true, moving the others into `removed`
-    /// (the caller decides when to drop them). Order among kept timers is preserved.
-    pub fn retain_into(&mut self, mut keep: impl FnMut(&T) -> bool, removed: &mut Vec<T>) {
-        let old = std::mem::take(&mut self.heap).into_vec();
-        let mut kept = Vec::with_capacity(old.len());
-        for e in old {
-            if keep(&e.item) {
-                kept.push(e);
+    /// Step 1: drops cancelled timers from the top of the heap (compacts the whole
+    /// heap when they are many). Returns whether callbacks are ready and the
+    /// earliest deadline left.
+    #[inline(always)]
+    pub(super) fn drop_cancelled_timers(&self, py: Python<'_>) -> (bool, Option<f64>) {
+        let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
+        let (has_ready, next_when, garbage) = self.state.with(py, |s| {
+            let mut garbage = Vec::new();
+            if cancelled > MIN_CANCELLED_FOR_COMPACTION && cancelled * 2 > s.timers.len() {
+                s.timers
+                    .retain_into(|h| !h.get().is_cancelled(), &mut garbage);
             } else {
-                removed.push(e.item);
+                while s.timers.peek().is_some_and(|h| h.get().is_cancelled()) {
+                    garbage.extend(s.timers.pop());
+                }
             }
-        }
-        self.heap = BinaryHeap::from(kept);
+            (!s.ready.is_empty(), s.timers.peek_when(), garbage)
+        });
+        self.release_timers(py, garbage);
+        (has_ready, next_when)
     }
 
-    pub fn drain_into(&mut self, out: &mut Vec<T>) {
-        out.extend(
-            std::mem::take(&mut self.heap)
-                .into_vec()
-                .into_iter()
-                .map(|e| e.item),
-        );
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.heap.iter().map(|e| &e.item)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn earliest_first() {
-        let mut h = TimerHeap::default();
-        h.push(3.0, "c");
-        h.push(1.0, "a");
-        h.push(2.0, "b");
-        assert_eq!(h.peek_when(), Some(1.0));
-        assert_eq!(h.pop(), Some("a"));
-        assert_eq!(h.pop(), Some("b"));
-        assert_eq!(h.pop(), Some("c"));
-        assert_eq!(h.pop(), None);
-    }
-
-    #[test]
-    fn equal_deadlines_keep_insertion_order() {
-        let mut h = TimerHeap::default();
-        for i in 0..1000 {
-            h.push(5.0, i);
-        }
-        for i in 0..1000 {
-            assert_eq!(h.pop(), Some(i));
-        }
-    }
-
-    #[test]
-    fn pop_due_respects_deadline() {
-        let mut h = TimerHeap::default();
-        h.push(1.0, 1);
-        h.push(2.0, 2);
-        h.push(3.0, 3);
-        assert_eq!(h.pop_due(2.0), Some(1));
-        assert_eq!(h.pop_due(2.0), Some(2));
-        assert_eq!(h.pop_due(2.0), None);
-        assert_eq!(h.len(), 1);
-    }
-
-    #[test]
-    fn retain_moves_removed_out_and_keeps_order() {
-        let mut h = TimerHeap::default();
-        for i in 0..10 {
-            h.push(i as f64, i);
-        }
-        let mut removed = Vec::new();
-        h.retain_into(|x| x % 2 == 0, &mut removed);
-        removed.sort();
-        assert_eq!(removed, vec![1, 3, 5, 7, 9]);
-        let mut order = Vec::new();
-        while let Some(x) = h.pop() {
-            order.push(x);
-        }
-        assert_eq!(order, vec![0, 2, 4, 6, 8]);
-    }
-
-    #[test]
-    fn nan_and_infinite_deadlines_do_not_break_ordering() {
-        let mut h = TimerHeap::default();
-        h.push(f64::INFINITY, "inf");
-        h.push(0.5, "half");
-        h.push(f64::NEG_INFINITY, "neg");
-        assert_eq!(h.pop(), Some("neg"));
-        assert_eq!(h.pop(), Some("half"));
-        assert_eq!(h.pop(), Some("inf"));
+    /// Step 4c: queues the timers that are due (no clock read when there are none).
+    /// Returns how many callbacks are ready now: what this iteration runs.
+    #[inline(always)]
+    pub(super) fn queue_due_timers(&self, py: Python<'_>) -> usize {
+        let (garbage, ntodo) = self.state.with(py, |s| {
+            let mut garbage = Vec::new();
+            if s.timers.is_empty() {
+                return (garbage, s.ready.len());
+            }
+            let end = monotonic() + self.clock_resolution;
+            while let Some(h) = s.timers.pop_due(end) {
+                if h.get().is_cancelled() {
+                    garbage.push(h);
+                } else {
+                    h.get().scheduled.store(false, Ordering::Release);
+                    s.ready.push_back(Ready::Native(h));
+                }
+            }
+            (garbage, s.ready.len())
+        });
+        self.release_timers(py, garbage);
+        ntodo
     }
 }

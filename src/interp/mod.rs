@@ -1,14 +1,15 @@
 //! Raw-FFI layer for own-GIL sub-interpreters: each worker thread creates one
 //! interpreter, installs the worker-side native module in it and runs the Python
-//! driver (`python/interloop/_worker.py`) until shutdown.
+//! driver (`python/interloop/_worker.py`, after `_wire.py`) until shutdown.
 //!
 //! Nothing here may use PyO3's safe API: PyO3's statics (type objects, reference
 //! pool, `GILOnceCell`s) are process-wide and belong to the main interpreter. Only
 //! bytes and Rust-owned data cross between interpreters.
 
-pub(crate) mod ffi_util;
+mod ctx;
 mod module;
 mod worker;
 
-pub use module::init_module_def;
-pub use worker::{interrupt, worker_main, WorkerConfig, DRIVER_SRC};
+pub(crate) use ctx::interrupt;
+pub(crate) use module::init_module_def;
+pub(crate) use worker::{worker_main, WorkerConfig, DRIVER_MODULES};

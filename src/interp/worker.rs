@@ -5,140 +5,73 @@
 //!    GIL briefly (the caller's loop releases it while it waits in epoll).
 //! 2. `Py_NewInterpreterFromConfig` with an own GIL. On success this thread holds
 //!    the new interpreter's GIL and the main GIL is released. On failure (3.12 does
-//!    not re-take the main GIL, trap 3) report `WORKER_FAILED` and end.
+//!    not re-take the main GIL: docs/design.md, trap 3) report `WORKER_FAILED` and end.
 //! 3. Publish the `PyInterpreterState*` (for interrupts), create the worker module
-//!    (`module::create`), execute the embedded driver source as `interloop._worker`
-//!    and call `main(native_module, config)`. It returns at shutdown.
+//!    (`module::create`), execute the embedded `DRIVER_MODULES` (`interloop._wire`,
+//!    then `interloop._worker`) and call `main(native_module, config)`. It returns at shutdown.
 //! 4. Unpublish the interpreter (no more pending calls are added), drop the
 //!    interrupt handler, post `WORKER_EXITED`, `Py_EndInterpreter`.
 //! 5. `PyEval_RestoreThread(main_ts)`, `PyThreadState_Clear`,
 //!    `PyThreadState_DeleteCurrent`, then `mark_exited` (the caller joins).
-use super::ffi_util::_PyEval_AddPendingCall;
+use super::ctx::WorkerCtx;
 use super::module;
-use crate::sched::{kind, Completion, Job, Origin, Scheduler, WorkerSlot};
+use crate::capi;
+use crate::sched::{kind, Completion, Job, Origin, Scheduler};
 use crossbeam_deque::Worker;
 use pyo3::ffi;
-use std::cell::Cell;
-use std::os::raw::{c_int, c_void};
+use std::ffi::CStr;
 use std::sync::Arc;
-use std::thread::ThreadId;
 
-/// The driver's source, embedded so the worker needs no file lookup to start.
-pub const DRIVER_SRC: &str = include_str!("../../python/interloop/_worker.py");
+/// A Python module a worker executes at start.
+pub(crate) struct DriverModule {
+    pub(crate) name: &'static CStr,
+    pub(crate) file: &'static CStr,
+    pub(crate) source: &'static str,
+}
 
-/// What a worker starts from: the driver compiled once by the caller and marshalled
-/// (compiling it in every worker would cost milliseconds of its start-up), and the
+/// The modules a worker executes at start, in this order, embedded so the worker
+/// needs no file lookup: the wire format, then the driver, whose `main` runs the
+/// worker. The driver takes `_wire` from `sys.modules` (see `_worker.py`).
+pub(crate) const DRIVER_MODULES: [DriverModule; 2] = [
+    DriverModule {
+        name: c"interloop._wire",
+        file: c"interloop/_wire.py",
+        source: include_str!("../../python/interloop/_wire.py"),
+    },
+    DriverModule {
+        name: c"interloop._worker",
+        file: c"interloop/_worker.py",
+        source: include_str!("../../python/interloop/_worker.py"),
+    },
+];
+
+/// What a worker starts from: the `DRIVER_MODULES` compiled once by the caller and
+/// marshalled as a tuple of code objects (compiling them in every worker would cost
+/// milliseconds of its start-up), and the
 /// pool's configuration (a marshalled dict made by `interloop._pool`).
-pub struct WorkerConfig {
-    pub driver_code: Arc<[u8]>,
-    pub config: Arc<[u8]>,
+pub(crate) struct WorkerConfig {
+    pub(crate) driver_code: Arc<[u8]>,
+    pub(crate) config: Arc<[u8]>,
 }
 
-/// Everything the worker-side module needs; lives on the worker thread's stack.
-pub struct WorkerCtx {
-    pub sched: Arc<Scheduler>,
-    pub me: usize,
-    pub local: Worker<Job>,
-    thread: ThreadId,
-    interrupt_handler: Cell<*mut ffi::PyObject>,
-    /// A job was taken since the last spin (`take(spin_us)` spins only then).
-    pub took: Cell<bool>,
-}
-
-impl WorkerCtx {
-    pub fn slot(&self) -> &WorkerSlot {
-        &self.sched.slots[self.me]
-    }
-
-    pub fn on_own_thread(&self) -> bool {
-        std::thread::current().id() == self.thread
-    }
-
-    /// # Safety
-    /// The worker's GIL is held; `f` is an object of the worker interpreter.
-    pub unsafe fn set_interrupt_handler(&self, f: *mut ffi::PyObject) {
-        ffi::Py_IncRef(f);
-        let old = self.interrupt_handler.replace(f);
-        if !old.is_null() {
-            ffi::Py_DecRef(old);
-        }
-        HANDLER.with(|h| h.set(f));
-    }
-}
-
-thread_local! {
-    /// The driver's interrupt handler (borrowed from `WorkerCtx`), for pending calls.
-    static HANDLER: Cell<*mut ffi::PyObject> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-/// Interrupts job `job` on worker `w` even if it never awaits: schedules a pending
-/// call in that worker's interpreter; the driver's handler raises `CancelledError`
-/// in the job if it is the code running right now.
-pub fn interrupt(sched: &Scheduler, w: usize, job: u64) {
-    let interp = sched.slots[w].interp.lock();
-    if *interp == 0 {
-        return;
-    }
-    let arg = Box::into_raw(Box::new(job)) as *mut c_void;
-    // Safety: the interpreter is alive while `interp` is non-zero and we hold its
-    // lock (the worker zeroes it under the lock before `Py_EndInterpreter`).
-    // `_PyEval_AddPendingCall` may be called from any thread; it takes the
-    // interpreter's pending-calls lock. `arg` is freed by `run_interrupt`, or leaked
-    // if the interpreter ends first (8 bytes).
-    unsafe {
-        _PyEval_AddPendingCall(
-            *interp as *mut ffi::PyInterpreterState,
-            run_interrupt,
-            arg,
-            0,
-        )
-    };
-}
-
-unsafe extern "C" fn run_interrupt(arg: *mut c_void) -> c_int {
-    // Safety: `arg` came from `Box::into_raw` in `interrupt` and is used once.
-    let job = *Box::from_raw(arg as *mut u64);
-    let h = HANDLER.with(|h| h.get());
-    if h.is_null() {
-        return 0; // not the worker's driver thread, or shutting down
-    }
-    // Safety: pending calls run with this interpreter's GIL held, on a thread of
-    // this interpreter; `h` is a live object of it (a strong ref in `WorkerCtx`).
-    let id = ffi::PyLong_FromUnsignedLongLong(job);
-    if id.is_null() {
-        return -1;
-    }
-    let r = ffi::PyObject_CallOneArg(h, id);
-    ffi::Py_DecRef(id);
-    if r.is_null() {
-        return -1;
-    }
-    if r == ffi::Py_None() {
-        ffi::Py_DecRef(r);
-        return 0;
-    }
-    // The handler returned an exception instance: raise it in the running code.
-    ffi::PyErr_SetRaisedException(r); // steals `r`
-    -1
-}
-
-pub fn worker_main(
+pub(crate) fn worker_main(
     sched: Arc<Scheduler>,
     me: usize,
     local: Worker<Job>,
     config: Arc<WorkerConfig>,
 ) {
-    let ctx = WorkerCtx {
-        sched: sched.clone(),
-        me,
-        local,
-        thread: std::thread::current().id(),
-        interrupt_handler: Cell::new(std::ptr::null_mut()),
-        took: Cell::new(false),
-    };
+    let ctx = WorkerCtx::new(sched.clone(), me, local);
     // Safety: this thread holds no GIL yet; `run` follows the numbered protocol
     // above, pairing every state change with its undo.
-    unsafe { run(&ctx, &config) };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        run(&ctx, &config)
+    }));
+    if ran.is_err() {
+        // A panic in this thread's own code (the entry points CPython calls catch
+        // theirs): the interpreter is left as it is, but the pool learns of it and
+        // no job waits for this worker.
+        fail(&ctx, "the worker thread panicked (message on stderr)");
+    }
     // Normally nothing is left; if the driver failed, its running jobs get an error
     // instead of hanging their callers.
     for id in sched.running_on(me) {
@@ -164,59 +97,58 @@ fn fail(ctx: &WorkerCtx, msg: &str) {
 /// # Safety
 /// Called once, on a fresh thread that holds no Python thread state.
 unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
-    // Step 1.
-    let main_ts = ffi::PyThreadState_New(ffi::PyInterpreterState_Main());
-    ffi::PyEval_RestoreThread(main_ts);
-    // Step 2.
-    let cfg = ffi::PyInterpreterConfig {
-        use_main_obmalloc: 0,
-        allow_fork: 0,
-        allow_exec: 1,
-        allow_threads: 1,
-        allow_daemon_threads: 0,
-        check_multi_interp_extensions: 1,
-        gil: ffi::PyInterpreterConfig_OWN_GIL,
-    };
-    let mut ts: *mut ffi::PyThreadState = std::ptr::null_mut();
-    let status = ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg);
-    if ffi::PyStatus_Exception(status) != 0 {
-        #[cfg(not(Py_3_13))]
+    // Safety: this function's contract (see its # Safety).
+    unsafe {
+        // Step 1.
+        let main_ts = ffi::PyThreadState_New(ffi::PyInterpreterState_Main());
+        ffi::PyEval_RestoreThread(main_ts);
+        // Step 2.
+        let cfg = ffi::PyInterpreterConfig {
+            use_main_obmalloc: 0,
+            allow_fork: 0,
+            allow_exec: 1,
+            allow_threads: 1,
+            allow_daemon_threads: 0,
+            check_multi_interp_extensions: 1,
+            gil: ffi::PyInterpreterConfig_OWN_GIL,
+        };
+        let mut ts: *mut ffi::PyThreadState = std::ptr::null_mut();
+        let status = ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg);
+        if ffi::PyStatus_Exception(status) != 0 {
+            #[cfg(not(Py_3_13))]
+            ffi::PyEval_RestoreThread(main_ts);
+            ffi::PyThreadState_Clear(main_ts);
+            ffi::PyThreadState_DeleteCurrent();
+            fail(ctx, "could not create an own-GIL sub-interpreter");
+            return;
+        }
+        // Step 3.
+        *ctx.slot().interp.lock() = ffi::PyInterpreterState_Get() as usize;
+        // This interpreter lends memory to zero-copy buffers; buffers handed back are
+        // released here (a pending call, after a wake-up so it runs soon).
+        let waker = (ctx.sched.clone(), ctx.me);
+        let owner = crate::buffer::Owner::register_current(Some(Box::new(move || {
+            waker.0.slots[waker.1].wake.notify()
+        })));
+        drive(ctx, config);
+        // Step 4.
+        owner.unregister();
+        *ctx.slot().interp.lock() = 0;
+        ctx.clear_interrupt_handler();
+        ctx.sched.route(
+            Origin::Caller,
+            Completion {
+                job: ctx.me as u64,
+                kind: kind::WORKER_EXITED,
+                data: Vec::new(),
+            },
+        );
+        ffi::Py_EndInterpreter(ts);
+        // Step 5.
         ffi::PyEval_RestoreThread(main_ts);
         ffi::PyThreadState_Clear(main_ts);
         ffi::PyThreadState_DeleteCurrent();
-        fail(ctx, "could not create an own-GIL sub-interpreter");
-        return;
     }
-    // Step 3.
-    *ctx.slot().interp.lock() = ffi::PyInterpreterState_Get() as usize;
-    // This interpreter lends memory to zero-copy buffers; buffers handed back are
-    // released here (a pending call, after a wake-up so it runs soon).
-    let waker = (ctx.sched.clone(), ctx.me);
-    let owner = crate::buffer::Owner::register_current(Some(Box::new(move || {
-        waker.0.slots[waker.1].wake.notify()
-    })));
-    drive(ctx, config);
-    // Step 4.
-    owner.unregister();
-    *ctx.slot().interp.lock() = 0;
-    HANDLER.with(|h| h.set(std::ptr::null_mut()));
-    let h = ctx.interrupt_handler.replace(std::ptr::null_mut());
-    if !h.is_null() {
-        ffi::Py_DecRef(h);
-    }
-    ctx.sched.route(
-        Origin::Caller,
-        Completion {
-            job: ctx.me as u64,
-            kind: kind::WORKER_EXITED,
-            data: Vec::new(),
-        },
-    );
-    ffi::Py_EndInterpreter(ts);
-    // Step 5.
-    ffi::PyEval_RestoreThread(main_ts);
-    ffi::PyThreadState_Clear(main_ts);
-    ffi::PyThreadState_DeleteCurrent();
 }
 
 /// Step 3: module, driver, `main()`. Errors are printed in the worker and reported.
@@ -224,61 +156,76 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
 /// # Safety
 /// The worker interpreter's GIL is held by this thread; `ctx` outlives the call.
 unsafe fn drive(ctx: &WorkerCtx, config: &WorkerConfig) {
-    let m = module::create(ctx);
-    if m.is_null() {
-        ffi::PyErr_Print();
-        fail(ctx, "could not create the worker module");
-        return;
+    // Safety: this function's contract (see its # Safety).
+    unsafe {
+        let m = module::create(ctx);
+        if m.is_null() {
+            ffi::PyErr_Print();
+            fail(ctx, "could not create the worker module");
+            return;
+        }
+        let ok = run_driver(m, config);
+        if !ok {
+            ffi::PyErr_Print();
+            fail(
+                ctx,
+                "the worker driver failed (traceback printed on stderr)",
+            );
+        }
+        module::detach(m);
+        ffi::Py_DecRef(m);
     }
-    let ok = run_driver(m, config);
-    if !ok {
-        ffi::PyErr_Print();
-        fail(
-            ctx,
-            "the worker driver failed (traceback printed on stderr)",
-        );
-    }
-    module::detach(m);
-    ffi::Py_DecRef(m);
 }
 
 /// # Safety
 /// As `drive`; `m` is the worker module (a strong reference owned by the caller).
 unsafe fn run_driver(m: *mut ffi::PyObject, config: &WorkerConfig) -> bool {
-    let code = ffi::PyMarshal_ReadObjectFromString(
-        config.driver_code.as_ptr() as *const _,
-        config.driver_code.len() as ffi::Py_ssize_t,
-    );
-    if code.is_null() {
-        return false;
-    }
-    let drv = ffi::PyImport_ExecCodeModuleEx(
-        c"interloop._worker".as_ptr(),
-        code,
-        c"interloop/_worker.py".as_ptr(),
-    );
-    ffi::Py_DecRef(code);
-    if drv.is_null() {
-        return false;
-    }
-    let main = ffi::PyObject_GetAttrString(drv, c"main".as_ptr());
-    ffi::Py_DecRef(drv);
-    if main.is_null() {
-        return false;
-    }
-    let cfg = super::ffi_util::bytes(&config.config);
-    ffi::Py_IncRef(m);
-    let args = super::ffi_util::tuple(&[m, cfg]);
-    if args.is_null() {
+    // Safety: this function's contract (see its # Safety).
+    unsafe {
+        let codes = ffi::PyMarshal_ReadObjectFromString(
+            config.driver_code.as_ptr() as *const _,
+            config.driver_code.len() as ffi::Py_ssize_t,
+        );
+        if codes.is_null() {
+            return false;
+        }
+        // Each module in order; `drv` ends as the last one, the driver.
+        let mut drv: *mut ffi::PyObject = std::ptr::null_mut();
+        for (i, module) in DRIVER_MODULES.iter().enumerate() {
+            if !drv.is_null() {
+                ffi::Py_DecRef(drv);
+            }
+            let code = ffi::PyTuple_GetItem(codes, i as ffi::Py_ssize_t); // borrowed
+            drv = if code.is_null() {
+                std::ptr::null_mut()
+            } else {
+                ffi::PyImport_ExecCodeModuleEx(module.name.as_ptr(), code, module.file.as_ptr())
+            };
+            if drv.is_null() {
+                ffi::Py_DecRef(codes);
+                return false;
+            }
+        }
+        ffi::Py_DecRef(codes);
+        let main = ffi::PyObject_GetAttrString(drv, c"main".as_ptr());
+        ffi::Py_DecRef(drv);
+        if main.is_null() {
+            return false;
+        }
+        let cfg = capi::bytes(&config.config);
+        ffi::Py_IncRef(m);
+        let args = capi::tuple(&[m, cfg]);
+        if args.is_null() {
+            ffi::Py_DecRef(main);
+            return false;
+        }
+        let r = ffi::PyObject_Call(main, args, std::ptr::null_mut());
+        ffi::Py_DecRef(args);
         ffi::Py_DecRef(main);
-        return false;
+        if r.is_null() {
+            return false;
+        }
+        ffi::Py_DecRef(r);
+        true
     }
-    let r = ffi::PyObject_Call(main, args, std::ptr::null_mut());
-    ffi::Py_DecRef(args);
-    ffi::Py_DecRef(main);
-    if r.is_null() {
-        return false;
-    }
-    ffi::Py_DecRef(r);
-    true
 }

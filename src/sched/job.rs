@@ -1,23 +1,20 @@
 //! A job and its shared control block.
-#[cfg(loom)]
-use loom::sync::atomic::{AtomicUsize, Ordering};
-#[cfg(not(loom))]
-use std::sync::atomic::{AtomicUsize, Ordering};
+use super::sync::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-pub type JobId = u64;
+pub(crate) type JobId = u64;
 
 /// Who is waiting for a job's completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// The pool's owner, through `crate::bridge`.
+pub(crate) enum Origin {
+    /// The pool's owner (the `bridge` module's queue).
     Caller,
     /// A worker that spawned the job from inside (nested `spawn`).
     Worker(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobState {
+pub(crate) enum JobState {
     Queued,
     Running(usize),
     Cancelled,
@@ -31,15 +28,15 @@ const CANCELLED: usize = 2;
 const FINISHED: usize = 3;
 
 /// Shared between the queue entry, the job table and the canceller.
-pub struct JobCtl {
-    pub id: JobId,
-    pub origin: Origin,
-    pub submitted_at: Instant,
+pub(crate) struct JobCtl {
+    pub(crate) id: JobId,
+    pub(crate) origin: Origin,
+    pub(crate) submitted_at: Instant,
     state: AtomicUsize,
 }
 
 impl JobCtl {
-    pub fn new(id: JobId, origin: Origin) -> Self {
+    pub(crate) fn new(id: JobId, origin: Origin) -> Self {
         JobCtl {
             id,
             origin,
@@ -48,7 +45,7 @@ impl JobCtl {
         }
     }
 
-    pub fn state(&self) -> JobState {
+    pub(crate) fn state(&self) -> JobState {
         let s = self.state.load(Ordering::Acquire);
         match s & 3 {
             QUEUED => JobState::Queued,
@@ -59,7 +56,7 @@ impl JobCtl {
     }
 
     /// `QUEUED -> RUNNING(worker)`; false if the job was cancelled first.
-    pub fn try_start(&self, worker: usize) -> bool {
+    pub(crate) fn try_start(&self, worker: usize) -> bool {
         self.state
             .compare_exchange(
                 QUEUED,
@@ -71,7 +68,7 @@ impl JobCtl {
     }
 
     /// `QUEUED -> CANCELLED`; on failure returns the state that won.
-    pub fn try_cancel_queued(&self) -> Result<(), JobState> {
+    pub(crate) fn try_cancel_queued(&self) -> Result<(), JobState> {
         match self
             .state
             .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
@@ -81,14 +78,41 @@ impl JobCtl {
         }
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.state.store(FINISHED, Ordering::Release);
     }
 }
 
 /// A unit of work: the pickled `(fn, args, kwargs)` of the caller, opaque here.
-pub struct Job {
-    pub ctl: std::sync::Arc<JobCtl>,
-    pub payload: Vec<u8>,
-    pub flags: u32,
+pub(crate) struct Job {
+    pub(crate) ctl: std::sync::Arc<JobCtl>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) flags: u32,
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::{JobCtl, JobState, Origin};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Cancellation step 2 vs life-cycle step 3: a queued job is either started by
+    /// exactly one worker or cancelled, never both, never neither.
+    #[test]
+    fn start_and_cancel_race_has_one_winner() {
+        loom::model(|| {
+            let ctl = Arc::new(JobCtl::new(1, Origin::Caller));
+            let (c1, c2) = (ctl.clone(), ctl.clone());
+            let w0 = thread::spawn(move || c1.try_start(0));
+            let w1 = thread::spawn(move || c2.try_start(1));
+            let cancelled = ctl.try_cancel_queued().is_ok();
+            let (s0, s1) = (w0.join().unwrap(), w1.join().unwrap());
+            assert_eq!(s0 as u8 + s1 as u8 + cancelled as u8, 1);
+            match ctl.state() {
+                JobState::Cancelled => assert!(cancelled),
+                JobState::Running(w) => assert!((w == 0 && s0) || (w == 1 && s1)),
+                s => panic!("unexpected {s:?}"),
+            }
+        });
+    }
 }

@@ -1,9 +1,10 @@
 //! The work-stealing scheduler: one `crossbeam_deque::Injector` for submissions from
 //! the caller, one `Worker`/`Stealer` deque per worker thread for nested `spawn`.
 //!
-//! Nothing in this module touches Python: jobs are ids plus opaque bytes. The worker
-//! threads (`crate::interp`) call [`Scheduler::take`] from their driver; the caller's
-//! side (`crate::bridge`) calls [`Scheduler::submit`] and [`Scheduler::cancel`].
+//! Nothing in this module touches Python: jobs are ids plus opaque bytes, and it
+//! depends on no other module of the crate. The worker threads (the `interp` module)
+//! call [`Scheduler::take`] from their driver; the caller's side (the `bridge`
+//! module) calls [`Scheduler::submit`] and [`Scheduler::cancel`].
 //!
 //! # Job life cycle
 //! 1. `submit` allocates a `JobId`, records a [`JobCtl`] (state `QUEUED`) in the job
@@ -14,9 +15,9 @@
 //!    other workers' deques (steal, counted in `stolen`).
 //! 3. The worker moves the job `QUEUED -> RUNNING` with a CAS, after storing its own
 //!    index in the job. A job whose CAS fails was cancelled while queued: it is dropped.
-//! 4. If `take` finds nothing it sets the worker's `wants_work` flag and looks once
-//!    more (Dekker-style, both sides fence `SeqCst`), so a submission racing with a
-//!    worker going idle is never missed.
+//! 4. If `take` finds nothing it registers the worker as wanting work and looks once
+//!    more (Dekker-style, both sides fence `SeqCst`; see `handshake.rs`), so a
+//!    submission racing with a worker going idle is never missed.
 //! 5. The worker posts exactly one completion per job it started (`complete`), which
 //!    removes the job from the table and routes the bytes to the job's origin: the
 //!    caller's completion queue or the inbox of the worker that spawned it. A job
@@ -30,7 +31,7 @@
 //! 3. `RUNNING`: a cancel request is put in the running worker's inbox and the
 //!    worker is woken; its driver cancels the task (`CancelledError` at the next
 //!    await). With `interrupt`, the caller additionally schedules a pending call in
-//!    the worker interpreter (see `crate::interp::interrupt`).
+//!    the worker interpreter (`interrupt` in the `interp` module).
 //! 4. The caller's awaitable is already resolved (cancelled) by the caller itself, so
 //!    a late completion for a cancelled job is dropped by the caller's drain.
 //!
@@ -43,100 +44,100 @@
 //!    workers that did not exit in time are reported by index (they are stuck in
 //!    code that cannot be interrupted) and their threads are left detached.
 
+mod handshake;
 mod job;
 mod park;
 mod stats;
+mod sync;
 
-pub use job::{Job, JobCtl, JobId, JobState, Origin};
-pub use park::WakeFd;
-pub use stats::{Padded, Stats, StatsSnapshot};
+pub(crate) use job::{Job, JobCtl, JobId, JobState, Origin};
+pub(crate) use park::WakeFd;
+pub(crate) use stats::{Padded, Stats, StatsSnapshot};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use handshake::Handshake;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a worker's driver is told when it is woken.
 #[derive(Default)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     /// `(job, interrupt)` for running jobs the caller cancelled.
-    pub cancels: Vec<(JobId, bool)>,
+    pub(crate) cancels: Vec<(JobId, bool)>,
     /// Results of jobs this worker spawned (nested `spawn`).
-    pub completions: Vec<Completion>,
-    pub shutdown: bool,
+    pub(crate) completions: Vec<Completion>,
+    pub(crate) shutdown: bool,
 }
 
 /// One finished job (or a control message, see `kind`), as bytes.
-pub struct Completion {
-    pub job: JobId,
-    pub kind: u8,
-    pub data: Vec<u8>,
+pub(crate) struct Completion {
+    pub(crate) job: JobId,
+    pub(crate) kind: u8,
+    pub(crate) data: Vec<u8>,
 }
+
+/// A job's flag (`Job::flags`): the job may be interrupted in CPU-bound code when
+/// cancelled (`interrupt` in the `interp` module).
+pub(crate) const JOB_FLAG_INTERRUPT: u32 = 1;
 
 /// Completion kinds. Job results are < 16; control messages from workers are >= 16
 /// and carry the worker index in `job`. (Some are only produced by the Python driver.)
-#[allow(dead_code)]
-pub mod kind {
-    pub const OK: u8 = 0;
-    pub const ERR: u8 = 1;
-    pub const REMOTE_ERR: u8 = 2;
-    pub const CANCELLED: u8 = 3;
+pub(crate) mod kind {
+    pub(crate) const OK: u8 = 0;
+    pub(crate) const ERR: u8 = 1;
+    pub(crate) const REMOTE_ERR: u8 = 2;
+    pub(crate) const CANCELLED: u8 = 3;
     /// The worker ended (its driver failed) while running the job; data is a message.
-    pub const LOST: u8 = 4;
+    pub(crate) const LOST: u8 = 4;
     /// A large `bytes`/`bytearray` result was copied into the caller's object
     /// (`bridge::fill`); made by the copier, not by a worker.
-    pub const FILLED: u8 = 5;
-    pub const WORKER_READY: u8 = 16;
-    pub const WORKER_FAILED: u8 = 17;
-    pub const WORKER_EXITED: u8 = 18;
+    pub(crate) const FILLED: u8 = 5;
+    pub(crate) const WORKER_READY: u8 = 16;
+    pub(crate) const WORKER_FAILED: u8 = 17;
+    pub(crate) const WORKER_EXITED: u8 = 18;
 }
 
-/// Where completions for the caller go (implemented by `crate::bridge`).
-pub trait CompletionSink: Send + Sync {
+/// Where completions for the caller go (implemented by the `bridge` module).
+pub(crate) trait CompletionSink: Send + Sync {
     fn push(&self, c: Completion);
 }
 
 /// Per-worker state shared with everyone.
-pub struct WorkerSlot {
+pub(crate) struct WorkerSlot {
     stealer: Stealer<Job>,
-    /// Set by the worker when it has capacity and found no job; cleared when it
-    /// takes one or becomes busy.
-    wants_work: AtomicBool,
-    /// Set by whoever wrote the worker's wake fd for new work; cleared by the worker.
-    notified: AtomicBool,
-    pub wake: WakeFd,
-    pub inbox: Mutex<Inbox>,
-    pub running: AtomicUsize,
+    pub(crate) wake: WakeFd,
+    pub(crate) inbox: Mutex<Inbox>,
+    pub(crate) running: AtomicUsize,
     /// `PyInterpreterState*` of the worker, 0 until created and after teardown.
-    /// Guarded by `interp_lock` for use from other threads (interrupts).
-    pub interp: Mutex<usize>,
+    /// Other threads (interrupts) use it only while holding this mutex; the worker
+    /// zeroes it under the mutex before its interpreter ends.
+    pub(crate) interp: Mutex<usize>,
     exited: Mutex<bool>,
     exited_cv: Condvar,
 }
 
 const JOB_SHARDS: usize = 16;
 
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     injector: Injector<Job>,
-    pub slots: Vec<WorkerSlot>,
+    pub(crate) slots: Vec<WorkerSlot>,
     /// The job table, sharded by id so the caller inserting new jobs and workers
     /// removing finished ones rarely meet on one lock.
     jobs: Vec<Mutex<HashMap<JobId, Arc<JobCtl>>>>,
     /// Written by the submitter on every job: kept off the lines workers read.
     next_id: Padded<AtomicU64>,
-    next_notify: AtomicUsize,
-    /// Set while one worker spins for new work after its last job (see
-    /// [`Scheduler::take_spinning`]); submitters then skip the wake-up.
-    spinning: AtomicBool,
-    pub stats: Stats,
+    /// Who to wake for new work (step 4 of the life cycle).
+    handshake: Handshake,
+    pub(crate) stats: Stats,
     sink: Box<dyn CompletionSink>,
 }
 
 impl Scheduler {
     /// A scheduler for `n` workers; returns the local deques to move into the threads.
-    pub fn new(
+    pub(crate) fn new(
         n: usize,
         sink: Box<dyn CompletionSink>,
     ) -> std::io::Result<(Arc<Self>, Vec<Worker<Job>>)> {
@@ -145,8 +146,6 @@ impl Scheduler {
         for w in &locals {
             slots.push(WorkerSlot {
                 stealer: w.stealer(),
-                wants_work: AtomicBool::new(false),
-                notified: AtomicBool::new(false),
                 wake: WakeFd::new()?,
                 inbox: Mutex::new(Inbox::default()),
                 running: AtomicUsize::new(0),
@@ -162,8 +161,7 @@ impl Scheduler {
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             next_id: Padded(AtomicU64::new(1)),
-            next_notify: AtomicUsize::new(0),
-            spinning: AtomicBool::new(false),
+            handshake: Handshake::new(n),
             stats: Stats::new(n),
             sink,
         };
@@ -176,16 +174,16 @@ impl Scheduler {
 
     /// Jobs in the table (queued or running), for tests.
     #[cfg(all(test, not(loom)))]
-    pub fn table_len(&self) -> usize {
+    pub(crate) fn table_len(&self) -> usize {
         self.jobs.iter().map(|s| s.lock().len()).sum()
     }
 
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         self.slots.len()
     }
 
     /// Step 1 of the life cycle. `local` is the submitting worker's own deque.
-    pub fn submit(
+    pub(crate) fn submit(
         &self,
         payload: Vec<u8>,
         flags: u32,
@@ -217,30 +215,15 @@ impl Scheduler {
 
     /// Wakes one worker (not `except`) that asked for work and is not yet notified,
     /// unless a worker spins for work (it will find the job without a wake-up).
-    pub fn notify_one(&self, except: Option<usize>) {
-        // Pairs with the fences in `take` (step 4) and `take_spinning`.
-        fence(Ordering::SeqCst);
-        if self.spinning.load(Ordering::SeqCst) {
-            return;
-        }
-        let n = self.slots.len();
-        let start = self.next_notify.fetch_add(1, Ordering::Relaxed);
-        for k in 0..n {
-            let i = (start + k) % n;
-            if Some(i) == except {
-                continue;
-            }
-            let s = &self.slots[i];
-            if s.wants_work.load(Ordering::SeqCst) && !s.notified.swap(true, Ordering::AcqRel) {
-                self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
-                s.wake.notify();
-                return;
-            }
+    pub(crate) fn notify_one(&self, except: Option<usize>) {
+        if let Some(i) = self.handshake.pick_wakeup(except) {
+            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+            self.slots[i].wake.notify();
         }
     }
 
     /// Steps 2 to 4 of the life cycle, for worker `me`.
-    pub fn take(&self, me: usize, local: &Worker<Job>) -> Option<Job> {
+    pub(crate) fn take(&self, me: usize, local: &Worker<Job>) -> Option<Job> {
         let slot = &self.slots[me];
         let mut registered = false;
         loop {
@@ -269,7 +252,7 @@ impl Scheduler {
             });
             if let Some(job) = found {
                 if job.ctl.try_start(me) {
-                    slot.wants_work.store(false, Ordering::SeqCst);
+                    self.handshake.unregister(me);
                     slot.running.fetch_add(1, Ordering::Relaxed);
                     if stolen {
                         self.stats.stolen.fetch_add(1, Ordering::Relaxed);
@@ -288,8 +271,7 @@ impl Scheduler {
             if registered {
                 return None;
             }
-            slot.wants_work.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            self.handshake.register(me);
             registered = true;
         }
     }
@@ -305,15 +287,13 @@ impl Scheduler {
     /// clears `spinning`, fences and then looks (in `take`). Either the submitter sees
     /// the flag cleared (and wakes someone who registered) or the spinner's look sees
     /// the job.
-    pub fn take_spinning(&self, me: usize, local: &Worker<Job>, spin: Duration) -> Option<Job> {
-        if !spin.is_zero()
-            && local.is_empty()
-            && !self.has_work()
-            && self
-                .spinning
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-        {
+    pub(crate) fn take_spinning(
+        &self,
+        me: usize,
+        local: &Worker<Job>,
+        spin: Duration,
+    ) -> Option<Job> {
+        if !spin.is_zero() && local.is_empty() && !self.has_work() && self.handshake.start_spin() {
             self.stats.spins.fetch_add(1, Ordering::Relaxed);
             let deadline = Instant::now() + spin;
             let mut i = 0u32;
@@ -330,29 +310,28 @@ impl Scheduler {
             if hit {
                 self.stats.spin_hits.fetch_add(1, Ordering::Relaxed);
             }
-            self.spinning.store(false, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            self.handshake.stop_spin();
         }
         self.take(me, local)
     }
 
     /// The worker has no capacity (or other ready work): do not wake it for new jobs.
-    pub fn set_busy(&self, me: usize) {
-        self.slots[me].wants_work.store(false, Ordering::SeqCst);
+    pub(crate) fn set_busy(&self, me: usize) {
+        self.handshake.unregister(me);
     }
 
     /// Clears the "notified" flag; called by the worker when it wakes up.
-    pub fn clear_notified(&self, me: usize) {
-        self.slots[me].notified.store(false, Ordering::Release);
+    pub(crate) fn clear_notified(&self, me: usize) {
+        self.handshake.clear_notified(me);
     }
 
     /// Is there a job any worker could take?
-    pub fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         !self.injector.is_empty() || self.slots.iter().any(|s| !s.stealer.is_empty())
     }
 
     /// Step 5 of the life cycle. Returns false if the job was unknown.
-    pub fn complete(&self, worker: usize, id: JobId, kind: u8, data: Vec<u8>) -> bool {
+    pub(crate) fn complete(&self, worker: usize, id: JobId, kind: u8, data: Vec<u8>) -> bool {
         let ctl = self.shard(id).lock().remove(&id);
         let Some(ctl) = ctl else { return false };
         ctl.finish();
@@ -378,7 +357,7 @@ impl Scheduler {
     }
 
     /// Sends a completion (or control message) to `origin`.
-    pub fn route(&self, origin: Origin, c: Completion) {
+    pub(crate) fn route(&self, origin: Origin, c: Completion) {
         match origin {
             Origin::Caller => self.sink.push(c),
             Origin::Worker(i) => self.post(i, |inbox| inbox.completions.push(c)),
@@ -395,7 +374,7 @@ impl Scheduler {
     }
 
     /// Cancellation steps 1 to 3. Returns the worker running the job, if it runs.
-    pub fn cancel(&self, id: JobId, interrupt: bool) -> Option<usize> {
+    pub(crate) fn cancel(&self, id: JobId, interrupt: bool) -> Option<usize> {
         let ctl = self.shard(id).lock().get(&id).cloned();
         let ctl = ctl?;
         match ctl.try_cancel_queued() {
@@ -413,26 +392,26 @@ impl Scheduler {
     }
 
     /// Shutdown step 1.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         for i in 0..self.slots.len() {
             self.post(i, |inbox| inbox.shutdown = true);
         }
     }
 
     /// Takes everything in worker `me`'s inbox.
-    pub fn take_inbox(&self, me: usize) -> Inbox {
+    pub(crate) fn take_inbox(&self, me: usize) -> Inbox {
         std::mem::take(&mut *self.slots[me].inbox.lock())
     }
 
     /// Shutdown step 2 (called by the worker thread as its very last act).
-    pub fn mark_exited(&self, me: usize) {
+    pub(crate) fn mark_exited(&self, me: usize) {
         let s = &self.slots[me];
         *s.exited.lock() = true;
         s.exited_cv.notify_all();
     }
 
     /// Shutdown step 3: waits until `deadline` for every worker; returns the stuck ones.
-    pub fn wait_exited(&self, timeout: Duration) -> Vec<usize> {
+    pub(crate) fn wait_exited(&self, timeout: Duration) -> Vec<usize> {
         let deadline = Instant::now() + timeout;
         let mut stuck = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
@@ -450,7 +429,7 @@ impl Scheduler {
     }
 
     /// Jobs running on `worker` right now (for naming stuck workers).
-    pub fn running_on(&self, worker: usize) -> Vec<JobId> {
+    pub(crate) fn running_on(&self, worker: usize) -> Vec<JobId> {
         let mut v: Vec<JobId> = Vec::new();
         for shard in &self.jobs {
             let jobs = shard.lock();
@@ -464,11 +443,11 @@ impl Scheduler {
         v
     }
 
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.injector.len() + self.slots.iter().map(|s| s.stealer.len()).sum::<usize>()
     }
 
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         self.stats.snapshot(
             self.queued(),
             self.slots
@@ -479,8 +458,6 @@ impl Scheduler {
     }
 }
 
-#[cfg(all(test, loom))]
-mod loom;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
@@ -488,7 +465,7 @@ mod tests;
 /// cores (the caller, a spinning worker, a working one) a pure busy loop can hold
 /// the very core that the thread it waits for needs; yielding lets that thread run.
 #[inline]
-pub fn spin_pause(i: u32) {
+pub(crate) fn spin_pause(i: u32) {
     if i % 4 == 0 {
         std::thread::yield_now();
     } else {

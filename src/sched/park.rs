@@ -6,12 +6,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-pub struct WakeFd {
+pub(crate) struct WakeFd {
     fd: OwnedFd,
 }
 
 impl WakeFd {
-    pub fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         // Safety: plain syscall; the returned fd is owned by us from here on.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -23,19 +23,19 @@ impl WakeFd {
         })
     }
 
-    pub fn raw(&self) -> RawFd {
+    pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// Makes the fd readable. Never blocks (the counter would have to reach 2^64-1).
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         let one: u64 = 1;
         // Safety: writes 8 bytes from a live u64 to a valid fd.
         unsafe { libc::write(self.raw(), &one as *const u64 as *const libc::c_void, 8) };
     }
 
     /// Resets the counter; returns whether it was set.
-    pub fn clear(&self) -> bool {
+    pub(crate) fn clear(&self) -> bool {
         let mut v: u64 = 0;
         // Safety: reads 8 bytes into a live u64 from a valid non-blocking fd.
         let n = unsafe { libc::read(self.raw(), &mut v as *mut u64 as *mut libc::c_void, 8) };
@@ -43,7 +43,7 @@ impl WakeFd {
     }
 
     /// Blocks up to `timeout_ms` (-1 = forever) until the fd is readable.
-    pub fn wait(&self, timeout_ms: i32) -> bool {
+    pub(crate) fn wait(&self, timeout_ms: i32) -> bool {
         let mut p = libc::pollfd {
             fd: self.raw(),
             events: libc::POLLIN,

@@ -8,7 +8,7 @@ const BUCKETS: usize = 40; // bucket b holds latencies in [2^(b-1), 2^b) µs
 /// For counters written by one side only (the submitter), so that the workers'
 /// counters next to them are not invalidated on every submission (false sharing).
 #[repr(align(128))]
-pub struct Padded<T>(pub T);
+pub(crate) struct Padded<T>(pub T);
 
 impl<T> std::ops::Deref for Padded<T> {
     type Target = T;
@@ -17,41 +17,41 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
-pub struct Stats {
+pub(crate) struct Stats {
     /// Written by submitters on every job; the rest mostly by workers.
-    pub submitted: Padded<AtomicU64>,
-    pub completed: AtomicU64,
-    pub failed: AtomicU64,
-    pub cancelled: AtomicU64,
-    pub stolen: AtomicU64,
+    pub(crate) submitted: Padded<AtomicU64>,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) stolen: AtomicU64,
     /// Wake-ups written to idle workers' fds.
-    pub wakeups: AtomicU64,
+    pub(crate) wakeups: AtomicU64,
     /// Spins of a worker for new work after a job, and how many found a job.
-    pub spins: AtomicU64,
-    pub spin_hits: AtomicU64,
+    pub(crate) spins: AtomicU64,
+    pub(crate) spin_hits: AtomicU64,
     latency_us: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
     workers: usize,
 }
 
-pub struct StatsSnapshot {
-    pub workers: usize,
-    pub queued: usize,
-    pub running: Vec<usize>,
-    pub submitted: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-    pub stolen: u64,
-    pub wakeups: u64,
-    pub spins: u64,
-    pub spin_hits: u64,
+pub(crate) struct StatsSnapshot {
+    pub(crate) workers: usize,
+    pub(crate) queued: usize,
+    pub(crate) running: Vec<usize>,
+    pub(crate) submitted: u64,
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) stolen: u64,
+    pub(crate) wakeups: u64,
+    pub(crate) spins: u64,
+    pub(crate) spin_hits: u64,
     /// (count, mean, p50, p90, p99, max-bucket upper bound), microseconds.
-    pub latency: (u64, f64, f64, f64, f64, f64),
+    pub(crate) latency: (u64, f64, f64, f64, f64, f64),
 }
 
 impl Stats {
-    pub fn new(workers: usize) -> Self {
+    pub(crate) fn new(workers: usize) -> Self {
         Stats {
             submitted: Padded(AtomicU64::new(0)),
             completed: AtomicU64::new(0),
@@ -67,14 +67,14 @@ impl Stats {
         }
     }
 
-    pub fn record_latency(&self, d: Duration) {
+    pub(crate) fn record_latency(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         let b = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
         self.latency_us[b].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self, queued: usize, running: Vec<usize>) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self, queued: usize, running: Vec<usize>) -> StatsSnapshot {
         let counts: Vec<u64> = self
             .latency_us
             .iter()

@@ -1,6 +1,7 @@
 //! Scheduler unit tests (no Python involved). Run with
 //! `PYO3_PYTHON=.venv-3.13/bin/python cargo test --lib`.
 use super::*;
+use std::sync::atomic::AtomicBool;
 use std::thread;
 
 #[derive(Clone, Default)]

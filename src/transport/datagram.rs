@@ -4,9 +4,11 @@
 //! The reader takes one datagram per event, as asyncio does, and is re-armed by the
 //! reactor like any reader: `datagram_received` is called once per loop iteration
 //! per socket, in the same interleaving with other callbacks as on asyncio's loop.
+use super::common::{
+    clear_cell, errno, fatal, is_bytes_like, os_error, read_bytes, truthy, would_block,
+};
 use super::sockaddr::RawAddr;
-use super::{clear_cell, errno, fatal, is_bytes_like, os_error, read_bytes, truthy, would_block};
-use crate::event_loop::GilCell;
+use crate::capi::cell::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
 use pyo3::intern;
@@ -23,7 +25,7 @@ struct LastPeer {
 }
 
 #[pyclass(frozen, module = "interloop._interloop", name = "DatagramReader")]
-pub struct DatagramReader {
+pub(crate) struct DatagramReader {
     transport: GilCell<Option<Py<PyAny>>>,
     last_peer: GilCell<Option<LastPeer>>,
     fd: RawFd,
@@ -128,11 +130,14 @@ impl DatagramReader {
     }
 }
 
+/// What a [`DatagramSender`] holds until its transport lets it go.
+type SenderState = (Py<PyAny>, Py<PyAny>, Option<Py<PyAny>>);
+
 #[pyclass(frozen, module = "interloop._interloop", name = "DatagramSender")]
-pub struct DatagramSender {
+pub(crate) struct DatagramSender {
     /// (transport, asyncio's `sendto` for everything but the fast path, the
     /// endpoint's remote address or None)
-    state: GilCell<Option<(Py<PyAny>, Py<PyAny>, Option<Py<PyAny>>)>>,
+    state: GilCell<Option<SenderState>>,
     fd: RawFd,
     family: i32,
     /// The socket had a peer when the transport was made (asyncio's

@@ -1,11 +1,11 @@
 //! `PipeReader` and `PipeWriter`: the hot path of asyncio's
 //! `unix_events._UnixReadPipeTransport` and `_UnixWritePipeTransport` (see the module
 //! docs in `mod.rs`). The descriptor may be a pipe, a socket or a character device.
-use super::{
+use super::common::{
     clear_cell, errno, fatal, is_bytes_like, os_error, pair_get, read_bytes, rearm, traverse_pair,
     truthy, would_block, Pair, MAX_READ,
 };
-use crate::event_loop::GilCell;
+use crate::capi::cell::GilCell;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
@@ -15,7 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 
 #[pyclass(frozen, module = "interloop._interloop", name = "PipeReader")]
-pub struct PipeReader {
+pub(crate) struct PipeReader {
     /// (transport, loop)
     transport: Pair,
     fd: RawFd,
@@ -80,7 +80,7 @@ impl PipeReader {
 }
 
 #[pyclass(frozen, module = "interloop._interloop", name = "PipeWriter")]
-pub struct PipeWriter {
+pub(crate) struct PipeWriter {
     /// (transport, asyncio's write function for everything but the fast path)
     state: Pair,
     fd: RawFd,
@@ -176,7 +176,7 @@ fn append(
 /// was written from the front of the buffer (a `bytearray`, which does that without
 /// moving the rest); the end of the buffer and errors do what asyncio does.
 #[pyclass(frozen, module = "interloop._interloop", name = "PipeFlusher")]
-pub struct PipeFlusher {
+pub(crate) struct PipeFlusher {
     /// (transport, asyncio's `_write_ready` for anything unexpected)
     state: Pair,
     fd: RawFd,

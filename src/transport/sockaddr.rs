@@ -66,7 +66,7 @@ impl RawAddr {
     }
 
     /// The Python form, for IPv4 and IPv6 only.
-    pub(crate) fn to_python<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    pub(crate) fn to_python<'py>(self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         match i32::from(self.storage.ss_family) {
             libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
                 // Safety: the family says the storage holds a `sockaddr_in`, and it

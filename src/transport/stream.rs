@@ -1,10 +1,10 @@
 //! `SocketReader` and `SocketWriter`: see the module docs in `mod.rs`.
-use super::{
+use super::common::{
     attr, clear_cell, fatal, instance_dict, is_bytes_like, os_error, pair_get, read_bytes,
     read_with, rearm, traverse_pair, would_block, Pair, MAX_READ,
 };
-use crate::event_loop::fast::Def;
-use crate::event_loop::GilCell;
+use crate::capi::cell::GilCell;
+use crate::capi::{py_entry, MethodDef};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOSError;
 use pyo3::ffi;
@@ -15,7 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketReader")]
-pub struct SocketReader {
+pub(crate) struct SocketReader {
     /// (transport, loop)
     transport: Pair,
     fd: RawFd,
@@ -88,9 +88,19 @@ impl SocketReader {
 }
 
 impl SocketReader {
-    /// The reader callback's work; the loop calls it directly for a reader it finds
-    /// in an I/O handle (no `tp_call`, no argument parsing).
-    pub(crate) fn run(&self, py: Python<'_>) -> PyResult<()> {
+    /// [`Self::run`] as the loop's direct call (`event_loop::reader::DirectRead`);
+    /// `callback` is a `SocketReader` (the classifier checked its exact type).
+    pub(crate) fn run_direct(py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Safety: `classify_reader` gives this function only for an exact
+        // `SocketReader`, and a handle's callback never changes.
+        unsafe { callback.cast_unchecked::<SocketReader>() }
+            .get()
+            .run(py)
+    }
+
+    /// The reader callback's work, also run by the loop directly (no `tp_call`, no
+    /// argument parsing).
+    fn run(&self, py: Python<'_>) -> PyResult<()> {
         let Some((t, lp)) = pair_get(&self.transport, py) else {
             return Ok(());
         };
@@ -284,23 +294,26 @@ fn stream_reader<'py>(
 /// # Safety
 /// GIL held (token in `buffer`); `data` must not point into `buffer`.
 unsafe fn append(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResult<()> {
-    if data.is_empty() {
-        return Ok(());
+    // Safety: GIL held and arguments live (this function's contract).
+    unsafe {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let py = buffer.py();
+        let p = buffer.as_ptr();
+        let old = ffi::PyByteArray_Size(p);
+        // Fails (BufferError) while the bytearray's buffer is exported, as `extend` does;
+        // over-allocates like `extend`.
+        if ffi::PyByteArray_Resize(p, old + data.len() as ffi::Py_ssize_t) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            ffi::PyByteArray_AsString(p).cast::<u8>().add(old as usize),
+            data.len(),
+        );
+        Ok(())
     }
-    let py = buffer.py();
-    let p = buffer.as_ptr();
-    let old = ffi::PyByteArray_Size(p);
-    // Fails (BufferError) while the bytearray's buffer is exported, as `extend` does;
-    // over-allocates like `extend`.
-    if ffi::PyByteArray_Resize(p, old + data.len() as ffi::Py_ssize_t) < 0 {
-        return Err(PyErr::fetch(py));
-    }
-    std::ptr::copy_nonoverlapping(
-        data.as_ptr(),
-        ffi::PyByteArray_AsString(p).cast::<u8>().add(old as usize),
-        data.len(),
-    );
-    Ok(())
 }
 
 /// The rest of `StreamReader.feed_data` after the append: `_wakeup_waiter()`, then
@@ -333,7 +346,7 @@ fn wake_and_throttle(reader: &Bound<'_, PyAny>, buffer: &Bound<'_, PyByteArray>)
 }
 
 #[pyclass(frozen, module = "interloop._interloop", name = "SocketWriter")]
-pub struct SocketWriter {
+pub(crate) struct SocketWriter {
     /// (transport, asyncio's write function for everything but the fast path)
     state: Pair,
     fd: RawFd,
@@ -359,7 +372,7 @@ impl SocketWriter {
     /// argument tuple nor keyword parsing (`transport.write(data)` runs once per
     /// message).
     fn function(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        static WRITE: Def = Def(ffi::PyMethodDef {
+        static WRITE: MethodDef = MethodDef(ffi::PyMethodDef {
             ml_name: c"write".as_ptr(),
             ml_meth: ffi::PyMethodDefPointer {
                 PyCFunction: write_o,
@@ -441,7 +454,7 @@ impl SocketWriter {
         };
         let (n, len) = n;
         if n < 0 {
-            let e = super::errno();
+            let e = super::common::errno();
             if would_block(e) {
                 return slow(data);
             }
@@ -463,29 +476,23 @@ impl SocketWriter {
 }
 
 /// The `METH_O` entry of [`SocketWriter::function`].
+///
+/// # Safety
+/// A `METH_O` builtin: called by CPython with the main GIL held, `slf` the
+/// `SocketWriter` given to `PyCFunction_NewEx` and `data` a borrowed argument.
 unsafe extern "C" fn write_o(
     slf: *mut ffi::PyObject,
     data: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // Safety: CPython calls a builtin function with the GIL held, `slf` its
+    // Safety: CPython calls a builtin function with the main GIL held, `slf` its
     // `__self__` (the `SocketWriter` given to `PyCFunction_NewEx`, kept alive by the
     // function) and `data` a borrowed argument.
-    let py = unsafe { Python::assume_attached() };
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let w = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<SocketWriter>() };
-        let data = unsafe { Bound::from_borrowed_ptr(py, data) };
-        w.get().write(py, &data)
-    }));
-    match r {
-        Ok(Ok(())) => unsafe { ffi::Py_NewRef(ffi::Py_None()) },
-        Ok(Err(e)) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            pyo3::exceptions::PySystemError::new_err("panic in interloop's socket write")
-                .restore(py);
-            std::ptr::null_mut()
-        }
+    unsafe {
+        py_entry(c"socket write", |py| {
+            let w = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<SocketWriter>();
+            let data = Bound::from_borrowed_ptr(py, data);
+            w.get().write(py, &data)?;
+            Ok(ffi::Py_None()) // immortal: no reference to give
+        })
     }
 }

@@ -11,20 +11,20 @@
 use pyo3::Python;
 use std::cell::{Cell, UnsafeCell};
 
-pub struct GilCell<T> {
+pub(crate) struct GilCell<T> {
     value: UnsafeCell<T>,
     borrowed: Cell<bool>,
 }
 
 // Safety: all access goes through `with`/`try_with`, which take a `Python<'_>` token,
 // so the caller holds the main interpreter's GIL (PyO3's safe API never runs on worker
-// threads: ARCHITECTURE.md). The module is declared `gil_used = true`, so on a
+// threads: see `interp`). The module is declared `gil_used = true`, so on a
 // free-threaded build CPython re-enables the GIL before loading us. Holding the GIL
 // serialises every access across threads; `borrowed` catches re-entrancy on one thread.
 unsafe impl<T: Send> Sync for GilCell<T> {}
 
 impl<T> GilCell<T> {
-    pub fn new(value: T) -> Self {
+    pub(crate) fn new(value: T) -> Self {
         GilCell {
             value: UnsafeCell::new(value),
             borrowed: Cell::new(false),
@@ -33,7 +33,7 @@ impl<T> GilCell<T> {
 
     /// Runs `f` with exclusive access. `f` must not run Python code (see module docs).
     #[inline]
-    pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
+    pub(crate) fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
         assert!(
             !self.borrowed.get(),
             "interloop: GilCell borrowed re-entrantly"
@@ -54,7 +54,7 @@ impl<T> GilCell<T> {
     /// Like `with`, but returns `None` instead of panicking if already borrowed. Used by
     /// the GC's traverse, which can run at any allocation.
     #[inline]
-    pub fn try_with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    pub(crate) fn try_with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         if self.borrowed.get() {
             return None;
         }
@@ -63,7 +63,7 @@ impl<T> GilCell<T> {
 
     /// For `tp_traverse` only, which CPython calls with the GIL held and must not call
     /// into Python; returns `None` if a borrow is active (then nothing is visited).
-    pub fn traverse_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+    pub(crate) fn traverse_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
         if self.borrowed.get() {
             return None;
         }
