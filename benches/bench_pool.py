@@ -251,28 +251,33 @@ def roundtrip_section(runs, count):
 
 # -- fresh pool to first result, memory --------------------------------------------------------
 
+def startup_floor():
+    """Seconds to create one own-GIL interpreter and import asyncio in it."""
+    import _interpreters
+    t = time.perf_counter()
+    i = _interpreters.create()
+    _interpreters.exec(i, "import asyncio")
+    dt = time.perf_counter() - t
+    _interpreters.destroy(i)
+    return dt
+
+
+async def first_result(workers=WORKERS):
+    """Seconds from making a Pool to its first ``async def`` result."""
+    t = time.perf_counter()
+    pool = interloop.Pool(workers)
+    await pool.run(pool_jobs.anoop)
+    dt = time.perf_counter() - t
+    await pool.close()
+    return dt
+
+
 def startup_section(runs):
     res = {}
     if try_import("_interpreters") is not None:
-        import _interpreters
-
-        def floor():
-            t = time.perf_counter()
-            i = _interpreters.create()
-            _interpreters.exec(i, "import asyncio")
-            dt = time.perf_counter() - t
-            _interpreters.destroy(i)
-            return dt
-        res["floor: one own-GIL interpreter + import asyncio"] = median_of(runs, floor)[0]
-
-    async def il():
-        t = time.perf_counter()
-        pool = interloop.Pool(WORKERS)
-        await pool.run(pool_jobs.anoop)
-        dt = time.perf_counter() - t
-        await pool.close()
-        return dt
-    res["interloop Pool(2), first async def result"] = median_of(runs, lambda: asyncio.run(il()))[0]
+        res["floor: one own-GIL interpreter + import asyncio"] = median_of(runs, startup_floor)[0]
+    res["interloop Pool(2), first async def result"] = median_of(
+        runs, lambda: asyncio.run(first_result()))[0]
 
     def ppe():
         t = time.perf_counter()

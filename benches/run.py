@@ -150,8 +150,8 @@ def select_cases(module: str, suite: harness.Suite, only: "list[str] | None") ->
     return [c.name for c in suite.cases if c.name in only or f"{suite.name}.{c.name}" in only]
 
 
-# Benchmarks run as their own scripts: bench_pool.py and bench_channel.py.
-STANDALONE = ("pool", "channel")
+# Benchmarks run as their own scripts: bench_pool.py, bench_channel.py and bench_dask.py.
+STANDALONE = ("pool", "channel", "dask")
 
 
 def main(argv: "list[str]") -> int:

@@ -254,3 +254,31 @@ class FailsToLoadInCaller:
 
 def returns_unloadable(_i=None):
     return FailsToLoadInCaller()
+
+
+def exhaust_memory():
+    return bytearray(1 << 62)
+
+
+def recurse_python(n=0):
+    return recurse_python(n + 1)
+
+
+async def recurse_async(n=0):
+    return await recurse_async(n + 1)
+
+
+def recurse_in_c(depth=200_000):
+    nested = []
+    for _ in range(depth):
+        nested = [nested]
+    return len(repr(nested))
+
+
+def sleep_in_c(seconds):
+    time.sleep(seconds)
+    return "slept"
+
+
+def view_len(buf):
+    return len(buf)

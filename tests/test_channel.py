@@ -352,7 +352,8 @@ def test_a_million_messages_many_senders_and_receivers_close_mid_stream():
                 got.append(x)
             sent = await asyncio.wait_for(asyncio.gather(*producers, mine), 120)
             received = [got] + await asyncio.wait_for(asyncio.gather(*consumers), 120)
-        assert sum(sent) >= 600_000 and sum(len(r) for r in received) == sum(sent)
+        # The caller alone takes 400k; how many more the workers take depends on load.
+        assert sum(sent) >= 400_000 and sum(len(r) for r in received) == sum(sent)
         for part in received:  # each receiver sees each sender's messages in order
             last = {}
             for s, i in part:

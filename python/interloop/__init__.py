@@ -6,6 +6,9 @@
 
     async with interloop.Pool() as pool:      # async work in own-GIL sub-interpreters
         r = await pool.run(mymod.crunch, 10)
+
+    async with interloop.DaskPool("tcp://scheduler:8786") as pool:   # the same, on Dask
+        r = await pool.run(mymod.crunch, 10)
 """
 from ._interloop import __version__
 from ._channel import Channel, ChannelClosed, ChannelEmpty, ChannelFull
@@ -39,3 +42,13 @@ __all__ = [
     "serve",
     "spawn",
 ]
+
+
+def __getattr__(name):
+    # DaskPool needs the optional `distributed`: imported on first use only (and kept
+    # out of __all__, so that `from interloop import *` does not import it).
+    if name == "DaskPool":
+        from ._dask import DaskPool
+        globals()["DaskPool"] = DaskPool
+        return DaskPool
+    raise AttributeError(f"module 'interloop' has no attribute {name!r}")

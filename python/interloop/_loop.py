@@ -172,7 +172,7 @@ def _no_op(_future):
 
 def _probe_c_callers(loop):
     """Lets the core learn how asyncio's C futures and tasks call `call_soon`
-    (src/event_loop/fast.rs): one C future, one done-callback, resolved while the core
+    (src/event_loop/call_soon.rs): one C future, one done-callback, resolved while the core
     listens. Without the C accelerator there is nothing to learn."""
     c_future = getattr(asyncio.futures, "_CFuture", None)
     if c_future is None or asyncio.Future is not c_future:
@@ -293,6 +293,13 @@ def new_event_loop() -> Loop:
 
 def run(main, *, debug=None, loop_factory=None, **run_kwargs):
     """Run a coroutine on a new interloop loop and return its result, as `asyncio.run`."""
+    wire = sys.modules.get("interloop._wire")
+    if wire is not None and wire._loading_main is not None:
+        # A pool worker runs the caller's script to find a function: the script's
+        # unguarded entry point must not start the program again there.
+        if asyncio.iscoroutine(main):
+            main.close()
+        wire.check_not_loading_main("interloop.run()")
     if events._get_running_loop() is not None:
         # Checked before asyncio.Runner makes a loop, as asyncio.run does.
         raise RuntimeError("interloop.run() cannot be called from a running event loop")

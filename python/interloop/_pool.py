@@ -69,6 +69,7 @@ def check_version():
             "after a sub-interpreter imports asyncio (CPython gh-112140, fixed in 3.12.4). "
             "Upgrade to 3.12.4+ or use CPython 3.13.")
     if _IN_WORKER:
+        _wire.check_not_loading_main("interloop.Pool()")
         raise RuntimeError(
             "a Pool cannot be created inside a pool worker; use interloop.spawn() there")
 
@@ -275,6 +276,13 @@ class Pool:
             self._ready.add(worker)
         elif kind == _wire.WORKER_FAILED:
             self._failed[worker] = data.decode("utf-8", "replace")
+            if len(self._failed) == self._nworkers:
+                # No worker will ever take the submitted jobs, nor any new one.
+                self._closed = True
+                for job, fut in list(self._pending.items()):
+                    self._cancel_job(job, False)
+                    if not fut.done():
+                        fut.set_exception(self._start_error())
         elif kind == _wire.WORKER_EXITED:
             self._exited.add(worker)
         self._wake_control()
@@ -353,7 +361,7 @@ class Pool:
         awaits (``CancelledError`` is raised in it at its next bytecode).
         """
         if self._closed:
-            raise RuntimeError("the pool is closed")
+            raise self._closed_error()
         payload, label = _wire.encode_call(fn, args, kwargs)
         return self._run(payload, interrupt, label)
 
@@ -363,7 +371,7 @@ class Pool:
             loop = self._attach()
         if self._closed:
             _wire.discard_stash(_wire.payload_stash(payload))
-            raise RuntimeError("the pool is closed")
+            raise self._closed_error()
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
             return await self._submit_when_room(loop, payload, interrupt, label)
         # `_submit`, inlined (as in `submit`).
@@ -398,7 +406,7 @@ class Pool:
         (cheaper for many small jobs: no task per job). With ``max_pending``
         reached it returns a coroutine that waits for room, then submits."""
         if self._closed:
-            raise RuntimeError("the pool is closed")
+            raise self._closed_error()
         loop = _get_running_loop()
         if loop is not self._loop or self._attached is None:
             loop = self._attach()
@@ -496,9 +504,18 @@ class Pool:
             await self._control_changed()
         if self._failed:
             await self.close(cancel=True, timeout=5)
-            first = sorted(self._failed.items())[0][1]
-            raise ImportError(first) if "preload" in first else RuntimeError(first)
+            raise self._start_error()
         return self
+
+    def _closed_error(self):
+        if self._failed and len(self._failed) == self._nworkers:
+            return self._start_error()
+        return RuntimeError("the pool is closed")
+
+    def _start_error(self):
+        """The exception for a pool whose workers (some, or all) failed to start."""
+        first = sorted(self._failed.items())[0][1]
+        return ImportError(first) if "preload" in first else RuntimeError(first)
 
     async def __aenter__(self):
         return await self.start()

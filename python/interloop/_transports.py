@@ -88,6 +88,16 @@ class SocketTransport(_SocketBase):
             _drop_native(self, "_read_ready", "write")
 
 
+class _UnnamedPeer(str):
+    """The peername `''` of a connected socket, true as a condition: the socket
+    has a peer, it only has no name."""
+
+    __slots__ = ()
+
+    def __bool__(self):
+        return True
+
+
 class DatagramTransport(_DatagramBase):
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         fd = sock.fileno()
@@ -96,6 +106,11 @@ class DatagramTransport(_DatagramBase):
             # addresses are CPython's to convert.
             self._read_ready = _interloop.DatagramReader(self, fd)
         super().__init__(loop, sock, protocol, address, waiter, extra)
+        if self._extra["peername"] == "":
+            # A connected socket whose peer has no name (a socketpair's AF_UNIX end).
+            # asyncio picks `send` over `sendto` by a truthy peername, so it fails
+            # `sendto(data)` here; uvloop sends to the peer, and so does this.
+            self._extra["peername"] = _UnnamedPeer()
         self.sendto = _interloop.DatagramSender(
             self, fd, sock.family, bool(self._extra["peername"]),
             address if address else None, _DatagramBase.sendto,

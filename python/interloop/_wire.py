@@ -391,6 +391,88 @@ def encode_error(exc):
         return COMPLETION_REMOTE_ERR, pickle.dumps((f"{t.__module__}.{t.__qualname__}", msg, tb), 5)
 
 
+class UnguardedMainError(RuntimeError):
+    """The caller's main script started a pool or a loop at its top level while a
+    pool worker was loading it to find a function."""
+
+
+_loading_main = None  # while _ensure_main runs the caller's script: its name or path
+
+
+def check_not_loading_main(what):
+    """Raises `UnguardedMainError` if this is a pool worker running the caller's main
+    script (to find a function in it) and that script starts ``what`` at top level."""
+    if _loading_main is not None:
+        raise UnguardedMainError(
+            f"{what} was started by the top level of {_loading_main}, which a pool "
+            "worker runs as '__mp_main__' to find the functions sent to it, so the "
+            "program would start again in every worker. Put the script's entry point "
+            "under  if __name__ == \"__main__\":  (as multiprocessing's spawn requires).")
+
+
+_REFUSED = "does not support loading in subinterpreters"
+
+
+class _Refused:
+    """A name the caller's script imported from a module this worker cannot load
+    (see `_RefusedModule`): any use raises that module's ImportError."""
+
+    def __init__(self, module, attr):
+        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_attr", attr)
+
+    def __repr__(self):
+        return f"<unavailable in this pool worker: {self._module.__name__}.{self._attr}>"
+
+    def __call__(self, *args, **kwargs):
+        raise self._module._refused_error()
+
+    def __getattr__(self, name):
+        raise self._module._refused_error()
+
+
+class _RefusedModule(type(sys)):
+    """Stands, in a pool worker's ``__mp_main__``, for a module whose import failed
+    only because an extension module refuses own-GIL sub-interpreters: jobs that do
+    not use it run; touching it raises the import's ImportError with the reason."""
+
+    def __init__(self, name, error):
+        super().__init__(name)
+        self._refused = str(error)
+
+    def _refused_error(self):
+        return ImportError(
+            f"{self._refused} (interloop: pool workers are sub-interpreters with their "
+            f"own GIL, where this extension cannot load. The script's top-level "
+            f"import of '{self.__name__}' left this placeholder in the worker so that "
+            "jobs which do not use it can run; run the work that needs it in the main "
+            "interpreter or in a process pool.)", name=self.__name__)
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        if _loading_main is not None:
+            # `from mod import name` at the script's top: a stand-in for the name.
+            return _Refused(self, name)
+        raise self._refused_error()
+
+
+def _import_leaving_placeholders(real_import):
+    """``__import__`` for the time the worker runs the caller's script: an import
+    made by the script itself that fails because an extension refuses
+    sub-interpreters gives a `_RefusedModule` instead of failing the whole script."""
+
+    def __import__(name, globals=None, locals=None, fromlist=(), level=0):
+        try:
+            return real_import(name, globals, locals, fromlist, level)
+        except ImportError as e:
+            if level or _REFUSED not in str(e) or (globals or {}).get("__name__") != "__mp_main__":
+                raise
+            return _RefusedModule(name if fromlist else name.partition(".")[0], e)
+
+    return __import__
+
+
 def _ensure_main():
     """Module name to use for pickles that reference ``__main__``."""
     if not IN_WORKER:
@@ -398,15 +480,32 @@ def _ensure_main():
     if "__mp_main__" in sys.modules:
         return "__mp_main__"
     # Load the caller's main script as __mp_main__, as multiprocessing's spawn does.
+    import builtins
     import runpy
     import types
+    global _loading_main
     name, path = _caller_main
-    if name:
-        content = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
-    elif path:
-        content = runpy.run_path(path, run_name="__mp_main__")
-    else:
+    if not name and not path:
         raise ImportError("the caller's __main__ has no file the worker could load")
+    real_import = builtins.__import__
+    _loading_main = f"module {name}" if name else path
+    builtins.__import__ = _import_leaving_placeholders(real_import)
+    try:
+        if name:
+            content = runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
+        else:
+            content = runpy.run_path(path, run_name="__mp_main__")
+    except RuntimeError as e:
+        # asyncio.run() at the script's top level meets the worker's running loop.
+        if type(e) is RuntimeError and "cannot be called from a running event loop" in str(e):
+            try:
+                check_not_loading_main("asyncio.run()")
+            except UnguardedMainError as guard:
+                raise guard from None
+        raise
+    finally:
+        builtins.__import__ = real_import
+        _loading_main = None
     mod = types.ModuleType("__mp_main__")
     mod.__dict__.update(content)
     sys.modules["__mp_main__"] = sys.modules["__main__"] = mod

@@ -46,6 +46,7 @@ impl PoolCore {
         let config = Arc::new(crate::interp::WorkerConfig {
             driver_code: driver_code(py)?,
             config: config.into(),
+            start: Default::default(),
         });
         let mut threads = Vec::with_capacity(workers);
         for (i, local) in locals.into_iter().enumerate() {

@@ -80,6 +80,10 @@ pub(super) const WAKER_TOKEN: Token = Token(usize::MAX);
 pub(super) struct IoEntry {
     pub(super) reader: Option<Py<Handle>>,
     pub(super) writer: Option<Py<Handle>>,
+    /// The file object the registration was last made with, unless it was an int:
+    /// asyncio's selectors find a registration by this object when its `fileno()`
+    /// no longer gives the descriptor (a closed or detached socket reports -1).
+    pub(super) fileobj: Option<Py<PyAny>>,
 }
 
 impl IoEntry {
@@ -187,20 +191,22 @@ impl LoopCore {
     }
 
     /// Empties every queue and registration, returning what must be dropped (by the
-    /// caller, after the borrow).
-    pub(super) fn take_all(&self, py: Python<'_>) -> (Vec<Ready>, Vec<Py<Handle>>) {
+    /// caller, after the borrow), the file objects registrations were made with too.
+    pub(super) fn take_all(&self, py: Python<'_>) -> (Vec<Ready>, Vec<Py<Handle>>, Vec<Py<PyAny>>) {
         let registry = &self.registry;
         self.state.with(py, |s| {
             let ready: Vec<Ready> = s.ready.drain(..).collect();
             let mut handles = Vec::new();
+            let mut fileobjs = Vec::new();
             s.timers.drain_into(&mut handles);
             for (fd, e) in s.io.drain() {
                 let _ = registry.deregister(&mut SourceFd(&fd));
                 handles.extend(e.reader);
                 handles.extend(e.writer);
+                fileobjs.extend(e.fileobj);
             }
             self.count_external_io(s);
-            (ready, handles)
+            (ready, handles, fileobjs)
         })
     }
 }

@@ -85,6 +85,9 @@ pub(crate) struct Reused {
 /// timers still in the heap (the loop compacts the heap when that count grows).
 pub(crate) struct TimerInfo {
     pub(crate) when: f64,
+    /// `call_at` was given an int: asyncio keeps `when` as given, and callers that
+    /// schedule on whole seconds (aiohttp's timeout ceiling) read an int back.
+    pub(crate) int_when: bool,
     pub(crate) heap_cancelled: Arc<AtomicUsize>,
 }
 
@@ -637,12 +640,16 @@ impl TimerHandle {
         (bits ^ (bits >> 32)) as isize
     }
 
-    fn when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().timer.as_ref().map_or(f64::NAN, |t| t.when)
+    fn when<'py>(slf: PyRef<'py, Self>) -> Bound<'py, PyAny> {
+        Self::_when(slf)
     }
 
     #[getter]
-    fn _when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().timer.as_ref().map_or(f64::NAN, |t| t.when)
+    fn _when<'py>(slf: PyRef<'py, Self>) -> Bound<'py, PyAny> {
+        let py = slf.py();
+        match slf.as_super().timer.as_ref() {
+            Some(t) if t.int_when => pyo3::types::PyInt::new(py, t.when as i64).into_any(),
+            t => pyo3::types::PyFloat::new(py, t.map_or(f64::NAN, |t| t.when)).into_any(),
+        }
     }
 }

@@ -3,7 +3,7 @@
 use super::core::{LoopCore, PollState, Ready, State, WAKER_TOKEN};
 use super::handle::Handle;
 use super::objref::refcnt;
-use super::reactor::{fileobj_to_fd, Side};
+use super::reactor::Side;
 use super::sources::LoopWaker;
 use super::timers::{clock_resolution, monotonic};
 use crate::capi::cell::GilCell;
@@ -12,7 +12,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -223,6 +223,7 @@ impl LoopCore {
         Self::schedule_at(
             slf,
             monotonic() + delay,
+            false,
             callback,
             args,
             context,
@@ -233,7 +234,7 @@ impl LoopCore {
     #[pyo3(signature = (when, callback, *args, context=None))]
     fn call_at<'py>(
         slf: &Bound<'py, Self>,
-        when: Option<f64>,
+        when: Option<Bound<'py, PyAny>>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
@@ -241,7 +242,9 @@ impl LoopCore {
         let Some(when) = when else {
             return Err(PyTypeError::new_err("when cannot be None"));
         };
-        Self::schedule_at(slf, when, callback, args, context, "call_at")
+        let int_when = when.is_exact_instance_of::<PyInt>();
+        let when: f64 = when.extract()?;
+        Self::schedule_at(slf, when, int_when, callback, args, context, "call_at")
     }
 
     /// asyncio's `_add_callback(handle)`: used by inherited code (signal handling).
@@ -340,9 +343,11 @@ impl LoopCore {
     fn get_debug(&self) -> bool {
         self.is_debug()
     }
+    /// asyncio stores any value (`set_debug(0)`); its truth is what counts.
     #[setter(_debug)]
-    fn set_debug_flag(&self, v: bool) {
-        self.debug.store(v, Ordering::Relaxed)
+    fn set_debug_flag(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(v.is_truthy()?, Ordering::Relaxed);
+        Ok(())
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -375,7 +380,7 @@ impl LoopCore {
 
     /// The handles registered for `fd`: `(reader, writer)`, each `None` if absent.
     fn _io_handles(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<IoPair> {
-        let fd = fileobj_to_fd(fd)?;
+        let (fd, _named) = self.registered_fd(py, fd)?;
         Ok(self.state.with(py, |s| match s.io.get(&fd) {
             Some(e) => (
                 e.reader.as_ref().map(|h| h.clone_ref(py)),
@@ -424,7 +429,8 @@ impl LoopCore {
     /// Marks the loop closed and releases every queued callback and registration.
     fn _core_close(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::Relaxed);
-        let (ready, handles) = self.take_all(py);
+        let (ready, handles, fileobjs) = self.take_all(py);
+        drop(fileobjs);
         // Empty them too: user code may still hold some, and handles are not GC-tracked.
         for r in &ready {
             if let Ready::Native(h) = r {
@@ -496,6 +502,9 @@ impl LoopCore {
                 for e in s.io.values() {
                     for h in [&e.reader, &e.writer].into_iter().flatten() {
                         visit_queued(h, &visit)?;
+                    }
+                    if let Some(o) = &e.fileobj {
+                        visit.call(o)?;
                     }
                 }
                 Ok(())

@@ -5,7 +5,7 @@ use mio::unix::SourceFd;
 use mio::Token;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyInt, PyTuple};
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -52,15 +52,21 @@ impl LoopCore {
     }
 
     /// Installs (or with `None` removes) the reader or writer of `fd`, keeping the
-    /// epoll registration in step. Returns the handle it replaced. On a registration
-    /// error nothing changes and the error is returned.
+    /// epoll registration in step. Returns the handle it replaced and a file object
+    /// for the caller to drop (the cell must not drop one). On a registration error
+    /// nothing changes and the error is returned.
+    ///
+    /// `fileobj` is what the caller named `fd` with (`None` for an int). As asyncio's
+    /// selectors re-register under the caller's object when the interest changes and
+    /// keep the old key otherwise, it replaces the entry's object only then.
     pub(super) fn set_io(
         &self,
         py: Python<'_>,
         fd: RawFd,
         side: Side,
         handle: Option<Py<Handle>>,
-    ) -> (PyResult<()>, Option<Py<Handle>>) {
+        fileobj: Option<Py<PyAny>>,
+    ) -> (PyResult<()>, Option<Py<Handle>>, Option<Py<PyAny>>) {
         let registry = &self.registry;
         self.state.with(py, |s| {
             let entry = s.io.entry(fd).or_default();
@@ -91,10 +97,15 @@ impl LoopCore {
             };
             let done = match res {
                 Ok(()) => {
-                    if after.is_none() {
-                        s.io.remove(&fd);
-                    }
-                    (Ok(()), old)
+                    let dropped = if after.is_none() {
+                        s.io.remove(&fd).and_then(|e| e.fileobj)
+                    } else if before != after {
+                        let entry = s.io.get_mut(&fd).expect("entry exists");
+                        std::mem::replace(&mut entry.fileobj, fileobj)
+                    } else {
+                        fileobj
+                    };
+                    (Ok(()), old, dropped)
                 }
                 Err(e) => {
                     // Undo: put the old handle back, hand the new one to the caller
@@ -108,7 +119,7 @@ impl LoopCore {
                     if entry.interest().is_none() {
                         s.io.remove(&fd);
                     }
-                    (Err(PyErr::from(e)), new)
+                    (Err(PyErr::from(e)), new, fileobj)
                 }
             };
             self.count_external_io(s);
@@ -123,6 +134,33 @@ impl LoopCore {
         self.external_io.store(external, Ordering::Relaxed);
     }
 
+    /// The descriptor `obj` names, and `obj` itself unless it is an int. When its
+    /// `fileno()` fails or is negative, asyncio's selectors look for the registration
+    /// made with this very object (the descriptor it had then): so does this.
+    pub(super) fn registered_fd(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+    ) -> PyResult<(RawFd, Option<Py<PyAny>>)> {
+        let named = (!obj.is_instance_of::<PyInt>()).then(|| obj.clone().unbind());
+        match fileobj_to_fd(obj) {
+            Ok(fd) => Ok((fd, named)),
+            Err(e) => self
+                .state
+                .with(py, |s| {
+                    s.io.iter()
+                        .find(|(_, e)| {
+                            e.fileobj
+                                .as_ref()
+                                .is_some_and(|o| o.as_ptr() == obj.as_ptr())
+                        })
+                        .map(|(fd, _)| *fd)
+                })
+                .map(|fd| (fd, named))
+                .ok_or(e),
+        }
+    }
+
     pub(super) fn add_io<'py>(
         &self,
         slf: &Bound<'py, Self>,
@@ -133,7 +171,7 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, Handle>> {
         let py = slf.py();
         self.check_closed()?;
-        let fd = fileobj_to_fd(fd)?;
+        let (fd, fileobj) = self.registered_fd(py, fd)?;
         let native = match side {
             Side::Read => reader::classify(&callback),
             Side::Write => NativeReader::default(),
@@ -148,7 +186,8 @@ impl LoopCore {
             None,
         )?;
         h.get().mark_io(native);
-        let (res, old) = self.set_io(py, fd, side, Some(h.clone().unbind()));
+        let (res, old, dropped) = self.set_io(py, fd, side, Some(h.clone().unbind()), fileobj);
+        drop(dropped);
         res?;
         if let Some(old) = old {
             Handle::cancel_bound(old.bind(py));
@@ -166,7 +205,7 @@ impl LoopCore {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
+        let (fd, fileobj) = self.registered_fd(py, fd)?;
         let present = self.state.with(py, |s| {
             s.io.get(&fd).is_some_and(|e| match side {
                 Side::Read => e.reader.is_some(),
@@ -176,7 +215,8 @@ impl LoopCore {
         if !present {
             return Ok(false);
         }
-        let (res, old) = self.set_io(py, fd, side, None);
+        let (res, old, dropped) = self.set_io(py, fd, side, None, fileobj);
+        drop(dropped);
         res?;
         match old {
             Some(old) => {

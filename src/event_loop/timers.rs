@@ -35,6 +35,7 @@ impl LoopCore {
     pub(super) fn schedule_at<'py>(
         slf: &Bound<'py, Self>,
         when: f64,
+        int_when: bool,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
@@ -42,13 +43,14 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, Handle>> {
         let this = slf.get();
         this.check_schedule(slf, &callback, method, true)?;
-        this.schedule_timer(slf, when, callback, args, context)
+        this.schedule_timer(slf, when, int_when, callback, args, context)
     }
 
     pub(super) fn schedule_timer<'py>(
         &self,
         slf: &Bound<'py, Self>,
         when: f64,
+        int_when: bool,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
@@ -56,6 +58,7 @@ impl LoopCore {
         let py = slf.py();
         let info = TimerInfo {
             when,
+            int_when,
             heap_cancelled: self.timer_cancelled.clone(),
         };
         let h = Handle::create(

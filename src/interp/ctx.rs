@@ -13,6 +13,7 @@ use std::thread::ThreadId;
 /// Everything the worker-side module needs; lives on the worker thread's stack.
 pub(crate) struct WorkerCtx {
     pub(crate) sched: Arc<Scheduler>,
+    pub(crate) start: Arc<super::worker::StartGate>,
     pub(crate) me: usize,
     pub(crate) local: Worker<Job>,
     thread: ThreadId,
@@ -23,9 +24,15 @@ pub(crate) struct WorkerCtx {
 
 impl WorkerCtx {
     /// The context of worker `me`, made on (and only usable from) its own thread.
-    pub(crate) fn new(sched: Arc<Scheduler>, me: usize, local: Worker<Job>) -> Self {
+    pub(crate) fn new(
+        sched: Arc<Scheduler>,
+        me: usize,
+        local: Worker<Job>,
+        start: Arc<super::worker::StartGate>,
+    ) -> Self {
         WorkerCtx {
             sched,
+            start,
             me,
             local,
             thread: std::thread::current().id(),

@@ -238,6 +238,7 @@ unsafe fn w_ready(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut ff
         let Some(c) = ctx_with_args(m, n, 1, "ready") else {
             return std::ptr::null_mut();
         };
+        c.start.pass(c.me);
         let err = *a;
         let (k, data) = if err == ffi::Py_None() {
             (kind::WORKER_READY, Vec::new())
@@ -386,6 +387,10 @@ unsafe fn w_complete(m: *mut ffi::PyObject, a: Args, n: ffi::Py_ssize_t) -> *mut
         let Some(c) = ctx_with_args(m, n, 3, "complete") else {
             return std::ptr::null_mut();
         };
+        // A job done before the worker reported ready (a plain function run while
+        // the loop does not exist yet): it is serving already, the next worker may
+        // start.
+        c.start.pass(c.me);
         let (Some(id), Some(k), Some(data)) =
             (arg_u64(*a), arg_u64(*a.add(1)), arg_bytes(*a.add(2)))
         else {

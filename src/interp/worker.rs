@@ -20,6 +20,7 @@ use crate::sched::{kind, Completion, Job, Origin, Scheduler};
 use crossbeam_deque::Worker;
 use pyo3::ffi;
 use std::ffi::CStr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// A Python module a worker executes at start.
@@ -52,6 +53,55 @@ pub(crate) const DRIVER_MODULES: [DriverModule; 2] = [
 pub(crate) struct WorkerConfig {
     pub(crate) driver_code: Arc<[u8]>,
     pub(crate) config: Arc<[u8]>,
+    pub(crate) start: Arc<StartGate>,
+}
+
+/// Workers start one after the other: worker `k` creates its interpreter once worker
+/// `k - 1` has reported ready, completed a job, or failed. Interpreters that start
+/// at the same time slow each other down (creating one holds the main GIL, and two
+/// interpreters of one process importing at once are slower than one after the
+/// other), so a fresh pool's first worker, which serves its first jobs, starts as fast
+/// as a lone interpreter would. A worker waits at most `START_TURN_MAX` for its turn.
+#[derive(Default)]
+pub(crate) struct StartGate {
+    /// The first worker not yet allowed to start.
+    next: std::sync::atomic::AtomicUsize,
+    lock: parking_lot::Mutex<()>,
+    turn: parking_lot::Condvar,
+}
+
+const START_TURN_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl StartGate {
+    fn wait_turn(&self, me: usize) {
+        let deadline = std::time::Instant::now() + START_TURN_MAX;
+        let mut guard = self.lock.lock();
+        while self.next.load(Ordering::Acquire) < me {
+            if self.turn.wait_until(&mut guard, deadline).timed_out() {
+                break;
+            }
+        }
+    }
+
+    /// Worker `me` is ready, serving, or gave up: the next one may start. Cheap once
+    /// passed (called on every job a worker completes).
+    pub(crate) fn pass(&self, me: usize) {
+        if self.next.load(Ordering::Acquire) > me {
+            return;
+        }
+        let _guard = self.lock.lock();
+        self.next.fetch_max(me + 1, Ordering::AcqRel);
+        self.turn.notify_all();
+    }
+}
+
+/// Fault injection for the tests (tests/test_pool_faults.py): the interpreter of
+/// worker `me` is not created when `INTERLOOP_TEST_REFUSE_INTERPRETER` lists `me`
+/// (comma-separated), as if CPython had failed to create it. Nothing else can make
+/// that failure happen on demand.
+fn creation_refused_for_test(me: usize) -> bool {
+    std::env::var("INTERLOOP_TEST_REFUSE_INTERPRETER")
+        .is_ok_and(|v| v.split(',').any(|w| w.trim().parse() == Ok(me)))
 }
 
 pub(crate) fn worker_main(
@@ -60,7 +110,8 @@ pub(crate) fn worker_main(
     local: Worker<Job>,
     config: Arc<WorkerConfig>,
 ) {
-    let ctx = WorkerCtx::new(sched.clone(), me, local);
+    config.start.wait_turn(me);
+    let ctx = WorkerCtx::new(sched.clone(), me, local, config.start.clone());
     // Safety: this thread holds no GIL yet; `run` follows the numbered protocol
     // above, pairing every state change with its undo.
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
@@ -72,8 +123,9 @@ pub(crate) fn worker_main(
         // no job waits for this worker.
         fail(&ctx, "the worker thread panicked (message on stderr)");
     }
-    // Normally nothing is left; if the driver failed, its running jobs get an error
-    // instead of hanging their callers.
+    ctx.start.pass(me); // if it never reported ready
+                        // Normally nothing is left; if the driver failed, its running jobs get an error
+                        // instead of hanging their callers.
     for id in sched.running_on(me) {
         let msg = format!("interloop pool worker {me} stopped while running this job");
         sched.complete(me, id, kind::LOST, msg.into_bytes());
@@ -113,7 +165,11 @@ unsafe fn run(ctx: &WorkerCtx, config: &WorkerConfig) {
             gil: ffi::PyInterpreterConfig_OWN_GIL,
         };
         let mut ts: *mut ffi::PyThreadState = std::ptr::null_mut();
-        let status = ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg);
+        let status = if creation_refused_for_test(ctx.me) {
+            ffi::PyStatus_Error(c"refused by INTERLOOP_TEST_REFUSE_INTERPRETER".as_ptr())
+        } else {
+            ffi::Py_NewInterpreterFromConfig(&mut ts, &cfg)
+        };
         if ffi::PyStatus_Exception(status) != 0 {
             #[cfg(not(Py_3_13))]
             ffi::PyEval_RestoreThread(main_ts);

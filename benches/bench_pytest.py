@@ -1,0 +1,216 @@
+"""Test-suite wall time: serial pytest vs ``pytest -n 2`` (pytest-xdist) vs
+``pytest --interloop-workers 2``, end to end (command start to exit), plus the time
+from command start to the first test result in the main process.
+
+    python benches/bench_pytest.py [--runs 5] [--tests 400] [--ms 10] [--no-real]
+
+Suites:
+- synthetic: ``--tests`` CPU-bound tests of about ``--ms`` ms each (pure-Python
+  arithmetic), half of them ``async def`` under pytest-asyncio, in 8 modules; written
+  to a temporary directory.
+- the real suites of ``scripts/plugin_suites.py`` (fetched into ``.cache/plugin-suites``).
+
+Each run is a fresh ``python -m pytest`` process; the three runners alternate within
+a round and the table gives medians and ratios from the same rounds. Writes
+``benches/results/pytest.json`` (Markdown included; ``python benches/report.py`` puts
+it into ``docs/benchmarks.md``). Needs pytest-asyncio and pytest-xdist (both in
+``scripts/requirements-dev.txt``); run it with the dev venv's python.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCHES = Path(__file__).resolve().parent
+ROOT = BENCHES.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import plugin_suites  # noqa: E402
+
+PROBE_DIR = None
+RUNNERS = {
+    "serial": [],
+    "pytest -n 2 (xdist)": ["-n", "2"],
+    "--interloop-workers 2": ["--interloop-workers", "2"],
+}
+
+# A plugin (-p bench_first_result, from a temporary directory on PYTHONPATH) that
+# records when the main process saw its first test report; xdist's workers and
+# interloop's have config.workerinput and stay quiet.
+PROBE = """
+import os, time
+_state = {}
+def pytest_configure(config):
+    _state["main"] = not hasattr(config, "workerinput")
+def pytest_runtest_logreport(report):
+    path = os.environ.get("BENCH_FIRST_RESULT")
+    if path and _state.get("main") and "done" not in _state and report.when == "call":
+        _state["done"] = True
+        with open(path, "w") as f:
+            f.write(repr(time.time()))
+"""
+
+
+def calibrate(ms: float) -> int:
+    """Loop count of ``spin`` that takes about ``ms`` milliseconds here."""
+    n = 20000
+    while True:
+        t = time.perf_counter()
+        spin(n)
+        dt = time.perf_counter() - t
+        if dt > 0.05:
+            return max(1, int(n * ms / 1000 / dt))
+        n *= 2
+
+
+def spin(n: int) -> int:
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1000003
+    return acc
+
+
+def make_synthetic(root: Path, tests: int, n: int) -> Path:
+    suite = root / "synthetic"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    modules = 8
+    per = tests // modules
+    for m in range(modules):
+        lines = ["import asyncio, pytest", "",
+                 "def spin(n):", "    acc = 0", "    for i in range(n):",
+                 "        acc = (acc + i * i) % 1000003", "    return acc", ""]
+        for t in range(per):
+            if t % 2:
+                lines += ["@pytest.mark.asyncio", f"async def test_{t}():",
+                          "    await asyncio.sleep(0)", f"    assert spin({n}) >= 0", ""]
+            else:
+                lines += [f"def test_{t}():", f"    assert spin({n}) >= 0", ""]
+        (suite / f"test_cpu_{m}.py").write_text("\n".join(lines))
+    return suite
+
+
+def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float | None, float, str]:
+    probe = Path(tempfile.mktemp(prefix="bench-first-"))
+    env = dict(os.environ, BENCH_FIRST_RESULT=str(probe),
+               PYTHONPATH=os.pathsep.join(filter(None, [PROBE_DIR, os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "-p", "bench_first_result", *extra, *args]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    first = None
+    if probe.exists():
+        first = float(probe.read_text()) - t0
+        probe.unlink()
+    tail = proc.stdout.strip().splitlines()[-1:] or [""]
+    if proc.returncode not in (0, 1):
+        print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n", file=sys.stderr)
+    return wall, first, cpu, tail[0]
+
+
+def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
+    walls = {r: [] for r in RUNNERS}
+    firsts = {r: [] for r in RUNNERS}
+    cpus = {r: [] for r in RUNNERS}
+    outcome = {}
+    for i in range(runs):
+        order = list(RUNNERS) if i % 2 == 0 else list(reversed(RUNNERS))
+        for r in order:
+            wall, first, cpu, tail = run_once(cwd, args, RUNNERS[r])
+            walls[r].append(wall)
+            cpus[r].append(cpu)
+            if first is not None:
+                firsts[r].append(first)
+            outcome[r] = tail
+            print(f"  {name:16s} {r:24s} {wall:7.2f} s  cpu {cpu:6.2f} s  first result "
+                  f"{'-' if first is None else f'{first:.2f} s'}  {tail}", flush=True)
+    med = {r: statistics.median(v) for r, v in walls.items()}
+    fmed = {r: (statistics.median(v) if v else None) for r, v in firsts.items()}
+    cmed = {r: statistics.median(v) for r, v in cpus.items()}
+    return {"wall": walls, "first": firsts, "cpu": cpus, "median": med,
+            "first_median": fmed, "cpu_median": cmed, "outcome": outcome}
+
+
+def markdown(results: dict, meta: dict) -> str:
+    il, xd, se = "--interloop-workers 2", "pytest -n 2 (xdist)", "serial"
+    out = [f"# pytest runners (CPython {meta['python']}, {meta['cpus']} cores, median of {meta['runs']})",
+           "",
+           "End to end: command start to exit, each run a fresh `python -m pytest -q`. "
+           "\"first result\": command start to the first test's call report in the main "
+           "process. CPU: user + system time of the pytest process and its children "
+           "(xdist's workers). Ratios are of medians from the same rounds (runners alternate).",
+           "",
+           "| suite | runner | seconds | vs serial | vs xdist | first result, s | CPU s (all processes) |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for suite, r in results.items():
+        for runner in RUNNERS:
+            m = r["median"][runner]
+            f = r["first_median"][runner]
+            out.append(
+                f"| {suite} | {runner} | {m:.2f} | {r['median'][se] / m:.2f}x | "
+                f"{r['median'][xd] / m:.2f}x | {'-' if f is None else f'{f:.2f}'} | "
+                f"{r['cpu_median'][runner]:.2f} |")
+    out += ["", "Targets (issue 12), from these medians:", ""]
+    for suite, r in results.items():
+        m = r["median"]
+        f = r["first_median"]
+        line = (f"- {suite}: `--interloop-workers 2` is {m[se] / m[il]:.2f}x serial and "
+                f"{m[xd] / m[il]:.2f}x xdist")
+        if f[il] and f[xd]:
+            line += f"; first result after {f[il] / f[xd]:.2f} of xdist's time"
+        out.append(line + ".")
+    out += ["", "Outcomes (last run): " + "; ".join(
+        f"{s}: " + ", ".join(f"{k} `{v}`" for k, v in r["outcome"].items())
+        for s, r in results.items()),
+        "", f"Load average at start {meta['load_start']}, at end {meta['load_end']}: "
+        "the machine was shared with other engineers' builds and tests, so absolute "
+        "times are noisy; compare ratios."]
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tests", type=int, default=400)
+    ap.add_argument("--ms", type=float, default=10.0)
+    ap.add_argument("--no-real", action="store_true", help="only the synthetic suite")
+    ap.add_argument("--out", default=str(BENCHES / "results" / "pytest.json"))
+    opts = ap.parse_args()
+    meta = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "runs": opts.runs,
+            "load_start": tuple(round(x, 2) for x in os.getloadavg())}
+    results = {}
+    global PROBE_DIR
+    with tempfile.TemporaryDirectory() as tmp:
+        PROBE_DIR = tmp
+        Path(tmp, "bench_first_result.py").write_text(PROBE)
+        n = calibrate(opts.ms)
+        suite = make_synthetic(Path(tmp), opts.tests, n)
+        results[f"synthetic {opts.tests} x {opts.ms:g} ms"] = bench(
+            "synthetic", suite, [], opts.runs)
+        if not opts.no_real:
+            for name, (req, dirname, whole, _subset) in plugin_suites.SUITES.items():
+                src = plugin_suites.fetch(req, dirname)
+                results[name] = bench(name, src, whole, opts.runs)
+    meta["load_end"] = tuple(round(x, 2) for x in os.getloadavg())
+    doc = {"meta": meta, "results": results, "markdown": markdown(results, meta), "order": 45,
+           "command": " ".join(["python benches/bench_pytest.py", *sys.argv[1:]])}
+    Path(opts.out).write_text(json.dumps(doc, indent=1))
+    print(doc["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,441 @@
+"""The controller: the main interpreter's side of ``--interloop-workers``.
+
+When collection starts, the controller starts an ``interloop.Pool`` and one
+``serve`` job per worker (they configure pytest meanwhile, then wait for work).
+pytest collects in the main interpreter as usual (so ``-k``, ``-m``, ``--lf``/``--ff``
+and deselection happen once, here). ``pytest_runtestloop`` then puts the selected
+tests into the work ``Channel`` (one test per unit, or one module/class/file per unit
+with ``--interloop-dist``), closes it, and replays what comes back through pytest's
+hooks (``pytest_runtest_logstart``/``logreport``/``logfinish``): every plugin of the
+main run sees the reports of a serial run.
+
+Tests that run in the main interpreter instead, after the workers are done:
+``capfd``/``capfdbinary`` tests (descriptors 1 and 2 are the process's: any worker
+writing to them would land in the capture), modules that fail to import in a
+sub-interpreter (extensions without sub-interpreter support), and any test whose
+worker ended without a complete report for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+import warnings
+
+import pytest
+
+from .worker import serve
+
+# A test with one of these fixtures runs in the main interpreter: fd capture there is
+# the process's, and workers run concurrently.
+_MAIN_ONLY_FIXTURES = frozenset({"capfd", "capfdbinary"})
+# After a timeout's interrupt, how long a worker gets to report the test before the
+# controller gives up on it (code blocked in C cannot be interrupted).
+_INTERRUPT_GRACE = 3.0
+
+
+def _unit_key(nodeid: str, dist: str) -> str:
+    if dist == "loadfile":
+        return nodeid.split("::", 1)[0]
+    # loadscope: a class's tests together, otherwise the module's (as xdist does)
+    return nodeid.rsplit("::", 1)[0] if "::" in nodeid else nodeid
+
+
+class Controller:
+    """The plugin object registered in the main interpreter by ``--interloop-workers``."""
+
+    def __init__(self, config, workers: int):
+        self.config = config
+        self.workers = workers
+        self.dist = config.getoption("interloop_dist")
+        self.fallback = {}  # module node id -> why it cannot import in a worker
+        self.refused = {}  # what CPython refused in a worker -> tests that ran in the main interpreter
+        self.notes = []  # summary lines
+        self.no_session = {}  # why a worker could not start a session -> workers
+        self.stuck = []  # "worker N (test id)" that could not be stopped
+        self._abandoned_tests = set()
+        self.runner = None  # the main interpreter's loop that drives the pool
+        self.dispatch = None
+
+    # -- pytest hooks -------------------------------------------------------------
+    def pytest_sessionstart(self, session):
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            # Reports of several files interleave: progress without file names, as
+            # pytest-xdist shows it.
+            tr.showfspath = False
+
+    def pytest_report_header(self, config):
+        return f"interloop: {self.workers} own-GIL sub-interpreter workers, dist={self.dist}"
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection(self, session):
+        # Workers start (import pytest, configure, start their sessions) while this
+        # interpreter collects; they wait for their first test.
+        if not session.config.option.collectonly:
+            self._start(session)
+        return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        try:
+            return self._runtestloop(session)
+        finally:
+            self._stop()
+
+    def _runtestloop(self, session):
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            n = session.testsfailed
+            raise session.Interrupted(f"{n} error{'s' if n != 1 else ''} during collection")
+        if session.config.option.collectonly:
+            return True
+        items = list(session.items)
+        order = {it.nodeid: i for i, it in enumerate(items)}
+        self.by_id = {it.nodeid: it for it in items}
+        in_main = [it for it in items if _MAIN_ONLY_FIXTURES.intersection(
+            getattr(it, "fixturenames", ()))]
+        if in_main:
+            self.notes.append(
+                f"{len(in_main)} test{'s' if len(in_main) != 1 else ''} using capfd ran in "
+                "the main interpreter")
+        main_ids = {it.nodeid for it in in_main}
+        to_workers = [it for it in items if it.nodeid not in main_ids]
+        if self.dispatch is not None:
+            later = self.runner.run(self.dispatch.run(to_workers))
+        else:
+            later = to_workers
+        if not (session.shouldfail or session.shouldstop):
+            rest = sorted(in_main + later, key=lambda it: order[it.nodeid])
+            for i, item in enumerate(rest):
+                nextitem = rest[i + 1] if i + 1 < len(rest) else None
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                if session.shouldfail or session.shouldstop:
+                    break
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
+        return True
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.fallback:
+            mods = ", ".join(f"{m} ({why})" for m, why in sorted(self.fallback.items()))
+            terminalreporter.write_line(
+                f"interloop: ran in the main interpreter (import failed in a sub-interpreter): {mods}")
+        for why, ids in sorted(self.refused.items()):
+            terminalreporter.write_line(
+                f"interloop: ran again in the main interpreter ({why}): {', '.join(ids)}")
+        for why, wids in self.no_session.items():
+            who = f"worker{'s' if len(wids) > 1 else ''} {', '.join(sorted(wids))}"
+            terminalreporter.write_line(f"interloop: {who} could not start a session: {why}")
+        for note in self.notes:
+            terminalreporter.write_line(f"interloop: {note}")
+        for s in self.stuck:
+            terminalreporter.write_line(f"interloop: could not stop {s}", red=True)
+
+    def pytest_unconfigure(self, config):
+        if self.stuck:
+            # A worker still runs a test that ignored its interrupt (blocked in C).
+            # CPython aborts at exit while a sub-interpreter's thread runs, so leave
+            # now, with the run's status (the reports are all written by now).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            status = getattr(config, "_interloop_exitstatus", 1)
+            os._exit(int(status))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        self._stop()
+        self.config._interloop_exitstatus = int(exitstatus)
+
+    # -- the parallel part -----------------------------------------------------
+    def _start(self, session):
+        import interloop
+
+        loop_factory = interloop.new_event_loop if self.config.getoption("interloop") else None
+        self.runner = asyncio.Runner(loop_factory=loop_factory)
+        self.dispatch = _Dispatch(self, session)
+        try:
+            self.runner.run(self.dispatch.start())
+        except RuntimeError as e:
+            self.runner.close()
+            self.runner = self.dispatch = None
+            if "interloop.Pool needs" not in str(e):
+                raise
+            # No sub-interpreter workers on this Python: a serial run.
+            self.notes.append(f"workers unavailable, all tests ran in the main interpreter: {e}")
+
+    def _stop(self):
+        """Ends the workers if the run did not get to (or through) dispatching."""
+        if self.runner is None:
+            return
+        runner, self.runner = self.runner, None
+        try:
+            if not self.dispatch.finished:
+                runner.run(self.dispatch.shutdown())
+        finally:
+            runner.close()
+
+
+class _Dispatch:
+    """The pool, its worker sessions and the messages from them (its coroutines run
+    in the controller's ``asyncio.Runner``)."""
+
+    def __init__(self, controller, session):
+        self.c = controller
+        self.config = controller.config
+        self.session = session
+        self.items = []
+        self.pending = set()  # tests handed to workers without their reports yet
+        self.to_main = []  # fallback: run in the main interpreter
+        self.running = {}  # worker -> node id between logstart and logfinish
+        self.jobs = {}  # live worker sessions: worker -> future
+        self.timers = {}  # worker -> (node id, TimerHandle)
+        self.ready = set()  # workers whose session started
+        self.next_wid = 0
+        self.stopping = False
+        self.finished = False
+
+    async def start(self):
+        """Starts the pool and one worker session per worker; they wait for tests."""
+        import interloop
+
+        self.work = interloop.Channel()
+        self.results = interloop.Channel()
+        self.nworkers = self.alive = self.c.workers
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        base = factory.getbasetemp() if factory is not None else None
+        self.spec = {
+            "args": list(self.config.invocation_params.args),
+            "workers": self.nworkers,
+            "testrunuid": uuid.uuid4().hex,
+            "work": self.work,
+            "results": self.results,
+            "capture": self.config.option.capture,
+            "base": str(base) if base is not None else None,
+        }
+        self.pool = interloop.Pool(workers=self.nworkers, concurrency=1)
+        await self.pool.start()
+        for _ in range(self.nworkers):
+            self._start_worker()
+
+    async def run(self, items):
+        """Hands ``items`` to the workers and replays their reports; returns the
+        tests to run in the main interpreter."""
+        self.items = items
+        self.pending = {it.nodeid for it in items}
+        dist = self.c.dist
+        if dist == "load":
+            units = [(it.nodeid,) for it in items]
+        else:
+            groups = {}
+            for it in items:
+                groups.setdefault(_unit_key(it.nodeid, dist), []).append(it.nodeid)
+            units = [tuple(g) for g in groups.values()]
+        for u in units:
+            self.work.send_nowait(u)
+        # Closed: workers take what is queued, then find the end. (What a worker
+        # took and could not run comes back as a leftover, below.)
+        self.work.close()
+        try:
+            while self.jobs:
+                msg = await self.results.recv()
+                self._handle(msg)
+        finally:
+            await self.shutdown()
+        if not self.stopping:
+            leftovers = [it for it in items if it.nodeid in self.pending
+                         and it.nodeid not in self.c._abandoned_tests]
+            if leftovers:
+                self.c.notes.append(
+                    f"{len(leftovers)} test(s) whose worker ended without their result "
+                    "ran in the main interpreter")
+            self.to_main.extend(leftovers)
+        return self.to_main
+
+    def _start_worker(self):
+        wid = self.next_wid
+        self.next_wid += 1
+        spec = dict(self.spec, wid=wid)
+        spec["basetemp"] = os.path.join(spec.pop("base"), f"il{wid}") if spec["base"] else None
+        fut = self.pool.submit(serve, spec, interrupt=True)
+        self.jobs[wid] = fut
+        fut.add_done_callback(lambda f, wid=wid: self._job_done(wid, f))
+
+    def _job_done(self, wid, fut):
+        if fut.cancelled():
+            return  # interrupted on purpose: its session reports "bye" itself
+        exc = fut.exception()
+        if exc is not None:
+            try:
+                self.results.send_nowait(("crashed", wid, f"{type(exc).__name__}: {exc}"))
+            except interloop_closed():
+                pass
+
+    async def shutdown(self):
+        self.finished = True
+        self.stopping = self.stopping or bool(self.session.shouldfail or self.session.shouldstop)
+        self.work.close()  # a worker still waiting for its first test gets none
+        self._drain_work()
+        for _, h in self.timers.values():
+            h.cancel()
+        for fut in self.jobs.values():
+            fut.cancel()
+        stuck = await self.pool.close(cancel=True, timeout=5)
+        self.results.close()
+        if stuck:
+            self.c.stuck.extend(stuck)
+
+    def _drain_work(self):
+        from interloop import ChannelClosed, ChannelEmpty
+
+        while True:
+            try:
+                self.work.recv_nowait()
+            except (ChannelEmpty, ChannelClosed):
+                return
+
+    # -- messages ------------------------------------------------------------------
+    def _handle(self, msg):
+        kind, wid = msg[0], msg[1]
+        hook = self.config.hook
+        if kind == "done":
+            _, _, nodeid, location, reports = msg
+            if self.running.get(wid) == nodeid:
+                del self.running[wid]
+            if nodeid in self.c._abandoned_tests or nodeid not in self.pending:
+                return
+            self.pending.discard(nodeid)
+            hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+            for data in reports:
+                rep = hook.pytest_report_from_serializable(config=self.config, data=data)
+                hook.pytest_runtest_logreport(report=rep)
+            hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+            if not self.stopping and (self.session.shouldfail or self.session.shouldstop):
+                self.stopping = True
+                self._drain_work()
+        elif kind == "start":
+            self.running[wid] = msg[2]
+        elif kind == "timer":
+            self._cancel_timer(wid)
+            loop = asyncio.get_running_loop()
+            h = loop.call_later(msg[3], self._expired, wid, msg[2], msg[3])
+            self.timers[wid] = (msg[2], h)
+        elif kind == "untimer":
+            self._cancel_timer(wid)
+        elif kind == "warning":
+            self._warning(msg[2])
+        elif kind == "fallback":
+            _, _, nodeid, mod, why = msg
+            if self.running.get(wid) == nodeid:
+                del self.running[wid]
+            if mod is None:
+                self.c.refused.setdefault(why, []).append(nodeid)
+            else:
+                self.c.fallback.setdefault(mod, why)
+            if nodeid in self.pending:
+                self.pending.discard(nodeid)
+                self.to_main.append(self.c.by_id[nodeid])
+        elif kind == "ready":
+            self.ready.add(wid)
+        elif kind in ("bye", "fatal", "crashed"):
+            self._worker_ended(wid, kind, msg[2])
+        elif kind == "abandon":
+            self._abandon(wid, msg[2], msg[3])
+
+    def _cancel_timer(self, wid):
+        t = self.timers.pop(wid, None)
+        if t is not None:
+            t[1].cancel()
+
+    def _expired(self, wid, nodeid, seconds):
+        self.timers.pop(wid, None)
+        fut = self.jobs.get(wid)
+        if fut is None or self.running.get(wid) != nodeid:
+            return
+        fut.cancel()  # submitted with interrupt=True: raises in the running test
+        loop = asyncio.get_running_loop()
+        loop.call_later(_INTERRUPT_GRACE, self._grace_over, wid, nodeid, seconds)
+
+    def _grace_over(self, wid, nodeid, seconds):
+        if wid in self.jobs and nodeid in self.pending:
+            self.results.send_nowait(("abandon", wid, nodeid, seconds))
+
+    def _abandon(self, wid, nodeid, seconds):
+        """The interrupt did not land (code blocked in C): report the timeout here,
+        leave the worker to itself, and go on with a fresh one."""
+        if wid not in self.jobs or nodeid not in self.pending:
+            return
+        self.c._abandoned_tests.add(nodeid)
+        self.pending.discard(nodeid)
+        self.running.pop(wid, None)
+        self._report_failed(nodeid, (
+            f"Failed: Timeout (>{seconds}s) from pytest-timeout: interloop worker {wid} "
+            "could not be interrupted (blocked outside Python code)"))
+        self.c.stuck.append(f"worker {wid} ({nodeid})")
+        self._worker_ended(wid, "abandoned", None)
+
+    def _report_failed(self, nodeid, text):
+        """Reports a test its worker could not report (stuck or gone) as failed."""
+        location = self.c.by_id[nodeid].location
+        hook = self.config.hook
+        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        hook.pytest_runtest_logreport(report=pytest.TestReport(
+            nodeid=nodeid, location=location, keywords={}, outcome="failed",
+            longrepr=text, when="call"))
+        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+
+    def _worker_ended(self, wid, kind, detail):
+        if wid not in self.jobs:
+            return
+        del self.jobs[wid]
+        self._cancel_timer(wid)
+        nodeid = self.running.pop(wid, None)
+        if kind == "bye" and nodeid is not None and nodeid in self.pending:
+            # The session ended inside this test (pytest.exit, a KeyboardInterrupt the
+            # test raised, an internal error): it runs again in the main interpreter
+            # after the workers, where it does to the run what it would serially.
+            self.pending.discard(nodeid)
+            self.to_main.append(self.c.by_id[nodeid])
+        if kind == "crashed":
+            self.alive -= 1  # its interpreter is gone
+        if kind == "fatal" and wid not in self.ready:
+            # No session could start there (a conftest that does not import in a
+            # sub-interpreter...): another worker would fail the same way.
+            self.c.no_session.setdefault(detail.strip().splitlines()[-1], []).append(str(wid))
+            return
+        if kind == "fatal" or kind == "crashed":
+            if nodeid is not None and nodeid in self.pending:
+                # The test it was running is reported as failed and not run again
+                # (it would likely take the next worker down too).
+                self.pending.discard(nodeid)
+                self._report_failed(
+                    nodeid, f"interloop worker {wid} failed while running this test:\n{detail}")
+            else:
+                self.c.notes.append(f"worker {wid} failed: {detail.strip().splitlines()[-1]}")
+        if self.stopping:
+            return
+        if self.work.qsize() > 0 and len(self.jobs) < self.alive:
+            self._start_worker()
+
+    def _warning(self, d):
+        import importlib
+
+        try:
+            cat = importlib.import_module(d["category"][0])
+            for part in d["category"][1].split("."):
+                cat = getattr(cat, part)
+        except Exception:  # noqa: BLE001 - a category only the worker knows
+            cat = UserWarning
+        wm = warnings.WarningMessage(
+            message=cat(d["message"]), category=cat, filename=d["filename"], lineno=d["lineno"])
+        self.config.hook.pytest_warning_recorded.call_historic(kwargs=dict(
+            warning_message=wm, when=d["when"], nodeid=d["nodeid"], location=d["location"]))
+
+
+def interloop_closed():
+    from interloop import ChannelClosed
+
+    return ChannelClosed
+

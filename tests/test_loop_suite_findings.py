@@ -1,0 +1,54 @@
+"""Behaviours found by running other projects' suites (scripts/real-suites) and
+the long runs (tests/test_long_soak.py), on both loops."""
+import asyncio
+import os
+from unittest import mock
+
+import pytest
+
+
+@pytest.mark.parametrize("value", [0, 1, "", "yes", None])
+def test_set_debug_takes_any_value_by_its_truth(loop, value):
+    loop.set_debug(value)
+    assert bool(loop.get_debug()) is bool(value)
+
+
+@pytest.mark.parametrize("when_offset", [10, 10.5])
+def test_call_at_keeps_the_type_of_when(loop, when_offset):
+    when = type(when_offset)(int(loop.time()) + when_offset)
+    h = loop.call_at(when, lambda: None)
+    assert h.when() == when and type(h.when()) is type(when)
+    assert h._when == when and type(h._when) is type(when)
+    h.cancel()
+
+
+@pytest.mark.interloop_xfail(
+    "interloop's core reads its own clock: a loop.time replaced on the instance "
+    "(unittest.mock.patch.object) does not move its timers")
+def test_timers_follow_a_patched_time(loop):
+    fired = []
+
+    async def main():
+        now = loop.time()
+        loop.call_at(now + 3600, fired.append, "late")
+        with mock.patch.object(loop, "time", return_value=now + 3601):
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    assert fired == ["late"]
+
+
+def _fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.interloop_xfail(
+    "a closed interloop loop keeps its epoll and eventfd descriptors until the "
+    "loop object is freed (the reactor is not an optional part of the core)")
+def test_close_releases_the_loops_descriptors(new_loop):
+    before = _fds()
+    loop = new_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    assert _fds() <= before

@@ -1,0 +1,502 @@
+"""interloop's pytest plugin, driven through pytester in subprocesses.
+
+Part 1: ``--interloop`` and the documented loop factories (pytest-asyncio, AnyIO,
+``unittest.IsolatedAsyncioTestCase``) put tests on interloop's loop.
+Part 2: ``--interloop-workers N`` runs a suite in own-GIL sub-interpreters with the
+outcomes, reports and exit status of a serial run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# interloop.Pool runs on 3.13, and on 3.12 from 3.12.4 (CPython gh-112140).
+POOL_OK = sys.version_info >= (3, 13) or (3, 12, 4) <= sys.version_info < (3, 13)
+
+needs_pool = pytest.mark.skipif(not POOL_OK, reason="sub-interpreter workers need 3.12.4+")
+WORKERS = ("--interloop-workers", "2")
+
+# A suite with every outcome pytest has, sync and async.
+MIXED = '''
+import asyncio, pytest
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture broke")
+
+def test_pass(): pass
+def test_fail(): assert 1 == 2
+def test_skip(): pytest.skip("not here")
+@pytest.mark.xfail(reason="known", strict=True)
+def test_xfail(): assert 0
+@pytest.mark.xfail(reason="passes anyway")
+def test_xpass(): pass
+def test_error(broken): pass
+@pytest.mark.parametrize("n", range(6))
+def test_param(n): assert n != 4
+
+class TestGroup:
+    def test_a(self): pass
+    def test_b(self): assert "a" in "abc"
+
+@pytest.mark.asyncio
+async def test_async_pass(): await asyncio.sleep(0.01)
+
+@pytest.mark.asyncio
+async def test_async_fail():
+    await asyncio.sleep(0)
+    raise ValueError("async boom")
+
+def test_where(request):
+    # Under --interloop-workers the test runs in a worker (xdist's attribute names).
+    wi = getattr(request.config, "workerinput", None)
+    with open(request.config.rootpath / "where.txt", "a") as f:
+        f.write((wi or {}).get("workerid", "main") + "\\n")
+'''
+
+INI = """
+[pytest]
+asyncio_default_fixture_loop_scope = function
+"""
+
+
+def junit_outcomes(path):
+    """{test id: outcome} from a junit XML file."""
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        kinds = [c.tag for c in case if c.tag in ("failure", "error", "skipped")]
+        out[name] = "+".join(sorted(kinds)) or "passed"
+    return out
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+def test_plugin_is_registered_and_idle_without_options(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_idle='''
+        import asyncio, sys, pytest
+        def test_nothing_of_interloop_active(pytestconfig):
+            assert pytestconfig.pluginmanager.has_plugin("interloop")
+            assert pytestconfig.pluginmanager.get_plugin("interloop-controller") is None
+            assert pytestconfig.pluginmanager.get_plugin("interloop-loop") is None
+            assert "interloop._pytest.controller" not in sys.modules
+            assert type(asyncio.get_event_loop_policy()).__module__.startswith("asyncio")
+        @pytest.mark.asyncio
+        async def test_asyncio_loop():
+            assert type(asyncio.get_running_loop()).__module__.startswith("asyncio")
+    ''')
+    res = run(pytester)
+    res.assert_outcomes(passed=2)
+    assert "interloop:" not in res.stdout.str()
+    # and the same outcomes with the plugin blocked
+    run(pytester, "-p", "no:interloop").assert_outcomes(passed=1, failed=1)
+
+
+def test_bad_worker_count_is_a_usage_error(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    res = run(pytester, "--interloop-workers", "lots")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*--interloop-workers: expected a number of workers or 'auto'*"])
+
+
+# -- part 1: interloop's loop ------------------------------------------------------
+
+LOOP_SUITE = '''
+import asyncio, unittest, pytest
+import interloop
+
+def on_interloop():
+    return isinstance(asyncio.get_running_loop(), interloop.Loop)
+
+@pytest.fixture
+async def fixture_loop():
+    return on_interloop()
+
+@pytest.mark.asyncio
+async def test_pytest_asyncio(fixture_loop):
+    assert on_interloop() and fixture_loop
+
+class TestCase(unittest.IsolatedAsyncioTestCase):
+    async def test_isolated(self):
+        assert on_interloop()
+'''
+
+
+def test_interloop_option_runs_pytest_asyncio_and_unittest_on_interloop(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_loops=LOOP_SUITE.replace(
+        "@pytest.fixture\nasync", "import pytest_asyncio\n@pytest_asyncio.fixture\nasync"))
+    run(pytester, "--interloop").assert_outcomes(passed=2)
+    # Without the option the same tests see asyncio's loop: the check can fail.
+    run(pytester).assert_outcomes(failed=2)
+
+
+def test_documented_loop_factories_without_the_option(pytester):
+    """README's recipes: pytest-asyncio's hook in a conftest, AnyIO's backend
+    parameters, IsolatedAsyncioTestCase's loop_factory."""
+    pytester.makeini(INI)
+    pytester.makeconftest('''
+        import interloop, pytest
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {"interloop": interloop.new_event_loop}
+
+        @pytest.fixture
+        def anyio_backend():
+            return ("asyncio", {"loop_factory": interloop.new_event_loop})
+    ''')
+    pytester.makepyfile(test_recipes='''
+        import asyncio, unittest, pytest
+        import interloop
+
+        def on_interloop():
+            return isinstance(asyncio.get_running_loop(), interloop.Loop)
+
+        @pytest.mark.asyncio
+        async def test_pytest_asyncio():
+            assert on_interloop()
+
+        @pytest.mark.anyio
+        async def test_anyio():
+            assert on_interloop()
+
+        class TestCase(unittest.IsolatedAsyncioTestCase):
+            loop_factory = staticmethod(interloop.new_event_loop)  # read from 3.13 on
+
+            async def test_isolated(self):
+                assert on_interloop()
+    ''')
+    if sys.version_info >= (3, 13):
+        run(pytester).assert_outcomes(passed=3)
+    else:  # 3.12's IsolatedAsyncioTestCase has no loop_factory: the policy decides
+        run(pytester).assert_outcomes(passed=2, failed=1)
+        run(pytester, "--interloop").assert_outcomes(passed=3)
+
+
+# -- part 2: the parallel runner -----------------------------------------------------
+
+@needs_pool
+def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_mixed=MIXED)
+    serial = run(pytester, "-rA", "--junitxml=serial.xml")
+    where = pytester.path / "where.txt"
+    assert where.read_text() == "main\n"
+    where.unlink()
+    par = run(pytester, "-rA", "--junitxml=par.xml", *WORKERS, "--durations=3")
+    counts = serial.parseoutcomes()
+    assert counts == {"passed": 10, "failed": 3, "skipped": 1, "xfailed": 1,
+                      "xpassed": 1, "errors": 1}
+    assert par.parseoutcomes() == counts
+    assert par.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    assert junit_outcomes(pytester.path / "par.xml") == junit_outcomes(pytester.path / "serial.xml")
+    # the short summary (-rA), failure details and --durations come through
+    for line in (
+        "interloop: 2 own-GIL sub-interpreter workers*",
+        "*slowest 3 durations*",
+        "E       ValueError: async boom",
+        "FAILED test_mixed.py::test_param[[]4[]] - assert 4 != 4",
+        "ERROR test_mixed.py::test_error - RuntimeError: fixture broke",
+        "XFAIL test_mixed.py::test_xfail - known",
+        "PASSED test_mixed.py::TestGroup::test_a",
+    ):
+        par.stdout.fnmatch_lines([line])
+    assert {w for w in where.read_text().split()} <= {"il0", "il1"}
+
+
+@needs_pool
+def test_exitfirst_stops_the_run(pytester):
+    pytester.makeini(INI)
+    body = "\n".join(f"def test_{i}():\n    import time; time.sleep(0.05)\n    assert {i} != 3\n"
+                     for i in range(30))
+    pytester.makepyfile(test_many=body)
+    res = run(pytester, "-x", *WORKERS)
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    counts = res.parseoutcomes()
+    assert counts["failed"] == 1
+    assert counts.get("passed", 0) < 29  # stopped: not everything ran
+    res.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+
+
+@needs_pool
+def test_last_failed_reruns_only_the_failures(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_lf="""
+        import pytest
+        @pytest.mark.parametrize("n", range(10))
+        def test_n(n): assert n % 4 != 1
+    """)
+    first = pytester.runpytest_subprocess(*WORKERS, timeout=120)
+    first.assert_outcomes(passed=7, failed=3)
+    again = pytester.runpytest_subprocess("--lf", *WORKERS, timeout=120)
+    again.assert_outcomes(failed=3)  # as serially: only the three ran
+    again.stdout.fnmatch_lines(["*run-last-failure: rerun previous 3 failures*"])
+
+
+@needs_pool
+def test_capture_per_interpreter_and_capfd_in_the_main_interpreter(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_cap='''
+        import os, sys
+        def test_prints_and_fails():
+            print("out of the worker")
+            print("err of the worker", file=sys.stderr)
+            assert 0
+        def test_capsys(capsys):
+            print("mine")
+            assert capsys.readouterr().out == "mine\\n"
+        def test_capfd(capfd, request):
+            os.write(1, b"raw fd write\\n")
+            assert capfd.readouterr().out == "raw fd write\\n"
+            assert not hasattr(request.config, "workerinput")  # main interpreter
+        def test_quiet_pass():
+            print("never shown")
+    ''')
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=3, failed=1)
+    res.stdout.fnmatch_lines([
+        "*Captured stdout call*", "out of the worker",
+        "*Captured stderr call*", "err of the worker",
+        "*interloop: 1 test using capfd ran in the main interpreter*",
+    ])
+    assert "never shown" not in res.stdout.str()
+
+
+def _refused_module():
+    """A stdlib extension module that refuses to load in a sub-interpreter."""
+    for name in ("readline", "_curses", "_tkinter"):
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        return name
+    return None
+
+
+@needs_pool
+def test_module_that_does_not_import_in_a_worker_runs_in_the_main_interpreter(pytester):
+    mod = _refused_module()
+    if mod is None:
+        pytest.skip("no stdlib extension without sub-interpreter support is built here")
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_native=f"import {mod}\ndef test_a(): pass\ndef test_b(): assert 0\n",
+        test_plain="def test_c(): pass\ndef test_d(): pass\n",
+    )
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=3, failed=1)
+    res.stdout.fnmatch_lines([
+        "interloop: ran in the main interpreter (import failed in a sub-interpreter): "
+        f"test_native.py (ImportError: module {mod} does not support loading in subinterpreters)",
+    ])
+
+
+@needs_pool
+def test_timeout_interrupts_a_hanging_test_and_the_run_goes_on(pytester):
+    pytest.importorskip("pytest_timeout")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_hang='''
+        import pytest
+        def test_before(): pass
+        @pytest.mark.timeout(1)
+        def test_spins_forever():
+            while True:
+                pass
+        @pytest.mark.parametrize("n", range(6))
+        def test_after(n): pass
+    ''')
+    res = run(pytester, *WORKERS, "-ra")
+    res.assert_outcomes(passed=7, failed=1)
+    res.stdout.fnmatch_lines([
+        "FAILED test_hang.py::test_spins_forever - Failed: Timeout (>1.0s) from pytest*",
+    ])
+
+
+@needs_pool
+def test_failing_collection_is_reported_as_in_a_serial_run(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_ok="def test_ok(): pass", test_broken="def test_x(:\n    pass")
+    serial = run(pytester)
+    par = run(pytester, *WORKERS)
+    assert par.ret == serial.ret == pytest.ExitCode.INTERRUPTED
+    for res in (serial, par):
+        res.stdout.fnmatch_lines(["*ERROR collecting test_broken.py*", "*1 error during collection*"])
+    # and with --continue-on-collection-errors the rest runs
+    run(pytester, *WORKERS, "--continue-on-collection-errors").assert_outcomes(passed=1, errors=1)
+
+
+@needs_pool
+def test_loadscope_runs_module_fixtures_once_per_module(pytester):
+    pytester.makeini(INI)
+    fixture = '''
+import pytest
+@pytest.fixture(scope="module")
+def setup_count(request):
+    with open(request.config.rootpath / "setups.txt", "a") as f:
+        f.write(request.module.__name__ + "\\n")
+'''
+    tests = "\n".join(f"def test_{i}(setup_count): pass" for i in range(8))
+    pytester.makepyfile(test_m1=fixture + tests, test_m2=fixture + tests, test_m3=fixture + tests)
+    run(pytester, *WORKERS, "--interloop-dist", "loadscope").assert_outcomes(passed=24)
+    setups = (pytester.path / "setups.txt").read_text().split()
+    assert sorted(setups) == ["test_m1", "test_m2", "test_m3"]
+
+
+@needs_pool
+def test_session_fixture_runs_once_per_worker_that_needs_it(pytester):
+    pytester.makeini(INI)
+    pytester.makeconftest('''
+import pytest
+@pytest.fixture(scope="session")
+def shared(request):
+    wid = request.config.workerinput["workerid"]
+    with open(request.config.rootpath / "session.txt", "a") as f:
+        f.write(wid + "\\n")
+''')
+    pytester.makepyfile(test_s="\n".join(
+        f"def test_{i}(shared):\n    import time; time.sleep(0.02)" for i in range(20)))
+    res = run(pytester, "--interloop-workers", "auto")
+    res.assert_outcomes(passed=20)
+    n = len(os.sched_getaffinity(0))
+    res.stdout.fnmatch_lines([f"interloop: {n} own-GIL sub-interpreter workers*"])
+    runs = (pytester.path / "session.txt").read_text().split()
+    assert len(runs) == len(set(runs)) and 1 <= len(runs) <= n
+
+
+@pytest.mark.skipif(POOL_OK, reason="only where workers cannot start")
+def test_without_workers_the_run_is_serial_and_says_so(pytester):
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): assert 0")
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines(["*interloop: workers unavailable, all tests ran in the main interpreter*"])
+
+
+@needs_pool
+def test_tests_refused_by_a_sub_interpreter_run_again_in_the_main_interpreter(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_limits='''
+        import signal, threading
+        def test_signal_handler():
+            old = signal.signal(signal.SIGUSR1, lambda *a: None)
+            signal.signal(signal.SIGUSR1, old)
+        def test_daemon_thread():
+            t = threading.Thread(target=lambda: None, daemon=True)
+            t.start()
+            t.join()
+        def test_plain(request):
+            assert request.config.workerinput["workerid"].startswith("il")
+    ''')
+    res = run(pytester, *WORKERS, "-v")
+    res.assert_outcomes(passed=3)
+    res.stdout.fnmatch_lines([
+        "interloop: ran again in the main interpreter (RuntimeError: daemon threads are "
+        "disabled in this (sub)interpreter): test_limits.py::test_daemon_thread",
+        "interloop: ran again in the main interpreter (ValueError: signal only works in main "
+        "thread of the main interpreter): test_limits.py::test_signal_handler",
+    ])
+    # each test is reported once
+    assert res.stdout.str().count("test_limits.py::test_signal_handler PASSED") == 1
+
+
+@needs_pool
+def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_exit='''
+        import pytest
+        def test_a(): pass
+        def test_exits(): pytest.exit("enough", returncode=3)
+        def test_b(): pass
+    ''')
+    serial = run(pytester)
+    par = run(pytester, *WORKERS)
+    assert serial.ret == par.ret == 3
+    for res in (serial, par):
+        res.stdout.fnmatch_lines(["*Exit: enough*"])
+
+
+@needs_pool
+def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester):
+    import signal
+    import subprocess
+    import time
+
+    pytester.makeini(INI)
+    pytester.makepyfile(test_slow='''
+        import time
+        def test_fast(): pass
+        def test_blocks(request):
+            (request.config.rootpath / "started").write_text("")
+            for _ in range(600):
+                time.sleep(0.05)
+        def test_blocks_too():
+            for _ in range(600):
+                time.sleep(0.05)
+    ''')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *WORKERS],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pytester.path / "started").exists():
+            assert time.monotonic() < deadline, "the test never started"
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "KeyboardInterrupt" in out
+    assert "1 passed" in out  # the summary counts what finished
+
+
+@needs_pool
+def test_a_conftest_that_does_not_import_in_a_worker_runs_the_suite_in_the_main_interpreter(
+        pytester):
+    mod = _refused_module()
+    if mod is None:
+        pytest.skip("no stdlib extension without sub-interpreter support is built here")
+    pytester.makeini(INI)
+    pytester.makeconftest(f"import {mod}")
+    pytester.makepyfile(test_c="def test_a(): pass\ndef test_b(): assert 0\n")
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines([
+        f"interloop: workers 0, 1 could not start a session: *{mod} does not support loading "
+        "in subinterpreters*",
+        "interloop: 2 test(s) whose worker ended without their result ran in the main interpreter",
+    ])
+
+
+@needs_pool
+def test_a_test_blocked_in_c_is_reported_and_the_run_does_not_wait_for_it(pytester):
+    pytest.importorskip("pytest_timeout")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_stuck='''
+        import time, pytest
+        @pytest.mark.timeout(1)
+        def test_sleeps_in_c():
+            time.sleep(60)  # pending calls (the interrupt) do not run in C code
+        @pytest.mark.parametrize("n", range(4))
+        def test_others(n): pass
+    ''')
+    res = run(pytester, *WORKERS, "-ra", "--junitxml=out.xml")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    res.assert_outcomes(passed=4, failed=1)
+    res.stdout.fnmatch_lines([
+        "*Timeout (>1.0s) from pytest-timeout: interloop worker * could not be interrupted*",
+        "interloop: could not stop worker * (test_stuck.py::test_sleeps_in_c)",
+    ])
+    assert junit_outcomes(pytester.path / "out.xml")["test_stuck::test_sleeps_in_c"] == "failure"
+    assert res.duration < 40  # well before the sleep would have ended
