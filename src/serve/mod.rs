@@ -1,4 +1,4 @@
-//! `interloop serve` (issue 13): an HTTP/1.1 server in Rust for ASGI apps run on
+//! `interloop serve`: an HTTP/1.1 server in Rust for ASGI apps run on
 //! every core from one process (docs/design-serve.md).
 //!
 //! Each serving interpreter (a pool worker's own-GIL sub-interpreter, or the main
