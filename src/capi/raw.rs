@@ -90,6 +90,17 @@ pub(crate) unsafe fn bytes(b: &[u8]) -> *mut ffi::PyObject {
     }
 }
 
+/// A `str` copy of `s` (new reference) or NULL.
+///
+/// # Safety
+/// The GIL of the current interpreter is held.
+pub(crate) unsafe fn str_(s: &str) -> *mut ffi::PyObject {
+    // Safety: GIL held (contract); `s` is valid UTF-8 for `s.len()` bytes.
+    unsafe {
+        ffi::PyUnicode_FromStringAndSize(s.as_ptr() as *const c_char, s.len() as ffi::Py_ssize_t)
+    }
+}
+
 /// A tuple from new references (stolen); NULL if any item or the tuple is NULL.
 ///
 /// # Safety

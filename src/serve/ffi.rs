@@ -13,7 +13,7 @@ use super::http::RespHead;
 use super::server::{Event, Limits, Listener, Recv, Server};
 use crate::capi::{
     arg_bytes, arg_u64, bool_, bytes, entry, leak_module_def, list, method, nargs, none, set_error,
-    tuple, u64_, DefPtr,
+    str_, tuple, u64_, DefPtr,
 };
 use pyo3::ffi;
 use std::cell::RefCell;
@@ -388,21 +388,10 @@ unsafe fn addr(a: Option<SocketAddr>) -> Obj {
         match a {
             None => none(),
             Some(a) => {
-                let host = a.ip().to_string();
-                tuple(&[
-                    ffi::PyUnicode_FromStringAndSize(host.as_ptr() as *const c_char, host.len() as _),
-                    ffi::PyLong_FromLong(a.port() as _),
-                ])
+                tuple(&[str_(&a.ip().to_string()), ffi::PyLong_FromLong(a.port() as _)])
             }
         }
     }
-}
-
-/// # Safety
-/// GIL held.
-unsafe fn str_(s: &str) -> Obj {
-    // Safety: GIL held (caller's contract); `s` is valid UTF-8.
-    unsafe { ffi::PyUnicode_FromStringAndSize(s.as_ptr() as *const c_char, s.len() as _) }
 }
 
 /// The Python tuple of one event (new reference or NULL).
