@@ -43,12 +43,31 @@ def _fds():
     return set(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.interloop_xfail(
-    "a closed interloop loop keeps its epoll and eventfd descriptors until the "
-    "loop object is freed (the reactor is not an optional part of the core)")
 def test_close_releases_the_loops_descriptors(new_loop):
     before = _fds()
     loop = new_loop()
     loop.run_until_complete(asyncio.sleep(0))
     loop.close()
     assert _fds() <= before
+
+
+def test_a_closed_loop_refuses_threadsafe_calls_after_its_descriptors_are_gone(new_loop):
+    import threading
+    loop = new_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    errors = []
+
+    def other_thread():
+        try:
+            loop.call_soon_threadsafe(print, "never")
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert errors == ["Event loop is closed"]
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.add_reader(0, print)
+    assert loop.remove_reader(0) is False

@@ -94,12 +94,14 @@ impl LoopCore {
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
         Ok(LoopCore {
-            state: GilCell::new(State::default()),
-            poll: parking_lot::Mutex::new(PollState {
+            state: GilCell::new(State {
+                registry: Some(registry),
+                ..State::default()
+            }),
+            poll: parking_lot::Mutex::new(Some(PollState {
                 poll,
                 events: Events::with_capacity(1024),
-            }),
-            registry,
+            })),
             waker: Arc::new(LoopWaker::new(waker)),
             sources: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -450,6 +452,13 @@ impl LoopCore {
             a.source.set_waker(None);
         }
         drop(sources);
+        // Last, the descriptors (asyncio's close closes its selector): the epoll
+        // descriptor, its second handle and the waker's eventfd.
+        let registry = self.state.with(py, |s| s.registry.take());
+        drop(registry);
+        let poll = self.poll.lock().take();
+        drop(poll);
+        self.waker.close();
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
