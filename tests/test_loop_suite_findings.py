@@ -22,9 +22,6 @@ def test_call_at_keeps_the_type_of_when(loop, when_offset):
     h.cancel()
 
 
-@pytest.mark.interloop_xfail(
-    "interloop's core reads its own clock: a loop.time replaced on the instance "
-    "(unittest.mock.patch.object) does not move its timers")
 def test_timers_follow_a_patched_time(loop):
     fired = []
 
@@ -37,6 +34,26 @@ def test_timers_follow_a_patched_time(loop):
 
     loop.run_until_complete(main())
     assert fired == ["late"]
+
+
+def test_call_later_and_sleep_follow_a_patched_time_and_the_clock_after(loop):
+    fired = []
+
+    async def main():
+        now = loop.time()
+        with mock.patch.object(loop, "time", return_value=now + 1000):
+            loop.call_later(1, fired.append, "relative to the patched time")
+            await asyncio.sleep(0)
+            assert fired == []
+        assert "time" not in vars(loop)
+        # Back on the real clock: the timer is 1000 s away and must not fire.
+        await asyncio.sleep(0.01)
+        assert fired == []
+        loop.call_later(0.001, fired.append, "real")
+        await asyncio.sleep(0.05)
+
+    loop.run_until_complete(main())
+    assert fired == ["real"]
 
 
 def _fds():

@@ -160,6 +160,10 @@ pub(crate) struct LoopCore {
     pub(super) c_kwnames: GilCell<Option<Py<PyTuple>>>,
     /// Set while `_probe_c_callers` makes asyncio's C future call `call_soon`.
     pub(super) probing: AtomicBool,
+    /// Set once `time` was assigned on the instance (`unittest.mock.patch.object(loop,
+    /// "time", ...)`, as aiohttp's tests do): from then on the core's own timers read
+    /// the time through `loop.time()` as asyncio's do. Cleared when it is deleted.
+    pub(super) time_patched: AtomicBool,
     /// `{"loop": self}`, the keyword arguments of the common `create_task` (`Task`
     /// only reads them), kept between calls. Reported to the GC (it refers back to
     /// the loop) and dropped by `take_all`.

@@ -117,6 +117,7 @@ impl LoopCore {
             context_kwnames: GilCell::new(None),
             c_kwnames: GilCell::new(None),
             probing: AtomicBool::new(false),
+            time_patched: AtomicBool::new(false),
             task_kwargs: GilCell::new(None),
         })
     }
@@ -224,7 +225,7 @@ impl LoopCore {
         };
         Self::schedule_at(
             slf,
-            monotonic() + delay,
+            Self::now(slf)? + delay,
             false,
             callback,
             args,
@@ -461,6 +462,41 @@ impl LoopCore {
         self.waker.close();
     }
 
+    /// Generic attribute assignment, watching for `time`: see `time_patched`.
+    fn __setattr__(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        // SAFETY: all three are live objects we hold references to; the generic
+        // setter is what `object.__setattr__` does (it returns 0 or -1 with an
+        // exception set).
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value.as_ptr())
+        };
+        if rc < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        if is_time(name) {
+            slf.get().time_patched.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        // SAFETY: as in `__setattr__`; a NULL value asks the generic setter to delete.
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        if is_time(name) {
+            slf.get().time_patched.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(Some(kw)) = self
             .task_kwargs
@@ -530,4 +566,9 @@ impl LoopCore {
             drop(self.task_kwargs.try_with(py, Option::take));
         })
     }
+}
+
+fn is_time(name: &Bound<'_, PyAny>) -> bool {
+    name.cast::<pyo3::types::PyString>()
+        .is_ok_and(|s| s.to_str().is_ok_and(|s| s == "time"))
 }
