@@ -50,6 +50,10 @@ pub(super) struct State {
     pub(super) ready: VecDeque<Ready>,
     pub(super) timers: TimerHeap<Py<Handle>>,
     pub(super) io: FdMap<IoEntry>,
+    /// A second handle on the poll's epoll descriptor, for registrations made while
+    /// the loop's own thread may be polling. `None` once the loop is closed: `close`
+    /// lets go of its descriptors, as asyncio's loop closes its selector.
+    pub(super) registry: Option<Registry>,
 }
 
 /// File descriptors are small distinct integers: they hash as themselves (times an
@@ -124,8 +128,8 @@ pub(crate) struct LoopCore {
     pub(super) state: GilCell<State>,
     /// Locked only by the loop's own thread: while polling (GIL released) and while
     /// reading the events back (GIL held). Nobody else takes it, so it never blocks.
-    pub(super) poll: parking_lot::Mutex<PollState>,
-    pub(super) registry: Registry,
+    /// `None` once the loop is closed (the epoll descriptor is closed with it).
+    pub(super) poll: parking_lot::Mutex<Option<PollState>>,
     pub(super) waker: Arc<LoopWaker>,
     /// Native completion sources drained each iteration (see `sources.rs`).
     pub(super) sources: GilCell<Vec<Attached>>,
@@ -156,6 +160,10 @@ pub(crate) struct LoopCore {
     pub(super) c_kwnames: GilCell<Option<Py<PyTuple>>>,
     /// Set while `_probe_c_callers` makes asyncio's C future call `call_soon`.
     pub(super) probing: AtomicBool,
+    /// Set once `time` was assigned on the instance (`unittest.mock.patch.object(loop,
+    /// "time", ...)`, as aiohttp's tests do): from then on the core's own timers read
+    /// the time through `loop.time()` as asyncio's do. Cleared when it is deleted.
+    pub(super) time_patched: AtomicBool,
     /// `{"loop": self}`, the keyword arguments of the common `create_task` (`Task`
     /// only reads them), kept between calls. Reported to the GC (it refers back to
     /// the loop) and dropped by `take_all`.
@@ -193,14 +201,15 @@ impl LoopCore {
     /// Empties every queue and registration, returning what must be dropped (by the
     /// caller, after the borrow), the file objects registrations were made with too.
     pub(super) fn take_all(&self, py: Python<'_>) -> (Vec<Ready>, Vec<Py<Handle>>, Vec<Py<PyAny>>) {
-        let registry = &self.registry;
         self.state.with(py, |s| {
             let ready: Vec<Ready> = s.ready.drain(..).collect();
             let mut handles = Vec::new();
             let mut fileobjs = Vec::new();
             s.timers.drain_into(&mut handles);
             for (fd, e) in s.io.drain() {
-                let _ = registry.deregister(&mut SourceFd(&fd));
+                if let Some(registry) = &s.registry {
+                    let _ = registry.deregister(&mut SourceFd(&fd));
+                }
                 handles.extend(e.reader);
                 handles.extend(e.writer);
                 fileobjs.extend(e.fileobj);

@@ -94,12 +94,14 @@ impl LoopCore {
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
         Ok(LoopCore {
-            state: GilCell::new(State::default()),
-            poll: parking_lot::Mutex::new(PollState {
+            state: GilCell::new(State {
+                registry: Some(registry),
+                ..State::default()
+            }),
+            poll: parking_lot::Mutex::new(Some(PollState {
                 poll,
                 events: Events::with_capacity(1024),
-            }),
-            registry,
+            })),
             waker: Arc::new(LoopWaker::new(waker)),
             sources: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -115,6 +117,7 @@ impl LoopCore {
             context_kwnames: GilCell::new(None),
             c_kwnames: GilCell::new(None),
             probing: AtomicBool::new(false),
+            time_patched: AtomicBool::new(false),
             task_kwargs: GilCell::new(None),
         })
     }
@@ -222,7 +225,7 @@ impl LoopCore {
         };
         Self::schedule_at(
             slf,
-            monotonic() + delay,
+            Self::now(slf)? + delay,
             false,
             callback,
             args,
@@ -450,6 +453,48 @@ impl LoopCore {
             a.source.set_waker(None);
         }
         drop(sources);
+        // Last, the descriptors (asyncio's close closes its selector): the epoll
+        // descriptor, its second handle and the waker's eventfd.
+        let registry = self.state.with(py, |s| s.registry.take());
+        drop(registry);
+        let poll = self.poll.lock().take();
+        drop(poll);
+        self.waker.close();
+    }
+
+    /// Generic attribute assignment, watching for `time`: see `time_patched`.
+    fn __setattr__(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        // SAFETY: all three are live objects we hold references to; the generic
+        // setter is what `object.__setattr__` does (it returns 0 or -1 with an
+        // exception set).
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value.as_ptr())
+        };
+        if rc < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        if is_time(name) {
+            slf.get().time_patched.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        // SAFETY: as in `__setattr__`; a NULL value asks the generic setter to delete.
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        if is_time(name) {
+            slf.get().time_patched.store(false, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -521,4 +566,9 @@ impl LoopCore {
             drop(self.task_kwargs.try_with(py, Option::take));
         })
     }
+}
+
+fn is_time(name: &Bound<'_, PyAny>) -> bool {
+    name.cast::<pyo3::types::PyString>()
+        .is_ok_and(|s| s.to_str().is_ok_and(|s| s == "time"))
 }

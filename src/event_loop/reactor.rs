@@ -1,4 +1,4 @@
-use super::core::{let_go, IoEntry, LoopCore, PollState, Ready, State, WAKER_TOKEN};
+use super::core::{closed_error, let_go, IoEntry, LoopCore, PollState, Ready, State, WAKER_TOKEN};
 use super::handle::Handle;
 use super::reader::{self, NativeReader};
 use mio::unix::SourceFd;
@@ -43,9 +43,10 @@ impl LoopCore {
     /// Re-arms `fd` so the reactor reports it again if it is still ready (used by
     /// native readers that stopped before draining their descriptor).
     pub(crate) fn rearm_fd(&self, py: Python<'_>, fd: RawFd) {
-        let registry = &self.registry;
         self.state.with(py, |s| {
-            if let Some(i) = s.io.get(&fd).and_then(IoEntry::interest) {
+            if let (Some(i), Some(registry)) =
+                (s.io.get(&fd).and_then(IoEntry::interest), &s.registry)
+            {
                 let _ = registry.reregister(&mut SourceFd(&fd), Token(fd as usize), i);
             }
         })
@@ -67,8 +68,10 @@ impl LoopCore {
         handle: Option<Py<Handle>>,
         fileobj: Option<Py<PyAny>>,
     ) -> (PyResult<()>, Option<Py<Handle>>, Option<Py<PyAny>>) {
-        let registry = &self.registry;
         self.state.with(py, |s| {
+            let Some(registry) = &s.registry else {
+                return (Err(closed_error()), handle, fileobj);
+            };
             let entry = s.io.entry(fd).or_default();
             let before = entry.interest();
             let slot = match side {
@@ -240,8 +243,10 @@ impl LoopCore {
         }
         let res = py.detach(|| {
             let mut guard = self.poll.lock();
-            let PollState { poll, events } = &mut *guard;
-            poll.poll(events, timeout)
+            match &mut *guard {
+                Some(PollState { poll, events }) => poll.poll(events, timeout),
+                None => Ok(()),
+            }
         });
         match res {
             Ok(()) => {}
@@ -252,9 +257,12 @@ impl LoopCore {
             Err(e) => return Err(e.into()),
         }
         let guard = self.poll.lock();
-        let registry = &self.registry;
+        let Some(PollState { events, .. }) = &*guard else {
+            return Err(closed_error());
+        };
         self.state.with(py, |s| {
-            for ev in guard.events.iter() {
+            let Some(registry) = &s.registry else { return };
+            for ev in events.iter() {
                 if ev.token() == WAKER_TOKEN {
                     continue;
                 }

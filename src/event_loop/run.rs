@@ -86,7 +86,9 @@ impl LoopCore {
         // 1: clean the heap's top.
         let (has_ready, next_when) = self.drop_cancelled_timers(py);
         // 2: how long we may block.
-        let timeout = self.poll_timeout(has_ready || sources_pending, next_when);
+        let ready = has_ready || sources_pending;
+        let patched_now = if ready { None } else { Self::patched_now(slf)? };
+        let timeout = self.poll_timeout(ready, next_when, patched_now);
         // 3 + 4a: poll, when due, and queue the handles of ready descriptors.
         if self.poll_due(timeout) {
             self.poll_reactor(py, timeout)?;
@@ -96,18 +98,25 @@ impl LoopCore {
             self.drain_sources(slf)?;
         }
         // 4c: timers that are due.
-        Ok(self.queue_due_timers(py))
+        Ok(self.queue_due_timers(py, Self::patched_now(slf)?))
     }
 
     /// Step 2: zero if callbacks are ready (or a source has completions, or the loop
     /// is stopping), else until the earliest timer, else forever (`None`).
     #[inline(always)]
-    fn poll_timeout(&self, ready: bool, next_when: Option<f64>) -> Option<Duration> {
+    fn poll_timeout(
+        &self,
+        ready: bool,
+        next_when: Option<f64>,
+        patched_now: Option<f64>,
+    ) -> Option<Duration> {
         if ready || self.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
         } else {
-            next_when
-                .map(|w| Duration::from_secs_f64((w - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT)))
+            next_when.map(|w| {
+                let now = patched_now.unwrap_or_else(monotonic);
+                Duration::from_secs_f64((w - now).clamp(0.0, MAX_POLL_TIMEOUT))
+            })
         }
     }
 

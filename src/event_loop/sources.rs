@@ -17,14 +17,17 @@ use std::sync::Arc;
 
 /// Wakes a loop blocked in its poll, from any thread, coalescing bursts.
 pub(crate) struct LoopWaker {
-    waker: mio::Waker,
+    /// `None` once the loop is closed: its eventfd is closed with it, and a producer
+    /// that still holds this waker must not write to a descriptor number that may
+    /// belong to someone else by then.
+    waker: parking_lot::RwLock<Option<mio::Waker>>,
     pending: AtomicBool,
 }
 
 impl LoopWaker {
     pub(crate) fn new(waker: mio::Waker) -> Self {
         LoopWaker {
-            waker,
+            waker: parking_lot::RwLock::new(Some(waker)),
             pending: AtomicBool::new(false),
         }
     }
@@ -32,13 +35,21 @@ impl LoopWaker {
     pub(crate) fn wake(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             // A failed wake (eventfd counter full) means a wake-up is already pending.
-            let _ = self.waker.wake();
+            if let Some(w) = &*self.waker.read() {
+                let _ = w.wake();
+            }
         }
     }
 
     /// Called by the loop before it decides to block: later `wake()`s write again.
     pub(crate) fn rearm(&self) {
         self.pending.store(false, Ordering::Release);
+    }
+
+    /// Closes the eventfd (the loop is closed); later `wake()`s do nothing.
+    pub(crate) fn close(&self) {
+        let w = self.waker.write().take();
+        drop(w);
     }
 }
 

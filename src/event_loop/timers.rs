@@ -31,6 +31,28 @@ pub(super) fn clock_resolution() -> f64 {
 }
 
 impl LoopCore {
+    /// The time the loop's timers are measured against: the monotonic clock, or,
+    /// once `time` was set on the instance (see `time_patched`), what `loop.time()`
+    /// returns.
+    #[inline(always)]
+    pub(super) fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        match Self::patched_now(slf)? {
+            Some(t) => Ok(t),
+            None => Ok(monotonic()),
+        }
+    }
+
+    /// `Some(loop.time())` if `time` was set on the instance, else `None`.
+    #[inline(always)]
+    pub(super) fn patched_now(slf: &Bound<'_, Self>) -> PyResult<Option<f64>> {
+        if slf.get().time_patched.load(Ordering::Relaxed) {
+            let t = slf.call_method0(pyo3::intern!(slf.py(), "time"))?;
+            Ok(Some(t.extract::<f64>()?))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// `call_later` and `call_at`: asyncio's checks, then a timer for `when`.
     pub(super) fn schedule_at<'py>(
         slf: &Bound<'py, Self>,
@@ -121,13 +143,13 @@ impl LoopCore {
     /// Step 4c: queues the timers that are due (no clock read when there are none).
     /// Returns how many callbacks are ready now: what this iteration runs.
     #[inline(always)]
-    pub(super) fn queue_due_timers(&self, py: Python<'_>) -> usize {
+    pub(super) fn queue_due_timers(&self, py: Python<'_>, patched_now: Option<f64>) -> usize {
         let (garbage, ntodo) = self.state.with(py, |s| {
             let mut garbage = Vec::new();
             if s.timers.is_empty() {
                 return (garbage, s.ready.len());
             }
-            let end = monotonic() + self.clock_resolution;
+            let end = patched_now.unwrap_or_else(monotonic) + self.clock_resolution;
             while let Some(h) = s.timers.pop_due(end) {
                 if h.get().is_cancelled() {
                     garbage.push(h);
