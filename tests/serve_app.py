@@ -39,6 +39,7 @@ async def scope(request):
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in s["headers"]],
         "client": list(s["client"]), "server": list(s["server"]),
         "state": request.state.started, "asgi": s["asgi"],
+        "tls": s["extensions"].get("tls"),
     })
 
 
@@ -90,6 +91,8 @@ async def ws_echo(websocket):
                 return
             if msg.get("text") == "state":
                 await websocket.send_text(websocket.scope["state"]["started"])
+            elif msg.get("text") == "scheme":
+                await websocket.send_text(websocket.scope["scheme"])
             elif msg.get("text") is not None:
                 await websocket.send_text(msg["text"])
             else:

@@ -41,6 +41,7 @@ class Served:
                                      env={**os.environ, **(env or {})})
         self.lines = []
         self.port = None
+        self.scheme = "http"
         self.ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         if wait:
@@ -51,9 +52,9 @@ class Served:
     def _read(self):
         for line in self.proc.stderr:
             self.lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"listening on (https?)://127\.0\.0\.1:(\d+)", line)
             if m:
-                self.port = int(m.group(1))
+                self.scheme, self.port = m.group(1), int(m.group(2))
                 self.ready.set()
         self.ready.set()
 
@@ -63,7 +64,7 @@ class Served:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:
@@ -474,5 +475,5 @@ def test_serve_rejects_bad_options():
         interloop.serve("a:b", bogus=1)
     with pytest.raises(ValueError, match="lifespan"):
         interloop.serve("a:b", lifespan="sometimes")
-    with pytest.raises(NotImplementedError, match="TLS"):
+    with pytest.raises(ValueError, match="TLS needs both --ssl-certfile and --ssl-keyfile"):
         interloop.serve("a:b", ssl_certfile="x.pem")

@@ -53,8 +53,10 @@ def _parser():
     s.add_argument("--no-access-log", dest="access_log", action="store_false")
     s.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug", "trace"))
-    s.add_argument("--ssl-certfile", default=None)
-    s.add_argument("--ssl-keyfile", default=None)
+    s.add_argument("--ssl-certfile", default=None,
+                   help="serve HTTPS (TLS 1.2/1.3, rustls): the PEM certificate chain")
+    s.add_argument("--ssl-keyfile", default=None,
+                   help="the PEM private key of --ssl-certfile (unencrypted)")
     s.add_argument("--app-dir", default=".", help="look for the app's module here first")
     s.add_argument("--factory", action="store_true",
                    help="the import string names a factory returning the app")

@@ -204,7 +204,8 @@ class Server:
         self.cycles = {}
         self.root_path = config["root_path"] or ""
         self.root_path_b = self.root_path.encode()
-        self.scheme = "http"
+        self.scheme = "https" if config["ssl_certfile"] else "http"
+        self._tls_ext = {}
         self.access_log = config["access_log"]
         self.proxy = _ProxyHeaders(config) if config["proxy_headers"] else None
         self.stopped = loop.create_future()
@@ -260,7 +261,7 @@ class Server:
     def begin(self, ev):
         if ev[10]:
             return self.begin_websocket(ev)
-        _, token, method, path, raw_path, query, version, headers, client, server, _ = ev
+        _, token, method, path, raw_path, query, version, headers, client, server, _, tls = ev
         if self.root_path:
             path = self.root_path + path
             raw_path = self.root_path_b + raw_path
@@ -278,13 +279,23 @@ class Server:
             "query_string": query,
             "headers": headers,
             "state": self.state.copy(),
-            "extensions": _EXTENSIONS,
+            "extensions": _EXTENSIONS if tls is None else self.tls_extensions(tls),
         }
         if self.proxy is not None:
             self.proxy.apply(scope)
         c = Cycle(self, token, scope)
         self.cycles[token] = c
         c.task = _start_task(self.loop, self.run_app(c))
+
+    def tls_extensions(self, tls):
+        """The scope's extensions with ASGI's ``tls`` one (the negotiated version
+        and cipher suite; no client certificates), one dict per pair."""
+        ext = self._tls_ext.get(tls)
+        if ext is None:
+            ext = self._tls_ext[tls] = dict(_EXTENSIONS, tls={
+                "server_cert": None, "client_cert_chain": [], "client_cert_name": None,
+                "client_cert_error": None, "tls_version": tls[0], "cipher_suite": tls[1]})
+        return ext
 
     def begin_websocket(self, ev):
         token = ev[1]

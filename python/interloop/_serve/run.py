@@ -85,9 +85,8 @@ def make_config(app, options):
     if cfg["workers"] is not None and int(cfg["workers"]) < 1:
         raise ValueError("workers must be at least 1")
     cfg["workers"] = int(cfg["workers"] or os.cpu_count() or 1)
-    if cfg["ssl_certfile"] or cfg["ssl_keyfile"]:
-        raise NotImplementedError("TLS (--ssl-certfile/--ssl-keyfile) is not implemented "
-                                  "in interloop serve yet; terminate TLS in a proxy")
+    if bool(cfg["ssl_certfile"]) != bool(cfg["ssl_keyfile"]):
+        raise ValueError("TLS needs both --ssl-certfile and --ssl-keyfile")
     return cfg
 
 
@@ -246,10 +245,21 @@ def _bind(cfg):
         # listening: the kernel gives it no connections) only holds the port.
         s = _listen_socket(family, (host, port), None, True)
         port = s.getsockname()[1]
-        return [s], ("reuseport", family, host, port, backlog), f"http://{_fmt(host)}:{port}"
+        return [s], ("reuseport", family, host, port, backlog), f"{_scheme(cfg)}://{_fmt(host)}:{port}"
     s = _listen_socket(family, (host, port), backlog, False)
     port = s.getsockname()[1]
-    return [s], ("fds", [(s.fileno(), False)]), f"http://{_fmt(host)}:{port}"
+    return [s], ("fds", [(s.fileno(), False)]), f"{_scheme(cfg)}://{_fmt(host)}:{port}"
+
+
+def _scheme(cfg):
+    return "https" if cfg["ssl_certfile"] else "http"
+
+
+def _set_tls(cfg, gid):
+    """Loads the certificate and key into the group (every worker's connections
+    then speak TLS); a ValueError names the file at fault."""
+    if cfg["ssl_certfile"]:
+        _n.group_set_tls(gid, os.fspath(cfg["ssl_certfile"]), os.fspath(cfg["ssl_keyfile"]))
 
 
 def _fmt(host):
@@ -294,6 +304,11 @@ async def _supervise(cfg):
     loop = asyncio.get_running_loop()
     n = cfg["workers"]
     gid = _n.group_new(n)
+    try:
+        _set_tls(cfg, gid)
+    except BaseException:
+        _n.group_remove(gid)
+        raise
 
     def on_signal(sig):
         logger.info("shutting down (%s): finishing requests in flight", sig.name)
@@ -467,6 +482,11 @@ def _serve_processes(cfg):
     """``--worker-kind process``: each child serves the app in its main
     interpreter, on interloop's loop, from the inherited listening socket."""
     cfg = dict(cfg)
+    gid = _n.group_new(1)
+    try:
+        _set_tls(cfg, gid)  # checked here once: a bad file stops start-up, not each child
+    finally:
+        _n.group_remove(gid)
     socks, listen, url = _bind(dict(cfg, workers=1))
     s = socks[0]
     args = [sys.executable, "-m", "interloop", "serve", cfg["app"], "--workers", "1",
@@ -488,6 +508,9 @@ def _serve_processes(cfg):
         args.append("--no-proxy-headers")
     if cfg["forwarded_allow_ips"] is not None:
         args += ["--forwarded-allow-ips", cfg["forwarded_allow_ips"]]
+    if cfg["ssl_certfile"]:
+        args += ["--ssl-certfile", os.path.abspath(cfg["ssl_certfile"]),
+                 "--ssl-keyfile", os.path.abspath(cfg["ssl_keyfile"])]
     children = []
     stopping = False
 

@@ -178,7 +178,7 @@ class WebSocketCycle:
 def scope_of(server, ev):
     """The websocket scope and cycle of a request event, or None with the reason
     for a 400 answer."""
-    _, token, _method, path, raw_path, query, version, headers, client, srv, _ = ev
+    _, token, _method, path, raw_path, query, version, headers, client, srv, _, tls = ev
     key = None
     subprotocols = []
     version_ok = False
@@ -198,7 +198,7 @@ def scope_of(server, ev):
         "type": "websocket",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": version,
-        "scheme": "ws",
+        "scheme": "wss" if server.scheme == "https" else "ws",
         "server": srv,
         "client": client,
         "root_path": server.root_path,
@@ -208,6 +208,6 @@ def scope_of(server, ev):
         "headers": headers,
         "subprotocols": subprotocols,
         "state": server.state.copy(),
-        "extensions": {},
+        "extensions": {} if tls is None else {"tls": server.tls_extensions(tls)["tls"]},
     }
     return WebSocketCycle(server, token, scope, key, int(server.config["ws_max_size"]))
