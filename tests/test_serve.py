@@ -460,6 +460,34 @@ def test_fastapi_app_served_by_worker_processes():
         assert s.stop() == 0, s.log
 
 
+def test_prometheus_metrics_of_worker_processes():
+    s = Served("serve_app:app", "--workers", "2", "--worker-kind", "process", "--no-access-log",
+               "--metrics-port", "0")
+    try:
+        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", s.log)
+        assert m, s.log
+        metrics = m.group(1) + "/metrics"
+        with httpx.Client(base_url=s.url) as c:
+            for _ in range(12):
+                with httpx.Client(base_url=s.url) as fresh:  # new connections: both may serve
+                    assert fresh.get("/json/1").status_code == 200
+                assert c.get("/").status_code == 200
+            text = httpx.get(metrics, timeout=10).text
+            served = dict(re.findall(r'interloop_serve_requests_total\{worker="(\d+)"\} (\d+)', text))
+            assert sorted(served) == ["0", "1"], text  # one series per worker process
+            assert sum(map(int, served.values())) == 24, text
+            conns = re.findall(r'interloop_serve_connections\{worker="\d+"\} (\d+)', text)
+            assert sum(map(int, conns)) == 1, text  # `c`'s keep-alive connection
+            assert re.search(r'interloop_serve_latency_us_count\{worker="1"\} \d+', text), text
+            # Asked again: the counts move on (each scrape asks the processes anew).
+            c.get("/")
+            text2 = httpx.get(metrics, timeout=10).text
+            served2 = re.findall(r'interloop_serve_requests_total\{worker="\d+"\} (\d+)', text2)
+            assert sum(map(int, served2)) == 25, text2
+    finally:
+        assert s.stop() == 0, s.log
+
+
 def test_missing_module_is_reported():
     s = Served("no_such_module_xyz:app", "--workers", "1", wait=False)
     assert s.proc.wait(30) == 1

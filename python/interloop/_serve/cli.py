@@ -46,6 +46,7 @@ def _parser():
     s.add_argument("--root-path", default="")
     s.add_argument("--metrics-port", type=int, default=None,
                    help="serve per-worker counters in the Prometheus text format on this port")
+    s.add_argument("--stats-fd", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--ws-max-size", type=int, default=d["ws_max_size"],
                    help="largest websocket message in bytes (closed with 1009 above it)")
     s.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
