@@ -101,6 +101,14 @@ async def ws_echo(websocket):
         pass
 
 
+async def ws_quiet(websocket):
+    # Accepts, then neither receives nor sends for a while (pings go on meanwhile).
+    await websocket.accept()
+    await asyncio.sleep(int(websocket.query_params.get("ms", "1000")) / 1000)
+    await websocket.send_text("still here")
+    await websocket.close(code=1000)
+
+
 async def ws_refuse(websocket):
     await websocket.close(code=1008)
 
@@ -116,4 +124,5 @@ app = Starlette(routes=[
     Route("/wait-disconnect", wait_disconnect),
     WebSocketRoute("/ws", ws_echo),
     WebSocketRoute("/ws-refuse", ws_refuse),
+    WebSocketRoute("/ws-quiet", ws_quiet),
 ], lifespan=lifespan)

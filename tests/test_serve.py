@@ -378,6 +378,60 @@ def test_websocket_echo_ping_close_codes_and_limits(srv):
     assert data.startswith(b"HTTP/1.1 400 ")  # no Sec-WebSocket-Key
 
 
+@pytest.mark.parametrize("workers", [
+    pytest.param(2, marks=needs_pool, id="2-subinterpreters"),
+    pytest.param(1, id="1-main-interpreter"),
+])
+def test_websocket_keepalive_pings(workers):
+    import asyncio
+
+    import aiohttp
+
+    s = Served("serve_app:app", "--workers", str(workers), "--no-access-log",
+               "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.4")
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            # A client that answers: pings come every ~0.2 s, the connection lives on.
+            async with session.ws_connect(s.url + "/ws", autoping=False) as ws:
+                pings = 0
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 1.5:
+                    m = await ws.receive(2)
+                    assert m.type == aiohttp.WSMsgType.PING, m
+                    assert len(m.data) == 4  # a random payload
+                    pings += 1
+                    await ws.pong(m.data)
+                assert 4 <= pings <= 9, pings
+                await ws.send_str("still open")
+                m = await ws.receive(2)
+                while m.type == aiohttp.WSMsgType.PING:
+                    await ws.pong(m.data)
+                    m = await ws.receive(2)
+                assert m.data == "still open"
+            # An app that neither receives nor sends for 1.5 s: the pongs are still
+            # seen (aiohttp answers pings by itself here).
+            async with session.ws_connect(s.url + "/ws-quiet?ms=1500") as ws:
+                m = await ws.receive(5)
+                assert (m.type, m.data) == (aiohttp.WSMsgType.TEXT, "still here")
+            # A client that does not answer: closed with 1011 after interval + timeout.
+            async with session.ws_connect(s.url + "/ws", autoping=False) as ws:
+                t0 = time.monotonic()
+                while True:
+                    m = await ws.receive(5)
+                    if m.type != aiohttp.WSMsgType.PING:
+                        break
+                elapsed = time.monotonic() - t0
+                assert m.type == aiohttp.WSMsgType.CLOSE and m.data == 1011, m
+                assert m.extra == "keepalive ping timeout"
+                assert 0.5 < elapsed < 3, elapsed
+
+    try:
+        asyncio.run(main())
+    finally:
+        assert s.stop() == 0, s.log
+
+
 # -- start-up, shutdown, worker kinds ---------------------------------------------------
 
 @needs_pool

@@ -49,6 +49,11 @@ def _parser():
     s.add_argument("--stats-fd", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--ws-max-size", type=int, default=d["ws_max_size"],
                    help="largest websocket message in bytes (closed with 1009 above it)")
+    s.add_argument("--ws-ping-interval", type=float, default=d["ws_ping_interval"],
+                   help="ping websocket clients this often, in seconds (0: never)")
+    s.add_argument("--ws-ping-timeout", type=float, default=d["ws_ping_timeout"],
+                   help="close a websocket with 1011 when its pong does not come within "
+                        "this many seconds (0: no limit)")
     s.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
     s.add_argument("--access-log", dest="access_log", action="store_true", default=True)
     s.add_argument("--no-access-log", dest="access_log", action="store_false")

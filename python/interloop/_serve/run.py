@@ -46,6 +46,8 @@ DEFAULTS = {
     "timeout_slow_client": 30.0,
     "timeout_worker_start": 60.0,
     "ws_max_size": 16 * 1024 * 1024,
+    "ws_ping_interval": 20.0,
+    "ws_ping_timeout": 20.0,
     "metrics_port": None,
     # Internal (--worker-kind process): the child's end of the supervisor's
     # socketpair on which it answers requests for its counters.
@@ -87,6 +89,9 @@ def make_config(app, options):
         raise ValueError("worker_kind must be 'interpreter' or 'process'")
     if cfg["listener"] not in ("reuseport", "shared"):
         raise ValueError("listener must be 'reuseport' or 'shared'")
+    for k in ("ws_ping_interval", "ws_ping_timeout"):
+        if cfg[k] is not None and float(cfg[k]) < 0:
+            raise ValueError(f"--{k.replace('_', '-')} must be a number of seconds >= 0 (0: off)")
     if cfg["workers"] is not None and int(cfg["workers"]) < 1:
         raise ValueError("workers must be at least 1")
     cfg["workers"] = int(cfg["workers"] or os.cpu_count() or 1)
@@ -653,7 +658,9 @@ def _serve_processes(cfg):
             "--timeout-slow-client", str(cfg["timeout_slow_client"]),
             "--limit-request-body", str(cfg["limit_request_body"] or 0),
             "--limit-request-head", str(cfg["limit_request_head"]),
-            "--root-path", cfg["root_path"] or "", "--ws-max-size", str(cfg["ws_max_size"])]
+            "--root-path", cfg["root_path"] or "", "--ws-max-size", str(cfg["ws_max_size"]),
+            "--ws-ping-interval", str(cfg["ws_ping_interval"] or 0),
+            "--ws-ping-timeout", str(cfg["ws_ping_timeout"] or 0)]
     if cfg["limit_concurrency"]:
         args += ["--limit-concurrency", str(cfg["limit_concurrency"])]
     if not cfg["access_log"]:
