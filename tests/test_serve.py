@@ -214,6 +214,54 @@ def test_app_exception_is_500_and_the_worker_keeps_serving(srv):
     assert "RuntimeError: boom from the app" in srv.log  # the traceback is logged
 
 
+def test_proxy_headers_forwarded_and_x_forwarded(srv):
+    def scope_with(*headers):
+        with httpx.Client(base_url=srv.url) as c:
+            return c.get("/scope", headers=list(headers)).json()
+
+    # The peer (127.0.0.1) is a trusted proxy by default.
+    s = scope_with(("Forwarded", 'for=198.51.100.7;proto=https, for="[2001:db8::1]:4711"'))
+    # Walked from the nearest hop: 2001:db8::1 is not trusted, so it is the client.
+    assert s["client"] == ["2001:db8::1", 4711] and s["scheme"] == "http"
+    s = scope_with(("Forwarded", "for=198.51.100.7:5555;proto=https"),
+                   ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "http"))
+    assert s["client"] == ["198.51.100.7", 5555] and s["scheme"] == "https"  # Forwarded wins
+    s = scope_with(("X-Forwarded-For", "203.0.113.9, 127.0.0.1"), ("X-Forwarded-Proto", "https"))
+    assert s["client"] == ["203.0.113.9", 0] and s["scheme"] == "https"
+    s = scope_with(("Forwarded", "for=unknown;proto=https"))
+    assert s["client"][0] == "127.0.0.1" and s["scheme"] == "https"
+
+
+def test_proxy_headers_parsing_and_trust():
+    from interloop._serve.protocol import _forwarded_elements, _ProxyHeaders
+
+    assert _forwarded_elements('for=192.0.2.60;proto=http;by=203.0.113.43, '
+                               'For="[2001:db8:cafe::17]:4711"') == [
+        {"for": "192.0.2.60", "proto": "http", "by": "203.0.113.43"},
+        {"for": "[2001:db8:cafe::17]:4711"}]
+    assert _forwarded_elements('for="a\\"b;c,d";proto=https,junk,for=1.2.3.4') == [
+        {"for": 'a"b;c,d', "proto": "https"}, {"for": "1.2.3.4"}]
+
+    def apply(trusted, peer, headers, kind="http"):
+        scope = {"type": kind, "client": (peer, 1234), "scheme": "ws" if kind != "http" else "http",
+                 "headers": [(k.encode(), v.encode()) for k, v in headers]}
+        _ProxyHeaders({"forwarded_allow_ips": trusted}).apply(scope)
+        return scope["client"], scope["scheme"]
+
+    fwd = [("forwarded", "for=192.0.2.1;proto=https, for=10.0.0.2;proto=http")]
+    # An untrusted peer's headers are ignored.
+    assert apply("127.0.0.1", "192.0.2.200", fwd) == (("192.0.2.200", 1234), "http")
+    # A trusted chain is walked past: 10.0.0.2 is a trusted proxy too.
+    assert apply("127.0.0.1,10.0.0.2", "127.0.0.1", fwd) == (("192.0.2.1", 0), "https")
+    assert apply("127.0.0.1", "127.0.0.1", fwd) == (("10.0.0.2", 0), "http")
+    assert apply("*", "192.0.2.200", fwd) == (("10.0.0.2", 0), "http")
+    # Websocket scopes get the ws form of the scheme.
+    assert apply("127.0.0.1", "127.0.0.1", [("x-forwarded-proto", "https")], "websocket") == \
+        (("127.0.0.1", 1234), "wss")
+    assert apply("127.0.0.1", "127.0.0.1", [("forwarded", "for=_hidden;proto=https")],
+                 "websocket") == (("127.0.0.1", 1234), "wss")
+
+
 # -- the wire, through raw sockets ------------------------------------------------------
 
 def test_pipelined_requests_answer_in_order(srv):

@@ -306,6 +306,8 @@ class Server:
         c = websocket.scope_of(self, ev)
         if c is None:
             return self.answer(token, 400, b"bad websocket handshake")
+        if self.proxy is not None:
+            self.proxy.apply(c.scope)
         self.cycles[token] = c
         c.task = _start_task(self.loop, self.run_app(c))
 
@@ -374,8 +376,15 @@ class Server:
 
 
 class _ProxyHeaders:
-    """``--proxy-headers``: client address and scheme from ``X-Forwarded-For`` and
-    ``X-Forwarded-Proto`` when the direct peer is a trusted proxy."""
+    """``--proxy-headers``: client address and scheme from the proxy's headers
+    when the direct peer is a trusted proxy (``--forwarded-allow-ips``).
+
+    ``Forwarded`` (RFC 7239) is used when present: its ``for=`` list is walked
+    from the nearest hop back to the first address that is not a trusted proxy,
+    which becomes the client (with its port when given), and that element's
+    ``proto=`` the scheme. Otherwise ``X-Forwarded-For`` (the same walk) and
+    ``X-Forwarded-Proto``, as uvicorn reads them. A websocket's scheme is the ws
+    form of the forwarded one."""
 
     def __init__(self, config):
         ips = config["forwarded_allow_ips"]
@@ -388,17 +397,113 @@ class _ProxyHeaders:
         client = scope["client"]
         if not (self.any or (client and client[0] in self.trusted)):
             return
+        forwarded = []
+        xproto = xfor = None
         for name, value in scope["headers"]:
-            if name == b"x-forwarded-proto":
-                proto = value.decode("latin-1").strip().lower()
-                if proto in ("http", "https", "ws", "wss"):
-                    scope["scheme"] = proto
+            if name == b"forwarded":
+                forwarded.append(value)
+            elif name == b"x-forwarded-proto":
+                xproto = value
             elif name == b"x-forwarded-for":
-                hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-                for host in reversed(hosts):
-                    if self.any or host not in self.trusted:
-                        scope["client"] = (host, 0)
-                        break
+                xfor = value
+        if forwarded:
+            elements = _forwarded_elements(b",".join(forwarded).decode("latin-1"))
+            if not elements:
+                return
+            # The nearest hop that is not a trusted proxy, or the farthest one.
+            chosen = elements[0]
+            for el in reversed(elements):
+                host, _ = _forwarded_node(el.get("for", ""))
+                if host is None or self.any or host not in self.trusted:
+                    chosen = el
+                    break
+            host, port = _forwarded_node(chosen.get("for", ""))
+            if host is not None:  # "unknown" or obfuscated: the peer stays
+                scope["client"] = (host, port)
+            self._scheme(scope, chosen.get("proto"))
+            return
+        if xproto is not None:
+            self._scheme(scope, xproto.decode("latin-1"))
+        if xfor is not None:
+            hosts = [h.strip() for h in xfor.decode("latin-1").split(",") if h.strip()]
+            for host in reversed(hosts):
+                if self.any or host not in self.trusted:
+                    scope["client"] = (host, 0)
+                    break
+
+    @staticmethod
+    def _scheme(scope, proto):
+        if not proto:
+            return
+        proto = proto.strip().lower()
+        if proto in ("http", "https", "ws", "wss"):
+            if scope["type"] == "websocket":
+                proto = {"http": "ws", "https": "wss"}.get(proto, proto)
+            scope["scheme"] = proto
+
+
+def _forwarded_elements(text):
+    """RFC 7239 ``Forwarded`` field values: a list of {parameter: value} dicts
+    (names lowercased, quoted strings unquoted); malformed pairs are skipped."""
+    elements, token, quoted, i = [], [], False, 0
+    pending = []  # tokens of the current element, split at ';'
+
+    def end_pair():
+        pair = "".join(token).strip()
+        token.clear()
+        if pair:
+            pending.append(pair)
+
+    def end_element():
+        end_pair()
+        el = {}
+        for pair in pending:
+            k, sep, v = pair.partition("=")
+            if sep and k.strip():
+                el[k.strip().lower()] = v.strip()
+        pending.clear()
+        if el:
+            elements.append(el)
+
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\" and i + 1 < len(text):
+                token.append(text[i + 1])
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                token.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == ";":
+            end_pair()
+        elif ch == ",":
+            end_element()
+        else:
+            token.append(ch)
+        i += 1
+    end_element()
+    return elements
+
+
+def _forwarded_node(node):
+    """``(host, port)`` of a ``for=`` node (``1.2.3.4``, ``1.2.3.4:80``,
+    ``[::1]:80``); ``(None, 0)`` for ``unknown`` and obfuscated ones."""
+    node = node.strip()
+    port = 0
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+        return (host or None), port
+    if node.count(":") == 1:
+        node, _, p = node.partition(":")
+        port = int(p) if p.isdigit() else 0
+    if not node or node.lower() == "unknown" or node.startswith("_"):
+        return None, 0
+    return node, port
 
 
 class Lifespan:
