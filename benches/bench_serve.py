@@ -51,6 +51,9 @@ CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+PLAIN_REF = "interloop serve --workers 1, plain HTTP (reference), pinned"
+
+
 def servers(py: str, port: int, tls: "tuple[str, str] | None" = None) -> dict[str, tuple[list[str], bool]]:
     """name -> (command, pinned); with ``tls`` (cert, key files), the pinned
     servers serving HTTPS (uvicorn through Python's ssl, granian through rustls,
@@ -70,6 +73,8 @@ def servers(py: str, port: int, tls: "tuple[str, str] | None" = None) -> dict[st
                 gr + ["--workers", "1", "--ssl-certificate", cert, "--ssl-keyfile", key], True),
             "interloop serve --workers 1, TLS, pinned": (
                 il + ["--workers", "1", "--ssl-certfile", cert, "--ssl-keyfile", key], True),
+            # The same server without TLS in the same run: what TLS costs.
+            PLAIN_REF: (il + ["--workers", "1"], True),
         }
     return {
         "uvicorn+uvloop+httptools, pinned": (uv + ["--loop", "uvloop"], True),
@@ -237,6 +242,11 @@ def render_tls(doc: dict) -> str:
         p = t.get(peer, {}).get("per_cpu_s")
         if il and p:
             ratios.append(f"- Per core (req/s per server CPU-second): {il / p:.2f}x {peer}")
+    plain = t.get(PLAIN_REF, {}).get("per_cpu_s")
+    if il and plain:
+        ratios.append(f"- interloop serve, CPU per request with TLS minus without: "
+                      f"{1e6 / il - 1e6 / plain:+.1f} µs (TLS at {il / plain:.2f}x the plain-HTTP "
+                      "requests per CPU-second, same run)")
     lines += ["", *ratios, "",
               f"- Date: {doc.get('date', '?')}; Python: {doc.get('python', '?')}; peers: "
               f"{doc.get('versions', '?')}",
@@ -353,7 +363,8 @@ def main() -> None:
                 if args.only and not any(o in name for o in args.only.split(",")):
                     continue
                 try:
-                    r = run_one(cmd, pinned, port, args.duration, d, tls=bool(tls))
+                    r = run_one(cmd, pinned, port, args.duration, d,
+                                tls=bool(tls) and name != PLAIN_REF)
                 except Exception as e:  # noqa: BLE001 - one server failing is reported
                     r = {"error": repr(e)}
                 print(f"round {rnd + 1} {name}: {r}", file=sys.stderr)
