@@ -349,6 +349,42 @@ def test_slow_client_is_closed(srv):
     assert time.monotonic() - t0 < 5
 
 
+def slow_read_of_a_large_response(sock, size=8_000_000, piece=128 * 1024, pause=0.05):
+    """POSTs ``size`` bytes to /echo on ``sock`` and reads the echoed response
+    ``piece`` bytes at a time with ``pause`` s between reads (longer in all than
+    the server's --timeout-slow-client of 1 s); returns the body."""
+    blob = os.urandom(size)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(blob) + blob)
+    got = []
+    t0 = time.monotonic()
+    done = False
+    while not done:
+        n = 0
+        while n < piece:  # (a TLS socket returns one record, 16 KiB at most, a call)
+            b = sock.recv(piece - n)
+            if not b:
+                done = True
+                break
+            got.append(b)
+            n += len(b)
+        time.sleep(pause)
+    data = b"".join(got)
+    assert time.monotonic() - t0 > 2  # slower than the slow-client limit
+    (status, _, body), = responses(data, "POST")
+    assert status == 200
+    return blob, body
+
+
+def test_slow_but_steady_reader_gets_the_whole_response(srv):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", srv.port))
+        blob, body = slow_read_of_a_large_response(s)
+    assert body == blob
+
+
 def test_idle_keep_alive_connection_is_closed(srv):
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

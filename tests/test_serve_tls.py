@@ -17,7 +17,8 @@ import httpx
 import pytest
 import trustme
 
-from test_serve import LIMITS, Served, _Wire, needs_pool, read_to_close, responses
+from test_serve import (LIMITS, Served, _Wire, needs_pool, read_to_close, responses,
+                        slow_read_of_a_large_response)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +168,24 @@ def test_plain_http_and_broken_handshakes_are_closed_without_disturbing_others(s
             ssl.create_default_context().wrap_socket(raw_sock, server_hostname="localhost")
     with httpx.Client(base_url=srv.url, verify=certs["ctx"]) as c:
         assert c.get("/").text == "Hello, world!"
+
+
+def test_slow_but_steady_reader_gets_the_whole_response_over_tls(srv, certs):
+    raw_sock = socket.socket()
+    raw_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    raw_sock.settimeout(10)
+    raw_sock.connect(("127.0.0.1", srv.port))
+    with certs["ctx"].wrap_socket(raw_sock, server_hostname="localhost") as s:
+        blob, body = slow_read_of_a_large_response(s)
+    assert body == blob
+
+
+def test_silent_client_is_closed_after_the_keep_alive_timeout(srv, certs):
+    # No ClientHello at all: an idle connection (--timeout-keep-alive 2 here).
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        t0 = time.monotonic()
+        assert read_to_close(s, 10) == b""
+        assert 1.5 < time.monotonic() - t0 < 6
 
 
 # -- websockets over TLS -------------------------------------------------------------------

@@ -114,11 +114,12 @@ impl Io {
             None => self.sock.write_vectored(b),
         }
     }
-    /// Pushes what TLS holds for the socket (handshake, records, alerts).
-    fn push(&mut self) -> io::Result<()> {
+    /// Pushes what TLS holds for the socket (handshake, records, alerts); the
+    /// bytes written.
+    fn push(&mut self) -> io::Result<usize> {
         match &mut self.tls {
             Some(t) => t.push(&mut self.sock),
-            None => Ok(()),
+            None => Ok(0),
         }
     }
     /// TLS holds bytes the socket has not taken yet.
@@ -232,6 +233,10 @@ struct Conn {
 impl Conn {
     fn unsent(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+    /// Output waits: in our buffer, or encrypted in TLS's.
+    fn has_output(&self) -> bool {
+        self.unsent() > 0 || self.io.pending()
     }
 }
 
@@ -658,8 +663,15 @@ impl Server {
             return;
         };
         let mut extra_sent = 0;
-        let mut failed = c.io.push().is_err();
-        while !failed && c.unsent() > 0 || extra_sent < extra.len() {
+        let mut failed = match c.io.push() {
+            Ok(0) => false,
+            Ok(_) => {
+                c.wprogress = now();
+                false
+            }
+            Err(_) => true,
+        };
+        while !failed && (c.unsent() > 0 || extra_sent < extra.len()) {
             let bufs = [IoSlice::new(&c.wbuf[c.wpos..]), IoSlice::new(&extra[extra_sent..])];
             match c.io.write_vectored(&bufs) {
                 Ok(0) => {
@@ -937,7 +949,7 @@ impl Server {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.req.is_none() && c.unsent() == 0 && c.rbuf.is_empty() && c.gen > 0)
+            .filter(|(_, c)| c.req.is_none() && !c.has_output() && c.rbuf.is_empty() && c.gen > 0)
             .map(|(k, _)| k)
             .collect();
         for k in idle {
@@ -958,16 +970,19 @@ impl Server {
         let l = &self.limits;
         let mut expired = Vec::new();
         for (k, c) in self.conns.iter() {
-            let stalled_write = c.unsent() > 0 && t - c.wprogress > l.slow_client;
+            let stalled_write = c.has_output() && t - c.wprogress > l.slow_client;
             let late = if c.lingering {
                 t - c.since > LINGER
             } else if let Some(r) = &c.req {
                 // An upgraded connection waits for its client as long as the app does.
                 let raw = matches!(r.body, BodyState::Raw);
                 (r.recv_waiting && !raw && t - r.progress > l.slow_client) || stalled_write
-            } else if c.rbuf.is_empty() && c.unsent() == 0 {
+            } else if c.rbuf.is_empty() && !c.has_output() {
                 // Draining: a connection that has sent nothing yet had its chance.
                 t - c.since > if self.draining { DRAIN_GRACE } else { l.keep_alive }
+            } else if c.rbuf.is_empty() {
+                // The last response is still being taken: as long as it moves.
+                stalled_write
             } else {
                 t - c.since > l.slow_client || stalled_write
             };

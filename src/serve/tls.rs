@@ -118,18 +118,20 @@ impl TlsIo {
         Ok(n)
     }
 
-    /// Writes what rustls holds for the socket until it would block.
-    pub fn push<S: Write>(&mut self, sock: &mut S) -> io::Result<()> {
+    /// Writes what rustls holds for the socket until it would block; the bytes
+    /// written.
+    pub fn push<S: Write>(&mut self, sock: &mut S) -> io::Result<usize> {
+        let mut total = 0;
         while self.conn.wants_write() {
             match self.conn.write_tls(sock) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(total)
     }
 
     /// rustls holds bytes the socket has not taken yet.
