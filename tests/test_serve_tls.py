@@ -35,7 +35,7 @@ def certs(tmp_path_factory):
     otherkey = d / "other-key.pem"
     other.private_key_pem.write_to_path(str(otherkey))
     return {"cert": str(certfile), "key": str(keyfile), "ctx": ctx, "dir": d,
-            "other_key": str(otherkey)}
+            "other_key": str(otherkey), "ca_pem": ca.cert_pem.bytes().decode()}
 
 
 def tls_args(certs):
@@ -132,6 +132,18 @@ def test_alpn_selects_http11(srv, certs):
         c.set_alpn_protocols(["http/1.1"])
 
 
+def test_tls12_client(srv, certs, tmp_path):
+    ctx = ssl.create_default_context(cafile=None)
+    ctx.load_verify_locations(cadata=certs["ca_pem"])
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw_sock:
+        with ctx.wrap_socket(raw_sock, server_hostname="localhost") as s:
+            assert s.version() == "TLSv1.2"
+            s.sendall(b"GET /scope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            (status, _, body), = responses(read_to_close(s, 5))
+    assert status == 200 and json.loads(body)["tls"]["tls_version"] == 0x0303
+
+
 def test_plain_http_and_broken_handshakes_are_closed_without_disturbing_others(srv, certs):
     # A TLS connection opened first, kept open over the bad ones.
     with tls_conn(srv, certs) as good:
@@ -222,6 +234,27 @@ def test_worker_processes_serve_tls(certs):
             assert c.get("/scope").json()["scheme"] == "https"
             blob = os.urandom(1_000_000)
             assert c.post("/echo", content=blob).content == blob
+    finally:
+        assert s.stop() == 0, s.log
+
+
+@needs_pool
+def test_tls_on_a_unix_socket(certs, tmp_path):
+    path = str(tmp_path / "tls.sock")
+    s = Served("serve_app:app", "--workers", "2", "--uds", path, "--no-access-log",
+               *tls_args(certs), wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on unix:" not in s.log and time.monotonic() < deadline:
+            assert s.proc.poll() is None, s.log
+            time.sleep(0.05)
+        u = socket.socket(socket.AF_UNIX)
+        u.settimeout(5)
+        u.connect(path)
+        with certs["ctx"].wrap_socket(u, server_hostname="localhost") as t:
+            t.sendall(b"GET /json/3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            (status, _, body), = responses(read_to_close(t, 5))
+        assert status == 200 and json.loads(body)["n"] == 3
     finally:
         assert s.stop() == 0, s.log
 
