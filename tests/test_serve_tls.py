@@ -34,7 +34,9 @@ def certs(tmp_path_factory):
     other = ca.issue_cert("example.org")  # a key that does not fit `cert`
     otherkey = d / "other-key.pem"
     other.private_key_pem.write_to_path(str(otherkey))
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
     return {"cert": str(certfile), "key": str(keyfile), "ctx": ctx, "dir": d,
+            "client": ca.issue_cert("client.example.org"),
             "other_key": str(otherkey), "ca_pem": ca.cert_pem.bytes().decode()}
 
 
@@ -222,6 +224,72 @@ def test_websocket_echo_over_wss(srv, certs):
                 assert m.type == aiohttp.WSMsgType.CLOSE and m.data == 4001
 
     asyncio.run(main())
+
+
+# -- client certificates ------------------------------------------------------------------
+
+def _client_ctx(certs, with_cert):
+    ctx = ssl.create_default_context(cafile=None)
+    ctx.load_verify_locations(cadata=certs["ca_pem"])
+    if with_cert:
+        certs["client"].configure_cert(ctx)
+    return ctx
+
+
+def _get_scope(port, ctx):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw_sock:
+        with ctx.wrap_socket(raw_sock, server_hostname="localhost") as s:
+            s.sendall(b"GET /scope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            data = read_to_close(s, 5)
+    (status, _, body), = responses(data)
+    assert status == 200
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("workers", [
+    pytest.param(2, marks=needs_pool, id="2-subinterpreters"),
+    pytest.param(1, id="1-main-interpreter"),
+])
+def test_client_certificates_required_and_optional(certs, workers):
+    client_pem = certs["client"].cert_chain_pems[0].bytes().decode()
+    ca = str(certs["dir"] / "ca.pem")
+
+    def chain_ok(chain):
+        # The client's own certificate first; OpenSSL's client adds the CA's.
+        return chain[0] == client_pem and chain[1:] in ([], [certs["ca_pem"]])
+    s = Served("serve_app:app", "--workers", str(workers), "--no-access-log", *tls_args(certs),
+               "--ssl-ca-certs", ca, "--ssl-cert-reqs", "2")
+    try:
+        tls = _get_scope(s.port, _client_ctx(certs, True))["tls"]
+        assert chain_ok(tls["client_cert_chain"])
+        # Without a certificate the handshake fails (TLS 1.3: seen at the first read).
+        with pytest.raises((ssl.SSLError, ConnectionError, AssertionError, ValueError)):
+            _get_scope(s.port, _client_ctx(certs, False))
+        # A certificate from another CA is refused too.
+        stranger = trustme.CA().issue_cert("stranger.example.org")
+        ctx = _client_ctx(certs, False)
+        stranger.configure_cert(ctx)
+        with pytest.raises((ssl.SSLError, ConnectionError, AssertionError, ValueError)):
+            _get_scope(s.port, ctx)
+        assert _get_scope(s.port, _client_ctx(certs, True))["scheme"] == "https"
+    finally:
+        assert s.stop() == 0, s.log
+    s = Served("serve_app:app", "--workers", str(workers), "--no-access-log", *tls_args(certs),
+               "--ssl-ca-certs", ca, "--ssl-cert-reqs", "1")
+    try:
+        assert _get_scope(s.port, _client_ctx(certs, False))["tls"]["client_cert_chain"] == []
+        tls = _get_scope(s.port, _client_ctx(certs, True))["tls"]
+        assert chain_ok(tls["client_cert_chain"])
+    finally:
+        assert s.stop() == 0, s.log
+
+
+def test_client_certificates_need_a_ca_file(certs):
+    s = Served("serve_app:app", "--workers", "1", *tls_args(certs), "--ssl-cert-reqs", "2",
+               wait=False)
+    assert s.proc.wait(30) == 2
+    s.ready.wait(5)
+    assert "need --ssl-ca-certs" in s.log
 
 
 # -- start-up ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 //! takes with `recv`; reading pauses when `body_buf` or the read buffer are full.
 use super::group::{Group, WorkerStats};
 use super::http::{self, BodyKind, Chunked, Framing, Head, ParseError, RespHead};
-use super::tls::TlsIo;
+use super::tls::{TlsInfo, TlsIo};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -130,7 +130,7 @@ impl Io {
     fn close_notify(&mut self) -> bool {
         self.tls.as_mut().is_some_and(|t| t.close_notify())
     }
-    fn tls_info(&self) -> Option<(u16, u16)> {
+    fn tls_info(&self) -> Option<TlsInfo> {
         self.tls.as_ref().and_then(|t| t.info())
     }
     fn shutdown_write(&self) {
@@ -153,8 +153,8 @@ pub enum Event {
         head: Head,
         client: Option<SocketAddr>,
         server: Option<SocketAddr>,
-        /// TLS protocol version and cipher suite (code points), on a TLS server.
-        tls: Option<(u16, u16)>,
+        /// TLS version, cipher suite and client certificates, on a TLS server.
+        tls: Option<TlsInfo>,
     },
     /// Body bytes (or the body's end) are ready for a `recv` that found none.
     Body(u64),

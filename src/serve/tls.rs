@@ -12,7 +12,8 @@
 //!
 //! The crypto provider is `ring`: rustls's default, `aws-lc-rs`, needs cmake (and
 //! nasm on some targets) to build, ring only a C compiler.
-use rustls::server::{ServerConfig, ServerConnection};
+use rustls::server::{ServerConfig, ServerConnection, WebPkiClientVerifier};
+use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{self, IoSlice, Read, Write};
@@ -22,17 +23,37 @@ use std::sync::Arc;
 /// `WouldBlock` (the server keeps the rest in its own output buffer).
 const TLS_BUFFER: usize = 256 * 1024;
 
-/// The server configuration from a PEM certificate chain and a PEM private key
-/// (PKCS#8, PKCS#1 or SEC1); the error names the file at fault.
-pub fn load_config(certfile: &str, keyfile: &str) -> Result<Arc<ServerConfig>, String> {
-    let certs = CertificateDer::pem_file_iter(certfile)
+/// Client certificates: not asked for, asked for and checked when given, or
+/// required (uvicorn's `--ssl-cert-reqs` 0, 1, 2: `ssl.CERT_NONE/OPTIONAL/REQUIRED`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ClientAuth {
+    None,
+    Optional,
+    Required,
+}
+
+fn read_certs(path: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the certificate file {certfile:?}: {e}"))?;
+        .map_err(|e| format!("cannot read the {what} file {path:?}: {e}"))?;
     if certs.is_empty() {
         return Err(format!(
-            "the certificate file {certfile:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            "the {what} file {path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
         ));
     }
+    Ok(certs)
+}
+
+/// The server configuration from a PEM certificate chain and a PEM private key
+/// (PKCS#8, PKCS#1 or SEC1), and for client certificates the PEM file of the CAs
+/// that issue them; the error names the file at fault.
+pub fn load_config(
+    certfile: &str,
+    keyfile: &str,
+    ca_certs: Option<&str>,
+    client_auth: ClientAuth,
+) -> Result<Arc<ServerConfig>, String> {
+    let certs = read_certs(certfile, "certificate")?;
     let key = PrivateKeyDer::from_pem_file(keyfile).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => format!(
             "the key file {keyfile:?} holds no unencrypted PEM private key \
@@ -41,14 +62,39 @@ pub fn load_config(certfile: &str, keyfile: &str) -> Result<Arc<ServerConfig>, S
         e => format!("cannot read the key file {keyfile:?}: {e}"),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS configuration: {e}"))?;
+    let builder = match (client_auth, ca_certs) {
+        (ClientAuth::None, _) => builder.with_no_client_auth(),
+        (_, None) => return Err("client certificates (--ssl-cert-reqs 1 or 2) need --ssl-ca-certs".into()),
+        (auth, Some(ca)) => {
+            let mut roots = RootCertStore::empty();
+            for c in read_certs(ca, "CA certificates")? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("the CA certificates file {ca:?}: {e}"))?;
+            }
+            let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if auth == ClientAuth::Optional {
+                v = v.allow_unauthenticated();
+            }
+            let v = v.build().map_err(|e| format!("the CA certificates file {ca:?}: {e}"))?;
+            builder.with_client_cert_verifier(v)
+        }
+    };
+    let mut cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("the key file {keyfile:?} does not fit the certificate file {certfile:?}: {e}"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// What a request's scope tells of its connection's TLS.
+pub struct TlsInfo {
+    pub version: u16,
+    pub suite: u16,
+    pub client_chain: Vec<Vec<u8>>,
 }
 
 /// One connection's TLS state.
@@ -150,12 +196,22 @@ impl TlsIo {
         true
     }
 
-    /// The negotiated protocol version and cipher suite (their TLS code points),
-    /// once the handshake is done.
-    pub fn info(&self) -> Option<(u16, u16)> {
+    /// The negotiated protocol version and cipher suite (their TLS code points)
+    /// and the client's certificate chain (DER, the client's own first; empty
+    /// without one), once the handshake is done.
+    pub fn info(&self) -> Option<TlsInfo> {
         let v = self.conn.protocol_version()?;
         let s = self.conn.negotiated_cipher_suite()?;
-        Some((u16::from(v), u16::from(s.suite())))
+        let chain = self
+            .conn
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
+            .unwrap_or_default();
+        Some(TlsInfo {
+            version: u16::from(v),
+            suite: u16::from(s.suite()),
+            client_chain: chain,
+        })
     }
 }
 
@@ -165,7 +221,7 @@ mod tests {
 
     #[test]
     fn missing_files_are_named() {
-        let e = load_config("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
+        let e = load_config("/nonexistent/cert.pem", "/nonexistent/key.pem", None, ClientAuth::None).unwrap_err();
         assert!(e.contains("/nonexistent/cert.pem"), "{e}");
     }
 
@@ -176,7 +232,7 @@ mod tests {
         let p = dir.join("empty.pem");
         std::fs::write(&p, b"not a certificate\n").unwrap();
         let p = p.to_str().unwrap();
-        let e = load_config(p, p).unwrap_err();
+        let e = load_config(p, p, None, ClientAuth::None).unwrap_err();
         assert!(e.contains("no PEM certificate") && e.contains(p), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

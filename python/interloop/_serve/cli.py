@@ -63,6 +63,11 @@ def _parser():
                    help="serve HTTPS (TLS 1.2/1.3, rustls): the PEM certificate chain")
     s.add_argument("--ssl-keyfile", default=None,
                    help="the PEM private key of --ssl-certfile (unencrypted)")
+    s.add_argument("--ssl-ca-certs", default=None,
+                   help="PEM file of the CAs whose client certificates are accepted")
+    s.add_argument("--ssl-cert-reqs", type=int, choices=(0, 1, 2), default=0,
+                   help="client certificates: 0 not asked for (default), 1 optional, "
+                        "2 required (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED)")
     s.add_argument("--app-dir", default=".", help="look for the app's module here first")
     s.add_argument("--factory", action="store_true",
                    help="the import string names a factory returning the app")

@@ -15,6 +15,7 @@ response to Rust, which writes it at once (head and a one-message body in one
 resolve the futures ``receive``/``send`` wait on.
 """
 import asyncio
+import base64
 import logging
 import os
 import sys
@@ -288,8 +289,14 @@ class Server:
         c.task = _start_task(self.loop, self.run_app(c))
 
     def tls_extensions(self, tls):
-        """The scope's extensions with ASGI's ``tls`` one (the negotiated version
-        and cipher suite; no client certificates), one dict per pair."""
+        """The scope's extensions with ASGI's ``tls`` one: the negotiated version
+        and cipher suite, and the client's certificate chain (PEM) when it sent
+        one (``--ssl-cert-reqs``); one shared dict per version and suite."""
+        if len(tls) > 2:
+            return dict(_EXTENSIONS, tls={
+                "server_cert": None, "client_cert_chain": [_pem(d) for d in tls[2]],
+                "client_cert_name": None, "client_cert_error": None,
+                "tls_version": tls[0], "cipher_suite": tls[1]})
         ext = self._tls_ext.get(tls)
         if ext is None:
             ext = self._tls_ext[tls] = dict(_EXTENSIONS, tls={
@@ -373,6 +380,13 @@ class Server:
         except Exception:  # noqa: BLE001 - loop already closed
             pass
         _n.server_close(self.handle)
+
+
+def _pem(der):
+    """A DER certificate as PEM text."""
+    b64 = base64.b64encode(der).decode("ascii")
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
 
 
 class _ProxyHeaders:

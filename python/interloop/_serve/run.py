@@ -58,6 +58,8 @@ DEFAULTS = {
     "log_level": "info",
     "ssl_certfile": None,
     "ssl_keyfile": None,
+    "ssl_ca_certs": None,
+    "ssl_cert_reqs": 0,
     "app_dir": ".",
     "factory": False,
     "proxy_headers": True,
@@ -269,7 +271,9 @@ def _set_tls(cfg, gid):
     """Loads the certificate and key into the group (every worker's connections
     then speak TLS); a ValueError names the file at fault."""
     if cfg["ssl_certfile"]:
-        _n.group_set_tls(gid, os.fspath(cfg["ssl_certfile"]), os.fspath(cfg["ssl_keyfile"]))
+        ca = cfg["ssl_ca_certs"]
+        _n.group_set_tls(gid, os.fspath(cfg["ssl_certfile"]), os.fspath(cfg["ssl_keyfile"]),
+                         None if ca is None else os.fspath(ca), int(cfg["ssl_cert_reqs"] or 0))
 
 
 def _fmt(host):
@@ -673,7 +677,10 @@ def _serve_processes(cfg):
         args += ["--forwarded-allow-ips", cfg["forwarded_allow_ips"]]
     if cfg["ssl_certfile"]:
         args += ["--ssl-certfile", os.path.abspath(cfg["ssl_certfile"]),
-                 "--ssl-keyfile", os.path.abspath(cfg["ssl_keyfile"])]
+                 "--ssl-keyfile", os.path.abspath(cfg["ssl_keyfile"]),
+                 "--ssl-cert-reqs", str(int(cfg["ssl_cert_reqs"] or 0))]
+        if cfg["ssl_ca_certs"]:
+            args += ["--ssl-ca-certs", os.path.abspath(cfg["ssl_ca_certs"])]
     children = []
     stopping = False
     metrics = None
