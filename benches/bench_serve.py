@@ -1,6 +1,7 @@
 """ASGI servers (issue 13): a Starlette "Hello, world!" app under `wrk -t1 -c50`.
 
     .venv-3.13/bin/python benches/bench_serve.py [--duration 8] [--rounds 3] [--only a,b]
+    .venv-3.13/bin/python benches/bench_serve.py --tls    # HTTPS: the pinned servers over TLS
 
 Servers run with the bench virtualenv's python (`.venv-bench-X.Y`, made by
 benches/run.py with benches/requirements.txt: uvicorn, uvloop, httptools, granian;
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import ssl
 import time
 from pathlib import Path
 
@@ -49,14 +51,31 @@ CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def servers(py: str, port: int) -> dict[str, tuple[list[str], bool]]:
-    """name -> (command, pinned)."""
+PLAIN_REF = "interloop serve --workers 1, plain HTTP (reference), pinned"
+
+
+def servers(py: str, port: int, tls: "tuple[str, str] | None" = None) -> dict[str, tuple[list[str], bool]]:
+    """name -> (command, pinned); with ``tls`` (cert, key files), the pinned
+    servers serving HTTPS (uvicorn through Python's ssl, granian through rustls,
+    interloop serve through rustls)."""
     uv = [py, "-m", "uvicorn", "app:app", "--port", str(port), "--no-access-log",
           "--log-level", "warning", "--http", "httptools"]
     gr = [py, "-m", "granian", "--interface", "asgi", "--port", str(port),
           "--log-level", "warning", "app:app"]
     il = [py, "-m", "interloop", "serve", "app:app", "--port", str(port), "--no-access-log",
           "--log-level", "warning"]
+    if tls:
+        cert, key = tls
+        return {
+            "uvicorn+uvloop+httptools+ssl, pinned": (
+                uv + ["--loop", "uvloop", "--ssl-certfile", cert, "--ssl-keyfile", key], True),
+            "granian 1 worker, TLS, pinned": (
+                gr + ["--workers", "1", "--ssl-certificate", cert, "--ssl-keyfile", key], True),
+            "interloop serve --workers 1, TLS, pinned": (
+                il + ["--workers", "1", "--ssl-certfile", cert, "--ssl-keyfile", key], True),
+            # The same server without TLS in the same run: what TLS costs.
+            PLAIN_REF: (il + ["--workers", "1"], True),
+        }
     return {
         "uvicorn+uvloop+httptools, pinned": (uv + ["--loop", "uvloop"], True),
         "uvicorn+interloop loop+httptools, pinned": (uv + ["--loop", "interloop:new_event_loop"], True),
@@ -121,13 +140,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_up(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def make_cert(d: str) -> "tuple[str, str]":
+    """A self-signed certificate for 127.0.0.1 (the openssl command; P-256 key)."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def wait_up(port: int, proc: subprocess.Popen, timeout: float = 30.0, tls: bool = False) -> None:
     deadline = time.monotonic() + timeout
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s0:
+                s = ctx.wrap_socket(s0) if tls else s0
                 s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
                 if s.recv(100).startswith(b"HTTP/1.1 200"):
                     return
@@ -137,21 +170,22 @@ def wait_up(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     raise RuntimeError("server did not answer")
 
 
-def run_one(cmd: list[str], pinned: bool, port: int, duration: float, cwd: str) -> dict:
+def run_one(cmd: list[str], pinned: bool, port: int, duration: float, cwd: str,
+            tls: bool = False) -> dict:
     pin = ["taskset", "-c", "0"] if pinned and shutil.which("taskset") else []
     proc = subprocess.Popen(pin + cmd, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
     try:
-        wait_up(port, proc)
+        wait_up(port, proc, tls=tls)
         time.sleep(0.5)  # workers that start late (process kinds) are up
         # A short warm-up, then the measured load.
-        subprocess.run(["wrk", "-t1", "-c50", "-d1s", f"http://127.0.0.1:{port}/"],
+        subprocess.run(["wrk", "-t1", "-c50", "-d1s", url],
                        capture_output=True, check=True)
         pids = tree(proc.pid)
         cpu0 = cpu_seconds(pids)
         wpin = ["taskset", "-c", "1"] if pinned and shutil.which("taskset") else []
-        out = subprocess.run(wpin + ["wrk", "-t1", "-c50", f"-d{duration:g}s",
-                                     f"http://127.0.0.1:{port}/"],
+        out = subprocess.run(wpin + ["wrk", "-t1", "-c50", f"-d{duration:g}s", url],
                              capture_output=True, text=True, check=True).stdout
         pids = tree(proc.pid)
         cpu = cpu_seconds(pids) - cpu0
@@ -181,7 +215,49 @@ TARGET_NOTE = (
     "0.6x that of `uvicorn --workers 2`.")
 
 
+def render_tls(doc: dict) -> str:
+    t = doc["medians"]
+    lines = [
+        "# ASGI servers over TLS: interloop serve against uvicorn and granian",
+        "",
+        "The same Starlette \"Hello, world!\" app over HTTPS (a self-signed P-256 "
+        f"certificate; TLS 1.3) under `wrk -t1 -c50` for {doc['duration']:g} s per run, "
+        f"{doc['rounds']} rounds, medians; each server pinned to CPU 0 and wrk to CPU 1. "
+        "wrk keeps its 50 connections open, so this is the cost of encrypting and "
+        "decrypting requests, not of handshakes. uvicorn uses Python's ssl module "
+        "(OpenSSL, through asyncio's SSL protocol), granian and interloop serve rustls.",
+        "",
+        "| server | req/s | req/s per server CPU-second | RSS of the whole server |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in t.items():
+        if "error" in m:
+            lines.append(f"| {name} | failed: {m['error']} | | |")
+        else:
+            lines.append(f"| {name} | {m['rps'] / 1000:.1f}k | {m['per_cpu_s'] / 1000:.1f}k | "
+                         f"{m['rss_mb']:.0f} MB |")
+    il = t.get("interloop serve --workers 1, TLS, pinned", {}).get("per_cpu_s")
+    ratios = []
+    for peer in ("granian 1 worker, TLS, pinned", "uvicorn+uvloop+httptools+ssl, pinned"):
+        p = t.get(peer, {}).get("per_cpu_s")
+        if il and p:
+            ratios.append(f"- Per core (req/s per server CPU-second): {il / p:.2f}x {peer}")
+    plain = t.get(PLAIN_REF, {}).get("per_cpu_s")
+    if il and plain:
+        ratios.append(f"- interloop serve, CPU per request with TLS minus without: "
+                      f"{1e6 / il - 1e6 / plain:+.1f} µs (TLS at {il / plain:.2f}x the plain-HTTP "
+                      "requests per CPU-second, same run)")
+    lines += ["", *ratios, "",
+              f"- Date: {doc.get('date', '?')}; Python: {doc.get('python', '?')}; peers: "
+              f"{doc.get('versions', '?')}",
+              f"- Machine: {doc['machine_cpus']} CPUs, shared with other jobs: load average "
+              f"(1 min) {doc.get('load_start', '?')} at start, {doc.get('load_end', '?')} at end."]
+    return "\n".join(lines)
+
+
 def render(doc: dict) -> str:
+    if doc.get("tls"):
+        return render_tls(doc)
     t = doc["medians"]
     lines = [
         "# ASGI servers: interloop serve against uvicorn and granian"
@@ -251,10 +327,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated substrings of server names")
     ap.add_argument("--python", default=None, help="python with the peers (default: the bench venv)")
-    ap.add_argument("--json", default=str(HERE / "results" / "serve.json"))
+    ap.add_argument("--tls", action="store_true",
+                    help="the pinned servers over HTTPS (results/serve-tls.json)")
+    ap.add_argument("--json", default=None,
+                    help="result file (default results/serve.json, or serve-tls.json with --tls)")
     ap.add_argument("--render", action="store_true",
                     help="only re-render the Markdown of an existing --json file")
     args = ap.parse_args()
+    if args.json is None:
+        args.json = str(HERE / "results" / ("serve-tls.json" if args.tls else "serve.json"))
     if args.render:
         doc = json.loads(Path(args.json).read_text())
         doc["markdown"] = render(doc)
@@ -275,13 +356,15 @@ def main() -> None:
         capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as d:
         Path(d, "app.py").write_text(APP)
+        tls = make_cert(d) if args.tls else None
         for rnd in range(args.rounds):
             port = free_port()
-            for name, (cmd, pinned) in servers(py, port).items():
+            for name, (cmd, pinned) in servers(py, port, tls).items():
                 if args.only and not any(o in name for o in args.only.split(",")):
                     continue
                 try:
-                    r = run_one(cmd, pinned, port, args.duration, d)
+                    r = run_one(cmd, pinned, port, args.duration, d,
+                                tls=bool(tls) and name != PLAIN_REF)
                 except Exception as e:  # noqa: BLE001 - one server failing is reported
                     r = {"error": repr(e)}
                 print(f"round {rnd + 1} {name}: {r}", file=sys.stderr)
@@ -300,7 +383,8 @@ def main() -> None:
            "python": sys.version.split()[0], "versions": versions,
            "load_start": load_start, "load_end": round(os.getloadavg()[0], 2),
            "command": "python benches/bench_serve.py " + shlex.join(sys.argv[1:]),
-           "order": 70 if not args.only else 71, "only": args.only,
+           "order": 72 if args.tls else 70 if not args.only else 71, "only": args.only,
+           "tls": args.tls,
            "results": results, "medians": table}
     doc["markdown"] = render(doc)
     print(doc["markdown"])

@@ -39,6 +39,7 @@ async def scope(request):
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in s["headers"]],
         "client": list(s["client"]), "server": list(s["server"]),
         "state": request.state.started, "asgi": s["asgi"],
+        "tls": s["extensions"].get("tls"),
     })
 
 
@@ -90,12 +91,22 @@ async def ws_echo(websocket):
                 return
             if msg.get("text") == "state":
                 await websocket.send_text(websocket.scope["state"]["started"])
+            elif msg.get("text") == "scheme":
+                await websocket.send_text(websocket.scope["scheme"])
             elif msg.get("text") is not None:
                 await websocket.send_text(msg["text"])
             else:
                 await websocket.send_bytes(msg["bytes"])
     except WebSocketDisconnect:
         pass
+
+
+async def ws_quiet(websocket):
+    # Accepts, then neither receives nor sends for a while (pings go on meanwhile).
+    await websocket.accept()
+    await asyncio.sleep(int(websocket.query_params.get("ms", "1000")) / 1000)
+    await websocket.send_text("still here")
+    await websocket.close(code=1000)
 
 
 async def ws_refuse(websocket):
@@ -113,4 +124,5 @@ app = Starlette(routes=[
     Route("/wait-disconnect", wait_disconnect),
     WebSocketRoute("/ws", ws_echo),
     WebSocketRoute("/ws-refuse", ws_refuse),
+    WebSocketRoute("/ws-quiet", ws_quiet),
 ], lifespan=lifespan)

@@ -41,6 +41,7 @@ class Served:
                                      env={**os.environ, **(env or {})})
         self.lines = []
         self.port = None
+        self.scheme = "http"
         self.ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         if wait:
@@ -51,9 +52,9 @@ class Served:
     def _read(self):
         for line in self.proc.stderr:
             self.lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"listening on (https?)://127\.0\.0\.1:(\d+)", line)
             if m:
-                self.port = int(m.group(1))
+                self.scheme, self.port = m.group(1), int(m.group(2))
                 self.ready.set()
         self.ready.set()
 
@@ -63,7 +64,7 @@ class Served:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:
@@ -213,6 +214,54 @@ def test_app_exception_is_500_and_the_worker_keeps_serving(srv):
     assert "RuntimeError: boom from the app" in srv.log  # the traceback is logged
 
 
+def test_proxy_headers_forwarded_and_x_forwarded(srv):
+    def scope_with(*headers):
+        with httpx.Client(base_url=srv.url) as c:
+            return c.get("/scope", headers=list(headers)).json()
+
+    # The peer (127.0.0.1) is a trusted proxy by default.
+    s = scope_with(("Forwarded", 'for=198.51.100.7;proto=https, for="[2001:db8::1]:4711"'))
+    # Walked from the nearest hop: 2001:db8::1 is not trusted, so it is the client.
+    assert s["client"] == ["2001:db8::1", 4711] and s["scheme"] == "http"
+    s = scope_with(("Forwarded", "for=198.51.100.7:5555;proto=https"),
+                   ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "http"))
+    assert s["client"] == ["198.51.100.7", 5555] and s["scheme"] == "https"  # Forwarded wins
+    s = scope_with(("X-Forwarded-For", "203.0.113.9, 127.0.0.1"), ("X-Forwarded-Proto", "https"))
+    assert s["client"] == ["203.0.113.9", 0] and s["scheme"] == "https"
+    s = scope_with(("Forwarded", "for=unknown;proto=https"))
+    assert s["client"][0] == "127.0.0.1" and s["scheme"] == "https"
+
+
+def test_proxy_headers_parsing_and_trust():
+    from interloop._serve.protocol import _forwarded_elements, _ProxyHeaders
+
+    assert _forwarded_elements('for=192.0.2.60;proto=http;by=203.0.113.43, '
+                               'For="[2001:db8:cafe::17]:4711"') == [
+        {"for": "192.0.2.60", "proto": "http", "by": "203.0.113.43"},
+        {"for": "[2001:db8:cafe::17]:4711"}]
+    assert _forwarded_elements('for="a\\"b;c,d";proto=https,junk,for=1.2.3.4') == [
+        {"for": 'a"b;c,d', "proto": "https"}, {"for": "1.2.3.4"}]
+
+    def apply(trusted, peer, headers, kind="http"):
+        scope = {"type": kind, "client": (peer, 1234), "scheme": "ws" if kind != "http" else "http",
+                 "headers": [(k.encode(), v.encode()) for k, v in headers]}
+        _ProxyHeaders({"forwarded_allow_ips": trusted}).apply(scope)
+        return scope["client"], scope["scheme"]
+
+    fwd = [("forwarded", "for=192.0.2.1;proto=https, for=10.0.0.2;proto=http")]
+    # An untrusted peer's headers are ignored.
+    assert apply("127.0.0.1", "192.0.2.200", fwd) == (("192.0.2.200", 1234), "http")
+    # A trusted chain is walked past: 10.0.0.2 is a trusted proxy too.
+    assert apply("127.0.0.1,10.0.0.2", "127.0.0.1", fwd) == (("192.0.2.1", 0), "https")
+    assert apply("127.0.0.1", "127.0.0.1", fwd) == (("10.0.0.2", 0), "http")
+    assert apply("*", "192.0.2.200", fwd) == (("10.0.0.2", 0), "http")
+    # Websocket scopes get the ws form of the scheme.
+    assert apply("127.0.0.1", "127.0.0.1", [("x-forwarded-proto", "https")], "websocket") == \
+        (("127.0.0.1", 1234), "wss")
+    assert apply("127.0.0.1", "127.0.0.1", [("forwarded", "for=_hidden;proto=https")],
+                 "websocket") == (("127.0.0.1", 1234), "wss")
+
+
 # -- the wire, through raw sockets ------------------------------------------------------
 
 def test_pipelined_requests_answer_in_order(srv):
@@ -300,6 +349,42 @@ def test_slow_client_is_closed(srv):
     assert time.monotonic() - t0 < 5
 
 
+def slow_read_of_a_large_response(sock, size=8_000_000, piece=128 * 1024, pause=0.05):
+    """POSTs ``size`` bytes to /echo on ``sock`` and reads the echoed response
+    ``piece`` bytes at a time with ``pause`` s between reads (longer in all than
+    the server's --timeout-slow-client of 1 s); returns the body."""
+    blob = os.urandom(size)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(blob) + blob)
+    got = []
+    t0 = time.monotonic()
+    done = False
+    while not done:
+        n = 0
+        while n < piece:  # (a TLS socket returns one record, 16 KiB at most, a call)
+            b = sock.recv(piece - n)
+            if not b:
+                done = True
+                break
+            got.append(b)
+            n += len(b)
+        time.sleep(pause)
+    data = b"".join(got)
+    assert time.monotonic() - t0 > 2  # slower than the slow-client limit
+    (status, _, body), = responses(data, "POST")
+    assert status == 200
+    return blob, body
+
+
+def test_slow_but_steady_reader_gets_the_whole_response(srv):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", srv.port))
+        blob, body = slow_read_of_a_large_response(s)
+    assert body == blob
+
+
 def test_idle_keep_alive_connection_is_closed(srv):
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -375,6 +460,60 @@ def test_websocket_echo_ping_close_codes_and_limits(srv):
     data = raw(srv.port, b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 400 ")  # no Sec-WebSocket-Key
+
+
+@pytest.mark.parametrize("workers", [
+    pytest.param(2, marks=needs_pool, id="2-subinterpreters"),
+    pytest.param(1, id="1-main-interpreter"),
+])
+def test_websocket_keepalive_pings(workers):
+    import asyncio
+
+    import aiohttp
+
+    s = Served("serve_app:app", "--workers", str(workers), "--no-access-log",
+               "--ws-ping-interval", "0.2", "--ws-ping-timeout", "1")
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            # A client that answers: pings come every ~0.2 s, the connection lives on.
+            async with session.ws_connect(s.url + "/ws", autoping=False) as ws:
+                pings = 0
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 1.5:
+                    m = await ws.receive(2)
+                    assert m.type == aiohttp.WSMsgType.PING, m
+                    assert len(m.data) == 4  # a random payload
+                    pings += 1
+                    await ws.pong(m.data)
+                assert 3 <= pings <= 9, pings
+                await ws.send_str("still open")
+                m = await ws.receive(2)
+                while m.type == aiohttp.WSMsgType.PING:
+                    await ws.pong(m.data)
+                    m = await ws.receive(2)
+                assert m.data == "still open"
+            # An app that neither receives nor sends for 2 s (longer than interval +
+            # timeout): the pongs are still seen (aiohttp answers pings by itself here).
+            async with session.ws_connect(s.url + "/ws-quiet?ms=2000") as ws:
+                m = await ws.receive(5)
+                assert (m.type, m.data) == (aiohttp.WSMsgType.TEXT, "still here")
+            # A client that does not answer: closed with 1011 after interval + timeout.
+            async with session.ws_connect(s.url + "/ws", autoping=False) as ws:
+                t0 = time.monotonic()
+                while True:
+                    m = await ws.receive(5)
+                    if m.type != aiohttp.WSMsgType.PING:
+                        break
+                elapsed = time.monotonic() - t0
+                assert m.type == aiohttp.WSMsgType.CLOSE and m.data == 1011, m
+                assert m.extra == "keepalive ping timeout"
+                assert 1.0 < elapsed < 4, elapsed
+
+    try:
+        asyncio.run(main())
+    finally:
+        assert s.stop() == 0, s.log
 
 
 # -- start-up, shutdown, worker kinds ---------------------------------------------------
@@ -459,6 +598,39 @@ def test_fastapi_app_served_by_worker_processes():
         assert s.stop() == 0, s.log
 
 
+def test_prometheus_metrics_of_worker_processes():
+    s = Served("serve_app:app", "--workers", "2", "--worker-kind", "process", "--no-access-log",
+               "--metrics-port", "0")
+    try:
+        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", s.log)
+        assert m, s.log
+        metrics = m.group(1) + "/metrics"
+        with httpx.Client(base_url=s.url) as c:
+            for _ in range(12):
+                with httpx.Client(base_url=s.url) as fresh:  # new connections: both may serve
+                    assert fresh.get("/json/1").status_code == 200
+                assert c.get("/").status_code == 200
+            deadline = time.monotonic() + 5
+            while True:  # (the closed connections' ends may still be on their way)
+                text = httpx.get(metrics, timeout=10).text
+                conns = re.findall(r'interloop_serve_connections\{worker="\d+"\} (\d+)', text)
+                if sum(map(int, conns)) == 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert sum(map(int, conns)) == 1, text  # `c`'s keep-alive connection
+            served = dict(re.findall(r'interloop_serve_requests_total\{worker="(\d+)"\} (\d+)', text))
+            assert sorted(served) == ["0", "1"], text  # one series per worker process
+            assert sum(map(int, served.values())) == 24, text
+            assert re.search(r'interloop_serve_latency_us_count\{worker="1"\} \d+', text), text
+            # Asked again: the counts move on (each scrape asks the processes anew).
+            c.get("/")
+            text2 = httpx.get(metrics, timeout=10).text
+            served2 = re.findall(r'interloop_serve_requests_total\{worker="\d+"\} (\d+)', text2)
+            assert sum(map(int, served2)) == 25, text2
+    finally:
+        assert s.stop() == 0, s.log
+
+
 def test_missing_module_is_reported():
     s = Served("no_such_module_xyz:app", "--workers", "1", wait=False)
     assert s.proc.wait(30) == 1
@@ -474,5 +646,5 @@ def test_serve_rejects_bad_options():
         interloop.serve("a:b", bogus=1)
     with pytest.raises(ValueError, match="lifespan"):
         interloop.serve("a:b", lifespan="sometimes")
-    with pytest.raises(NotImplementedError, match="TLS"):
+    with pytest.raises(ValueError, match="TLS needs both --ssl-certfile and --ssl-keyfile"):
         interloop.serve("a:b", ssl_certfile="x.pem")

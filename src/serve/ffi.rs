@@ -12,7 +12,7 @@ use super::group;
 use super::http::RespHead;
 use super::server::{Event, Limits, Listener, Recv, Server};
 use crate::capi::{
-    arg_bytes, arg_u64, bool_, bytes, entry, leak_module_def, list, method, nargs, none, set_error,
+    arg_bytes, arg_str, arg_u64, bool_, bytes, entry, leak_module_def, list, method, nargs, none, set_error,
     str_, tuple, u64_, DefPtr,
 };
 use pyo3::ffi;
@@ -38,6 +38,7 @@ pub fn init_def() {
             method!(c"group_new", s_group_new, c"group_new(workers) -> group id"),
             method!(c"group_stop", s_group_stop, c"group_stop(gid): ask every worker to shut down gracefully"),
             method!(c"group_stats", s_group_stats, c"group_stats(gid) -> list per worker of (requests, failed, inflight, connections, (count, mean, p50, p90, p99, max) us)"),
+            method!(c"group_set_tls", s_group_set_tls, c"group_set_tls(gid, certfile, keyfile, ca_certs or None, cert_reqs 0|1|2): load the PEM certificate chain and key (and the CAs of client certificates); every worker's server then speaks TLS (ValueError naming the file at fault)"),
             method!(c"group_remove", s_group_remove, c"group_remove(gid) -> bool"),
             method!(c"server_new", s_server_new, c"server_new(gid, index, listeners [(fd, is_unix)], (max_head, max_body, keep_alive_s, slow_client_s, max_inflight)) -> server capsule; fds are duplicated"),
             method!(c"server_fd", s_server_fd, c"server_fd(s) -> int: readable when poll() has work"),
@@ -206,6 +207,46 @@ unsafe fn s_group_stop(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
             return std::ptr::null_mut();
         };
         g.stop();
+        none()
+    }
+}
+
+unsafe fn s_group_set_tls(_m: Obj, a: Args, n: ffi::Py_ssize_t) -> Obj {
+    // Safety: see above.
+    unsafe {
+        if !nargs(n, 5, "group_set_tls") {
+            return std::ptr::null_mut();
+        }
+        let Some(g) = gid_of(*a) else {
+            return std::ptr::null_mut();
+        };
+        let (Some(cert), Some(key)) = (arg_str(*a.add(1)), arg_str(*a.add(2))) else {
+            return std::ptr::null_mut();
+        };
+        let ca = if *a.add(3) == ffi::Py_None() {
+            None
+        } else {
+            match arg_str(*a.add(3)) {
+                Some(s) => Some(s),
+                None => return std::ptr::null_mut(),
+            }
+        };
+        let Some(reqs) = arg_u64(*a.add(4)) else {
+            return std::ptr::null_mut();
+        };
+        let auth = match reqs {
+            0 => super::tls::ClientAuth::None,
+            1 => super::tls::ClientAuth::Optional,
+            2 => super::tls::ClientAuth::Required,
+            _ => return set_error(ffi::PyExc_ValueError, "--ssl-cert-reqs must be 0, 1 or 2"),
+        };
+        let cfg = match super::tls::load_config(&cert, &key, ca.as_deref(), auth) {
+            Ok(c) => c,
+            Err(m) => return set_error(ffi::PyExc_ValueError, &m),
+        };
+        if !g.set_tls(cfg) {
+            return set_error(ffi::PyExc_RuntimeError, "the group's TLS configuration is already set");
+        }
         none()
     }
 }
@@ -408,6 +449,7 @@ unsafe fn event_obj(e: Event) -> Obj {
                 head,
                 client,
                 server,
+                tls,
             } => {
                 let headers = list(
                     head.headers
@@ -428,6 +470,17 @@ unsafe fn event_obj(e: Event) -> Obj {
                     addr(client),
                     addr(server),
                     bool_(head.websocket),
+                    match tls {
+                        None => none(),
+                        Some(t) if t.client_chain.is_empty() => {
+                            tuple(&[u64_(t.version as u64), u64_(t.suite as u64)])
+                        }
+                        Some(t) => tuple(&[
+                            u64_(t.version as u64),
+                            u64_(t.suite as u64),
+                            tuple(&t.client_chain.iter().map(|d| bytes(d)).collect::<Vec<_>>()),
+                        ]),
+                    },
                 ])
             }
             Event::Body(t) => tuple(&[ffi::PyLong_FromLong(1), u64_(t)]),

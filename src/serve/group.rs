@@ -23,6 +23,9 @@ pub struct Group {
     stopping: AtomicBool,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
     pub workers: Vec<WorkerStats>,
+    /// The TLS configuration every worker's connections use (`--ssl-certfile`),
+    /// set before the workers start.
+    tls: OnceLock<Arc<rustls::ServerConfig>>,
 }
 
 impl Group {
@@ -48,6 +51,15 @@ impl Group {
         g.push(w);
     }
 
+    /// Sets the TLS configuration (once, before the workers start).
+    pub fn set_tls(&self, cfg: Arc<rustls::ServerConfig>) -> bool {
+        self.tls.set(cfg).is_ok()
+    }
+
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.get().cloned()
+    }
+
     pub fn remove_waker(&self, w: &Arc<mio::Waker>) {
         self.wakers.lock().retain(|x| !Arc::ptr_eq(x, w));
     }
@@ -66,6 +78,7 @@ pub fn create(workers: usize) -> Arc<Group> {
         id,
         stopping: AtomicBool::new(false),
         wakers: Mutex::new(Vec::new()),
+        tls: OnceLock::new(),
         workers: (0..workers.max(1))
             .map(|_| WorkerStats {
                 stats: Stats::new(1),

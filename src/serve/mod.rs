@@ -7,7 +7,7 @@
 //! the poll's epoll fd with `add_reader` and calls `server_poll` when it is
 //! readable; accepting, reading, parsing ([`http`], httparse) and writing all
 //! happen inside that call or inside the app's `send`, on the interpreter's own
-//! thread. No request crosses a thread: what is shared is the [`group`] (stop
+//! thread (through rustls, [`tls`], with `--ssl-certfile`). No request crosses a thread: what is shared is the [`group`] (stop
 //! flag, wakers, counters).
 //!
 //! One raw-FFI module ([`ffi`]) serves both worlds, like the channel's: the main
@@ -17,6 +17,7 @@ mod ffi;
 mod group;
 mod http;
 mod server;
+mod tls;
 
 pub(crate) use ffi::serve_module;
 

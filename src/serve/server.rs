@@ -10,6 +10,7 @@
 //! takes with `recv`; reading pauses when `body_buf` or the read buffer are full.
 use super::group::{Group, WorkerStats};
 use super::http::{self, BodyKind, Chunked, Framing, Head, ParseError, RespHead};
+use super::tls::{TlsInfo, TlsIo};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -57,34 +58,91 @@ pub enum Listener {
     Unix(UnixListener),
 }
 
-enum Io {
+enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
-impl Io {
+impl Read for Sock {
     fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
         match self {
-            Io::Tcp(s) => s.read(b),
-            Io::Unix(s) => s.read(b),
+            Sock::Tcp(s) => s.read(b),
+            Sock::Unix(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(b),
+            Sock::Unix(s) => s.write(b),
         }
     }
     fn write_vectored(&mut self, b: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Io::Tcp(s) => s.write_vectored(b),
-            Io::Unix(s) => s.write_vectored(b),
+            Sock::Tcp(s) => s.write_vectored(b),
+            Sock::Unix(s) => s.write_vectored(b),
         }
     }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A connection's byte stream: the socket, through TLS when the server has a
+/// certificate. The state machine reads and writes plaintext either way.
+struct Io {
+    sock: Sock,
+    tls: Option<Box<TlsIo>>,
+}
+
+impl Io {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(t) => t.read(&mut self.sock, b),
+            None => self.sock.read(b),
+        }
+    }
+    /// The socket's bytes as they are (lingering: read and dropped).
+    fn read_raw(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        self.sock.read(b)
+    }
+    fn write_vectored(&mut self, b: &[IoSlice<'_>]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(t) => t.write_vectored(&mut self.sock, b),
+            None => self.sock.write_vectored(b),
+        }
+    }
+    /// Pushes what TLS holds for the socket (handshake, records, alerts); the
+    /// bytes written.
+    fn push(&mut self) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(t) => t.push(&mut self.sock),
+            None => Ok(0),
+        }
+    }
+    /// TLS holds bytes the socket has not taken yet.
+    fn pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.pending())
+    }
+    /// Queues TLS's `close_notify` the first time (true: push it before closing).
+    fn close_notify(&mut self) -> bool {
+        self.tls.as_mut().is_some_and(|t| t.close_notify())
+    }
+    fn tls_info(&self) -> Option<TlsInfo> {
+        self.tls.as_ref().and_then(|t| t.info())
+    }
     fn shutdown_write(&self) {
-        let _ = match self {
-            Io::Tcp(s) => s.shutdown(Shutdown::Write),
-            Io::Unix(s) => s.shutdown(Shutdown::Write),
+        let _ = match &self.sock {
+            Sock::Tcp(s) => s.shutdown(Shutdown::Write),
+            Sock::Unix(s) => s.shutdown(Shutdown::Write),
         };
     }
     fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Io::Tcp(s) => s,
-            Io::Unix(s) => s,
+        match &mut self.sock {
+            Sock::Tcp(s) => s,
+            Sock::Unix(s) => s,
         }
     }
 }
@@ -95,6 +153,8 @@ pub enum Event {
         head: Head,
         client: Option<SocketAddr>,
         server: Option<SocketAddr>,
+        /// TLS version, cipher suite and client certificates, on a TLS server.
+        tls: Option<TlsInfo>,
     },
     /// Body bytes (or the body's end) are ready for a `recv` that found none.
     Body(u64),
@@ -174,6 +234,10 @@ impl Conn {
     fn unsent(&self) -> usize {
         self.wbuf.len() - self.wpos
     }
+    /// Output waits: in our buffer, or encrypted in TLS's.
+    fn has_output(&self) -> bool {
+        self.unsent() > 0 || self.io.pending()
+    }
 }
 
 pub struct Server {
@@ -191,6 +255,7 @@ pub struct Server {
     draining: bool,
     stop_sent: bool,
     inflight: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn now() -> Instant {
@@ -221,12 +286,13 @@ impl Server {
             pending: VecDeque::new(),
             scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
             limits,
-            group,
             index,
             waker,
             draining: false,
             stop_sent: false,
             inflight: 0,
+            tls: group.tls(),
+            group,
         })
     }
 
@@ -291,15 +357,23 @@ impl Server {
                 Some(Listener::Tcp(l)) => l.accept().map(|(s, a)| {
                     let _ = s.set_nodelay(true);
                     let local = s.local_addr().ok();
-                    (Io::Tcp(s), Some(a), local)
+                    (Sock::Tcp(s), Some(a), local)
                 }),
-                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| (Io::Unix(s), None, None)),
+                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| (Sock::Unix(s), None, None)),
             };
             match accepted {
-                Ok((io, client, server)) => {
+                Ok((sock, client, server)) => {
                     if self.draining {
                         continue; // dropped: closed at once
                     }
+                    let tls = match &self.tls {
+                        None => None,
+                        Some(cfg) => match TlsIo::new(cfg) {
+                            Ok(t) => Some(Box::new(t)),
+                            Err(_) => continue,
+                        },
+                    };
+                    let io = Io { sock, tls };
                     let t = now();
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -350,7 +424,12 @@ impl Server {
                 c.read_more = true;
                 break;
             }
-            match c.io.read(&mut self.scratch) {
+            let r = if c.lingering {
+                c.io.read_raw(&mut self.scratch)
+            } else {
+                c.io.read(&mut self.scratch)
+            };
+            match r {
                 Ok(0) => {
                     c.eof = true;
                     c.read_more = false;
@@ -503,7 +582,7 @@ impl Server {
                 started: t,
                 progress: t,
             });
-            let (client, server) = (c.client, c.server);
+            let (client, server, tls) = (c.client, c.server, c.io.tls_info());
             self.inflight += 1;
             self.group.workers[self.index].inflight.fetch_add(1, Ordering::Relaxed);
             self.pending.push_back(Event::Request {
@@ -511,6 +590,7 @@ impl Server {
                 head,
                 client,
                 server,
+                tls,
             });
         }
     }
@@ -583,8 +663,15 @@ impl Server {
             return;
         };
         let mut extra_sent = 0;
-        let mut failed = false;
-        while c.unsent() > 0 || extra_sent < extra.len() {
+        let mut failed = match c.io.push() {
+            Ok(0) => false,
+            Ok(_) => {
+                c.wprogress = now();
+                false
+            }
+            Err(_) => true,
+        };
+        while !failed && (c.unsent() > 0 || extra_sent < extra.len()) {
             let bufs = [IoSlice::new(&c.wbuf[c.wpos..]), IoSlice::new(&extra[extra_sent..])];
             match c.io.write_vectored(&bufs) {
                 Ok(0) => {
@@ -618,10 +705,15 @@ impl Server {
             c.wpos = 0;
         }
         c.wbuf.extend_from_slice(&extra[extra_sent..]);
-        if c.unsent() == 0 && c.closing {
-            // Everything is written: close for writing, then read until the
-            // client closes too (or `LINGER`), so unread input does not turn our
-            // close into a reset that destroys the response.
+        if c.unsent() == 0 && c.closing && c.io.close_notify() && c.io.push().is_err() {
+            self.close(key);
+            return;
+        }
+        if c.unsent() == 0 && c.closing && !c.io.pending() {
+            // Everything is written (TLS: with its close_notify): close for
+            // writing, then read until the client closes too (or `LINGER`), so
+            // unread input does not turn our close into a reset that destroys
+            // the response.
             c.io.shutdown_write();
             c.lingering = true;
             c.since = now();
@@ -857,7 +949,7 @@ impl Server {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.req.is_none() && c.unsent() == 0 && c.rbuf.is_empty() && c.gen > 0)
+            .filter(|(_, c)| c.req.is_none() && !c.has_output() && c.rbuf.is_empty() && c.gen > 0)
             .map(|(k, _)| k)
             .collect();
         for k in idle {
@@ -878,16 +970,19 @@ impl Server {
         let l = &self.limits;
         let mut expired = Vec::new();
         for (k, c) in self.conns.iter() {
-            let stalled_write = c.unsent() > 0 && t - c.wprogress > l.slow_client;
+            let stalled_write = c.has_output() && t - c.wprogress > l.slow_client;
             let late = if c.lingering {
                 t - c.since > LINGER
             } else if let Some(r) = &c.req {
                 // An upgraded connection waits for its client as long as the app does.
                 let raw = matches!(r.body, BodyState::Raw);
                 (r.recv_waiting && !raw && t - r.progress > l.slow_client) || stalled_write
-            } else if c.rbuf.is_empty() && c.unsent() == 0 {
+            } else if c.rbuf.is_empty() && !c.has_output() {
                 // Draining: a connection that has sent nothing yet had its chance.
                 t - c.since > if self.draining { DRAIN_GRACE } else { l.keep_alive }
+            } else if c.rbuf.is_empty() {
+                // The last response is still being taken: as long as it moves.
+                stalled_write
             } else {
                 t - c.since > l.slow_client || stalled_write
             };

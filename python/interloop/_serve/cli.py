@@ -46,15 +46,28 @@ def _parser():
     s.add_argument("--root-path", default="")
     s.add_argument("--metrics-port", type=int, default=None,
                    help="serve per-worker counters in the Prometheus text format on this port")
+    s.add_argument("--stats-fd", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--ws-max-size", type=int, default=d["ws_max_size"],
                    help="largest websocket message in bytes (closed with 1009 above it)")
+    s.add_argument("--ws-ping-interval", type=float, default=d["ws_ping_interval"],
+                   help="ping websocket clients this often, in seconds (0: never)")
+    s.add_argument("--ws-ping-timeout", type=float, default=d["ws_ping_timeout"],
+                   help="close a websocket with 1011 when its pong does not come within "
+                        "this many seconds (0: no limit)")
     s.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
     s.add_argument("--access-log", dest="access_log", action="store_true", default=True)
     s.add_argument("--no-access-log", dest="access_log", action="store_false")
     s.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug", "trace"))
-    s.add_argument("--ssl-certfile", default=None)
-    s.add_argument("--ssl-keyfile", default=None)
+    s.add_argument("--ssl-certfile", default=None,
+                   help="serve HTTPS (TLS 1.2/1.3, rustls): the PEM certificate chain")
+    s.add_argument("--ssl-keyfile", default=None,
+                   help="the PEM private key of --ssl-certfile (unencrypted)")
+    s.add_argument("--ssl-ca-certs", default=None,
+                   help="PEM file of the CAs whose client certificates are accepted")
+    s.add_argument("--ssl-cert-reqs", type=int, choices=(0, 1, 2), default=0,
+                   help="client certificates: 0 not asked for (default), 1 optional, "
+                        "2 required (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED)")
     s.add_argument("--app-dir", default=".", help="look for the app's module here first")
     s.add_argument("--factory", action="store_true",
                    help="the import string names a factory returning the app")

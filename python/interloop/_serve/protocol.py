@@ -15,6 +15,7 @@ response to Rust, which writes it at once (head and a one-message body in one
 resolve the futures ``receive``/``send`` wait on.
 """
 import asyncio
+import base64
 import logging
 import os
 import sys
@@ -204,7 +205,8 @@ class Server:
         self.cycles = {}
         self.root_path = config["root_path"] or ""
         self.root_path_b = self.root_path.encode()
-        self.scheme = "http"
+        self.scheme = "https" if config["ssl_certfile"] else "http"
+        self._tls_ext = {}
         self.access_log = config["access_log"]
         self.proxy = _ProxyHeaders(config) if config["proxy_headers"] else None
         self.stopped = loop.create_future()
@@ -260,7 +262,7 @@ class Server:
     def begin(self, ev):
         if ev[10]:
             return self.begin_websocket(ev)
-        _, token, method, path, raw_path, query, version, headers, client, server, _ = ev
+        _, token, method, path, raw_path, query, version, headers, client, server, _, tls = ev
         if self.root_path:
             path = self.root_path + path
             raw_path = self.root_path_b + raw_path
@@ -278,13 +280,29 @@ class Server:
             "query_string": query,
             "headers": headers,
             "state": self.state.copy(),
-            "extensions": _EXTENSIONS,
+            "extensions": _EXTENSIONS if tls is None else self.tls_extensions(tls),
         }
         if self.proxy is not None:
             self.proxy.apply(scope)
         c = Cycle(self, token, scope)
         self.cycles[token] = c
         c.task = _start_task(self.loop, self.run_app(c))
+
+    def tls_extensions(self, tls):
+        """The scope's extensions with ASGI's ``tls`` one: the negotiated version
+        and cipher suite, and the client's certificate chain (PEM) when it sent
+        one (``--ssl-cert-reqs``); one shared dict per version and suite."""
+        if len(tls) > 2:
+            return dict(_EXTENSIONS, tls={
+                "server_cert": None, "client_cert_chain": [_pem(d) for d in tls[2]],
+                "client_cert_name": None, "client_cert_error": None,
+                "tls_version": tls[0], "cipher_suite": tls[1]})
+        ext = self._tls_ext.get(tls)
+        if ext is None:
+            ext = self._tls_ext[tls] = dict(_EXTENSIONS, tls={
+                "server_cert": None, "client_cert_chain": [], "client_cert_name": None,
+                "client_cert_error": None, "tls_version": tls[0], "cipher_suite": tls[1]})
+        return ext
 
     def begin_websocket(self, ev):
         token = ev[1]
@@ -295,6 +313,8 @@ class Server:
         c = websocket.scope_of(self, ev)
         if c is None:
             return self.answer(token, 400, b"bad websocket handshake")
+        if self.proxy is not None:
+            self.proxy.apply(c.scope)
         self.cycles[token] = c
         c.task = _start_task(self.loop, self.run_app(c))
 
@@ -362,9 +382,23 @@ class Server:
         _n.server_close(self.handle)
 
 
+def _pem(der):
+    """A DER certificate as PEM text."""
+    b64 = base64.b64encode(der).decode("ascii")
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+
+
 class _ProxyHeaders:
-    """``--proxy-headers``: client address and scheme from ``X-Forwarded-For`` and
-    ``X-Forwarded-Proto`` when the direct peer is a trusted proxy."""
+    """``--proxy-headers``: client address and scheme from the proxy's headers
+    when the direct peer is a trusted proxy (``--forwarded-allow-ips``).
+
+    ``Forwarded`` (RFC 7239) is used when present: its ``for=`` list is walked
+    from the nearest hop back to the first address that is not a trusted proxy,
+    which becomes the client (with its port when given), and that element's
+    ``proto=`` the scheme. Otherwise ``X-Forwarded-For`` (the same walk) and
+    ``X-Forwarded-Proto``, as uvicorn reads them. A websocket's scheme is the ws
+    form of the forwarded one."""
 
     def __init__(self, config):
         ips = config["forwarded_allow_ips"]
@@ -377,17 +411,113 @@ class _ProxyHeaders:
         client = scope["client"]
         if not (self.any or (client and client[0] in self.trusted)):
             return
+        forwarded = []
+        xproto = xfor = None
         for name, value in scope["headers"]:
-            if name == b"x-forwarded-proto":
-                proto = value.decode("latin-1").strip().lower()
-                if proto in ("http", "https", "ws", "wss"):
-                    scope["scheme"] = proto
+            if name == b"forwarded":
+                forwarded.append(value)
+            elif name == b"x-forwarded-proto":
+                xproto = value
             elif name == b"x-forwarded-for":
-                hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-                for host in reversed(hosts):
-                    if self.any or host not in self.trusted:
-                        scope["client"] = (host, 0)
-                        break
+                xfor = value
+        if forwarded:
+            elements = _forwarded_elements(b",".join(forwarded).decode("latin-1"))
+            if not elements:
+                return
+            # The nearest hop that is not a trusted proxy, or the farthest one.
+            chosen = elements[0]
+            for el in reversed(elements):
+                host, _ = _forwarded_node(el.get("for", ""))
+                if host is None or self.any or host not in self.trusted:
+                    chosen = el
+                    break
+            host, port = _forwarded_node(chosen.get("for", ""))
+            if host is not None:  # "unknown" or obfuscated: the peer stays
+                scope["client"] = (host, port)
+            self._scheme(scope, chosen.get("proto"))
+            return
+        if xproto is not None:
+            self._scheme(scope, xproto.decode("latin-1"))
+        if xfor is not None:
+            hosts = [h.strip() for h in xfor.decode("latin-1").split(",") if h.strip()]
+            for host in reversed(hosts):
+                if self.any or host not in self.trusted:
+                    scope["client"] = (host, 0)
+                    break
+
+    @staticmethod
+    def _scheme(scope, proto):
+        if not proto:
+            return
+        proto = proto.strip().lower()
+        if proto in ("http", "https", "ws", "wss"):
+            if scope["type"] == "websocket":
+                proto = {"http": "ws", "https": "wss"}.get(proto, proto)
+            scope["scheme"] = proto
+
+
+def _forwarded_elements(text):
+    """RFC 7239 ``Forwarded`` field values: a list of {parameter: value} dicts
+    (names lowercased, quoted strings unquoted); malformed pairs are skipped."""
+    elements, token, quoted, i = [], [], False, 0
+    pending = []  # tokens of the current element, split at ';'
+
+    def end_pair():
+        pair = "".join(token).strip()
+        token.clear()
+        if pair:
+            pending.append(pair)
+
+    def end_element():
+        end_pair()
+        el = {}
+        for pair in pending:
+            k, sep, v = pair.partition("=")
+            if sep and k.strip():
+                el[k.strip().lower()] = v.strip()
+        pending.clear()
+        if el:
+            elements.append(el)
+
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\" and i + 1 < len(text):
+                token.append(text[i + 1])
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                token.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == ";":
+            end_pair()
+        elif ch == ",":
+            end_element()
+        else:
+            token.append(ch)
+        i += 1
+    end_element()
+    return elements
+
+
+def _forwarded_node(node):
+    """``(host, port)`` of a ``for=`` node (``1.2.3.4``, ``1.2.3.4:80``,
+    ``[::1]:80``); ``(None, 0)`` for ``unknown`` and obfuscated ones."""
+    node = node.strip()
+    port = 0
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+        return (host or None), port
+    if node.count(":") == 1:
+        node, _, p = node.partition(":")
+        port = int(p) if p.isdigit() else 0
+    if not node or node.lower() == "unknown" or node.startswith("_"):
+        return None, 0
+    return node, port
 
 
 class Lifespan:

@@ -17,12 +17,14 @@ flight finish (``--timeout-graceful-shutdown``), runs lifespan shutdown and retu
 """
 import asyncio
 import importlib
+import json
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 
 from . import protocol
 from .protocol import _n, logger
@@ -44,13 +46,20 @@ DEFAULTS = {
     "timeout_slow_client": 30.0,
     "timeout_worker_start": 60.0,
     "ws_max_size": 16 * 1024 * 1024,
+    "ws_ping_interval": 20.0,
+    "ws_ping_timeout": 20.0,
     "metrics_port": None,
+    # Internal (--worker-kind process): the child's end of the supervisor's
+    # socketpair on which it answers requests for its counters.
+    "stats_fd": None,
     "root_path": "",
     "lifespan": "auto",
     "access_log": True,
     "log_level": "info",
     "ssl_certfile": None,
     "ssl_keyfile": None,
+    "ssl_ca_certs": None,
+    "ssl_cert_reqs": 0,
     "app_dir": ".",
     "factory": False,
     "proxy_headers": True,
@@ -82,12 +91,14 @@ def make_config(app, options):
         raise ValueError("worker_kind must be 'interpreter' or 'process'")
     if cfg["listener"] not in ("reuseport", "shared"):
         raise ValueError("listener must be 'reuseport' or 'shared'")
+    for k in ("ws_ping_interval", "ws_ping_timeout"):
+        if cfg[k] is not None and float(cfg[k]) < 0:
+            raise ValueError(f"--{k.replace('_', '-')} must be a number of seconds >= 0 (0: off)")
     if cfg["workers"] is not None and int(cfg["workers"]) < 1:
         raise ValueError("workers must be at least 1")
     cfg["workers"] = int(cfg["workers"] or os.cpu_count() or 1)
-    if cfg["ssl_certfile"] or cfg["ssl_keyfile"]:
-        raise NotImplementedError("TLS (--ssl-certfile/--ssl-keyfile) is not implemented "
-                                  "in interloop serve yet; terminate TLS in a proxy")
+    if bool(cfg["ssl_certfile"]) != bool(cfg["ssl_keyfile"]):
+        raise ValueError("TLS needs both --ssl-certfile and --ssl-keyfile")
     return cfg
 
 
@@ -246,10 +257,23 @@ def _bind(cfg):
         # listening: the kernel gives it no connections) only holds the port.
         s = _listen_socket(family, (host, port), None, True)
         port = s.getsockname()[1]
-        return [s], ("reuseport", family, host, port, backlog), f"http://{_fmt(host)}:{port}"
+        return [s], ("reuseport", family, host, port, backlog), f"{_scheme(cfg)}://{_fmt(host)}:{port}"
     s = _listen_socket(family, (host, port), backlog, False)
     port = s.getsockname()[1]
-    return [s], ("fds", [(s.fileno(), False)]), f"http://{_fmt(host)}:{port}"
+    return [s], ("fds", [(s.fileno(), False)]), f"{_scheme(cfg)}://{_fmt(host)}:{port}"
+
+
+def _scheme(cfg):
+    return "https" if cfg["ssl_certfile"] else "http"
+
+
+def _set_tls(cfg, gid):
+    """Loads the certificate and key into the group (every worker's connections
+    then speak TLS); a ValueError names the file at fault."""
+    if cfg["ssl_certfile"]:
+        ca = cfg["ssl_ca_certs"]
+        _n.group_set_tls(gid, os.fspath(cfg["ssl_certfile"]), os.fspath(cfg["ssl_keyfile"]),
+                         None if ca is None else os.fspath(ca), int(cfg["ssl_cert_reqs"] or 0))
 
 
 def _fmt(host):
@@ -294,6 +318,11 @@ async def _supervise(cfg):
     loop = asyncio.get_running_loop()
     n = cfg["workers"]
     gid = _n.group_new(n)
+    try:
+        _set_tls(cfg, gid)
+    except BaseException:
+        _n.group_remove(gid)
+        raise
 
     def on_signal(sig):
         logger.info("shutting down (%s): finishing requests in flight", sig.name)
@@ -315,18 +344,26 @@ async def _supervise(cfg):
                 logger.error("%s", describe_load_error(cfg, e, "the main interpreter"),
                              exc_info=not isinstance(e, AppLoadError))
                 return 1
-            ready = _Ready(loop)
-            task = loop.create_task(run_server(app, cfg, 0, gid, listen, ready))
-            await asyncio.wait([ready.fut, task], return_when=asyncio.FIRST_COMPLETED)
-            if not ready.fut.done():
-                await task  # raises what failed
-            kind, _, msg = ready.fut.result()
-            if kind == "error":
-                logger.error("%s", msg)
+            link = None
+            if cfg["stats_fd"] is not None:
+                link = _answer_stats(loop, int(cfg["stats_fd"]), gid)
+            try:
+                ready = _Ready(loop)
+                task = loop.create_task(run_server(app, cfg, 0, gid, listen, ready))
+                await asyncio.wait([ready.fut, task], return_when=asyncio.FIRST_COMPLETED)
+                if not ready.fut.done():
+                    await task  # raises what failed
+                kind, _, msg = ready.fut.result()
+                if kind == "error":
+                    logger.error("%s", msg)
+                    await task
+                    return 1
+                logger.info("interloop serve: listening on %s (1 worker, main interpreter)", url)
                 await task
-                return 1
-            logger.info("interloop serve: listening on %s (1 worker, main interpreter)", url)
-            await task
+            finally:
+                if link is not None:
+                    loop.remove_reader(link)
+                    link.close()
         else:
             ch = Channel()
             async with Pool(n, concurrency=1) as pool:
@@ -372,7 +409,10 @@ def stats(gid):
     ``workers``, ``requests``, ``failed``, ``inflight``, ``connections`` (lists, one
     entry per worker) and ``latency`` (per worker: count, mean, p50, p90, p99 and max
     in microseconds, from request head parsed to response written; log2 buckets)."""
-    rows = _n.group_stats(gid)
+    return _stats_of_rows(_n.group_stats(gid))
+
+
+def _stats_of_rows(rows):
     keys = ("count", "mean", "p50", "p90", "p99", "max")
     return {
         "workers": len(rows),
@@ -386,7 +426,13 @@ def stats(gid):
 
 def prometheus_text(gid):
     """The group's counters in the Prometheus text format."""
-    s = stats(gid)
+    return _prometheus_text_of(stats(gid))
+
+
+def _prometheus_text_of(s, ids=None):
+    """``stats()``'s dict in the Prometheus text format; ``ids`` are the workers'
+    numbers (default 0, 1, ...)."""
+    ids = list(range(s["workers"])) if ids is None else ids
     out = []
     for name, kind, key, help_ in (
             ("requests_total", "counter", "requests", "Responses completed."),
@@ -394,11 +440,11 @@ def prometheus_text(gid):
             ("requests_in_flight", "gauge", "inflight", "Requests being served."),
             ("connections", "gauge", "connections", "Open connections.")):
         out += [f"# HELP interloop_serve_{name} {help_}", f"# TYPE interloop_serve_{name} {kind}"]
-        out += [f'interloop_serve_{name}{{worker="{i}"}} {v}' for i, v in enumerate(s[key])]
+        out += [f'interloop_serve_{name}{{worker="{i}"}} {v}' for i, v in zip(ids, s[key])]
     out += ["# HELP interloop_serve_latency_us Request latency (head parsed to response "
             "written), microseconds; quantiles are log2 bucket bounds.",
             "# TYPE interloop_serve_latency_us summary"]
-    for i, lat in enumerate(s["latency"]):
+    for i, lat in zip(ids, s["latency"]):
         for q in ("p50", "p90", "p99"):
             out.append(f'interloop_serve_latency_us{{worker="{i}",quantile="0.{q[1:]}"}} {lat[q]:g}')
         out.append(f'interloop_serve_latency_us_sum{{worker="{i}"}} {lat["mean"] * lat["count"]:g}')
@@ -408,6 +454,10 @@ def prometheus_text(gid):
 
 async def _start_metrics(cfg, gid):
     """``--metrics-port``: serves ``prometheus_text`` on GET (any path)."""
+    return await _start_metrics_server(cfg, lambda: prometheus_text(gid))
+
+
+async def _start_metrics_server(cfg, text):
 
     async def handle(reader, writer):
         try:
@@ -415,7 +465,7 @@ async def _start_metrics(cfg, gid):
             while (await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b"\n", b""):
                 pass
             if line.startswith(b"GET "):
-                body, status = prometheus_text(gid).encode(), b"200 OK"
+                body, status = text().encode(), b"200 OK"
             else:
                 body, status = b"only GET\n", b"405 Method Not Allowed"
             writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; version=0.0.4"
@@ -432,6 +482,136 @@ async def _start_metrics(cfg, gid):
     port = srv.sockets[0].getsockname()[1]
     logger.info("interloop serve: metrics on http://%s:%d/metrics", _fmt(host), port)
     return srv
+
+
+def _answer_stats(loop, fd, gid):
+    """A worker process's side of ``--metrics-port``: every byte the supervisor
+    sends on the socket ``fd`` asks for this process's counters, answered as one
+    JSON line (``group_stats``' rows). Returns the socket (the caller closes it)."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+
+    def on_request():
+        try:
+            data = sock.recv(256)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the supervisor is gone
+            loop.remove_reader(sock)
+            return
+        reply = (json.dumps(_n.group_stats(gid)) + "\n").encode()
+        try:
+            for _ in data:
+                sock.sendall(reply)
+        except OSError:
+            loop.remove_reader(sock)
+
+    loop.add_reader(sock, on_request)
+    return sock
+
+
+class _ProcessStats:
+    """The supervisor's side for ``--worker-kind process``: asks each worker
+    process for its counters on its socketpair, in turn, when a scrape comes. A
+    worker that does not answer within ``TIMEOUT`` (busy starting up, say) is left
+    out of that scrape; its late answer is skipped at the next one."""
+
+    TIMEOUT = 2.0
+
+    def __init__(self, links):
+        self.links = list(links)  # one socket per worker process (None: gone)
+        self.owed = [0] * len(self.links)  # answers still to come, to skip
+        self.bufs = [b""] * len(self.links)
+        self.lock = threading.Lock()
+
+    def add(self, sock):
+        with self.lock:
+            self.links.append(sock)
+            self.owed.append(0)
+            self.bufs.append(b"")
+
+    def _ask(self, i):
+        s = self.links[i]
+        if s is None:
+            return None
+        try:
+            s.settimeout(self.TIMEOUT)
+            s.sendall(b"?")
+            self.owed[i] += 1
+            while True:
+                line, sep, rest = self.bufs[i].partition(b"\n")
+                if sep:
+                    self.bufs[i] = rest
+                    self.owed[i] -= 1
+                    if self.owed[i] == 0:
+                        return json.loads(line)[0]
+                    continue
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("worker process closed its stats link")
+                self.bufs[i] += chunk
+        except (TimeoutError, socket.timeout):
+            return None
+        except (OSError, ValueError, IndexError):
+            s.close()  # gone: left out from now on
+            self.links[i] = None
+            return None
+
+    def text(self):
+        with self.lock:
+            rows = [(i, self._ask(i)) for i in range(len(self.links))]
+        rows = [(i, r) for i, r in rows if r is not None]
+        return _prometheus_text_of(_stats_of_rows([r for _, r in rows]), [i for i, _ in rows])
+
+    def close(self):
+        with self.lock:
+            for s in self.links:
+                if s is not None:
+                    s.close()
+            self.links = [None] * len(self.links)
+
+
+class _MetricsThread:
+    """``--metrics-port`` for the process supervisor (which has no event loop of
+    its own): the same metrics server on an asyncio loop in a thread."""
+
+    def __init__(self, cfg, text):
+        self.loop = self.stop = self.error = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=asyncio.run, args=(self._main(cfg, text),),
+                                       name="interloop-serve-metrics", daemon=True)
+        self.thread.start()
+        self.ready.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def _main(self, cfg, text):
+        self.loop = asyncio.get_running_loop()
+        self.stop = self.loop.create_future()
+        try:
+            srv = await _start_metrics_server(cfg, text)
+        except BaseException as e:  # noqa: BLE001 - raised in the supervisor
+            self.error = e
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            await self.stop
+        finally:
+            srv.close()
+
+    def close(self):
+        if self.loop is not None and self.error is None:
+            def done():
+                if not self.stop.done():
+                    self.stop.set_result(None)
+            try:
+                self.loop.call_soon_threadsafe(done)
+            except RuntimeError:  # its loop already ended
+                pass
+            self.thread.join(5)
 
 
 def _log_stats(gid):
@@ -467,6 +647,11 @@ def _serve_processes(cfg):
     """``--worker-kind process``: each child serves the app in its main
     interpreter, on interloop's loop, from the inherited listening socket."""
     cfg = dict(cfg)
+    gid = _n.group_new(1)
+    try:
+        _set_tls(cfg, gid)  # checked here once: a bad file stops start-up, not each child
+    finally:
+        _n.group_remove(gid)
     socks, listen, url = _bind(dict(cfg, workers=1))
     s = socks[0]
     args = [sys.executable, "-m", "interloop", "serve", cfg["app"], "--workers", "1",
@@ -477,7 +662,9 @@ def _serve_processes(cfg):
             "--timeout-slow-client", str(cfg["timeout_slow_client"]),
             "--limit-request-body", str(cfg["limit_request_body"] or 0),
             "--limit-request-head", str(cfg["limit_request_head"]),
-            "--root-path", cfg["root_path"] or "", "--ws-max-size", str(cfg["ws_max_size"])]
+            "--root-path", cfg["root_path"] or "", "--ws-max-size", str(cfg["ws_max_size"]),
+            "--ws-ping-interval", str(cfg["ws_ping_interval"] or 0),
+            "--ws-ping-timeout", str(cfg["ws_ping_timeout"] or 0)]
     if cfg["limit_concurrency"]:
         args += ["--limit-concurrency", str(cfg["limit_concurrency"])]
     if not cfg["access_log"]:
@@ -488,8 +675,15 @@ def _serve_processes(cfg):
         args.append("--no-proxy-headers")
     if cfg["forwarded_allow_ips"] is not None:
         args += ["--forwarded-allow-ips", cfg["forwarded_allow_ips"]]
+    if cfg["ssl_certfile"]:
+        args += ["--ssl-certfile", os.path.abspath(cfg["ssl_certfile"]),
+                 "--ssl-keyfile", os.path.abspath(cfg["ssl_keyfile"]),
+                 "--ssl-cert-reqs", str(int(cfg["ssl_cert_reqs"] or 0))]
+        if cfg["ssl_ca_certs"]:
+            args += ["--ssl-ca-certs", os.path.abspath(cfg["ssl_ca_certs"])]
     children = []
     stopping = False
+    metrics = None
 
     def forward(sig, _frame):
         nonlocal stopping
@@ -500,8 +694,24 @@ def _serve_processes(cfg):
 
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if cfg["metrics_port"] is not None:
+            stats_ = _ProcessStats([])
+            metrics = _MetricsThread(cfg, stats_.text)  # a busy port fails before any child
+            metrics.stats = stats_
         for _ in range(cfg["workers"]):
-            children.append(subprocess.Popen(args, pass_fds=(s.fileno(),)))
+            if metrics is None:
+                children.append(subprocess.Popen(args, pass_fds=(s.fileno(),)))
+                continue
+            ours, theirs = socket.socketpair()
+            try:
+                children.append(subprocess.Popen(args + ["--stats-fd", str(theirs.fileno())],
+                                                 pass_fds=(s.fileno(), theirs.fileno())))
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            metrics.stats.add(ours)
         logger.info("interloop serve: listening on %s (%d worker processes)", url, len(children))
         code = 0
         while children:
@@ -518,6 +728,9 @@ def _serve_processes(cfg):
                         forward(signal.SIGTERM, None)
         return code
     finally:
+        if metrics is not None:
+            metrics.close()
+            metrics.stats.close()
         for sig, h in old.items():
             signal.signal(sig, h)
         s.close()
@@ -530,8 +743,6 @@ def serve(app, **options):
     cfg = make_config(app, options)
     setup_logging(cfg)
     if cfg["worker_kind"] == "process" and cfg["workers"] > 1:
-        if cfg["metrics_port"] is not None:
-            raise NotImplementedError("--metrics-port is not implemented with --worker-kind process")
         return _serve_processes(cfg)
     if cfg["workers"] > 1:
         from .._pool import check_version

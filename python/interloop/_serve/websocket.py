@@ -4,12 +4,22 @@ The Rust server recognises the opening handshake (``Upgrade: websocket``) and, o
 the app accepts, writes the ``101`` response and passes the connection's bytes
 through unframed (``server_upgrade``); framing, ping/pong and closing are done here
 by wsproto (pure Python, so it loads in sub-interpreters).
+
+Keep-alive pings (``--ws-ping-interval``/``--ws-ping-timeout``, as uvicorn names
+them): every interval the server sends a ping with a random payload; when its pong
+has not come within the timeout, the connection is closed with 1011 and the app's
+``receive`` gets ``websocket.disconnect``. Incoming bytes are normally parsed only
+when the app calls ``receive``; while a ping waits for its pong and the app is not
+receiving, what arrives is parsed at once (``_pump``): pongs are taken, pings
+answered, everything else kept, in order, for ``receive``.
 """
 import base64
+import collections
 import hashlib
+import os
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from .protocol import GONE, HAS_EVENTS, _n
@@ -44,12 +54,86 @@ class WebSocketCycle:
         self.recv_waiter = None
         self.drain_waiter = None
         self.close_code = 1006
+        self.backlog = collections.deque()  # events parsed by _pump, for receive
+        self.backlog_size = 0
+        cfg = server.config
+        self.ping_interval = float(cfg.get("ws_ping_interval") or 0)
+        self.ping_timeout = float(cfg.get("ws_ping_timeout") or 0)
+        self.ping_payload = None  # the ping waiting for its pong
+        self.ping_timer = None
 
     # The server's event dispatch calls these (as for http requests).
     def wake_recv(self):
         w, self.recv_waiter = self.recv_waiter, None
         if w is not None and not w.done():
             w.set_result(None)
+        elif self.ping_payload is not None:
+            self._pump()  # the app is not receiving: look for the pong now
+
+    # -- keep-alive pings ----------------------------------------------------------
+    def _start_pings(self):
+        if self.ping_interval > 0:
+            self.ping_timer = self.server.loop.call_later(self.ping_interval, self._ping)
+
+    def _stop_pings(self):
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
+        self.ping_payload = None
+
+    def _ping(self):
+        self.ping_timer = None
+        if self.closed or self.disconnected or self.complete:
+            return
+        self.ping_payload = os.urandom(4)
+        self._write(self.conn.send(Ping(payload=self.ping_payload)))
+        if self.ping_timeout > 0:
+            self.ping_timer = self.server.loop.call_later(self.ping_timeout, self._ping_late)
+        else:
+            self.ping_payload = None
+            self.ping_timer = self.server.loop.call_later(self.ping_interval, self._ping)
+
+    def _on_pong(self, ev):
+        if self.ping_payload is not None and bytes(ev.payload) == self.ping_payload:
+            self._stop_pings()
+            self._start_pings()
+
+    def _ping_late(self):
+        self.ping_timer = None
+        if self.ping_payload is None:
+            return
+        self._pump()  # a pong may wait, unread, in the server's buffer
+        if self.ping_payload is None or self.closed or self.disconnected:
+            return
+        self.ping_payload = None
+        self._close(1011, "keepalive ping timeout")
+        if not self.complete:  # closing already under way: end the connection
+            self._write(b"", False)
+        self.close_code = 1011
+        self.disconnected = True
+        self.wake_recv()
+
+    def _pump(self):
+        """Parses what has arrived without waiting for it: pongs are taken,
+        pings answered, other events kept for ``receive``. Stops when the kept
+        events hold more than ``--ws-max-size`` (the app is not reading)."""
+        while not self.disconnected and self.backlog_size <= self.max_size:
+            r = _n.server_recv(self.server.handle, self.token)
+            if r is None or r is False:
+                return
+            try:
+                self.conn.receive_data(r[0])
+            except Exception:  # noqa: BLE001 - a protocol error: receive reports it
+                self.backlog.append(None)
+                return
+            for ev in self.conn.events():
+                if isinstance(ev, Pong):
+                    self._on_pong(ev)
+                elif isinstance(ev, Ping):
+                    self._write(self.conn.send(ev.response()))
+                else:
+                    self.backlog.append(ev)
+                    self.backlog_size += len(getattr(ev, "data", b"") or b"")
 
     def wake_drain(self):
         w, self.drain_waiter = self.drain_waiter, None
@@ -70,6 +154,7 @@ class WebSocketCycle:
     def _disconnect(self, code):
         self.disconnected = True
         self.complete = True
+        self._stop_pings()
         return {"type": "websocket.disconnect", "code": code}
 
     async def receive(self):
@@ -79,7 +164,10 @@ class WebSocketCycle:
         while True:
             if self.disconnected or self.closed and not self.accepted:
                 return self._disconnect(self.close_code)
-            for ev in self.conn.events():
+            for ev in self._events():
+                if ev is None:  # a protocol error found by _pump
+                    self._close(1002, "protocol error")
+                    return self._disconnect(1002)
                 if isinstance(ev, (TextMessage, BytesMessage)):
                     self.parts.append(ev.data)
                     self.size += len(ev.data)
@@ -93,6 +181,8 @@ class WebSocketCycle:
                         return {"type": "websocket.receive", "bytes": b"".join(parts)}
                 elif isinstance(ev, Ping):
                     self._write(self.conn.send(ev.response()))
+                elif isinstance(ev, Pong):
+                    self._on_pong(ev)
                 elif isinstance(ev, CloseConnection):
                     self.close_code = ev.code
                     if self.conn.state is ConnectionState.REMOTE_CLOSING:
@@ -112,7 +202,16 @@ class WebSocketCycle:
                 self._close(1002, "protocol error")
                 return self._disconnect(1002)
 
+    def _events(self):
+        """What ``_pump`` kept, then what wsproto has parsed since."""
+        while self.backlog:
+            ev = self.backlog.popleft()
+            self.backlog_size -= len(getattr(ev, "data", b"") or b"")
+            yield ev
+        yield from self.conn.events()
+
     def _close(self, code, reason=""):
+        self._stop_pings()
         if not self.closed and self.conn.state is ConnectionState.OPEN:
             self.closed = True
             self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
@@ -145,6 +244,8 @@ class WebSocketCycle:
             self.status = 101
             if not _n.server_upgrade(self.server.handle, self.token, b"\r\n".join(head) + b"\r\n\r\n"):
                 self.disconnected = True
+            else:
+                self._start_pings()
         elif t == "websocket.close":
             code = message.get("code", 1000) or 1000
             if not self.accepted:
@@ -178,7 +279,7 @@ class WebSocketCycle:
 def scope_of(server, ev):
     """The websocket scope and cycle of a request event, or None with the reason
     for a 400 answer."""
-    _, token, _method, path, raw_path, query, version, headers, client, srv, _ = ev
+    _, token, _method, path, raw_path, query, version, headers, client, srv, _, tls = ev
     key = None
     subprotocols = []
     version_ok = False
@@ -198,7 +299,7 @@ def scope_of(server, ev):
         "type": "websocket",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": version,
-        "scheme": "ws",
+        "scheme": "wss" if server.scheme == "https" else "ws",
         "server": srv,
         "client": client,
         "root_path": server.root_path,
@@ -208,6 +309,6 @@ def scope_of(server, ev):
         "headers": headers,
         "subprotocols": subprotocols,
         "state": server.state.copy(),
-        "extensions": {},
+        "extensions": {} if tls is None else {"tls": server.tls_extensions(tls)["tls"]},
     }
     return WebSocketCycle(server, token, scope, key, int(server.config["ws_max_size"]))
