@@ -414,6 +414,53 @@ def test_backpressure_max_pending():
     run(main())
 
 
+def test_a_caller_waiting_for_room_gets_the_pools_closed_error():
+    # The waiter woken by close() raises what every other call on a closed pool raises.
+    async def main():
+        pool = interloop.Pool(1, max_pending=1)
+        await pool.start()
+        first = pool.submit(pf.sleep_for, 30)
+        waiting = asyncio.ensure_future(pool.run(pf.ident, 1))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and pool.stats()["pending"] == 1
+        await pool.close(cancel=True)
+        with pytest.raises(RuntimeError) as waited:
+            await waiting
+        with pytest.raises(RuntimeError) as direct:
+            pool.submit(pf.ident, 2)
+        assert str(waited.value) == str(direct.value) == "the pool is closed"
+        assert type(waited.value) is type(direct.value)
+        assert first.cancelled()
+    run(main())
+
+
+def test_room_waiters_pass_a_slot_on_when_cancelled():
+    async def main():
+        loop = asyncio.get_running_loop()
+        waiters = _futures.RoomWaiters()
+        state = {"full": True, "closed": False}
+        full = lambda: state["full"]  # noqa: E731
+        closed = lambda: state["closed"]  # noqa: E731
+        a = asyncio.ensure_future(waiters.wait(loop, full, closed, lambda: RuntimeError("closed")))
+        b = asyncio.ensure_future(waiters.wait(loop, full, closed, lambda: RuntimeError("closed")))
+        await asyncio.sleep(0)
+        assert len(waiters) == 2
+        state["full"] = False
+        waiters.wake(1)  # a is woken...
+        a.cancel()       # ...but cancelled before it runs: its slot goes to b
+        await asyncio.gather(a, b, return_exceptions=True)
+        assert a.cancelled() and b.result() is None
+        state["full"] = True
+        c = asyncio.ensure_future(waiters.wait(loop, full, closed, lambda: ValueError("gone")))
+        await asyncio.sleep(0)
+        state["closed"] = True
+        waiters.wake_all()
+        with pytest.raises(ValueError, match="gone"):
+            await c
+        assert not waiters
+    run(main())
+
+
 def test_idle_workers_park():
     # A pool with nothing to do uses no CPU (workers block in epoll on their fd).
     import time

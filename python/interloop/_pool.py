@@ -35,7 +35,8 @@ import weakref
 
 from . import _interloop as _native
 from . import _wire, _worker
-from ._futures import JobFuture, JobFuturePlain, MapSink, idle_probe, never_idle, run_callbacks
+from ._futures import (JobFuture, JobFuturePlain, MapSink, RoomWaiters, idle_probe, never_idle,
+                       run_callbacks)
 from ._wire import RemoteError  # noqa: F401 - re-exported
 
 _classify = _wire.classify
@@ -158,7 +159,7 @@ class Pool:
         self._pending = {}     # job id -> asyncio.Future
         self._sinks = {}       # job id -> MapSink of the unordered map() it belongs to
         self._stashes = {}     # job id -> stash id of its buffers, until a worker takes them
-        self._room_waiters = collections.deque()
+        self._room_waiters = RoomWaiters()
         self._control_waiters = []
         self._ready = set()
         self._failed = {}
@@ -299,12 +300,13 @@ class Pool:
         await w
 
     def _wake_room(self):
-        room = self._max_pending - len(self._pending)
-        while room > 0 and self._room_waiters:
-            w = self._room_waiters.popleft()
-            if not w.done():
-                w.set_result(None)
-                room -= 1
+        self._room_waiters.wake(self._max_pending - len(self._pending))
+
+    def _full(self):
+        return len(self._pending) >= self._max_pending
+
+    def _is_closed(self):
+        return self._closed
 
     def _cancel_job(self, job, interrupt):
         fut = self._pending.pop(job, None)
@@ -334,17 +336,7 @@ class Pool:
 
     async def _submit_when_room(self, loop, payload, interrupt, label):
         try:
-            while len(self._pending) >= self._max_pending:
-                w = loop.create_future()
-                self._room_waiters.append(w)
-                try:
-                    await w
-                except asyncio.CancelledError:
-                    if w.done() and not w.cancelled():
-                        self._wake_room()  # pass our slot on
-                    raise
-                if self._closed:
-                    raise RuntimeError("the pool was closed")
+            await self._room_waiters.wait(loop, self._full, self._is_closed, self._closed_error)
         except BaseException:
             _wire.discard_stash(_wire.payload_stash(payload))  # never submitted
             raise
@@ -544,9 +536,7 @@ class Pool:
             self._loop = loop
         if self._attached is None and self._pending:
             self._attach()
-        for w in self._room_waiters:
-            if not w.done():
-                w.set_result(None)
+        self._room_waiters.wake_all()
         if not cancel and self._pending:
             futs = list(self._pending.values())
             await asyncio.wait(futs, timeout=None if deadline is None else max(0, deadline - loop.time()))
