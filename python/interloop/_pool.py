@@ -56,6 +56,29 @@ _IN_WORKER = _wire.IN_WORKER
 _live_cores = set()  # cores to shut down at interpreter exit
 _stuck_cores = set()  # cores whose close() already timed out on stuck workers
 _live_lock = threading.Lock()
+_replaced_current_frames = None  # sys._current_frames as it was before the first pool
+
+
+def _guard_current_frames():
+    """While workers live, ``sys._current_frames`` is the native one that walks only
+    this interpreter's threads: CPython's (3.12, 3.13) builds frame objects for the
+    threads of every interpreter, without their GILs, and corrupts the heap when a
+    profiler or a stack dump calls it while own-GIL workers run. Called under
+    ``_live_lock`` when the first live core appears."""
+    global _replaced_current_frames
+    mine = _native.current_frames_here
+    if sys._current_frames is not mine and _native._own_frames_layout_ok():
+        _replaced_current_frames = sys._current_frames
+        sys._current_frames = mine
+
+
+def _unguard_current_frames():
+    """Puts CPython's ``sys._current_frames`` back (no workers live any more), unless
+    someone replaced ours meanwhile. Called under ``_live_lock``."""
+    global _replaced_current_frames
+    if _replaced_current_frames is not None and sys._current_frames is _native.current_frames_here:
+        sys._current_frames = _replaced_current_frames
+    _replaced_current_frames = None
 
 
 def check_version():
@@ -116,6 +139,8 @@ def start_workers(nworkers, preload, concurrency):
     unless ``workers_stopped`` says they all stopped."""
     core = _native.PoolCore(nworkers, _config(preload, concurrency))
     with _live_lock:
+        if not _live_cores:
+            _guard_current_frames()
         _live_cores.add(core)
     return core
 
@@ -127,6 +152,8 @@ def workers_stopped(core, stuck):
             _stuck_cores.add(core)  # already waited for: no second wait at exit
         else:
             _live_cores.discard(core)
+            if not _live_cores:
+                _unguard_current_frames()
 
 
 class Pool:

@@ -1,0 +1,109 @@
+"""``sys._current_frames()`` while own-GIL workers run.
+
+CPython 3.12/3.13's version builds frame objects for the threads of every
+interpreter without their GILs, which corrupts the heap while pool workers run
+(a profiler's or a stack dump's call aborted the process with "double free or
+corruption"). While any pool has workers, the pool puts a version in its place
+that reports only the calling interpreter's threads (docs/design-pool.md)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import test_pool
+
+pytestmark = test_pool.pytestmark[:1]  # CPython >= 3.12.4; no loop in this process
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# CPU jobs on two workers while the main thread calls sys._current_frames() in a
+# loop, and three threads of the main interpreter wait in Python code.
+REPRO = textwrap.dedent("""
+    import asyncio, sys, threading
+    import interloop
+    import poolfuncs as pf
+
+    original = sys._current_frames
+    release = threading.Event()
+
+    def parked_in_python():
+        release.wait()
+
+    async def main():
+        helpers = [threading.Thread(target=parked_in_python, name=f"helper{i}", daemon=True) for i in range(3)]
+        for t in helpers:
+            t.start()
+        async with interloop.Pool(2) as pool:
+            assert sys._current_frames is not original
+            futs = [pool.submit(pf.crunch, 30_000) for _ in range(40)]
+            calls = 0
+            while not all(f.done() for f in futs) or calls < 200:
+                frames = sys._current_frames()
+                calls += 1
+                ours = {t.ident for t in threading.enumerate()}
+                assert set(frames) == ours, (sorted(frames), sorted(ours))
+                assert frames[threading.get_ident()].f_code.co_name == "main"
+                for t in helpers:
+                    names = []
+                    f = frames[t.ident]
+                    while f is not None:
+                        names.append(f.f_code.co_name)
+                        f = f.f_back
+                    assert "parked_in_python" in names, names
+                await asyncio.sleep(0)
+            await asyncio.gather(*futs)
+        assert sys._current_frames is original
+        release.set()
+        for t in helpers:
+            t.join()
+        print("ok", calls)
+
+    if __name__ == "__main__":
+        interloop.run(main())
+""")
+
+
+def test_current_frames_while_workers_run_reports_this_interpreters_threads(tmp_path):
+    script = tmp_path / "frames.py"
+    script.write_text(REPRO)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    for _ in range(3):  # unguarded, this aborted every time on 3.13.0
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=120, cwd=str(tmp_path), env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert p.stdout.startswith("ok "), p.stdout + p.stderr
+
+
+def test_the_native_walk_matches_cpythons_without_workers():
+    import threading
+
+    import interloop._interloop as native
+
+    release = threading.Event()
+    t = threading.Thread(target=release.wait)
+    t.start()
+    try:
+        assert native._own_frames_layout_ok()
+        mine, cpython = native.current_frames_here(), sys._current_frames()
+        assert set(mine) == set(cpython) == {x.ident for x in threading.enumerate()}
+        for ident, frame in mine.items():
+            assert frame is cpython[ident]
+    finally:
+        release.set()
+        t.join()
+
+
+def test_the_replacement_raises_the_audit_event():
+    code = textwrap.dedent("""
+        import sys
+        import interloop._interloop as native
+        seen = []
+        sys.addaudithook(lambda event, args: event == "sys._current_frames" and seen.append(event))
+        native.current_frames_here()
+        print(len(seen))
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "1", p.stdout + p.stderr
+
