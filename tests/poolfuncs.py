@@ -282,3 +282,8 @@ def sleep_in_c(seconds):
 
 def view_len(buf):
     return len(buf)
+
+
+def iso_date(year):
+    import _datetime  # the C module itself (datetime may fall back to _pydatetime)
+    return _datetime.datetime(year, 1, 2).isoformat()

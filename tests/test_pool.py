@@ -414,6 +414,32 @@ def test_backpressure_max_pending():
     run(main())
 
 
+def test_workers_using_datetime_close_cleanly(tmp_path):
+    # CPython 3.13 freed _datetime's static types twice when a worker was the first
+    # interpreter to import it (about half the runs aborted at close); the pool has
+    # the main interpreter import it first.
+    src = """
+        import asyncio, sys
+        assert "_datetime" not in sys.modules
+        import interloop
+        import poolfuncs as pf
+
+        async def main():
+            for _ in range(3):
+                async with interloop.Pool(2) as pool:
+                    got = await asyncio.gather(*(pool.run(pf.iso_date, 2020 + i) for i in range(8)))
+                    assert got == [f"{2020 + i}-01-02T00:00:00" for i in range(8)], got
+            assert "_datetime" in sys.modules
+            print("closed")
+
+        if __name__ == "__main__":
+            interloop.run(main())
+    """
+    for _ in range(4):
+        p = run_script(tmp_path, src)
+        assert p.returncode == 0 and p.stdout.strip() == "closed", p.stdout + p.stderr
+
+
 def test_a_caller_waiting_for_room_gets_the_pools_closed_error():
     # The waiter woken by close() raises what every other call on a closed pool raises.
     async def main():
