@@ -107,3 +107,40 @@ def test_the_replacement_raises_the_audit_event():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "1", p.stdout + p.stderr
 
+
+
+# An in-process Dask cluster whose profiler samples every 1 ms, beside a Pool running
+# CPU jobs: without the replacement this aborted in 4 runs out of 4.
+DASK = textwrap.dedent("""
+    import asyncio
+    import dask
+    dask.config.set({"distributed.worker.profile.interval": "1ms",
+                     "distributed.worker.profile.cycle": "100ms"})
+    from distributed import Client, LocalCluster
+    import interloop
+    import poolfuncs as pf
+
+    async def main():
+        async with LocalCluster(n_workers=1, processes=False, asynchronous=True,
+                                dashboard_address=None) as cluster:
+            async with Client(cluster, asynchronous=True) as client:
+                async with interloop.Pool(2) as pool:
+                    got = await asyncio.gather(*(pool.run(pf.crunch, 50_000) for _ in range(60)))
+                    assert len(set(got)) == 1
+                assert await client.submit(sum, [1, 2]) == 3
+        print("ok")
+
+    if __name__ == "__main__":
+        asyncio.run(main())
+""")
+
+
+def test_dask_profiler_beside_a_pool(tmp_path):
+    pytest.importorskip("distributed")
+    script = tmp_path / "dask_frames.py"
+    script.write_text(DASK)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    for _ in range(2):
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=180, cwd=str(tmp_path), env=env)
+        assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout + p.stderr

@@ -145,10 +145,16 @@ def start_workers(nworkers, preload, concurrency):
         # first, they are not (CPython gh-136421/gh-136423, fixed upstream by setting
         # them up at interpreter start, gh-136583). A builtin module: ~0.3 ms, once.
         import _datetime  # noqa: F401
-    core = _native.PoolCore(nworkers, _config(preload, concurrency))
+    config = _config(preload, concurrency)
     with _live_lock:
         if not _live_cores:
-            _guard_current_frames()
+            _guard_current_frames()  # before the first worker thread starts
+        try:
+            core = _native.PoolCore(nworkers, config)
+        except BaseException:
+            if not _live_cores:
+                _unguard_current_frames()
+            raise
         _live_cores.add(core)
     return core
 
