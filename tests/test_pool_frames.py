@@ -14,7 +14,7 @@ import pytest
 
 import test_pool
 
-pytestmark = test_pool.pytestmark[:1]  # CPython >= 3.12.4; no loop in this process
+needs_workers = test_pool.pytestmark[0]  # CPython >= 3.12.4
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,6 +65,7 @@ REPRO = textwrap.dedent("""
 """)
 
 
+@needs_workers
 def test_current_frames_while_workers_run_reports_this_interpreters_threads(tmp_path):
     script = tmp_path / "frames.py"
     script.write_text(REPRO)
@@ -135,6 +136,7 @@ DASK = textwrap.dedent("""
 """)
 
 
+@needs_workers
 def test_dask_profiler_beside_a_pool(tmp_path):
     pytest.importorskip("distributed")
     script = tmp_path / "dask_frames.py"
