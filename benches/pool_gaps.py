@@ -5,8 +5,10 @@ elsewhere hits all of them alike):
     python benches/pool_gaps.py [ROUNDS] [N] [--out benches/results/pool_gaps.json]
 
 1. 16 CPU-bound jobs (``pool_jobs.cpu(N)``) on 2 workers: speed-up over serial of
-   interloop.Pool (async def and plain def), ProcessPoolExecutor (spawn, warm) and
-   raw ``_interpreters`` on 2 threads; and interloop's time over the process pool's,
+   interloop.Pool (async def and plain def), ProcessPoolExecutor (spawn; one made
+   once and reused every round, as before, and one made fresh each round, warmed up
+   like interloop's fresh pool, so that its processes' memory layout is drawn anew
+   each round as interloop's is) and raw ``_interpreters`` on 2 threads; and interloop's time over the process pool's,
    paired by round. Each job reports its own thread CPU time and start/end
    (``pool_jobs.cpu_timed``), so each runner's wall time splits, per worker, into
    the jobs' CPU, the time its jobs were runnable but preempted (job wall - job CPU),
@@ -123,10 +125,12 @@ def main():
     rounds = int(args[0]) if args else 5
     n = int(args[1]) if len(args) > 1 else 1_500_000
     load0 = os.getloadavg()
-    r = {k: [] for k in ("serial", "ProcessPoolExecutor", "interloop async def",
+    r = {k: [] for k in ("serial", "ProcessPoolExecutor", "ProcessPoolExecutor (fresh)",
+                         "interloop async def",
                          "interloop plain def", "raw _interpreters",
                          "floor", "interloop Pool(2) first", "interloop Pool(1) first")}
-    cpu_runners = ("serial", "ProcessPoolExecutor", "interloop async def", "interloop plain def",
+    cpu_runners = ("serial", "ProcessPoolExecutor", "ProcessPoolExecutor (fresh)",
+                   "interloop async def", "interloop plain def",
                    "raw _interpreters")
     splits = {k: [] for k in cpu_runners}
 
@@ -140,6 +144,10 @@ def main():
         for _ in range(rounds):
             record("serial", serial(n))
             record("ProcessPoolExecutor", ppe(ex, n))
+            with concurrent.futures.ProcessPoolExecutor(
+                    WORKERS, mp_context=multiprocessing.get_context("spawn")) as fresh:
+                list(fresh.map(pool_jobs.cpu, [1000] * WORKERS))
+                record("ProcessPoolExecutor (fresh)", ppe(fresh, n))
             record("interloop async def", il_cpu(pool_jobs.acpu_timed, n))
             record("interloop plain def", il_cpu(pool_jobs.cpu_timed, n))
             record("raw _interpreters", raw_timed(n))
@@ -161,11 +169,14 @@ def main():
                      f"{m['job_cpu_median'] * 1e3:.1f} | {m['cpu'] * 1e3:.0f} / "
                      f"{m['preempted'] * 1e3:.0f} / {m['idle'] * 1e3:.1f} |")
     paired = [a / p for a, p in zip(r["interloop async def"], r["ProcessPoolExecutor"])]
+    paired_fresh = [a / p for a, p in zip(r["interloop async def"], r["ProcessPoolExecutor (fresh)"])]
     paired_cpu = [a["job_cpu_median"] / p["job_cpu_median"]
                   for a, p in zip(splits["interloop async def"], splits["ProcessPoolExecutor"])]
     lines += ["", f"interloop (async def) time / ProcessPoolExecutor time, paired by round: "
               f"median {statistics.median(paired):.3f} "
-              f"(rounds: {', '.join(f'{x:.3f}' for x in paired)}). "
+              f"(rounds: {', '.join(f'{x:.3f}' for x in paired)}); against the fresh "
+              f"process pool: {statistics.median(paired_fresh):.3f} "
+              f"(rounds: {', '.join(f'{x:.3f}' for x in paired_fresh)}). "
               f"The same for the CPU time of a job (median job of each round): "
               f"{statistics.median(paired_cpu):.3f} "
               f"(rounds: {', '.join(f'{x:.3f}' for x in paired_cpu)}).", "",
