@@ -369,5 +369,4 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::interp::init_module_def();
     m.add_class::<PoolCore>()?;
     super::frames::register(m)
-
 }
