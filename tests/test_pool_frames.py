@@ -146,3 +146,35 @@ def test_dask_profiler_beside_a_pool(tmp_path):
         p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                            timeout=180, cwd=str(tmp_path), env=env)
         assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout + p.stderr
+
+
+# A job calling sys._current_frames() in a loop in one worker while the other worker
+# and the main thread run Python code: CPython's version would walk their threads too.
+IN_WORKER = textwrap.dedent("""
+    import asyncio, sys
+    import interloop
+    import poolfuncs as pf
+
+    async def main():
+        async with interloop.Pool(2) as pool:
+            busy = [pool.submit(pf.crunch, 40_000) for _ in range(30)]
+            seen, me, name = await pool.run(pf.frames_seen_in_worker, 20_000)
+            assert seen == [me], (seen, me)
+            assert name == "current_frames", name
+            await asyncio.gather(*busy)
+        print("ok")
+
+    if __name__ == "__main__":
+        interloop.run(main())
+""")
+
+
+@needs_workers
+def test_current_frames_inside_a_worker_reports_only_its_threads(tmp_path):
+    script = tmp_path / "worker_frames.py"
+    script.write_text(IN_WORKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    for _ in range(3):
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=120, cwd=str(tmp_path), env=env)
+        assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
