@@ -81,9 +81,10 @@ pub(crate) unsafe fn current_frames() -> *mut ffi::PyObject {
         // (hashed and compared in C).
         let was_enabled = ffi::PyGC_Disable();
         let mut failed = false;
-        // With the GIL held and no Python code running, no thread of this interpreter
-        // runs, so none can unlink its state (a thread unlinks its own with the GIL
-        // held, `PyThreadState_DeleteCurrent`) or free it under us; a thread being
+        // With the GIL held and no Python code running, no other thread of this
+        // interpreter runs, so no state can be unlinked (only a holder of this
+        // interpreter's GIL unlinks one: `PyThreadState_Delete`, and
+        // `PyThreadState_DeleteCurrent` before it releases the GIL) or freed under us; a thread being
         // born may link a new state at the head meanwhile (CPython does that without
         // the GIL), which only decides whether we see it (it has no frame yet).
         // `PyThreadState_GetFrame` reads the state's current frame (its thread, of
