@@ -178,3 +178,53 @@ def test_current_frames_inside_a_worker_reports_only_its_threads(tmp_path):
         p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                            timeout=120, cwd=str(tmp_path), env=env)
         assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+
+
+# Threads of the main interpreter starting and ending all the time while the main
+# thread walks: the walk must not trip on a thread state being linked or unlinked.
+CHURN = textwrap.dedent("""
+    import asyncio, sys, threading, time
+    import interloop
+    import poolfuncs as pf
+
+    def churn(stop):
+        while not stop.is_set():
+            ts = [threading.Thread(target=sum, args=(range(50),)) for _ in range(8)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+
+    async def main():
+        async with interloop.Pool(2) as pool:
+            stop = threading.Event()
+            churners = [threading.Thread(target=churn, args=(stop,)) for _ in range(2)]
+            for t in churners:
+                t.start()
+            futs = [pool.submit(pf.crunch, 30_000) for _ in range(40)]
+            calls, t0 = 0, time.monotonic()
+            while time.monotonic() - t0 < 2:
+                frames = sys._current_frames()
+                assert threading.get_ident() in frames
+                calls += 1
+                if calls % 50 == 0:
+                    await asyncio.sleep(0)
+            stop.set()
+            for t in churners:
+                t.join()
+            await asyncio.gather(*futs)
+        print("ok")
+
+    if __name__ == "__main__":
+        interloop.run(main())
+""")
+
+
+@needs_workers
+def test_current_frames_while_threads_come_and_go(tmp_path):
+    script = tmp_path / "churn_frames.py"
+    script.write_text(CHURN)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120, cwd=str(tmp_path), env=env)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
