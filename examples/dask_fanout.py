@@ -2,13 +2,11 @@
 over its machine's cores through ``interloop.spawn`` (that machine's own Pool).
 
     dask scheduler --host 127.0.0.1 --port 8786 &
-    PYTHONPATH=examples DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False \
-        dask worker tcp://127.0.0.1:8786 --nworkers 2 --nthreads 1 &
+    PYTHONPATH=examples dask worker tcp://127.0.0.1:8786 --nworkers 2 --nthreads 1 &
     python examples/dask_fanout.py tcp://127.0.0.1:8786
 
 Needs ``pip install 'interloop[dask]'``. This file must be importable on every worker
-(``PYTHONPATH`` above), and workers must run with Dask's profiler off (README, "More
-than one machine").
+(``PYTHONPATH`` above).
 """
 import asyncio
 import sys

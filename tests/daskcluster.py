@@ -4,12 +4,12 @@
 
 prints the scheduler's address on one line, then reads commands on stdin:
 ``scale N`` (answers ``ok`` once N workers are up); end of input closes the cluster.
-Dask's statistical profiler is off: it calls ``sys._current_frames()``, which on
-CPython 3.13 also walks the threads of other interpreters without their GILs, and
-with interloop.Pool workers in the process (``interloop.spawn`` inside a job) that
-corrupts memory (docs/design-dask.md, "spawn inside a Dask worker"). The cluster
-runs apart from the test process, so that no Dask server (each has that profiler)
-shares a process with the pools the tests make there.
+Dask's statistical profiler is on, sampling every 1 ms: it calls
+``sys._current_frames()``, which CPython 3.13 implements by walking the threads of
+every interpreter without their GILs, and the workers run interloop.Pool workers
+(``interloop.spawn`` inside a job); interloop's replacement of that function while
+pools run makes that safe (docs/design-dask.md, "spawn inside a Dask worker";
+tests/test_pool_frames.py has the case that crashed without it). The cluster runs apart from the test process, which holds only clients.
 """
 import sys
 
@@ -20,7 +20,8 @@ import distributed
 def main():
     allowed_failures = int(sys.argv[1])
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures,
-                          "distributed.worker.profile.enabled": False}):
+                          "distributed.worker.profile.enabled": True,
+                          "distributed.worker.profile.interval": "1ms"}):
         cluster = distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=2, host="127.0.0.1",
             dashboard_address=None, worker_dashboard_address=None)

@@ -282,3 +282,19 @@ def sleep_in_c(seconds):
 
 def view_len(buf):
     return len(buf)
+
+
+def iso_date(year):
+    import _datetime  # the C module itself (datetime may fall back to _pydatetime)
+    return _datetime.datetime(year, 1, 2).isoformat()
+
+
+def frames_seen_in_worker(calls):
+    """The thread ids ``sys._current_frames()`` reports in a worker over ``calls``
+    calls, this thread's id, and the name of the function behind it."""
+    import sys
+    import threading
+    seen = set()
+    for _ in range(calls):
+        seen.update(sys._current_frames())
+    return sorted(seen), threading.get_ident(), sys._current_frames.__name__

@@ -414,6 +414,79 @@ def test_backpressure_max_pending():
     run(main())
 
 
+def test_workers_using_datetime_close_cleanly(tmp_path):
+    # CPython 3.13 freed _datetime's static types twice when a worker was the first
+    # interpreter to import it (about half the runs aborted at close); the pool has
+    # the main interpreter import it first.
+    src = """
+        import asyncio, sys
+        assert "_datetime" not in sys.modules
+        import interloop
+        import poolfuncs as pf
+
+        async def main():
+            for _ in range(3):
+                async with interloop.Pool(2) as pool:
+                    got = await asyncio.gather(*(pool.run(pf.iso_date, 2020 + i) for i in range(8)))
+                    assert got == [f"{2020 + i}-01-02T00:00:00" for i in range(8)], got
+            assert "_datetime" in sys.modules
+            print("closed")
+
+        if __name__ == "__main__":
+            interloop.run(main())
+    """
+    for _ in range(4):
+        p = run_script(tmp_path, src)
+        assert p.returncode == 0 and p.stdout.strip() == "closed", p.stdout + p.stderr
+
+
+def test_a_caller_waiting_for_room_gets_the_pools_closed_error():
+    # The waiter woken by close() raises what every other call on a closed pool raises.
+    async def main():
+        pool = interloop.Pool(1, max_pending=1)
+        await pool.start()
+        first = pool.submit(pf.sleep_for, 30)
+        waiting = asyncio.ensure_future(pool.run(pf.ident, 1))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and pool.stats()["pending"] == 1
+        await pool.close(cancel=True)
+        with pytest.raises(RuntimeError) as waited:
+            await waiting
+        with pytest.raises(RuntimeError) as direct:
+            pool.submit(pf.ident, 2)
+        assert str(waited.value) == str(direct.value) == "the pool is closed"
+        assert type(waited.value) is type(direct.value)
+        assert first.cancelled()
+    run(main())
+
+
+def test_room_waiters_pass_a_slot_on_when_cancelled():
+    async def main():
+        loop = asyncio.get_running_loop()
+        waiters = _futures.RoomWaiters()
+        state = {"full": True, "closed": False}
+        full = lambda: state["full"]  # noqa: E731
+        closed = lambda: state["closed"]  # noqa: E731
+        a = asyncio.ensure_future(waiters.wait(loop, full, closed, lambda: RuntimeError("closed")))
+        b = asyncio.ensure_future(waiters.wait(loop, full, closed, lambda: RuntimeError("closed")))
+        await asyncio.sleep(0)
+        assert len(waiters) == 2
+        state["full"] = False
+        waiters.wake(1)  # a is woken...
+        a.cancel()       # ...but cancelled before it runs: its slot goes to b
+        await asyncio.gather(a, b, return_exceptions=True)
+        assert a.cancelled() and b.result() is None
+        state["full"] = True
+        c = asyncio.ensure_future(waiters.wait(loop, full, closed, lambda: ValueError("gone")))
+        await asyncio.sleep(0)
+        state["closed"] = True
+        waiters.wake_all()
+        with pytest.raises(ValueError, match="gone"):
+            await c
+        assert not waiters
+    run(main())
+
+
 def test_idle_workers_park():
     # A pool with nothing to do uses no CPU (workers block in epoll on their fd).
     import time

@@ -33,6 +33,7 @@ except ImportError as e:
     ) from e
 
 from . import RemoteError
+from ._futures import RoomWaiters
 
 __all__ = ["DaskPool"]
 
@@ -261,7 +262,7 @@ class DaskPool:
         self._closed = False
         self._close_task = None
         self._pending = {}          # job key -> (the caller's task, the Dask future)
-        self._room_waiters = collections.deque()
+        self._room_waiters = RoomWaiters()
         self._to_cancel = []        # job keys whose running coroutines to cancel
         self._background = set()    # cancel messages and batch gathers in flight
         self._batch = None          # (Dask futures, their waiters) to gather together
@@ -328,7 +329,7 @@ class DaskPool:
     # -- jobs ------------------------------------------------------------------------
     def _encode(self, fn, args, kwargs):
         if self._closed:
-            raise RuntimeError("the pool is closed")
+            raise self._closed_error()
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
         label = _label(fn)
@@ -472,29 +473,21 @@ class DaskPool:
         t.add_done_callback(done)
 
     def _wake_room(self):
-        while self._room_waiters:
-            w = self._room_waiters.popleft()
-            if not w.done():
-                w.set_result(None)
-                return
+        self._room_waiters.wake()
+
+    def _is_closed(self):
+        return self._closed
+
+    def _closed_error(self):
+        return RuntimeError("the pool is closed")
 
     async def _wait_room_and_submit(self, job):
         loop = asyncio.get_running_loop()
         if not self._ready:
             await self.start()
-        while self._full():
-            w = loop.create_future()
-            self._room_waiters.append(w)
-            try:
-                await w
-            except asyncio.CancelledError:
-                if w.done() and not w.cancelled():
-                    self._wake_room()  # pass our slot on
-                raise
-            if self._closed:
-                raise RuntimeError("the pool was closed")
+        await self._room_waiters.wait(loop, self._full, self._is_closed, self._closed_error)
         if self._closed:
-            raise RuntimeError("the pool was closed")
+            raise self._closed_error()
         return await self._submit(job)
 
     def _check_loop(self):
@@ -519,7 +512,7 @@ class DaskPool:
         if not self._ready or self._full():
             return await self._wait_room_and_submit(job)
         if self._closed:
-            raise RuntimeError("the pool is closed")
+            raise self._closed_error()
         return await self._submit(job)
 
     def submit(self, fn, /, *args, interrupt=False, **kwargs):
@@ -584,9 +577,7 @@ class DaskPool:
 
     async def _close(self, cancel, timeout):
         self._closed = True
-        for w in self._room_waiters:
-            if not w.done():
-                w.set_result(None)
+        self._room_waiters.wake_all()
         if self._start_task is not None and not self._start_task.done():
             try:
                 await self._start_task

@@ -1,14 +1,58 @@
-"""asyncio-side helpers of the pool and channels: the pool's job future, the batch
-runner of its kept done-callbacks, and the probe telling whether a loop would go idle.
+"""asyncio-side helpers of the pools and channels: the pool's job future, the batch
+runner of its kept done-callbacks, the probe telling whether a loop would go idle,
+and the queue of callers waiting for room under ``max_pending``.
 
-Nothing here knows the wire format or the native module; ``_pool`` and ``_channel``
-build on it.
+Nothing here knows the wire format or the native module; ``_pool``, ``_dask`` and
+``_channel`` build on it.
 """
 import asyncio
 import collections
 import contextvars
 
-__all__ = ["JobFuture", "JobFuturePlain", "MapSink", "idle_probe", "never_idle", "run_callbacks"]
+__all__ = ["JobFuture", "JobFuturePlain", "MapSink", "RoomWaiters", "idle_probe", "never_idle",
+           "run_callbacks"]
+
+
+class RoomWaiters(collections.deque):
+    """Callers waiting for room under a pool's ``max_pending`` bound, oldest first.
+
+    A deque, so the pool's hot path tests ``if waiters:`` without a Python call.
+    ``Pool`` and ``DaskPool`` share it: a woken waiter that was cancelled before it
+    could use its slot passes the slot on, and a closed pool wakes everyone, who then
+    raise the pool's closed error.
+    """
+
+    __slots__ = ()
+
+    def wake(self, room=1):
+        """Wakes up to ``room`` waiters (those cancelled meanwhile do not count)."""
+        while room > 0 and self:
+            w = self.popleft()
+            if not w.done():
+                w.set_result(None)
+                room -= 1
+
+    def wake_all(self):
+        """Wakes every waiter (the pool closed); they see it and raise."""
+        while self:
+            w = self.popleft()
+            if not w.done():
+                w.set_result(None)
+
+    async def wait(self, loop, full, closed, closed_error):
+        """Returns once ``full()`` is false. Raises ``closed_error()`` if the pool
+        closed meanwhile (``closed()`` true after a wake-up)."""
+        while full():
+            w = loop.create_future()
+            self.append(w)
+            try:
+                await w
+            except asyncio.CancelledError:
+                if w.done() and not w.cancelled():
+                    self.wake()  # woken, but will not use the slot: pass it on
+                raise
+            if closed():
+                raise closed_error()
 
 
 class MapSink:

@@ -35,7 +35,8 @@ import weakref
 
 from . import _interloop as _native
 from . import _wire, _worker
-from ._futures import JobFuture, JobFuturePlain, MapSink, idle_probe, never_idle, run_callbacks
+from ._futures import (JobFuture, JobFuturePlain, MapSink, RoomWaiters, idle_probe, never_idle,
+                       run_callbacks)
 from ._wire import RemoteError  # noqa: F401 - re-exported
 
 _classify = _wire.classify
@@ -55,6 +56,29 @@ _IN_WORKER = _wire.IN_WORKER
 _live_cores = set()  # cores to shut down at interpreter exit
 _stuck_cores = set()  # cores whose close() already timed out on stuck workers
 _live_lock = threading.Lock()
+_replaced_current_frames = None  # sys._current_frames as it was before the first pool
+
+
+def _guard_current_frames():
+    """While workers live, ``sys._current_frames`` is the native one that walks only
+    this interpreter's threads: CPython's (3.12, 3.13) builds frame objects for the
+    threads of every interpreter, without their GILs, and corrupts the heap when a
+    profiler or a stack dump calls it while own-GIL workers run. Called under
+    ``_live_lock`` when the first live core appears."""
+    global _replaced_current_frames
+    mine = _native.current_frames_here
+    if sys._current_frames is not mine and _native._own_frames_layout_ok():
+        _replaced_current_frames = sys._current_frames
+        sys._current_frames = mine
+
+
+def _unguard_current_frames():
+    """Puts CPython's ``sys._current_frames`` back (no workers live any more), unless
+    someone replaced ours meanwhile. Called under ``_live_lock``."""
+    global _replaced_current_frames
+    if _replaced_current_frames is not None and sys._current_frames is _native.current_frames_here:
+        sys._current_frames = _replaced_current_frames
+    _replaced_current_frames = None
 
 
 def check_version():
@@ -113,8 +137,24 @@ def _config(preload, concurrency):
 def start_workers(nworkers, preload, concurrency):
     """A ``PoolCore`` starting ``nworkers`` workers; shut down at interpreter exit
     unless ``workers_stopped`` says they all stopped."""
-    core = _native.PoolCore(nworkers, _config(preload, concurrency))
+    if "_datetime" not in sys.modules:
+        # CPython 3.13: ``_datetime``'s static types are set up by the first
+        # interpreter that imports it; when that is a worker, ending the workers
+        # frees memory twice ("double free or corruption" at close, in about half of
+        # the runs where workers used datetime). Set up by the main interpreter
+        # first, they are not (CPython gh-136421/gh-136423, fixed upstream by setting
+        # them up at interpreter start, gh-136583). A builtin module: ~0.3 ms, once.
+        import _datetime  # noqa: F401
+    config = _config(preload, concurrency)
     with _live_lock:
+        if not _live_cores:
+            _guard_current_frames()  # before the first worker thread starts
+        try:
+            core = _native.PoolCore(nworkers, config)
+        except BaseException:
+            if not _live_cores:
+                _unguard_current_frames()
+            raise
         _live_cores.add(core)
     return core
 
@@ -126,6 +166,8 @@ def workers_stopped(core, stuck):
             _stuck_cores.add(core)  # already waited for: no second wait at exit
         else:
             _live_cores.discard(core)
+            if not _live_cores:
+                _unguard_current_frames()
 
 
 class Pool:
@@ -158,7 +200,7 @@ class Pool:
         self._pending = {}     # job id -> asyncio.Future
         self._sinks = {}       # job id -> MapSink of the unordered map() it belongs to
         self._stashes = {}     # job id -> stash id of its buffers, until a worker takes them
-        self._room_waiters = collections.deque()
+        self._room_waiters = RoomWaiters()
         self._control_waiters = []
         self._ready = set()
         self._failed = {}
@@ -299,12 +341,13 @@ class Pool:
         await w
 
     def _wake_room(self):
-        room = self._max_pending - len(self._pending)
-        while room > 0 and self._room_waiters:
-            w = self._room_waiters.popleft()
-            if not w.done():
-                w.set_result(None)
-                room -= 1
+        self._room_waiters.wake(self._max_pending - len(self._pending))
+
+    def _full(self):
+        return len(self._pending) >= self._max_pending
+
+    def _is_closed(self):
+        return self._closed
 
     def _cancel_job(self, job, interrupt):
         fut = self._pending.pop(job, None)
@@ -334,17 +377,7 @@ class Pool:
 
     async def _submit_when_room(self, loop, payload, interrupt, label):
         try:
-            while len(self._pending) >= self._max_pending:
-                w = loop.create_future()
-                self._room_waiters.append(w)
-                try:
-                    await w
-                except asyncio.CancelledError:
-                    if w.done() and not w.cancelled():
-                        self._wake_room()  # pass our slot on
-                    raise
-                if self._closed:
-                    raise RuntimeError("the pool was closed")
+            await self._room_waiters.wait(loop, self._full, self._is_closed, self._closed_error)
         except BaseException:
             _wire.discard_stash(_wire.payload_stash(payload))  # never submitted
             raise
@@ -544,9 +577,7 @@ class Pool:
             self._loop = loop
         if self._attached is None and self._pending:
             self._attach()
-        for w in self._room_waiters:
-            if not w.done():
-                w.set_result(None)
+        self._room_waiters.wake_all()
         if not cancel and self._pending:
             futs = list(self._pending.values())
             await asyncio.wait(futs, timeout=None if deadline is None else max(0, deadline - loop.time()))

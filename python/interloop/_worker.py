@@ -74,6 +74,18 @@ def _install_module_getattr(native):
     native.__getattr__ = __getattr__
 
 
+def _guard_current_frames(native):
+    """CPython's ``sys._current_frames`` (3.12, 3.13) builds frame objects for the
+    threads of every interpreter, the caller's and the other workers' included,
+    without their GILs, which corrupts memory; in a worker it is replaced for good by
+    the native walk of this interpreter's threads only (docs/design-pool.md)."""
+    try:
+        native.current_frames()  # the thread-state layout is the expected one
+    except RuntimeError:
+        return
+    sys._current_frames = native.current_frames
+
+
 def main(native, config):
     global _driver
     import marshal
@@ -83,6 +95,7 @@ def main(native, config):
     if cfg.get("argv") is not None:
         sys.argv[:] = cfg["argv"]
     _install_module_getattr(native)
+    _guard_current_frames(native)
     err = None
     for name in cfg.get("preload", ()):
         try:

@@ -368,5 +368,5 @@ fn driver_code(py: Python<'_>) -> PyResult<Arc<[u8]>> {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::interp::init_module_def();
     m.add_class::<PoolCore>()?;
-    Ok(())
+    super::frames::register(m)
 }

@@ -11,5 +11,6 @@
 mod completions;
 mod core;
 mod fill;
+mod frames;
 
 pub(crate) use self::core::register;

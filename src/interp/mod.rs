@@ -7,9 +7,11 @@
 //! bytes and Rust-owned data cross between interpreters.
 
 mod ctx;
+mod frames;
 mod module;
 mod worker;
 
 pub(crate) use ctx::interrupt;
+pub(crate) use frames::{current_frames, layout_ok as frames_layout_ok};
 pub(crate) use module::init_module_def;
 pub(crate) use worker::{worker_main, WorkerConfig, DRIVER_MODULES};

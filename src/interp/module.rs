@@ -36,6 +36,7 @@ pub(crate) fn init_module_def() {
             method!(c"set_interrupt_handler", w_set_interrupt_handler, c"set_interrupt_handler(fn): fn(job) -> exception|None"),
             method!(c"channel_module", crate::channel::channel_module, c"channel_module() -> the channel functions for this interpreter (src/channel)"),
             method!(c"serve_module", crate::serve::serve_module, c"serve_module() -> the HTTP server functions for this interpreter (src/serve)"),
+            method!(c"current_frames", w_current_frames, c"current_frames() -> {thread id: frame} for this interpreter's threads only (replaces sys._current_frames in workers)"),
             method!(c"_test_panic", crate::capi::entry::test_panic, c"_test_panic(message): test-only, panics in Rust with message"),
             ffi::PyMethodDef::zeroed(),
         ];
@@ -204,6 +205,18 @@ unsafe fn ctx<'a>(m: *mut ffi::PyObject) -> Option<&'a WorkerCtx> {
         }
         Some(c)
     }
+}
+
+/// # Safety
+/// The contract of the `w_*` functions (above). Needs no worker context: any thread
+/// of the worker's interpreter may call it, as it may call `sys._current_frames`.
+unsafe fn w_current_frames(
+    _m: *mut ffi::PyObject,
+    _a: Args,
+    _n: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: the caller holds this interpreter's GIL (the contract above).
+    unsafe { super::frames::current_frames() }
 }
 
 /// # Safety
