@@ -215,6 +215,19 @@ TARGET_NOTE = (
     "0.6x that of `uvicorn --workers 2`.")
 
 
+def table(t: dict) -> list[str]:
+    """The Markdown table of a run's medians, one server a row."""
+    rows = ["| server | req/s | req/s per server CPU-second | RSS of the whole server |",
+            "|---|---:|---:|---:|"]
+    for name, m in t.items():
+        if "error" in m:
+            rows.append(f"| {name} | failed: {m['error']} | | |")
+        else:
+            rows.append(f"| {name} | {m['rps'] / 1000:.1f}k | {m['per_cpu_s'] / 1000:.1f}k | "
+                        f"{m['rss_mb']:.0f} MB |")
+    return rows
+
+
 def render_tls(doc: dict) -> str:
     t = doc["medians"]
     lines = [
@@ -227,15 +240,8 @@ def render_tls(doc: dict) -> str:
         "decrypting requests, not of handshakes. uvicorn uses Python's ssl module "
         "(OpenSSL, through asyncio's SSL protocol), granian and interloop serve rustls.",
         "",
-        "| server | req/s | req/s per server CPU-second | RSS of the whole server |",
-        "|---|---:|---:|---:|",
+        *table(t),
     ]
-    for name, m in t.items():
-        if "error" in m:
-            lines.append(f"| {name} | failed: {m['error']} | | |")
-        else:
-            lines.append(f"| {name} | {m['rps'] / 1000:.1f}k | {m['per_cpu_s'] / 1000:.1f}k | "
-                         f"{m['rss_mb']:.0f} MB |")
     il = t.get("interloop serve --workers 1, TLS, pinned", {}).get("per_cpu_s")
     ratios = []
     for peer in ("granian 1 worker, TLS, pinned", "uvicorn+uvloop+httptools+ssl, pinned"):
@@ -270,15 +276,8 @@ def render(doc: dict) -> str:
         "time of the server's whole process tree during the load; RSS is the whole tree's "
         "at the end of the load. Access logs off everywhere.",
         "",
-        "| server | req/s | req/s per server CPU-second | RSS of the whole server |",
-        "|---|---:|---:|---:|",
+        *table(t),
     ]
-    for name, m in t.items():
-        if "error" in m:
-            lines.append(f"| {name} | failed: {m['error']} | | |")
-        else:
-            lines.append(f"| {name} | {m['rps'] / 1000:.1f}k | {m['per_cpu_s'] / 1000:.1f}k | "
-                         f"{m['rss_mb']:.0f} MB |")
 
     def get(name, key):
         return t.get(name, {}).get(key)

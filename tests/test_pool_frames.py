@@ -18,6 +18,16 @@ needs_workers = test_pool.pytestmark[0]  # CPython >= 3.12.4
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+
+def run_script(tmp_path, name, text, timeout=120):
+    """Runs `text` as a script in a fresh interpreter (it may abort: that is the bug
+    these tests guard against); returns the finished process."""
+    script = tmp_path / name
+    script.write_text(text)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=timeout, cwd=str(tmp_path), env=env)
+
 # CPU jobs on two workers while the main thread calls sys._current_frames() in a
 # loop, and three threads of the main interpreter wait in Python code.
 REPRO = textwrap.dedent("""
@@ -67,12 +77,8 @@ REPRO = textwrap.dedent("""
 
 @needs_workers
 def test_current_frames_while_workers_run_reports_this_interpreters_threads(tmp_path):
-    script = tmp_path / "frames.py"
-    script.write_text(REPRO)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
     for _ in range(3):  # unguarded, this aborted every time on 3.13.0
-        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                           timeout=120, cwd=str(tmp_path), env=env)
+        p = run_script(tmp_path, "frames.py", REPRO)
         assert p.returncode == 0, p.stdout + p.stderr
         assert p.stdout.startswith("ok "), p.stdout + p.stderr
 
@@ -139,12 +145,8 @@ DASK = textwrap.dedent("""
 @needs_workers
 def test_dask_profiler_beside_a_pool(tmp_path):
     pytest.importorskip("distributed")
-    script = tmp_path / "dask_frames.py"
-    script.write_text(DASK)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
     for _ in range(2):
-        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                           timeout=180, cwd=str(tmp_path), env=env)
+        p = run_script(tmp_path, "dask_frames.py", DASK, timeout=180)
         assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout + p.stderr
 
 
@@ -171,12 +173,8 @@ IN_WORKER = textwrap.dedent("""
 
 @needs_workers
 def test_current_frames_inside_a_worker_reports_only_its_threads(tmp_path):
-    script = tmp_path / "worker_frames.py"
-    script.write_text(IN_WORKER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
     for _ in range(3):
-        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                           timeout=120, cwd=str(tmp_path), env=env)
+        p = run_script(tmp_path, "worker_frames.py", IN_WORKER)
         assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
 
 
@@ -222,9 +220,5 @@ CHURN = textwrap.dedent("""
 
 @needs_workers
 def test_current_frames_while_threads_come_and_go(tmp_path):
-    script = tmp_path / "churn_frames.py"
-    script.write_text(CHURN)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=120, cwd=str(tmp_path), env=env)
+    p = run_script(tmp_path, "churn_frames.py", CHURN)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
