@@ -3,6 +3,7 @@
 from command start to the first test result in the main process.
 
     python benches/bench_pytest.py [--runs 5] [--tests 400] [--ms 10] [--no-real]
+        [--suites synthetic,asgiref] [--runners serial,xdist,interloop,...]
 
 Suites:
 - synthetic: ``--tests`` CPU-bound tests of about ``--ms`` ms each (pure-Python
@@ -36,11 +37,19 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import plugin_suites  # noqa: E402
 
 PROBE_DIR = None
-RUNNERS = {
-    "serial": [],
-    "pytest -n 2 (xdist)": ["-n", "2"],
-    "--interloop-workers 2": ["--interloop-workers", "2"],
+# short name: (label, extra pytest arguments); the first three make the table
+ALL_RUNNERS = {
+    "serial": ("serial", []),
+    "xdist": ("pytest -n 2 (xdist)", ["-n", "2"]),
+    "interloop": ("--interloop-workers 2", ["--interloop-workers", "2"]),
+    # the main interpreter and two sub-interpreters (3 runners on 2 cores)
+    "interloop3": ("--interloop-workers 3", ["--interloop-workers", "3"]),
+    # two sub-interpreters, the main interpreter only reports (the earlier design)
+    "interloop-report": ("--interloop-workers 2 --interloop-main report",
+                         ["--interloop-workers", "2", "--interloop-main", "report"]),
 }
+DEFAULT_RUNNERS = "serial,xdist,interloop"
+RUNNERS = {}
 
 # A plugin (-p bench_first_result, from a temporary directory on PYTHONPATH) that
 # records when the main process saw its first test report; xdist's workers and
@@ -125,23 +134,31 @@ def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
     walls = {r: [] for r in RUNNERS}
     firsts = {r: [] for r in RUNNERS}
     cpus = {r: [] for r in RUNNERS}
+    loads = {r: [] for r in RUNNERS}
     outcome = {}
     for i in range(runs):
         order = list(RUNNERS) if i % 2 == 0 else list(reversed(RUNNERS))
         for r in order:
             wall, first, cpu, tail = run_once(cwd, args, RUNNERS[r])
+            load = os.getloadavg()[0]
             walls[r].append(wall)
             cpus[r].append(cpu)
             if first is not None:
                 firsts[r].append(first)
             outcome[r] = tail
+            loads[r].append(load)
             print(f"  {name:16s} {r:24s} {wall:7.2f} s  cpu {cpu:6.2f} s  first result "
-                  f"{'-' if first is None else f'{first:.2f} s'}  {tail}", flush=True)
+                  f"{'-' if first is None else f'{first:.2f} s'}  load {load:.1f}  {tail}",
+                  flush=True)
     med = {r: statistics.median(v) for r, v in walls.items()}
     fmed = {r: (statistics.median(v) if v else None) for r, v in firsts.items()}
     cmed = {r: statistics.median(v) for r, v in cpus.items()}
-    return {"wall": walls, "first": firsts, "cpu": cpus, "median": med,
+    return {"wall": walls, "first": firsts, "cpu": cpus, "load": loads, "median": med,
             "first_median": fmed, "cpu_median": cmed, "outcome": outcome}
+
+
+def _ratio(a, b):
+    return "-" if a is None or b is None else f"{a / b:.2f}x"
 
 
 def markdown(results: dict, meta: dict) -> str:
@@ -156,20 +173,23 @@ def markdown(results: dict, meta: dict) -> str:
            "| suite | runner | seconds | vs serial | vs xdist | first result, s | CPU s (all processes) |",
            "|---|---|---:|---:|---:|---:|---:|"]
     for suite, r in results.items():
-        for runner in RUNNERS:
-            m = r["median"][runner]
+        med = r["median"]
+        for runner in med:
+            m = med[runner]
             f = r["first_median"][runner]
             out.append(
-                f"| {suite} | {runner} | {m:.2f} | {r['median'][se] / m:.2f}x | "
-                f"{r['median'][xd] / m:.2f}x | {'-' if f is None else f'{f:.2f}'} | "
+                f"| {suite} | {runner} | {m:.2f} | {_ratio(med.get(se), m)} | "
+                f"{_ratio(med.get(xd), m)} | {'-' if f is None else f'{f:.2f}'} | "
                 f"{r['cpu_median'][runner]:.2f} |")
     out += ["", "Targets (issue 12), from these medians:", ""]
     for suite, r in results.items():
         m = r["median"]
         f = r["first_median"]
-        line = (f"- {suite}: `--interloop-workers 2` is {m[se] / m[il]:.2f}x serial and "
-                f"{m[xd] / m[il]:.2f}x xdist")
-        if f[il] and f[xd]:
+        if il not in m:
+            continue
+        line = (f"- {suite}: `--interloop-workers 2` is {_ratio(m.get(se), m[il])} serial and "
+                f"{_ratio(m.get(xd), m[il])} xdist")
+        if f[il] and f.get(xd):
             line += f"; first result after {f[il] / f[xd]:.2f} of xdist's time"
         out.append(line + ".")
     out += ["", "Outcomes (last run): " + "; ".join(
@@ -187,8 +207,25 @@ def main() -> int:
     ap.add_argument("--tests", type=int, default=400)
     ap.add_argument("--ms", type=float, default=10.0)
     ap.add_argument("--no-real", action="store_true", help="only the synthetic suite")
+    ap.add_argument("--suites", default=None,
+                    help="comma-separated: synthetic and/or names of scripts/plugin_suites.py's "
+                         "suites (default: all, or synthetic alone with --no-real)")
+    ap.add_argument("--runners", default=DEFAULT_RUNNERS,
+                    help=f"comma-separated, of {', '.join(ALL_RUNNERS)} (default {DEFAULT_RUNNERS})")
     ap.add_argument("--out", default=str(BENCHES / "results" / "pytest.json"))
     opts = ap.parse_args()
+    for name in opts.runners.split(","):
+        if name not in ALL_RUNNERS:
+            ap.error(f"--runners: unknown runner {name!r} (known: {', '.join(ALL_RUNNERS)})")
+        label, args = ALL_RUNNERS[name]
+        RUNNERS[label] = args
+    if opts.suites is None:
+        suites = ["synthetic"] + ([] if opts.no_real else list(plugin_suites.SUITES))
+    else:
+        suites = opts.suites.split(",")
+        for name in suites:
+            if name != "synthetic" and name not in plugin_suites.SUITES:
+                ap.error(f"--suites: unknown suite {name!r}")
     meta = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "runs": opts.runs,
             "load_start": tuple(round(x, 2) for x in os.getloadavg())}
     results = {}
@@ -196,12 +233,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         PROBE_DIR = tmp
         Path(tmp, "bench_first_result.py").write_text(PROBE)
-        n = calibrate(opts.ms)
-        suite = make_synthetic(Path(tmp), opts.tests, n)
-        results[f"synthetic {opts.tests} x {opts.ms:g} ms"] = bench(
-            "synthetic", suite, [], opts.runs)
-        if not opts.no_real:
-            for name, (req, dirname, whole, _subset) in plugin_suites.SUITES.items():
+        for name in suites:
+            if name == "synthetic":
+                n = calibrate(opts.ms)
+                suite = make_synthetic(Path(tmp), opts.tests, n)
+                results[f"synthetic {opts.tests} x {opts.ms:g} ms"] = bench(
+                    "synthetic", suite, [], opts.runs)
+            else:
+                req, dirname, whole, _subset = plugin_suites.SUITES[name]
                 src = plugin_suites.fetch(req, dirname)
                 results[name] = bench(name, src, whole, opts.runs)
     meta["load_end"] = tuple(round(x, 2) for x in os.getloadavg())

@@ -10,8 +10,13 @@ nobody's test runs:
     ``loop_factory``, AnyIO's asyncio backend without one, ``asyncio.run``).
 
 ``--interloop-workers N|auto``
-    Runs the tests in N own-GIL sub-interpreters of this process (``auto``: one per
-    core). The main interpreter collects and reports; see ``interloop._pytest``.
+    Runs the tests on N runners of this process (``auto``: one per core): the main
+    interpreter, which collects and reports, and N-1 own-GIL sub-interpreters; see
+    ``interloop._pytest``.
+
+``--interloop-main run|report``
+    Whether the main interpreter runs tests too (``run``, the default) or only
+    collects and reports, the N workers all being sub-interpreters (``report``).
 
 ``--interloop-dist load|loadscope|loadfile``
     How tests are handed out: one at a time to whichever worker is free (``load``),
@@ -53,8 +58,15 @@ def pytest_addoption(parser):
     )
     group.addoption(
         "--interloop-workers", dest="interloop_workers", default=None, metavar="N",
-        help="run tests in N own-GIL sub-interpreters of this process ('auto': one per "
-             "core; 0: in the main interpreter as usual)",
+        help="run tests on N runners in this process ('auto': one per core): the main "
+             "interpreter and N-1 own-GIL sub-interpreters, all taking tests from one "
+             "queue (0 or 1: in the main interpreter as usual)",
+    )
+    group.addoption(
+        "--interloop-main", dest="interloop_main", default="run", choices=("run", "report"),
+        help="with --interloop-workers: the main interpreter runs tests too (run, the "
+             "default), or only collects and reports while N sub-interpreters run them "
+             "(report)",
     )
     group.addoption(
         "--interloop-dist", dest="interloop_dist", default="load", choices=_DISTS,
@@ -111,8 +123,8 @@ def pytest_configure(config):
     if value is None:
         return
     n = _workers(value)
-    if n == 0:
-        return
+    if n == 0 or (n == 1 and config.getoption("interloop_main") == "run"):
+        return  # the main interpreter alone: a serial run
     if getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--interloop-workers and pytest-xdist's -n cannot be combined")
     if getattr(config.option, "usepdb", False) or getattr(config.option, "trace", False):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 import uuid
 import warnings
 
@@ -33,6 +34,9 @@ _MAIN_ONLY_FIXTURES = frozenset({"capfd", "capfdbinary"})
 # After a timeout's interrupt, how long a worker gets to report the test before the
 # controller gives up on it (code blocked in C cannot be interrupted).
 _INTERRUPT_GRACE = 3.0
+# While the main interpreter runs tests, it looks at the workers' messages between
+# tests when there are some, and at least this often (seconds) for timers.
+_PUMP_EVERY = 0.05
 
 
 def _unit_key(nodeid: str, dist: str) -> str:
@@ -48,6 +52,10 @@ class Controller:
     def __init__(self, config, workers: int):
         self.config = config
         self.workers = workers
+        # The main interpreter runs tests too (one of the N runners) unless
+        # --interloop-main=report keeps it to collecting and reporting.
+        self.main_runs = config.getoption("interloop_main") == "run"
+        self.subs = workers - 1 if self.main_runs else workers
         self.dist = config.getoption("interloop_dist")
         self.fallback = {}  # module node id -> why it cannot import in a worker
         self.refused = {}  # what CPython refused in a worker -> tests that ran in the main interpreter
@@ -67,7 +75,10 @@ class Controller:
             tr.showfspath = False
 
     def pytest_report_header(self, config):
-        return f"interloop: {self.workers} own-GIL sub-interpreter workers, dist={self.dist}"
+        subs = f"{self.subs} own-GIL sub-interpreter worker{'s' if self.subs != 1 else ''}"
+        if self.main_runs:
+            return f"interloop: {self.workers} runners: the main interpreter and {subs}, dist={self.dist}"
+        return f"interloop: {subs} (the main interpreter reports), dist={self.dist}"
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection(self, session):
@@ -102,7 +113,7 @@ class Controller:
         main_ids = {it.nodeid for it in in_main}
         to_workers = [it for it in items if it.nodeid not in main_ids]
         if self.dispatch is not None:
-            later = self.runner.run(self.dispatch.run(to_workers))
+            later = self._run_with_workers(session, to_workers)
         else:
             later = to_workers
         if not (session.shouldfail or session.shouldstop):
@@ -151,6 +162,8 @@ class Controller:
 
     # -- the parallel part -----------------------------------------------------
     def _start(self, session):
+        if self.subs < 1:
+            return  # the main interpreter alone: a serial run
         import interloop
 
         loop_factory = interloop.new_event_loop if self.config.getoption("interloop") else None
@@ -158,6 +171,9 @@ class Controller:
         self.dispatch = _Dispatch(self, session)
         try:
             self.runner.run(self.dispatch.start())
+            # The runner's loop is not the thread's event loop: collection and the
+            # tests run here find none set, as in a serial run.
+            asyncio.set_event_loop(None)
         except RuntimeError as e:
             self.runner.close()
             self.runner = self.dispatch = None
@@ -165,6 +181,51 @@ class Controller:
                 raise
             # No sub-interpreter workers on this Python: a serial run.
             self.notes.append(f"workers unavailable, all tests ran in the main interpreter: {e}")
+
+    def _run_with_workers(self, session, items):
+        """Queues ``items`` for the workers, and runs units from the same queue here,
+        replaying the workers' reports between tests. Returns the tests left for the
+        main interpreter once the workers are done."""
+        d, runner = self.dispatch, self.runner
+        d.queue(items)
+        # Tests here run outside the controller's loop (they start their own loops,
+        # as serially), and find no event loop set.
+        asyncio.set_event_loop(None)
+        hook = self.config.hook
+        held = None  # pytest tears an item down knowing the next one: hold one back
+        last_pump = time.monotonic()
+        while not d.stopping:
+            if d.results.qsize() or time.monotonic() - last_pump > _PUMP_EVERY:
+                runner.run(d.pump())
+                last_pump = time.monotonic()
+                if d.stopping:
+                    break
+            unit = d.take_for_main() if self.main_runs or d.to_main else None
+            if unit is None:
+                if held is not None:
+                    hook.pytest_runtest_protocol(item=held, nextitem=None)
+                    held = None
+                    self._check_stop(session)
+                    continue
+                if not d.jobs:
+                    break
+                runner.run(d.wait())  # idle: until a worker says something
+                last_pump = time.monotonic()
+                continue
+            for item in unit:
+                if held is not None:
+                    hook.pytest_runtest_protocol(item=held, nextitem=item)
+                    if self._check_stop(session):
+                        held = None
+                        break
+                held = item
+        return runner.run(d.finish())
+
+    def _check_stop(self, session):
+        if session.shouldfail or session.shouldstop:
+            self.dispatch.stop()
+            return True
+        return False
 
     def _stop(self):
         """Ends the workers if the run did not get to (or through) dispatching."""
@@ -203,7 +264,7 @@ class _Dispatch:
 
         self.work = interloop.Channel()
         self.results = interloop.Channel()
-        self.nworkers = self.alive = self.c.workers
+        self.nworkers = self.alive = self.c.subs
         factory = getattr(self.config, "_tmp_path_factory", None)
         base = factory.getbasetemp() if factory is not None else None
         self.spec = {
@@ -220,9 +281,9 @@ class _Dispatch:
         for _ in range(self.nworkers):
             self._start_worker()
 
-    async def run(self, items):
-        """Hands ``items`` to the workers and replays their reports; returns the
-        tests to run in the main interpreter."""
+    def queue(self, items):
+        """Puts ``items`` into the work channel (one unit per test, module, class or
+        file) and closes it: runners take what is queued, then find the end."""
         self.items = items
         self.pending = {it.nodeid for it in items}
         dist = self.c.dist
@@ -235,9 +296,50 @@ class _Dispatch:
             units = [tuple(g) for g in groups.values()]
         for u in units:
             self.work.send_nowait(u)
-        # Closed: workers take what is queued, then find the end. (What a worker
-        # took and could not run comes back as a leftover, below.)
         self.work.close()
+
+    def take_for_main(self):
+        """The next unit for the main interpreter (its items), or None: tests sent
+        back by workers first, then the shared queue."""
+        from interloop import ChannelClosed, ChannelEmpty
+
+        if self.to_main:
+            return [self.to_main.pop(0)]
+        try:
+            unit = self.work.recv_nowait()
+        except (ChannelEmpty, ChannelClosed):
+            return None
+        self.pending.difference_update(unit)
+        return [self.c.by_id[n] for n in unit]
+
+    async def pump(self):
+        """Lets the loop run what is due (timers, completions), then handles every
+        waiting message."""
+        from interloop import ChannelClosed, ChannelEmpty
+
+        await asyncio.sleep(0)
+        while True:
+            try:
+                msg = self.results.recv_nowait()
+            except (ChannelEmpty, ChannelClosed):
+                return
+            self._handle(msg)
+
+    async def wait(self):
+        """Waits for one message from a worker, then handles what else is there."""
+        self._handle(await self.results.recv())
+        await self.pump()
+
+    def stop(self):
+        """The run stops (-x, --maxfail, pytest.exit in the main interpreter): no
+        runner takes another unit."""
+        if not self.stopping:
+            self.stopping = True
+            self._drain_work()
+
+    async def finish(self):
+        """Waits for the workers to end; returns the tests to run in the main
+        interpreter after them."""
         try:
             while self.jobs:
                 msg = await self.results.recv()
@@ -245,7 +347,7 @@ class _Dispatch:
         finally:
             await self.shutdown()
         if not self.stopping:
-            leftovers = [it for it in items if it.nodeid in self.pending
+            leftovers = [it for it in self.items if it.nodeid in self.pending
                          and it.nodeid not in self.c._abandoned_tests]
             if leftovers:
                 self.c.notes.append(
@@ -312,9 +414,8 @@ class _Dispatch:
                 rep = hook.pytest_report_from_serializable(config=self.config, data=data)
                 hook.pytest_runtest_logreport(report=rep)
             hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
-            if not self.stopping and (self.session.shouldfail or self.session.shouldstop):
-                self.stopping = True
-                self._drain_work()
+            if self.session.shouldfail or self.session.shouldstop:
+                self.stop()
         elif kind == "start":
             self.running[wid] = msg[2]
         elif kind == "timer":
