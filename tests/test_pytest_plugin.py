@@ -19,7 +19,10 @@ pytest_plugins = ["pytester"]
 POOL_OK = sys.version_info >= (3, 13) or (3, 12, 4) <= sys.version_info < (3, 13)
 
 needs_pool = pytest.mark.skipif(not POOL_OK, reason="sub-interpreter workers need 3.12.4+")
-WORKERS = ("--interloop-workers", "2")
+WORKERS = ("--interloop-workers", "2")  # the main interpreter and one sub-interpreter
+# Two sub-interpreters, the main interpreter only reporting: tests of what happens in
+# a worker use it, so that no test of theirs can run in the main interpreter.
+IN_WORKERS = ("--interloop-workers", "2", "--interloop-main", "report")
 
 # A suite with every outcome pytest has, sync and async.
 MIXED = '''
@@ -53,7 +56,8 @@ async def test_async_fail():
     raise ValueError("async boom")
 
 def test_where(request):
-    # Under --interloop-workers the test runs in a worker (xdist's attribute names).
+    # Under --interloop-workers the test runs in a worker (xdist's attribute names)
+    # or in the main interpreter, which has none (as in a serial run).
     wi = getattr(request.config, "workerinput", None)
     with open(request.config.rootpath / "where.txt", "a") as f:
         f.write((wi or {}).get("workerid", "main") + "\\n")
@@ -200,7 +204,7 @@ def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
     assert junit_outcomes(pytester.path / "par.xml") == junit_outcomes(pytester.path / "serial.xml")
     # the short summary (-rA), failure details and --durations come through
     for line in (
-        "interloop: 2 own-GIL sub-interpreter workers*",
+        "interloop: 2 runners: the main interpreter and 1 own-GIL sub-interpreter worker*",
         "*slowest 3 durations*",
         "E       ValueError: async boom",
         "FAILED test_mixed.py::test_param[[]4[]] - assert 4 != 4",
@@ -209,7 +213,7 @@ def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
         "PASSED test_mixed.py::TestGroup::test_a",
     ):
         par.stdout.fnmatch_lines([line])
-    assert {w for w in where.read_text().split()} <= {"il0", "il1"}
+    assert {w for w in where.read_text().split()} <= {"main", "il0"}
 
 
 @needs_pool
@@ -291,7 +295,7 @@ def test_module_that_does_not_import_in_a_worker_runs_in_the_main_interpreter(py
         test_native=f"import {mod}\ndef test_a(): pass\ndef test_b(): assert 0\n",
         test_plain="def test_c(): pass\ndef test_d(): pass\n",
     )
-    res = run(pytester, *WORKERS)
+    res = run(pytester, *IN_WORKERS)
     res.assert_outcomes(passed=3, failed=1)
     res.stdout.fnmatch_lines([
         "interloop: ran in the main interpreter (import failed in a sub-interpreter): "
@@ -313,7 +317,7 @@ def test_timeout_interrupts_a_hanging_test_and_the_run_goes_on(pytester):
         @pytest.mark.parametrize("n", range(6))
         def test_after(n): pass
     ''')
-    res = run(pytester, *WORKERS, "-ra")
+    res = run(pytester, *IN_WORKERS, "-ra")
     res.assert_outcomes(passed=7, failed=1)
     res.stdout.fnmatch_lines([
         "FAILED test_hang.py::test_spins_forever - Failed: Timeout (>1.0s) from pytest*",
@@ -357,7 +361,7 @@ def test_session_fixture_runs_once_per_worker_that_needs_it(pytester):
 import pytest
 @pytest.fixture(scope="session")
 def shared(request):
-    wid = request.config.workerinput["workerid"]
+    wid = getattr(request.config, "workerinput", {}).get("workerid", "main")
     with open(request.config.rootpath / "session.txt", "a") as f:
         f.write(wid + "\\n")
 ''')
@@ -366,7 +370,7 @@ def shared(request):
     res = run(pytester, "--interloop-workers", "auto")
     res.assert_outcomes(passed=20)
     n = len(os.sched_getaffinity(0))
-    res.stdout.fnmatch_lines([f"interloop: {n} own-GIL sub-interpreter workers*"])
+    res.stdout.fnmatch_lines([f"interloop: {n} runners: the main interpreter and {n - 1} own-GIL*"])
     runs = (pytester.path / "session.txt").read_text().split()
     assert len(runs) == len(set(runs)) and 1 <= len(runs) <= n
 
@@ -394,7 +398,7 @@ def test_tests_refused_by_a_sub_interpreter_run_again_in_the_main_interpreter(py
         def test_plain(request):
             assert request.config.workerinput["workerid"].startswith("il")
     ''')
-    res = run(pytester, *WORKERS, "-v")
+    res = run(pytester, *IN_WORKERS, "-v")
     res.assert_outcomes(passed=3)
     res.stdout.fnmatch_lines([
         "interloop: ran again in the main interpreter (RuntimeError: daemon threads are "
@@ -407,7 +411,8 @@ def test_tests_refused_by_a_sub_interpreter_run_again_in_the_main_interpreter(py
 
 
 @needs_pool
-def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester):
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester, runners):
     pytester.makeini(INI)
     pytester.makepyfile(test_exit='''
         import pytest
@@ -416,14 +421,15 @@ def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester):
         def test_b(): pass
     ''')
     serial = run(pytester)
-    par = run(pytester, *WORKERS)
+    par = run(pytester, *runners)
     assert serial.ret == par.ret == 3
     for res in (serial, par):
         res.stdout.fnmatch_lines(["*Exit: enough*"])
 
 
 @needs_pool
-def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester):
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester, runners):
     import signal
     import subprocess
     import time
@@ -441,7 +447,7 @@ def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester):
                 time.sleep(0.05)
     ''')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *WORKERS],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *runners],
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -470,7 +476,7 @@ def test_a_conftest_that_does_not_import_in_a_worker_runs_the_suite_in_the_main_
     pytester.makeini(INI)
     pytester.makeconftest(f"import {mod}")
     pytester.makepyfile(test_c="def test_a(): pass\ndef test_b(): assert 0\n")
-    res = run(pytester, *WORKERS)
+    res = run(pytester, *IN_WORKERS)
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines([
         f"interloop: workers 0, 1 could not start a session: *{mod} does not support loading "
@@ -491,7 +497,7 @@ def test_a_test_blocked_in_c_is_reported_and_the_run_does_not_wait_for_it(pytest
         @pytest.mark.parametrize("n", range(4))
         def test_others(n): pass
     ''')
-    res = run(pytester, *WORKERS, "-ra", "--junitxml=out.xml")
+    res = run(pytester, *IN_WORKERS, "-ra", "--junitxml=out.xml")
     assert res.ret == pytest.ExitCode.TESTS_FAILED
     res.assert_outcomes(passed=4, failed=1)
     res.stdout.fnmatch_lines([
@@ -500,3 +506,59 @@ def test_a_test_blocked_in_c_is_reported_and_the_run_does_not_wait_for_it(pytest
     ])
     assert junit_outcomes(pytester.path / "out.xml")["test_stuck::test_sleeps_in_c"] == "failure"
     assert res.duration < 40  # well before the sleep would have ended
+
+
+@needs_pool
+def test_the_main_interpreter_and_a_worker_take_tests_from_one_queue(pytester):
+    """A test the main interpreter takes waits until a worker has run one: both
+    runners must take tests from the queue for the run to pass."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_share='''
+        import time, pytest
+        @pytest.mark.parametrize("n", range(12))
+        def test_n(n, request):
+            wi = getattr(request.config, "workerinput", None)
+            where = request.config.rootpath / "where.txt"
+            with open(where, "a") as f:
+                f.write((wi or {}).get("workerid", "main") + "\\n")
+            if wi is None:
+                deadline = time.monotonic() + 60
+                while "il0" not in where.read_text().split():
+                    assert time.monotonic() < deadline, "no worker ran a test"
+                    time.sleep(0.02)
+    ''')
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=12)
+    runners = (pytester.path / "where.txt").read_text().split()
+    assert len(runners) == 12  # each test ran once
+    assert set(runners) == {"main", "il0"}
+
+
+@needs_pool
+def test_a_timeout_in_the_main_interpreter_is_pytest_timeouts_own(pytester):
+    """capfd tests run in the main interpreter: there pytest-timeout works as in a
+    serial run (its signal), and the run goes on."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_main_hang='''
+        import pytest
+        @pytest.mark.timeout(1)
+        def test_spins_forever(capfd, request):
+            assert not hasattr(request.config, "workerinput")
+            while True:
+                pass
+        @pytest.mark.parametrize("n", range(6))
+        def test_after(n): pass
+    ''')
+    res = run(pytester, *WORKERS, "-ra")
+    res.assert_outcomes(passed=6, failed=1)
+    res.stdout.fnmatch_lines(["FAILED test_main_hang.py::test_spins_forever - Failed: Timeout*"])
+    assert "interloop worker" not in res.stdout.str()
+
+
+@needs_pool
+def test_one_runner_is_a_serial_run(pytester):
+    pytester.makepyfile("def test_a(request): assert not hasattr(request.config, 'workerinput')")
+    res = run(pytester, "--interloop-workers", "1")
+    res.assert_outcomes(passed=1)
+    assert "interloop:" not in res.stdout.str()
