@@ -92,6 +92,8 @@ def test_plugin_is_registered_and_idle_without_options(pytester):
             assert pytestconfig.pluginmanager.get_plugin("interloop-controller") is None
             assert pytestconfig.pluginmanager.get_plugin("interloop-loop") is None
             assert "interloop._pytest.controller" not in sys.modules
+            from _pytest.assertion import rewrite  # no recorder installed
+            assert rewrite._rewrite_test.__module__ == "_pytest.assertion.rewrite"
             assert type(asyncio.get_event_loop_policy()).__module__.startswith("asyncio")
         @pytest.mark.asyncio
         async def test_asyncio_loop():
@@ -562,3 +564,34 @@ def test_one_runner_is_a_serial_run(pytester):
     res = run(pytester, "--interloop-workers", "1")
     res.assert_outcomes(passed=1)
     assert "interloop:" not in res.stdout.str()
+
+
+def test_rewritten_code_is_reused_only_for_the_same_source(tmp_path, monkeypatch, pytestconfig):
+    """What the main interpreter rewrote is served to a worker's import, as long as
+    the source file is the one it was made from."""
+
+    from _pytest.assertion import rewrite
+
+    from interloop._pytest.rewrite import Recorder, use_recorded
+
+    monkeypatch.setattr(rewrite, "_rewrite_test", rewrite._rewrite_test)
+    monkeypatch.setattr(rewrite, "_read_pyc", lambda *a, **k: None)  # pytest's own cache: empty
+    rec = Recorder()
+    assert rec.install()
+    src = tmp_path / "mod_rw.py"
+    src.write_text("def f(x):\n    assert x == 1\n")
+    _, co = rewrite._rewrite_test(src, pytestconfig)
+    shipped = rec.take()
+    assert list(shipped) == [str(src)]
+    assert rec.take() == {}  # handed over once; everything=True gives it again
+    assert list(rec.take(everything=True)) == [str(src)]
+    cache = {}
+    assert use_recorded(cache)
+    assert rewrite._read_pyc(src, tmp_path / "none.pyc") is None  # nothing shipped yet
+    cache.update(shipped)
+    got = rewrite._read_pyc(src, tmp_path / "none.pyc")
+    assert got is not None and got == co  # code objects compare by content
+    src.write_text("def f(x):\n    assert x == 2\n")  # changed since: rewritten as usual
+    assert rewrite._read_pyc(src, tmp_path / "none.pyc") is None
+    rec.uninstall()
+    assert rewrite._rewrite_test.__module__ == "_pytest.assertion.rewrite"

@@ -28,10 +28,38 @@ stay cheap and import nothing of interloop's until an option asks for it.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 _DISTS = ("load", "loadscope", "loadfile")
+
+
+def _workers_on_command_line() -> bool:
+    """Whether this process's command line (or PYTEST_ADDOPTS) asks for workers:
+    read before pytest parses it, so that the assertion rewriting of the plugins
+    imported after this one is recorded for the workers (``_pytest/rewrite.py``).
+    The ini file's addopts and ``pytest.main([...])`` are not seen here: then the
+    recording starts at configuration, and workers rewrite the rest themselves."""
+    words = sys.argv[1:] + os.environ.get("PYTEST_ADDOPTS", "").split()
+    return any(w == "--interloop-workers" or w.startswith("--interloop-workers=")
+               for w in words)
+
+
+def _in_pool_worker() -> bool:
+    from ._wire import IN_WORKER  # (imported with the package already)
+
+    return IN_WORKER
+
+
+_recorder = None
+if _workers_on_command_line() and not _in_pool_worker():
+    # (a worker's interpreter sees the same sys.argv; its session records nothing)
+    from ._pytest.rewrite import Recorder
+
+    _recorder = Recorder()
+    if not _recorder.install():
+        _recorder = None
 
 
 def _workers(value: str) -> int:
@@ -119,11 +147,13 @@ def pytest_configure(config):
         plugin = _InterloopLoop()
         plugin.install()
         config.pluginmanager.register(plugin, "interloop-loop")
+    global _recorder
+    recorder, _recorder = _recorder, None
     value = config.getoption("interloop_workers")
-    if value is None:
-        return
-    n = _workers(value)
+    n = 0 if value is None else _workers(value)
     if n == 0 or (n == 1 and config.getoption("interloop_main") == "run"):
+        if recorder is not None:
+            recorder.uninstall()
         return  # the main interpreter alone: a serial run
     if getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--interloop-workers and pytest-xdist's -n cannot be combined")
@@ -131,7 +161,12 @@ def pytest_configure(config):
         raise pytest.UsageError("--interloop-workers cannot be combined with --pdb or --trace")
     from ._pytest.controller import Controller
 
-    config.pluginmanager.register(Controller(config, n), "interloop-controller")
+    if recorder is None:
+        from ._pytest.rewrite import Recorder
+
+        recorder = Recorder()
+        recorder.install()
+    config.pluginmanager.register(Controller(config, n, recorder), "interloop-controller")
 
 
 def pytest_unconfigure(config):

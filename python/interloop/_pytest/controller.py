@@ -49,8 +49,9 @@ def _unit_key(nodeid: str, dist: str) -> str:
 class Controller:
     """The plugin object registered in the main interpreter by ``--interloop-workers``."""
 
-    def __init__(self, config, workers: int):
+    def __init__(self, config, workers: int, recorder=None):
         self.config = config
+        self.recorder = recorder  # assertion rewriting done here, for the workers
         self.workers = workers
         # The main interpreter runs tests too (one of the N runners) unless
         # --interloop-main=report keeps it to collecting and reporting.
@@ -65,6 +66,10 @@ class Controller:
         self._abandoned_tests = set()
         self.runner = None  # the main interpreter's loop that drives the pool
         self.dispatch = None
+        # Thread CPU time per phase, here and in each worker (written as JSON to the
+        # file INTERLOOP_PYTEST_PHASES names, if set: benches/bench_pytest.py).
+        self.phases = {"main": {"configured": time.thread_time(), "main tests": 0,
+                                "main test cpu": 0.0, "replay cpu": 0.0}, "workers": {}}
 
     # -- pytest hooks -------------------------------------------------------------
     def pytest_sessionstart(self, session):
@@ -84,9 +89,14 @@ class Controller:
     def pytest_collection(self, session):
         # Workers start (import pytest, configure, start their sessions) while this
         # interpreter collects; they wait for their first test.
+        self.phases["main"]["collection start"] = time.thread_time()
         if not session.config.option.collectonly:
             self._start(session)
-        return (yield)
+            self.phases["main"]["workers started"] = time.thread_time()
+        try:
+            return (yield)
+        finally:
+            self.phases["main"]["collected"] = time.thread_time()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
@@ -146,6 +156,13 @@ class Controller:
             terminalreporter.write_line(f"interloop: could not stop {s}", red=True)
 
     def pytest_unconfigure(self, config):
+        path = os.environ.get("INTERLOOP_PYTEST_PHASES")
+        if path:
+            import json
+
+            self.phases["main"]["end"] = time.thread_time()
+            with open(path, "a") as f:
+                f.write(json.dumps(self.phases) + "\n")
         if self.stuck:
             # A worker still runs a test that ignored its interrupt (blocked in C).
             # CPython aborts at exit while a sub-interpreter's thread runs, so leave
@@ -192,6 +209,14 @@ class Controller:
         # as serially), and find no event loop set.
         asyncio.set_event_loop(None)
         hook = self.config.hook
+        ph = self.phases["main"]
+
+        def run_here(item, nextitem):
+            t = time.thread_time()
+            hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            ph["main tests"] += 1
+            ph["main test cpu"] += time.thread_time() - t
+
         held = None  # pytest tears an item down knowing the next one: hold one back
         last_pump = time.monotonic()
         while not d.stopping:
@@ -203,7 +228,7 @@ class Controller:
             unit = d.take_for_main() if self.main_runs or d.to_main else None
             if unit is None:
                 if held is not None:
-                    hook.pytest_runtest_protocol(item=held, nextitem=None)
+                    run_here(held, None)
                     held = None
                     self._check_stop(session)
                     continue
@@ -214,7 +239,7 @@ class Controller:
                 continue
             for item in unit:
                 if held is not None:
-                    hook.pytest_runtest_protocol(item=held, nextitem=item)
+                    run_here(held, item)
                     if self._check_stop(session):
                         held = None
                         break
@@ -264,6 +289,9 @@ class _Dispatch:
 
         self.work = interloop.Channel()
         self.results = interloop.Channel()
+        # Rewritten code recorded after the workers started (test modules,
+        # conftests collected here): one copy per worker, taken with its first test.
+        self.code = interloop.Channel()
         self.nworkers = self.alive = self.c.subs
         factory = getattr(self.config, "_tmp_path_factory", None)
         base = factory.getbasetemp() if factory is not None else None
@@ -273,17 +301,26 @@ class _Dispatch:
             "testrunuid": uuid.uuid4().hex,
             "work": self.work,
             "results": self.results,
+            "code_updates": self.code,
             "capture": self.config.option.capture,
             "base": str(base) if base is not None else None,
         }
         self.pool = interloop.Pool(workers=self.nworkers, concurrency=1)
-        await self.pool.start()
+        # Not awaiting pool.start(): this interpreter collects meanwhile. A worker
+        # that cannot start fails its job ("crashed"); its tests run elsewhere.
         for _ in range(self.nworkers):
             self._start_worker()
 
     def queue(self, items):
         """Puts ``items`` into the work channel (one unit per test, module, class or
         file) and closes it: runners take what is queued, then find the end."""
+        rec = self.c.recorder
+        if rec is not None:
+            update = rec.take()
+            if update:
+                for _ in range(self.nworkers):
+                    self.code.send_nowait(update)
+        self.code.close()
         self.items = items
         self.pending = {it.nodeid for it in items}
         dist = self.c.dist
@@ -360,6 +397,9 @@ class _Dispatch:
         wid = self.next_wid
         self.next_wid += 1
         spec = dict(self.spec, wid=wid)
+        rec = self.c.recorder
+        # what was rewritten here so far (a worker started later gets all of it)
+        spec["code"] = rec.take(everything=True) if rec is not None else {}
         spec["basetemp"] = os.path.join(spec.pop("base"), f"il{wid}") if spec["base"] else None
         fut = self.pool.submit(serve, spec, interrupt=True)
         self.jobs[wid] = fut
@@ -401,21 +441,10 @@ class _Dispatch:
     # -- messages ------------------------------------------------------------------
     def _handle(self, msg):
         kind, wid = msg[0], msg[1]
-        hook = self.config.hook
         if kind == "done":
-            _, _, nodeid, location, reports = msg
-            if self.running.get(wid) == nodeid:
-                del self.running[wid]
-            if nodeid in self.c._abandoned_tests or nodeid not in self.pending:
-                return
-            self.pending.discard(nodeid)
-            hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-            for data in reports:
-                rep = hook.pytest_report_from_serializable(config=self.config, data=data)
-                hook.pytest_runtest_logreport(report=rep)
-            hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
-            if self.session.shouldfail or self.session.shouldstop:
-                self.stop()
+            t = time.thread_time()
+            self._replay(msg)
+            self.c.phases["main"]["replay cpu"] += time.thread_time() - t
         elif kind == "start":
             self.running[wid] = msg[2]
         elif kind == "timer":
@@ -444,6 +473,25 @@ class _Dispatch:
             self._worker_ended(wid, kind, msg[2])
         elif kind == "abandon":
             self._abandon(wid, msg[2], msg[3])
+        elif kind == "phases":
+            self.c.phases["workers"].setdefault(str(wid), []).append(msg[2])
+
+    def _replay(self, msg):
+        """A test's reports from a worker, through this session's hooks."""
+        hook = self.config.hook
+        _, wid, nodeid, location, reports = msg
+        if self.running.get(wid) == nodeid:
+            del self.running[wid]
+        if nodeid in self.c._abandoned_tests or nodeid not in self.pending:
+            return
+        self.pending.discard(nodeid)
+        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        for data in reports:
+            rep = hook.pytest_report_from_serializable(config=self.config, data=data)
+            hook.pytest_runtest_logreport(report=rep)
+        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        if self.session.shouldfail or self.session.shouldstop:
+            self.stop()
 
     def _cancel_timer(self, wid):
         t = self.timers.pop(wid, None)
