@@ -569,7 +569,6 @@ def test_one_runner_is_a_serial_run(pytester):
 def test_rewritten_code_is_reused_only_for_the_same_source(tmp_path, monkeypatch, pytestconfig):
     """What the main interpreter rewrote is served to a worker's import, as long as
     the source file is the one it was made from."""
-
     from _pytest.assertion import rewrite
 
     from interloop._pytest.rewrite import Recorder, use_recorded
