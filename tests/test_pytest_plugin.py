@@ -7,6 +7,7 @@ outcomes, reports and exit status of a serial run.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -594,3 +595,43 @@ def test_rewritten_code_is_reused_only_for_the_same_source(tmp_path, monkeypatch
     assert rewrite._read_pyc(src, tmp_path / "none.pyc") is None
     rec.uninstall()
     assert rewrite._rewrite_test.__module__ == "_pytest.assertion.rewrite"
+
+
+def test_long_first_orders_by_recorded_durations():
+    from interloop._pytest.controller import long_first
+
+    units = [("a",), ("b",), ("c",), ("d",), ("new",), ("e",)]
+    durations = {"a": 0.01, "b": 3.0, "c": 0.01, "d": 1.0, "e": 0.02, "gone": 9.0}
+    # b and d are long (>= 2% of the expected total), longest first, then the new
+    # test (counted as the mean of the known ones); the rest keep their order
+    assert long_first(units, durations) == [("b",), ("d",), ("new",), ("a",), ("c",), ("e",)]
+    assert long_first(units, {}) == units
+    # a unit's time is the sum of its tests'
+    assert long_first([("a", "c"), ("b",), ("d", "e")], {"a": 2, "c": 2, "b": 3, "d": 0.1, "e": 0.1}) \
+        == [("a", "c"), ("b",), ("d", "e")]
+    assert long_first([("x",), ("y", "z")], {"x": 1, "y": 1, "z": 1}) == [("y", "z"), ("x",)]
+
+
+@needs_pool
+def test_the_tests_that_took_longest_last_time_start_first(pytester):
+    pytester.makeini(INI)
+    body = "\n".join(f"def test_{i}(): record('test_{i}')" for i in range(10))
+    pytester.makepyfile(test_order=(
+        "import time\n"
+        "def record(name):\n"
+        "    with open('started.txt', 'a') as f:\n"
+        "        f.write(name + '\\n')\n"
+        f"{body}\n"
+        "def test_slow():\n"
+        "    record('test_slow')\n"
+        "    time.sleep(0.3)\n"))
+    started = pytester.path / "started.txt"
+    pytester.runpytest_subprocess(*WORKERS, timeout=120).assert_outcomes(passed=11)
+    cached = pytester.path / ".pytest_cache" / "v" / "interloop" / "durations"
+    durations = json.loads(cached.read_text())
+    assert durations["test_order.py::test_slow"] >= 0.3
+    assert set(durations) == {f"test_order.py::test_{i}" for i in range(10)} | {"test_order.py::test_slow"}
+    started.unlink()
+    pytester.runpytest_subprocess(*WORKERS, timeout=120).assert_outcomes(passed=11)
+    # each of the two runners takes one test at the start: the slow one is one of them
+    assert "test_slow" in started.read_text().split()[:2]

@@ -39,6 +39,28 @@ _INTERRUPT_GRACE = 3.0
 _PUMP_EVERY = 0.05
 
 
+# pytest's cache key of the tests' durations (seconds: setup + call + teardown) in the
+# last run with --interloop-workers that ran them.
+DURATIONS_KEY = "interloop/durations"
+# A unit whose expected time is at least this share of the whole run's is handed out
+# first, longest first; the others keep collection order (module fixtures stay up).
+_LONG_SHARE = 0.02
+
+
+def long_first(units, durations):
+    """``units`` (tuples of node ids) with the long ones first, by the durations an
+    earlier run recorded; a test without one counts as the mean of those known."""
+    known = [durations[n] for u in units for n in u if n in durations]
+    if not known:
+        return units
+    mean = sum(known) / len(known)
+    est = [sum(durations.get(n, mean) for n in u) for u in units]
+    cut = sum(est) * _LONG_SHARE
+    long = sorted((i for i, e in enumerate(est) if e >= cut and e > 0), key=lambda i: -est[i])
+    first = set(long)
+    return [units[i] for i in long] + [u for i, u in enumerate(units) if i not in first]
+
+
 def _unit_key(nodeid: str, dist: str) -> str:
     if dist == "loadfile":
         return nodeid.split("::", 1)[0]
@@ -64,6 +86,7 @@ class Controller:
         self.no_session = {}  # why a worker could not start a session -> workers
         self.stuck = []  # "worker N (test id)" that could not be stopped
         self._abandoned_tests = set()
+        self.durations = {}  # node id -> seconds, this run's (for the next run's order)
         self.runner = None  # the main interpreter's loop that drives the pool
         self.dispatch = None
         # Thread CPU time per phase, here and in each worker (written as JSON to the
@@ -172,10 +195,25 @@ class Controller:
             status = getattr(config, "_interloop_exitstatus", 1)
             os._exit(int(status))
 
+    def pytest_runtest_logreport(self, report):
+        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+
+    def _recorded_durations(self):
+        cache = getattr(self.config, "cache", None)
+        if cache is None:
+            return {}
+        got = cache.get(DURATIONS_KEY, {})
+        return got if isinstance(got, dict) else {}
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
         self._stop()
         self.config._interloop_exitstatus = int(exitstatus)
+        cache = getattr(self.config, "cache", None)
+        if cache is not None and self.durations:
+            merged = self._recorded_durations()
+            merged.update((k, round(v, 6)) for k, v in self.durations.items())
+            cache.set(DURATIONS_KEY, merged)
 
     # -- the parallel part -----------------------------------------------------
     def _start(self, session):
@@ -331,6 +369,10 @@ class _Dispatch:
             for it in items:
                 groups.setdefault(_unit_key(it.nodeid, dist), []).append(it.nodeid)
             units = [tuple(g) for g in groups.values()]
+        opt = self.config.option
+        if not (getattr(opt, "failedfirst", False) or getattr(opt, "newfirst", False)):
+            # (--ff/--nf: their order is what the user asked for)
+            units = long_first(units, self.c._recorded_durations())
         for u in units:
             self.work.send_nowait(u)
         self.work.close()
