@@ -11,8 +11,11 @@ Suites:
   to a temporary directory.
 - the real suites of ``scripts/plugin_suites.py`` (fetched into ``.cache/plugin-suites``).
 
-Each run is a fresh ``python -m pytest`` process; the three runners alternate within
-a round and the table gives medians and ratios from the same rounds. Writes
+Each run is a fresh ``python -m pytest`` process; the runners alternate within a
+round and the table gives medians and ratios from the same rounds. pytest's cache
+is on (``.pytest_cache`` in the suite's directory): an untimed run of each interloop
+runner first records the tests' durations, which the timed runs use to start the
+long tests first. Writes
 ``benches/results/pytest.json`` (Markdown included; ``python benches/report.py`` puts
 it into ``docs/benchmarks.md``). Needs pytest-asyncio and pytest-xdist (both in
 ``scripts/requirements-dev.txt``); run it with the dev venv's python.
@@ -108,12 +111,15 @@ def make_synthetic(root: Path, tests: int, n: int) -> Path:
     return suite
 
 
-def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float | None, float, str]:
+def run_once(cwd: Path, args: list[str], extra: list[str]):
+    """(wall s, first result s or None, CPU s, last output line, phases or None):
+    phases is the plugin's thread CPU per phase in the main interpreter and each
+    worker (INTERLOOP_PYTEST_PHASES), for interloop's runners."""
     probe = Path(tempfile.mktemp(prefix="bench-first-"))
-    env = dict(os.environ, BENCH_FIRST_RESULT=str(probe),
+    phases_file = Path(tempfile.mktemp(prefix="bench-phases-"))
+    env = dict(os.environ, BENCH_FIRST_RESULT=str(probe), INTERLOOP_PYTEST_PHASES=str(phases_file),
                PYTHONPATH=os.pathsep.join(filter(None, [PROBE_DIR, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           "-p", "bench_first_result", *extra, *args]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "bench_first_result", *extra, *args]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -124,10 +130,14 @@ def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float
     if probe.exists():
         first = float(probe.read_text()) - t0
         probe.unlink()
+    phases = None
+    if phases_file.exists():
+        phases = json.loads(phases_file.read_text().splitlines()[-1])
+        phases_file.unlink()
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
     if proc.returncode not in (0, 1):
         print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n", file=sys.stderr)
-    return wall, first, cpu, tail[0]
+    return wall, first, cpu, tail[0], phases
 
 
 def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
@@ -135,11 +145,20 @@ def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
     firsts = {r: [] for r in RUNNERS}
     cpus = {r: [] for r in RUNNERS}
     loads = {r: [] for r in RUNNERS}
+    phases = {r: [] for r in RUNNERS}
     outcome = {}
+    # One untimed run of each interloop runner first: it records the tests' durations
+    # in pytest's cache (.pytest_cache in the suite's directory), which the timed runs
+    # use to hand out the long tests first, as in a developer's repeated runs.
+    for r, extra in RUNNERS.items():
+        if any(a.startswith("--interloop") for a in extra):
+            run_once(cwd, args, extra)
     for i in range(runs):
         order = list(RUNNERS) if i % 2 == 0 else list(reversed(RUNNERS))
         for r in order:
-            wall, first, cpu, tail = run_once(cwd, args, RUNNERS[r])
+            wall, first, cpu, tail, ph = run_once(cwd, args, RUNNERS[r])
+            if ph is not None:
+                phases[r].append(ph)
             load = os.getloadavg()[0]
             walls[r].append(wall)
             cpus[r].append(cpu)
@@ -153,7 +172,8 @@ def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
     med = {r: statistics.median(v) for r, v in walls.items()}
     fmed = {r: (statistics.median(v) if v else None) for r, v in firsts.items()}
     cmed = {r: statistics.median(v) for r, v in cpus.items()}
-    return {"wall": walls, "first": firsts, "cpu": cpus, "load": loads, "median": med,
+    return {"wall": walls, "first": firsts, "cpu": cpus, "load": loads, "phases": phases,
+            "median": med,
             "first_median": fmed, "cpu_median": cmed, "outcome": outcome}
 
 

@@ -635,3 +635,26 @@ def test_the_tests_that_took_longest_last_time_start_first(pytester):
     pytester.runpytest_subprocess(*WORKERS, timeout=120).assert_outcomes(passed=11)
     # each of the two runners takes one test at the start: the slow one is one of them
     assert "test_slow" in started.read_text().split()[:2]
+
+
+@needs_pool
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_a_forking_test_runs_after_the_workers_and_reports_once(pytester, runners):
+    """os.fork() with sub-interpreters running would leave a broken child: in a worker
+    CPython refuses it, in the main interpreter the plugin does while workers run;
+    either way the test runs again once the workers are done, and passes."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_fork='''
+        import os, pytest
+        def test_forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(5)
+            assert os.waitpid(pid, 0)[1] >> 8 == 5
+        @pytest.mark.parametrize("n", range(8))
+        def test_other(n): pass
+    ''')
+    res = run(pytester, *runners, "-v")
+    res.assert_outcomes(passed=9)
+    res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*fork*): test_fork.py::test_forks"])
+    assert res.stdout.str().count("test_fork.py::test_forks PASSED") == 1

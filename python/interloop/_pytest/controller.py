@@ -243,6 +243,7 @@ class Controller:
         main interpreter once the workers are done."""
         d, runner = self.dispatch, self.runner
         d.queue(items)
+        self._forks_refused(True)
         # Tests here run outside the controller's loop (they start their own loops,
         # as serially), and find no event loop set.
         asyncio.set_event_loop(None)
@@ -251,7 +252,11 @@ class Controller:
 
         def run_here(item, nextitem):
             t = time.thread_time()
-            hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            self._buffered = True
+            try:
+                hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            finally:
+                self._buffered = False
             ph["main tests"] += 1
             ph["main test cpu"] += time.thread_time() - t
 
@@ -282,7 +287,57 @@ class Controller:
                         held = None
                         break
                 held = item
-        return runner.run(d.finish())
+        later = runner.run(d.finish())
+        self._forks_refused(False)
+        return later + d.after
+
+    # -- tests in the main interpreter while workers run ---------------------------
+    # os.fork() in a process whose sub-interpreters run on other threads leaves a
+    # child that aborts in CPython's after-fork code. While the workers run, the main
+    # interpreter's tests find os.fork refused, as it is in a sub-interpreter, and run
+    # again after the workers are done. Their reports are held back until the test is
+    # over (as a worker's are), so that such a test reports only once.
+    _buffered = False
+    _forked = None
+    _real_fork = None
+
+    def _forks_refused(self, on):
+        if on and self._real_fork is None:
+            self._real_fork = (os.fork, getattr(os, "forkpty", None))
+
+            def refused(*args, **kwargs):
+                self._forked = "os.fork() while sub-interpreter workers run"
+                raise RuntimeError(
+                    "interloop: os.fork() is refused in the main interpreter while "
+                    "sub-interpreter workers run; this test runs again after them")
+
+            os.fork = refused
+            if self._real_fork[1] is not None:
+                os.forkpty = refused
+        elif not on and self._real_fork is not None:
+            os.fork = self._real_fork[0]
+            if self._real_fork[1] is not None:
+                os.forkpty = self._real_fork[1]
+            self._real_fork = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        if not self._buffered:
+            return None  # pytest's own protocol
+        from _pytest.runner import runtestprotocol
+
+        self._forked = None
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        if self._forked is not None:
+            self.refused.setdefault(self._forked, []).append(item.nodeid)
+            self.dispatch.after.append(item)
+            return True
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        for rep in reports:
+            ihook.pytest_runtest_logreport(report=rep)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
 
     def _check_stop(self, session):
         if session.shouldfail or session.shouldstop:
@@ -292,6 +347,7 @@ class Controller:
 
     def _stop(self):
         """Ends the workers if the run did not get to (or through) dispatching."""
+        self._forks_refused(False)
         if self.runner is None:
             return
         runner, self.runner = self.runner, None
@@ -313,6 +369,7 @@ class _Dispatch:
         self.items = []
         self.pending = set()  # tests handed to workers without their reports yet
         self.to_main = []  # fallback: run in the main interpreter
+        self.after = []  # ... once the workers are done (they may fork)
         self.running = {}  # worker -> node id between logstart and logfinish
         self.jobs = {}  # live worker sessions: worker -> future
         self.timers = {}  # worker -> (node id, TimerHandle)
@@ -508,7 +565,12 @@ class _Dispatch:
                 self.c.fallback.setdefault(mod, why)
             if nodeid in self.pending:
                 self.pending.discard(nodeid)
-                self.to_main.append(self.c.by_id[nodeid])
+                # A module that does not import in a sub-interpreter, a test refused
+                # a daemon thread or a signal handler: it runs here at once. A test
+                # refused os.fork: after the workers, when the process has no other
+                # interpreter (a child forked meanwhile would abort).
+                later = mod is None and "fork" in why
+                (self.after if later else self.to_main).append(self.c.by_id[nodeid])
         elif kind == "ready":
             self.ready.add(wid)
         elif kind in ("bye", "fatal", "crashed"):
