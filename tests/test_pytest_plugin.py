@@ -598,7 +598,7 @@ def test_rewritten_code_is_reused_only_for_the_same_source(tmp_path, monkeypatch
 
 
 def test_long_first_orders_by_recorded_durations():
-    from interloop._pytest.controller import long_first
+    from interloop._pytest.controller import _long_first, long_first
 
     units = [("a",), ("b",), ("c",), ("d",), ("new",), ("e",)]
     durations = {"a": 0.01, "b": 3.0, "c": 0.01, "d": 1.0, "e": 0.02, "gone": 9.0}
@@ -606,6 +606,7 @@ def test_long_first_orders_by_recorded_durations():
     # test (counted as the mean of the known ones); the rest keep their order
     assert long_first(units, durations) == [("b",), ("d",), ("new",), ("a",), ("c",), ("e",)]
     assert long_first(units, {}) == units
+    assert _long_first(units, durations)[1] == 3
     # a unit's time is the sum of its tests'
     assert long_first([("a", "c"), ("b",), ("d", "e")], {"a": 2, "c": 2, "b": 3, "d": 0.1, "e": 0.1}) \
         == [("a", "c"), ("b",), ("d", "e")]
@@ -626,15 +627,20 @@ def test_the_tests_that_took_longest_last_time_start_first(pytester):
         "    record('test_slow')\n"
         "    time.sleep(0.3)\n"))
     started = pytester.path / "started.txt"
-    pytester.runpytest_subprocess(*WORKERS, timeout=120).assert_outcomes(passed=11)
+    one = ("--interloop-workers", "1", "--interloop-main", "report")  # queue order, exactly
+    pytester.runpytest_subprocess(*one, timeout=120).assert_outcomes(passed=11)
+    assert started.read_text().split()[-1] == "test_slow"  # no durations yet: collection order
     cached = pytester.path / ".pytest_cache" / "v" / "interloop" / "durations"
     durations = json.loads(cached.read_text())
     assert durations["test_order.py::test_slow"] >= 0.3
     assert set(durations) == {f"test_order.py::test_{i}" for i in range(10)} | {"test_order.py::test_slow"}
     started.unlink()
-    pytester.runpytest_subprocess(*WORKERS, timeout=120).assert_outcomes(passed=11)
-    # each of the two runners takes one test at the start: the slow one is one of them
-    assert "test_slow" in started.read_text().split()[:2]
+    pytester.runpytest_subprocess(*one, timeout=120).assert_outcomes(passed=11)
+    assert started.read_text().split() == ["test_slow"] + [f"test_{i}" for i in range(10)]
+    started.unlink()
+    # --ff's order is kept
+    pytester.runpytest_subprocess(*one, "--ff", timeout=120).assert_outcomes(passed=11)
+    assert started.read_text().split()[-1] == "test_slow"
 
 
 @needs_pool

@@ -50,15 +50,20 @@ _LONG_SHARE = 0.02
 def long_first(units, durations):
     """``units`` (tuples of node ids) with the long ones first, by the durations an
     earlier run recorded; a test without one counts as the mean of those known."""
+    return _long_first(units, durations)[0]
+
+
+def _long_first(units, durations):
+    """(``long_first``'s order, how many long units lead it)."""
     known = [durations[n] for u in units for n in u if n in durations]
     if not known:
-        return units
+        return units, 0
     mean = sum(known) / len(known)
     est = [sum(durations.get(n, mean) for n in u) for u in units]
     cut = sum(est) * _LONG_SHARE
     long = sorted((i for i, e in enumerate(est) if e >= cut and e > 0), key=lambda i: -est[i])
     first = set(long)
-    return [units[i] for i in long] + [u for i, u in enumerate(units) if i not in first]
+    return [units[i] for i in long] + [u for i, u in enumerate(units) if i not in first], len(long)
 
 
 def _unit_key(nodeid: str, dist: str) -> str:
@@ -429,7 +434,13 @@ class _Dispatch:
         opt = self.config.option
         if not (getattr(opt, "failedfirst", False) or getattr(opt, "newfirst", False)):
             # (--ff/--nf: their order is what the user asked for)
-            units = long_first(units, self.c._recorded_durations())
+            units, nlong = _long_first(units, self.c._recorded_durations())
+            if nlong and self.c.main_runs and nlong < len(units):
+                # The main interpreter starts with the first short unit, so the first
+                # result comes as early as serially; the long ones go out meanwhile.
+                short = units.pop(nlong)
+                self.pending.difference_update(short)
+                self.to_main.extend(self.c.by_id[n] for n in short)
         for u in units:
             self.work.send_nowait(u)
         self.work.close()
