@@ -664,3 +664,35 @@ def test_a_forking_test_runs_after_the_workers_and_reports_once(pytester, runner
     res.assert_outcomes(passed=9)
     res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*fork*): test_fork.py::test_forks"])
     assert res.stdout.str().count("test_fork.py::test_forks PASSED") == 1
+
+
+@needs_pool
+def test_a_worker_whose_session_breaks_in_a_test_loses_no_test(pytester):
+    """A hook that fails in a worker while it reports a test ends the worker's
+    session (pytest's internal error): the test runs again in the main interpreter,
+    the worker is named, another session takes the remaining tests."""
+    pytester.makeini(INI)
+    pytester.makeconftest('''
+        _where = {}
+        def pytest_configure(config):
+            _where["worker"] = hasattr(config, "workerinput")
+        def pytest_runtest_logreport(report):
+            if (_where["worker"] and report.when == "call"
+                    and report.nodeid.endswith("test_breaks_its_worker")):
+                raise RuntimeError("broken reporting")
+    ''')
+    pytester.makepyfile(test_break='''
+        import pytest
+        @pytest.mark.parametrize("n", range(4))
+        def test_before(n): pass
+        def test_breaks_its_worker(): pass
+        @pytest.mark.parametrize("n", range(8))
+        def test_after(n): pass
+    ''')
+    res = run(pytester, *IN_WORKERS, "-v")
+    res.assert_outcomes(passed=13)
+    res.stdout.fnmatch_lines([
+        "interloop: worker * session ended in test_break.py::test_breaks_its_worker (exit status 3);"
+        " the test ran again in the main interpreter",
+    ])
+    assert res.stdout.str().count("test_break.py::test_breaks_its_worker PASSED") == 1

@@ -658,10 +658,13 @@ class _Dispatch:
         nodeid = self.running.pop(wid, None)
         if kind == "bye" and nodeid is not None and nodeid in self.pending:
             # The session ended inside this test (pytest.exit, a KeyboardInterrupt the
-            # test raised, an internal error): it runs again in the main interpreter
-            # after the workers, where it does to the run what it would serially.
+            # test raised, an internal error): it runs again in the main interpreter,
+            # where it does to the run what it would serially.
             self.pending.discard(nodeid)
             self.to_main.append(self.c.by_id[nodeid])
+            self.c.notes.append(
+                f"worker {wid}'s session ended in {nodeid} (exit status {detail}); "
+                "the test ran again in the main interpreter")
         if kind == "crashed":
             self.alive -= 1  # its interpreter is gone
         if kind == "fatal" and wid not in self.ready:
