@@ -696,3 +696,50 @@ def test_a_worker_whose_session_breaks_in_a_test_loses_no_test(pytester):
         " the test ran again in the main interpreter",
     ])
     assert res.stdout.str().count("test_break.py::test_breaks_its_worker PASSED") == 1
+
+
+@needs_pool
+def test_a_test_that_forked_last_time_runs_first_before_the_workers(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_fork2='''
+        import os, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_other(n): pass
+        def test_forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(5)
+            assert os.waitpid(pid, 0)[1] >> 8 == 5
+    ''')
+    first = pytester.runpytest_subprocess(*WORKERS, "-v", timeout=120)
+    first.assert_outcomes(passed=7)
+    first.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*fork*): test_fork2.py::test_forks"])
+    again = pytester.runpytest_subprocess(*WORKERS, "-v", timeout=120)
+    again.assert_outcomes(passed=7)
+    out = again.stdout.str()
+    assert "ran again in the main interpreter" not in out
+    again.stdout.fnmatch_lines(["interloop: 1 test that forked in an earlier run ran first, before the workers started"])
+    # it is the first test reported
+    reported = [ln for ln in out.splitlines() if ln.startswith("test_fork2.py::")]
+    assert reported[0].startswith("test_fork2.py::test_forks PASSED")
+
+
+@needs_pool
+def test_a_test_refused_in_a_worker_last_time_goes_to_the_main_interpreter(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_thr='''
+        import threading
+        def test_daemon_thread():
+            t = threading.Thread(target=lambda: None, daemon=True)
+            t.start()
+            t.join()
+        def test_plain(): pass
+    ''')
+    first = pytester.runpytest_subprocess(*IN_WORKERS, timeout=120)
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*daemon threads*"])
+    again = pytester.runpytest_subprocess(*IN_WORKERS, timeout=120)
+    again.assert_outcomes(passed=2)
+    assert "ran again" not in again.stdout.str()
+    again.stdout.fnmatch_lines(
+        ["interloop: 1 test a sub-interpreter refused in an earlier run ran in the main interpreter"])

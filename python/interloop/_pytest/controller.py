@@ -42,6 +42,10 @@ _PUMP_EVERY = 0.05
 # pytest's cache key of the tests' durations (seconds: setup + call + teardown) in the
 # last run with --interloop-workers that ran them.
 DURATIONS_KEY = "interloop/durations"
+# ... and of the tests that tried os.fork() while workers ran (they run first next time).
+FORKS_KEY = "interloop/forks"
+# ... and of those a sub-interpreter refused something else (they go to the main one).
+IN_MAIN_KEY = "interloop/in_main"
 # A unit whose expected time is at least this share of the whole run's is handed out
 # first, longest first; the others keep collection order (module fixtures stay up).
 _LONG_SHARE = 0.02
@@ -92,6 +96,7 @@ class Controller:
         self.stuck = []  # "worker N (test id)" that could not be stopped
         self._abandoned_tests = set()
         self.durations = {}  # node id -> seconds, this run's (for the next run's order)
+        self.forks = []  # tests that forked in an earlier run
         self.runner = None  # the main interpreter's loop that drives the pool
         self.dispatch = None
         # Thread CPU time per phase, here and in each worker (written as JSON to the
@@ -118,7 +123,11 @@ class Controller:
         # Workers start (import pytest, configure, start their sessions) while this
         # interpreter collects; they wait for their first test.
         self.phases["main"]["collection start"] = time.thread_time()
-        if not session.config.option.collectonly:
+        # Tests that forked in an earlier run must run before the workers start (a
+        # child forked beside sub-interpreters aborts): the pool then starts after
+        # them, once collection is over.
+        self.forks = self._recorded(FORKS_KEY, list)
+        if not session.config.option.collectonly and not self.forks:
             self._start(session)
             self.phases["main"]["workers started"] = time.thread_time()
         try:
@@ -150,6 +159,24 @@ class Controller:
                 "the main interpreter")
         main_ids = {it.nodeid for it in in_main}
         to_workers = [it for it in items if it.nodeid not in main_ids]
+        if self.forks and self.runner is None:
+            forks = set(self.forks)
+            first = [it for it in to_workers if it.nodeid in forks]
+            if first:
+                self.notes.append(
+                    f"{len(first)} test{'s' if len(first) != 1 else ''} that forked in an "
+                    "earlier run ran first, before the workers started")
+            for i, item in enumerate(first):
+                nextitem = first[i + 1] if i + 1 < len(first) else None
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                if session.shouldfail or session.shouldstop:
+                    break
+            if session.shouldfail or session.shouldstop:
+                to_workers = []
+            else:
+                to_workers = [it for it in to_workers if it.nodeid not in forks]
+                self._start(session)
+                self.phases["main"]["workers started"] = time.thread_time()
         if self.dispatch is not None:
             later = self._run_with_workers(session, to_workers)
         else:
@@ -204,11 +231,14 @@ class Controller:
         self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
 
     def _recorded_durations(self):
+        return self._recorded(DURATIONS_KEY, dict)
+
+    def _recorded(self, key, kind):
         cache = getattr(self.config, "cache", None)
         if cache is None:
-            return {}
-        got = cache.get(DURATIONS_KEY, {})
-        return got if isinstance(got, dict) else {}
+            return kind()
+        got = cache.get(key, kind())
+        return got if isinstance(got, kind) else kind()
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
@@ -219,6 +249,13 @@ class Controller:
             merged = self._recorded_durations()
             merged.update((k, round(v, 6)) for k, v in self.durations.items())
             cache.set(DURATIONS_KEY, merged)
+        forked = {n for why, ids in self.refused.items() if "fork" in why for n in ids}
+        if cache is not None and not forked <= set(self.forks):
+            cache.set(FORKS_KEY, sorted(forked.union(self.forks)))
+        refused = {n for why, ids in self.refused.items() if "fork" not in why for n in ids}
+        known = self._recorded(IN_MAIN_KEY, list)
+        if cache is not None and not refused <= set(known):
+            cache.set(IN_MAIN_KEY, sorted(refused.union(known)))
 
     # -- the parallel part -----------------------------------------------------
     def _start(self, session):
@@ -422,6 +459,16 @@ class _Dispatch:
                     self.code.send_nowait(update)
         self.code.close()
         self.items = items
+        # Tests a sub-interpreter refused in an earlier run (a daemon thread, a signal
+        # handler) go straight to the main interpreter.
+        in_main = set(self.c._recorded(IN_MAIN_KEY, list))
+        known = [it for it in items if it.nodeid in in_main]
+        if known:
+            self.to_main.extend(known)
+            items = [it for it in items if it.nodeid not in in_main]
+            self.c.notes.append(
+                f"{len(known)} test{'s' if len(known) != 1 else ''} a sub-interpreter refused "
+                "in an earlier run ran in the main interpreter")
         self.pending = {it.nodeid for it in items}
         dist = self.c.dist
         if dist == "load":
