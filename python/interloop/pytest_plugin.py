@@ -98,8 +98,8 @@ def pytest_addoption(parser):
     )
     group.addoption(
         "--interloop-dist", dest="interloop_dist", default="load", choices=_DISTS,
-        help="load: hand tests one by one to free workers (default); loadscope: a "
-             "module's or class's tests go to one worker; loadfile: a file's tests do",
+        help="load: hand tests one by one to free runners (default); loadscope: a "
+             "module's or class's tests go to one runner; loadfile: a file's tests do",
     )
 
 
