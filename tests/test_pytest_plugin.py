@@ -718,7 +718,8 @@ def test_a_test_that_forked_last_time_runs_first_before_the_workers(pytester):
     again.assert_outcomes(passed=7)
     out = again.stdout.str()
     assert "ran again in the main interpreter" not in out
-    again.stdout.fnmatch_lines(["interloop: 1 test that forked in an earlier run ran first, before the workers started"])
+    again.stdout.fnmatch_lines(["interloop: 1 test that needed the process alone in an earlier run "
+                                "(os.fork, tracemalloc) ran first, before the workers started"])
     # it is the first test reported
     reported = [ln for ln in out.splitlines() if ln.startswith("test_fork2.py::")]
     assert reported[0].startswith("test_fork2.py::test_forks PASSED")
@@ -743,3 +744,33 @@ def test_a_test_refused_in_a_worker_last_time_goes_to_the_main_interpreter(pytes
     assert "ran again" not in again.stdout.str()
     again.stdout.fnmatch_lines(
         ["interloop: 1 test a sub-interpreter refused in an earlier run ran in the main interpreter"])
+
+
+@needs_pool
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_a_tracemalloc_test_runs_alone_after_the_workers(pytester, runners):
+    """tracemalloc traces the whole process: a test measuring allocations must not
+    see the workers'. It does not load in a sub-interpreter, and the main interpreter
+    refuses tracemalloc.start() while workers run: it runs after them."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_tm='''
+        import time, tracemalloc, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_allocates(n):
+            end = time.monotonic() + 0.3
+            junk = []
+            while time.monotonic() < end:
+                junk.append(bytearray(10_000))
+                if len(junk) > 50:
+                    junk.clear()
+        def test_measures():
+            tracemalloc.start()
+            try:
+                time.sleep(0.5)
+                assert tracemalloc.get_traced_memory()[1] < 200_000  # nobody else's
+            finally:
+                tracemalloc.stop()
+    ''')
+    res = run(pytester, *runners, "-v")
+    res.assert_outcomes(passed=7)
+    res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*tracemalloc*test_tm.py::test_measures"])

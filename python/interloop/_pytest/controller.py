@@ -42,8 +42,9 @@ _PUMP_EVERY = 0.05
 # pytest's cache key of the tests' durations (seconds: setup + call + teardown) in the
 # last run with --interloop-workers that ran them.
 DURATIONS_KEY = "interloop/durations"
-# ... and of the tests that tried os.fork() while workers ran (they run first next time).
-FORKS_KEY = "interloop/forks"
+# ... and of the tests that needed the process alone (os.fork, tracemalloc) while
+# workers ran: they run first next time, before the pool starts.
+EXCLUSIVE_KEY = "interloop/exclusive"
 # ... and of those a sub-interpreter refused something else (they go to the main one).
 IN_MAIN_KEY = "interloop/in_main"
 # A unit whose expected time is at least this share of the whole run's is handed out
@@ -68,6 +69,13 @@ def _long_first(units, durations):
     long = sorted((i for i, e in enumerate(est) if e >= cut and e > 0), key=lambda i: -est[i])
     first = set(long)
     return [units[i] for i in long] + [u for i, u in enumerate(units) if i not in first], len(long)
+
+
+def _exclusive(why: str) -> bool:
+    """Whether a refusal means the test needs the process alone: os.fork() beside
+    running sub-interpreters leaves a child that aborts, and tracemalloc traces the
+    whole process's allocations (every interpreter's)."""
+    return "fork" in why or "tracemalloc" in why
 
 
 def _unit_key(nodeid: str, dist: str) -> str:
@@ -123,10 +131,10 @@ class Controller:
         # Workers start (import pytest, configure, start their sessions) while this
         # interpreter collects; they wait for their first test.
         self.phases["main"]["collection start"] = time.thread_time()
-        # Tests that forked in an earlier run must run before the workers start (a
-        # child forked beside sub-interpreters aborts): the pool then starts after
-        # them, once collection is over.
-        self.forks = self._recorded(FORKS_KEY, list)
+        # Tests that needed the process alone in an earlier run (os.fork, tracemalloc)
+        # run before the workers start: the pool then starts after them, once
+        # collection is over.
+        self.forks = self._recorded(EXCLUSIVE_KEY, list)
         if not session.config.option.collectonly and not self.forks:
             self._start(session)
             self.phases["main"]["workers started"] = time.thread_time()
@@ -164,8 +172,9 @@ class Controller:
             first = [it for it in to_workers if it.nodeid in forks]
             if first:
                 self.notes.append(
-                    f"{len(first)} test{'s' if len(first) != 1 else ''} that forked in an "
-                    "earlier run ran first, before the workers started")
+                    f"{len(first)} test{'s' if len(first) != 1 else ''} that needed the "
+                    "process alone in an earlier run (os.fork, tracemalloc) ran first, "
+                    "before the workers started")
             for i, item in enumerate(first):
                 nextitem = first[i + 1] if i + 1 < len(first) else None
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
@@ -249,10 +258,10 @@ class Controller:
             merged = self._recorded_durations()
             merged.update((k, round(v, 6)) for k, v in self.durations.items())
             cache.set(DURATIONS_KEY, merged)
-        forked = {n for why, ids in self.refused.items() if "fork" in why for n in ids}
+        forked = {n for why, ids in self.refused.items() if _exclusive(why) for n in ids}
         if cache is not None and not forked <= set(self.forks):
-            cache.set(FORKS_KEY, sorted(forked.union(self.forks)))
-        refused = {n for why, ids in self.refused.items() if "fork" not in why for n in ids}
+            cache.set(EXCLUSIVE_KEY, sorted(forked.union(self.forks)))
+        refused = {n for why, ids in self.refused.items() if not _exclusive(why) for n in ids}
         known = self._recorded(IN_MAIN_KEY, list)
         if cache is not None and not refused <= set(known):
             cache.set(IN_MAIN_KEY, sorted(refused.union(known)))
@@ -335,32 +344,38 @@ class Controller:
 
     # -- tests in the main interpreter while workers run ---------------------------
     # os.fork() in a process whose sub-interpreters run on other threads leaves a
-    # child that aborts in CPython's after-fork code. While the workers run, the main
-    # interpreter's tests find os.fork refused, as it is in a sub-interpreter, and run
-    # again after the workers are done. Their reports are held back until the test is
-    # over (as a worker's are), so that such a test reports only once.
+    # child that aborts in CPython's after-fork code, and tracemalloc traces every
+    # interpreter's allocations. While the workers run, the main interpreter's tests
+    # find os.fork and tracemalloc.start refused, as they are in a sub-interpreter,
+    # and run again after the workers are done. Their reports are held back until
+    # the test is over (as a worker's are), so that such a test reports only once.
     _buffered = False
-    _forked = None
-    _real_fork = None
+    _forked = None  # why the running test needs the process alone
+    _real = None  # (module, name, function) patched while workers run
 
     def _forks_refused(self, on):
-        if on and self._real_fork is None:
-            self._real_fork = (os.fork, getattr(os, "forkpty", None))
+        if on and self._real is None:
+            import tracemalloc
 
-            def refused(*args, **kwargs):
-                self._forked = "os.fork() while sub-interpreter workers run"
-                raise RuntimeError(
-                    "interloop: os.fork() is refused in the main interpreter while "
-                    "sub-interpreter workers run; this test runs again after them")
+            self._real = []
+            for mod, name in ((os, "fork"), (os, "forkpty"), (tracemalloc, "start")):
+                real = getattr(mod, name, None)
+                if real is None:
+                    continue
+                what = f"{mod.__name__}.{name}()"
 
-            os.fork = refused
-            if self._real_fork[1] is not None:
-                os.forkpty = refused
-        elif not on and self._real_fork is not None:
-            os.fork = self._real_fork[0]
-            if self._real_fork[1] is not None:
-                os.forkpty = self._real_fork[1]
-            self._real_fork = None
+                def refused(*args, _what=what, **kwargs):
+                    self._forked = f"{_what} while sub-interpreter workers run"
+                    raise RuntimeError(
+                        f"interloop: {_what} is refused in the main interpreter while "
+                        "sub-interpreter workers run; this test runs again after them")
+
+                self._real.append((mod, name, real))
+                setattr(mod, name, refused)
+        elif not on and self._real is not None:
+            for mod, name, real in self._real:
+                setattr(mod, name, real)
+            self._real = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
@@ -627,7 +642,7 @@ class _Dispatch:
                 # a daemon thread or a signal handler: it runs here at once. A test
                 # refused os.fork: after the workers, when the process has no other
                 # interpreter (a child forked meanwhile would abort).
-                later = mod is None and "fork" in why
+                later = mod is None and _exclusive(why)
                 (self.after if later else self.to_main).append(self.c.by_id[nodeid])
         elif kind == "ready":
             self.ready.add(wid)
