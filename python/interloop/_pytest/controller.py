@@ -104,7 +104,7 @@ class Controller:
         self.stuck = []  # "worker N (test id)" that could not be stopped
         self._abandoned_tests = set()
         self.durations = {}  # node id -> seconds, this run's (for the next run's order)
-        self.forks = []  # tests that forked in an earlier run
+        self.forks = []  # tests that needed the process alone in an earlier run
         self.runner = None  # the main interpreter's loop that drives the pool
         self.dispatch = None
         # Thread CPU time per phase, here and in each worker (written as JSON to the
