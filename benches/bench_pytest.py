@@ -3,6 +3,7 @@
 from command start to the first test result in the main process.
 
     python benches/bench_pytest.py [--runs 5] [--tests 400] [--ms 10] [--no-real]
+        [--suites synthetic,asgiref] [--runners serial,xdist,interloop,...]
 
 Suites:
 - synthetic: ``--tests`` CPU-bound tests of about ``--ms`` ms each (pure-Python
@@ -10,8 +11,11 @@ Suites:
   to a temporary directory.
 - the real suites of ``scripts/plugin_suites.py`` (fetched into ``.cache/plugin-suites``).
 
-Each run is a fresh ``python -m pytest`` process; the three runners alternate within
-a round and the table gives medians and ratios from the same rounds. Writes
+Each run is a fresh ``python -m pytest`` process; the runners alternate within a
+round and the table gives medians and ratios from the same rounds. pytest's cache
+is on (``.pytest_cache`` in the suite's directory): an untimed run of each interloop
+runner first records the tests' durations, which the timed runs use to start the
+long tests first. Writes
 ``benches/results/pytest.json`` (Markdown included; ``python benches/report.py`` puts
 it into ``docs/benchmarks.md``). Needs pytest-asyncio and pytest-xdist (both in
 ``scripts/requirements-dev.txt``); run it with the dev venv's python.
@@ -36,11 +40,19 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import plugin_suites  # noqa: E402
 
 PROBE_DIR = None
-RUNNERS = {
-    "serial": [],
-    "pytest -n 2 (xdist)": ["-n", "2"],
-    "--interloop-workers 2": ["--interloop-workers", "2"],
+# short name: (label, extra pytest arguments); the first three make the table
+ALL_RUNNERS = {
+    "serial": ("serial", []),
+    "xdist": ("pytest -n 2 (xdist)", ["-n", "2"]),
+    "interloop": ("--interloop-workers 2", ["--interloop-workers", "2"]),
+    # the main interpreter and two sub-interpreters (3 runners on 2 cores)
+    "interloop3": ("--interloop-workers 3", ["--interloop-workers", "3"]),
+    # two sub-interpreters, the main interpreter only reports (the earlier design)
+    "interloop-report": ("--interloop-workers 2 --interloop-main report",
+                         ["--interloop-workers", "2", "--interloop-main", "report"]),
 }
+DEFAULT_RUNNERS = "serial,xdist,interloop"
+RUNNERS = {}
 
 # A plugin (-p bench_first_result, from a temporary directory on PYTHONPATH) that
 # records when the main process saw its first test report; xdist's workers and
@@ -99,12 +111,15 @@ def make_synthetic(root: Path, tests: int, n: int) -> Path:
     return suite
 
 
-def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float | None, float, str]:
+def run_once(cwd: Path, args: list[str], extra: list[str]):
+    """(wall s, first result s or None, CPU s, last output line, phases or None):
+    phases is the plugin's thread CPU per phase in the main interpreter and each
+    worker (INTERLOOP_PYTEST_PHASES), for interloop's runners."""
     probe = Path(tempfile.mktemp(prefix="bench-first-"))
-    env = dict(os.environ, BENCH_FIRST_RESULT=str(probe),
+    phases_file = Path(tempfile.mktemp(prefix="bench-phases-"))
+    env = dict(os.environ, BENCH_FIRST_RESULT=str(probe), INTERLOOP_PYTEST_PHASES=str(phases_file),
                PYTHONPATH=os.pathsep.join(filter(None, [PROBE_DIR, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           "-p", "bench_first_result", *extra, *args]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "bench_first_result", *extra, *args]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -115,33 +130,55 @@ def run_once(cwd: Path, args: list[str], extra: list[str]) -> tuple[float, float
     if probe.exists():
         first = float(probe.read_text()) - t0
         probe.unlink()
+    phases = None
+    if phases_file.exists():
+        phases = json.loads(phases_file.read_text().splitlines()[-1])
+        phases_file.unlink()
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
     if proc.returncode not in (0, 1):
         print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n", file=sys.stderr)
-    return wall, first, cpu, tail[0]
+    return wall, first, cpu, tail[0], phases
 
 
 def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
     walls = {r: [] for r in RUNNERS}
     firsts = {r: [] for r in RUNNERS}
     cpus = {r: [] for r in RUNNERS}
+    loads = {r: [] for r in RUNNERS}
+    phases = {r: [] for r in RUNNERS}
     outcome = {}
+    # One untimed run of each interloop runner first: it records the tests' durations
+    # in pytest's cache (.pytest_cache in the suite's directory), which the timed runs
+    # use to hand out the long tests first, as in a developer's repeated runs.
+    for r, extra in RUNNERS.items():
+        if any(a.startswith("--interloop") for a in extra):
+            run_once(cwd, args, extra)
     for i in range(runs):
         order = list(RUNNERS) if i % 2 == 0 else list(reversed(RUNNERS))
         for r in order:
-            wall, first, cpu, tail = run_once(cwd, args, RUNNERS[r])
+            wall, first, cpu, tail, ph = run_once(cwd, args, RUNNERS[r])
+            if ph is not None:
+                phases[r].append(ph)
+            load = os.getloadavg()[0]
             walls[r].append(wall)
             cpus[r].append(cpu)
             if first is not None:
                 firsts[r].append(first)
             outcome[r] = tail
+            loads[r].append(load)
             print(f"  {name:16s} {r:24s} {wall:7.2f} s  cpu {cpu:6.2f} s  first result "
-                  f"{'-' if first is None else f'{first:.2f} s'}  {tail}", flush=True)
+                  f"{'-' if first is None else f'{first:.2f} s'}  load {load:.1f}  {tail}",
+                  flush=True)
     med = {r: statistics.median(v) for r, v in walls.items()}
     fmed = {r: (statistics.median(v) if v else None) for r, v in firsts.items()}
     cmed = {r: statistics.median(v) for r, v in cpus.items()}
-    return {"wall": walls, "first": firsts, "cpu": cpus, "median": med,
+    return {"wall": walls, "first": firsts, "cpu": cpus, "load": loads, "phases": phases,
+            "median": med,
             "first_median": fmed, "cpu_median": cmed, "outcome": outcome}
+
+
+def _ratio(a, b):
+    return "-" if a is None or b is None else f"{a / b:.2f}x"
 
 
 def markdown(results: dict, meta: dict) -> str:
@@ -156,20 +193,23 @@ def markdown(results: dict, meta: dict) -> str:
            "| suite | runner | seconds | vs serial | vs xdist | first result, s | CPU s (all processes) |",
            "|---|---|---:|---:|---:|---:|---:|"]
     for suite, r in results.items():
-        for runner in RUNNERS:
-            m = r["median"][runner]
+        med = r["median"]
+        for runner in med:
+            m = med[runner]
             f = r["first_median"][runner]
             out.append(
-                f"| {suite} | {runner} | {m:.2f} | {r['median'][se] / m:.2f}x | "
-                f"{r['median'][xd] / m:.2f}x | {'-' if f is None else f'{f:.2f}'} | "
+                f"| {suite} | {runner} | {m:.2f} | {_ratio(med.get(se), m)} | "
+                f"{_ratio(med.get(xd), m)} | {'-' if f is None else f'{f:.2f}'} | "
                 f"{r['cpu_median'][runner]:.2f} |")
     out += ["", "Targets (issue 12), from these medians:", ""]
     for suite, r in results.items():
         m = r["median"]
         f = r["first_median"]
-        line = (f"- {suite}: `--interloop-workers 2` is {m[se] / m[il]:.2f}x serial and "
-                f"{m[xd] / m[il]:.2f}x xdist")
-        if f[il] and f[xd]:
+        if il not in m:
+            continue
+        line = (f"- {suite}: `--interloop-workers 2` is {_ratio(m.get(se), m[il])} serial and "
+                f"{_ratio(m.get(xd), m[il])} xdist")
+        if f[il] and f.get(xd):
             line += f"; first result after {f[il] / f[xd]:.2f} of xdist's time"
         out.append(line + ".")
     out += ["", "Outcomes (last run): " + "; ".join(
@@ -187,8 +227,25 @@ def main() -> int:
     ap.add_argument("--tests", type=int, default=400)
     ap.add_argument("--ms", type=float, default=10.0)
     ap.add_argument("--no-real", action="store_true", help="only the synthetic suite")
+    ap.add_argument("--suites", default=None,
+                    help="comma-separated: synthetic and/or names of scripts/plugin_suites.py's "
+                         "suites (default: all, or synthetic alone with --no-real)")
+    ap.add_argument("--runners", default=DEFAULT_RUNNERS,
+                    help=f"comma-separated, of {', '.join(ALL_RUNNERS)} (default {DEFAULT_RUNNERS})")
     ap.add_argument("--out", default=str(BENCHES / "results" / "pytest.json"))
     opts = ap.parse_args()
+    for name in opts.runners.split(","):
+        if name not in ALL_RUNNERS:
+            ap.error(f"--runners: unknown runner {name!r} (known: {', '.join(ALL_RUNNERS)})")
+        label, args = ALL_RUNNERS[name]
+        RUNNERS[label] = args
+    if opts.suites is None:
+        suites = ["synthetic"] + ([] if opts.no_real else list(plugin_suites.SUITES))
+    else:
+        suites = opts.suites.split(",")
+        for name in suites:
+            if name != "synthetic" and name not in plugin_suites.SUITES:
+                ap.error(f"--suites: unknown suite {name!r}")
     meta = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "runs": opts.runs,
             "load_start": tuple(round(x, 2) for x in os.getloadavg())}
     results = {}
@@ -196,12 +253,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         PROBE_DIR = tmp
         Path(tmp, "bench_first_result.py").write_text(PROBE)
-        n = calibrate(opts.ms)
-        suite = make_synthetic(Path(tmp), opts.tests, n)
-        results[f"synthetic {opts.tests} x {opts.ms:g} ms"] = bench(
-            "synthetic", suite, [], opts.runs)
-        if not opts.no_real:
-            for name, (req, dirname, whole, _subset) in plugin_suites.SUITES.items():
+        for name in suites:
+            if name == "synthetic":
+                n = calibrate(opts.ms)
+                suite = make_synthetic(Path(tmp), opts.tests, n)
+                results[f"synthetic {opts.tests} x {opts.ms:g} ms"] = bench(
+                    "synthetic", suite, [], opts.runs)
+            else:
+                req, dirname, whole, _subset = plugin_suites.SUITES[name]
                 src = plugin_suites.fetch(req, dirname)
                 results[name] = bench(name, src, whole, opts.runs)
     meta["load_end"] = tuple(round(x, 2) for x in os.getloadavg())

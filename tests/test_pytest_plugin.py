@@ -7,6 +7,7 @@ outcomes, reports and exit status of a serial run.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -19,7 +20,10 @@ pytest_plugins = ["pytester"]
 POOL_OK = sys.version_info >= (3, 13) or (3, 12, 4) <= sys.version_info < (3, 13)
 
 needs_pool = pytest.mark.skipif(not POOL_OK, reason="sub-interpreter workers need 3.12.4+")
-WORKERS = ("--interloop-workers", "2")
+WORKERS = ("--interloop-workers", "2")  # the main interpreter and one sub-interpreter
+# Two sub-interpreters, the main interpreter only reporting: tests of what happens in
+# a worker use it, so that no test of theirs can run in the main interpreter.
+IN_WORKERS = ("--interloop-workers", "2", "--interloop-main", "report")
 
 # A suite with every outcome pytest has, sync and async.
 MIXED = '''
@@ -53,7 +57,8 @@ async def test_async_fail():
     raise ValueError("async boom")
 
 def test_where(request):
-    # Under --interloop-workers the test runs in a worker (xdist's attribute names).
+    # Under --interloop-workers the test runs in a worker (xdist's attribute names)
+    # or in the main interpreter, which has none (as in a serial run).
     wi = getattr(request.config, "workerinput", None)
     with open(request.config.rootpath / "where.txt", "a") as f:
         f.write((wi or {}).get("workerid", "main") + "\\n")
@@ -88,6 +93,8 @@ def test_plugin_is_registered_and_idle_without_options(pytester):
             assert pytestconfig.pluginmanager.get_plugin("interloop-controller") is None
             assert pytestconfig.pluginmanager.get_plugin("interloop-loop") is None
             assert "interloop._pytest.controller" not in sys.modules
+            from _pytest.assertion import rewrite  # no recorder installed
+            assert rewrite._rewrite_test.__module__ == "_pytest.assertion.rewrite"
             assert type(asyncio.get_event_loop_policy()).__module__.startswith("asyncio")
         @pytest.mark.asyncio
         async def test_asyncio_loop():
@@ -200,7 +207,7 @@ def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
     assert junit_outcomes(pytester.path / "par.xml") == junit_outcomes(pytester.path / "serial.xml")
     # the short summary (-rA), failure details and --durations come through
     for line in (
-        "interloop: 2 own-GIL sub-interpreter workers*",
+        "interloop: 2 runners: the main interpreter and 1 own-GIL sub-interpreter worker*",
         "*slowest 3 durations*",
         "E       ValueError: async boom",
         "FAILED test_mixed.py::test_param[[]4[]] - assert 4 != 4",
@@ -209,7 +216,7 @@ def test_outcomes_reports_and_junitxml_match_a_serial_run(pytester):
         "PASSED test_mixed.py::TestGroup::test_a",
     ):
         par.stdout.fnmatch_lines([line])
-    assert {w for w in where.read_text().split()} <= {"il0", "il1"}
+    assert {w for w in where.read_text().split()} <= {"main", "il0"}
 
 
 @needs_pool
@@ -291,7 +298,7 @@ def test_module_that_does_not_import_in_a_worker_runs_in_the_main_interpreter(py
         test_native=f"import {mod}\ndef test_a(): pass\ndef test_b(): assert 0\n",
         test_plain="def test_c(): pass\ndef test_d(): pass\n",
     )
-    res = run(pytester, *WORKERS)
+    res = run(pytester, *IN_WORKERS)
     res.assert_outcomes(passed=3, failed=1)
     res.stdout.fnmatch_lines([
         "interloop: ran in the main interpreter (import failed in a sub-interpreter): "
@@ -313,7 +320,7 @@ def test_timeout_interrupts_a_hanging_test_and_the_run_goes_on(pytester):
         @pytest.mark.parametrize("n", range(6))
         def test_after(n): pass
     ''')
-    res = run(pytester, *WORKERS, "-ra")
+    res = run(pytester, *IN_WORKERS, "-ra")
     res.assert_outcomes(passed=7, failed=1)
     res.stdout.fnmatch_lines([
         "FAILED test_hang.py::test_spins_forever - Failed: Timeout (>1.0s) from pytest*",
@@ -357,7 +364,7 @@ def test_session_fixture_runs_once_per_worker_that_needs_it(pytester):
 import pytest
 @pytest.fixture(scope="session")
 def shared(request):
-    wid = request.config.workerinput["workerid"]
+    wid = getattr(request.config, "workerinput", {}).get("workerid", "main")
     with open(request.config.rootpath / "session.txt", "a") as f:
         f.write(wid + "\\n")
 ''')
@@ -366,7 +373,7 @@ def shared(request):
     res = run(pytester, "--interloop-workers", "auto")
     res.assert_outcomes(passed=20)
     n = len(os.sched_getaffinity(0))
-    res.stdout.fnmatch_lines([f"interloop: {n} own-GIL sub-interpreter workers*"])
+    res.stdout.fnmatch_lines([f"interloop: {n} runners: the main interpreter and {n - 1} own-GIL*"])
     runs = (pytester.path / "session.txt").read_text().split()
     assert len(runs) == len(set(runs)) and 1 <= len(runs) <= n
 
@@ -394,7 +401,7 @@ def test_tests_refused_by_a_sub_interpreter_run_again_in_the_main_interpreter(py
         def test_plain(request):
             assert request.config.workerinput["workerid"].startswith("il")
     ''')
-    res = run(pytester, *WORKERS, "-v")
+    res = run(pytester, *IN_WORKERS, "-v")
     res.assert_outcomes(passed=3)
     res.stdout.fnmatch_lines([
         "interloop: ran again in the main interpreter (RuntimeError: daemon threads are "
@@ -407,7 +414,8 @@ def test_tests_refused_by_a_sub_interpreter_run_again_in_the_main_interpreter(py
 
 
 @needs_pool
-def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester):
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester, runners):
     pytester.makeini(INI)
     pytester.makepyfile(test_exit='''
         import pytest
@@ -416,14 +424,15 @@ def test_pytest_exit_in_a_worker_ends_the_run_as_serially(pytester):
         def test_b(): pass
     ''')
     serial = run(pytester)
-    par = run(pytester, *WORKERS)
+    par = run(pytester, *runners)
     assert serial.ret == par.ret == 3
     for res in (serial, par):
         res.stdout.fnmatch_lines(["*Exit: enough*"])
 
 
 @needs_pool
-def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester):
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester, runners):
     import signal
     import subprocess
     import time
@@ -441,7 +450,7 @@ def test_ctrl_c_stops_the_workers_and_prints_the_summary(pytester):
                 time.sleep(0.05)
     ''')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *WORKERS],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *runners],
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -470,7 +479,7 @@ def test_a_conftest_that_does_not_import_in_a_worker_runs_the_suite_in_the_main_
     pytester.makeini(INI)
     pytester.makeconftest(f"import {mod}")
     pytester.makepyfile(test_c="def test_a(): pass\ndef test_b(): assert 0\n")
-    res = run(pytester, *WORKERS)
+    res = run(pytester, *IN_WORKERS)
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines([
         f"interloop: workers 0, 1 could not start a session: *{mod} does not support loading "
@@ -491,7 +500,7 @@ def test_a_test_blocked_in_c_is_reported_and_the_run_does_not_wait_for_it(pytest
         @pytest.mark.parametrize("n", range(4))
         def test_others(n): pass
     ''')
-    res = run(pytester, *WORKERS, "-ra", "--junitxml=out.xml")
+    res = run(pytester, *IN_WORKERS, "-ra", "--junitxml=out.xml")
     assert res.ret == pytest.ExitCode.TESTS_FAILED
     res.assert_outcomes(passed=4, failed=1)
     res.stdout.fnmatch_lines([
@@ -500,3 +509,268 @@ def test_a_test_blocked_in_c_is_reported_and_the_run_does_not_wait_for_it(pytest
     ])
     assert junit_outcomes(pytester.path / "out.xml")["test_stuck::test_sleeps_in_c"] == "failure"
     assert res.duration < 40  # well before the sleep would have ended
+
+
+@needs_pool
+def test_the_main_interpreter_and_a_worker_take_tests_from_one_queue(pytester):
+    """A test the main interpreter takes waits until a worker has run one: both
+    runners must take tests from the queue for the run to pass."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_share='''
+        import time, pytest
+        @pytest.mark.parametrize("n", range(12))
+        def test_n(n, request):
+            wi = getattr(request.config, "workerinput", None)
+            where = request.config.rootpath / "where.txt"
+            with open(where, "a") as f:
+                f.write((wi or {}).get("workerid", "main") + "\\n")
+            if wi is None:
+                deadline = time.monotonic() + 60
+                while "il0" not in where.read_text().split():
+                    assert time.monotonic() < deadline, "no worker ran a test"
+                    time.sleep(0.02)
+    ''')
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=12)
+    runners = (pytester.path / "where.txt").read_text().split()
+    assert len(runners) == 12  # each test ran once
+    assert set(runners) == {"main", "il0"}
+
+
+@needs_pool
+def test_a_timeout_in_the_main_interpreter_is_pytest_timeouts_own(pytester):
+    """capfd tests run in the main interpreter: there pytest-timeout works as in a
+    serial run (its signal), and the run goes on."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_main_hang='''
+        import pytest
+        @pytest.mark.timeout(1)
+        def test_spins_forever(capfd, request):
+            assert not hasattr(request.config, "workerinput")
+            while True:
+                pass
+        @pytest.mark.parametrize("n", range(6))
+        def test_after(n): pass
+    ''')
+    res = run(pytester, *WORKERS, "-ra")
+    res.assert_outcomes(passed=6, failed=1)
+    res.stdout.fnmatch_lines(["FAILED test_main_hang.py::test_spins_forever - Failed: Timeout*"])
+    assert "interloop worker" not in res.stdout.str()
+
+
+@needs_pool
+def test_one_runner_is_a_serial_run(pytester):
+    pytester.makepyfile("def test_a(request): assert not hasattr(request.config, 'workerinput')")
+    res = run(pytester, "--interloop-workers", "1")
+    res.assert_outcomes(passed=1)
+    assert "interloop:" not in res.stdout.str()
+
+
+def test_rewritten_code_is_reused_only_for_the_same_source(tmp_path, monkeypatch, pytestconfig):
+    """What the main interpreter rewrote is served to a worker's import, as long as
+    the source file is the one it was made from."""
+    from _pytest.assertion import rewrite
+
+    from interloop._pytest.rewrite import Recorder, use_recorded
+
+    monkeypatch.setattr(rewrite, "_rewrite_test", rewrite._rewrite_test)
+    monkeypatch.setattr(rewrite, "_read_pyc", lambda *a, **k: None)  # pytest's own cache: empty
+    rec = Recorder()
+    assert rec.install()
+    src = tmp_path / "mod_rw.py"
+    src.write_text("def f(x):\n    assert x == 1\n")
+    _, co = rewrite._rewrite_test(src, pytestconfig)
+    shipped = rec.take()
+    assert list(shipped) == [str(src)]
+    assert rec.take() == {}  # handed over once; everything=True gives it again
+    assert list(rec.take(everything=True)) == [str(src)]
+    cache = {}
+    assert use_recorded(cache)
+    assert rewrite._read_pyc(src, tmp_path / "none.pyc") is None  # nothing shipped yet
+    cache.update(shipped)
+    got = rewrite._read_pyc(src, tmp_path / "none.pyc")
+    assert got is not None and got == co  # code objects compare by content
+    src.write_text("def f(x):\n    assert x == 2\n")  # changed since: rewritten as usual
+    assert rewrite._read_pyc(src, tmp_path / "none.pyc") is None
+    rec.uninstall()
+    assert rewrite._rewrite_test.__module__ == "_pytest.assertion.rewrite"
+
+
+def test_long_first_orders_by_recorded_durations():
+    from interloop._pytest.controller import _long_first, long_first
+
+    units = [("a",), ("b",), ("c",), ("d",), ("new",), ("e",)]
+    durations = {"a": 0.01, "b": 3.0, "c": 0.01, "d": 1.0, "e": 0.02, "gone": 9.0}
+    # b and d are long (>= 2% of the expected total), longest first, then the new
+    # test (counted as the mean of the known ones); the rest keep their order
+    assert long_first(units, durations) == [("b",), ("d",), ("new",), ("a",), ("c",), ("e",)]
+    assert long_first(units, {}) == units
+    assert _long_first(units, durations)[1] == 3
+    # a unit's time is the sum of its tests'
+    assert long_first([("a", "c"), ("b",), ("d", "e")], {"a": 2, "c": 2, "b": 3, "d": 0.1, "e": 0.1}) \
+        == [("a", "c"), ("b",), ("d", "e")]
+    assert long_first([("x",), ("y", "z")], {"x": 1, "y": 1, "z": 1}) == [("y", "z"), ("x",)]
+
+
+@needs_pool
+def test_the_tests_that_took_longest_last_time_start_first(pytester):
+    pytester.makeini(INI)
+    body = "\n".join(f"def test_{i}(): record('test_{i}')" for i in range(10))
+    pytester.makepyfile(test_order=(
+        "import time\n"
+        "def record(name):\n"
+        "    with open('started.txt', 'a') as f:\n"
+        "        f.write(name + '\\n')\n"
+        f"{body}\n"
+        "def test_slow():\n"
+        "    record('test_slow')\n"
+        "    time.sleep(0.3)\n"))
+    started = pytester.path / "started.txt"
+    one = ("--interloop-workers", "1", "--interloop-main", "report")  # queue order, exactly
+    pytester.runpytest_subprocess(*one, timeout=120).assert_outcomes(passed=11)
+    assert started.read_text().split()[-1] == "test_slow"  # no durations yet: collection order
+    cached = pytester.path / ".pytest_cache" / "v" / "interloop" / "durations"
+    durations = json.loads(cached.read_text())
+    assert durations["test_order.py::test_slow"] >= 0.3
+    assert set(durations) == {f"test_order.py::test_{i}" for i in range(10)} | {"test_order.py::test_slow"}
+    started.unlink()
+    pytester.runpytest_subprocess(*one, timeout=120).assert_outcomes(passed=11)
+    assert started.read_text().split() == ["test_slow"] + [f"test_{i}" for i in range(10)]
+    started.unlink()
+    # --ff's order is kept
+    pytester.runpytest_subprocess(*one, "--ff", timeout=120).assert_outcomes(passed=11)
+    assert started.read_text().split()[-1] == "test_slow"
+
+
+@needs_pool
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_a_forking_test_runs_after_the_workers_and_reports_once(pytester, runners):
+    """os.fork() with sub-interpreters running would leave a broken child: in a worker
+    CPython refuses it, in the main interpreter the plugin does while workers run;
+    either way the test runs again once the workers are done, and passes."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_fork='''
+        import os, pytest
+        def test_forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(5)
+            assert os.waitpid(pid, 0)[1] >> 8 == 5
+        @pytest.mark.parametrize("n", range(8))
+        def test_other(n): pass
+    ''')
+    res = run(pytester, *runners, "-v")
+    res.assert_outcomes(passed=9)
+    res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*fork*): test_fork.py::test_forks"])
+    assert res.stdout.str().count("test_fork.py::test_forks PASSED") == 1
+
+
+@needs_pool
+def test_a_worker_whose_session_breaks_in_a_test_loses_no_test(pytester):
+    """A hook that fails in a worker while it reports a test ends the worker's
+    session (pytest's internal error): the test runs again in the main interpreter,
+    the worker is named, another session takes the remaining tests."""
+    pytester.makeini(INI)
+    pytester.makeconftest('''
+        _where = {}
+        def pytest_configure(config):
+            _where["worker"] = hasattr(config, "workerinput")
+        def pytest_runtest_logreport(report):
+            if (_where["worker"] and report.when == "call"
+                    and report.nodeid.endswith("test_breaks_its_worker")):
+                raise RuntimeError("broken reporting")
+    ''')
+    pytester.makepyfile(test_break='''
+        import pytest
+        @pytest.mark.parametrize("n", range(4))
+        def test_before(n): pass
+        def test_breaks_its_worker(): pass
+        @pytest.mark.parametrize("n", range(8))
+        def test_after(n): pass
+    ''')
+    res = run(pytester, *IN_WORKERS, "-v")
+    res.assert_outcomes(passed=13)
+    res.stdout.fnmatch_lines([
+        "interloop: worker * session ended in test_break.py::test_breaks_its_worker (exit status 3);"
+        " the test ran again in the main interpreter",
+    ])
+    assert res.stdout.str().count("test_break.py::test_breaks_its_worker PASSED") == 1
+
+
+@needs_pool
+def test_a_test_that_forked_last_time_runs_first_before_the_workers(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_fork2='''
+        import os, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_other(n): pass
+        def test_forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(5)
+            assert os.waitpid(pid, 0)[1] >> 8 == 5
+    ''')
+    first = pytester.runpytest_subprocess(*WORKERS, "-v", timeout=120)
+    first.assert_outcomes(passed=7)
+    first.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*fork*): test_fork2.py::test_forks"])
+    again = pytester.runpytest_subprocess(*WORKERS, "-v", timeout=120)
+    again.assert_outcomes(passed=7)
+    out = again.stdout.str()
+    assert "ran again in the main interpreter" not in out
+    again.stdout.fnmatch_lines(["interloop: 1 test that needed the process alone in an earlier run "
+                                "(os.fork, tracemalloc) ran first, before the workers started"])
+    # it is the first test reported
+    reported = [ln for ln in out.splitlines() if ln.startswith("test_fork2.py::")]
+    assert reported[0].startswith("test_fork2.py::test_forks PASSED")
+
+
+@needs_pool
+def test_a_test_refused_in_a_worker_last_time_goes_to_the_main_interpreter(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_thr='''
+        import threading
+        def test_daemon_thread():
+            t = threading.Thread(target=lambda: None, daemon=True)
+            t.start()
+            t.join()
+        def test_plain(): pass
+    ''')
+    first = pytester.runpytest_subprocess(*IN_WORKERS, timeout=120)
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*daemon threads*"])
+    again = pytester.runpytest_subprocess(*IN_WORKERS, timeout=120)
+    again.assert_outcomes(passed=2)
+    assert "ran again" not in again.stdout.str()
+    again.stdout.fnmatch_lines(
+        ["interloop: 1 test a sub-interpreter refused in an earlier run ran in the main interpreter"])
+
+
+@needs_pool
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_a_tracemalloc_test_runs_alone_after_the_workers(pytester, runners):
+    """tracemalloc traces the whole process: a test measuring allocations must not
+    see the workers'. It does not load in a sub-interpreter, and the main interpreter
+    refuses tracemalloc.start() while workers run: it runs after them."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_tm='''
+        import time, tracemalloc, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_allocates(n):
+            end = time.monotonic() + 0.3
+            junk = []
+            while time.monotonic() < end:
+                junk.append(bytearray(10_000))
+                if len(junk) > 50:
+                    junk.clear()
+        def test_measures():
+            tracemalloc.start()
+            try:
+                time.sleep(0.5)
+                assert tracemalloc.get_traced_memory()[1] < 200_000  # nobody else's
+            finally:
+                tracemalloc.stop()
+    ''')
+    res = run(pytester, *runners, "-v")
+    res.assert_outcomes(passed=7)
+    res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*tracemalloc*test_tm.py::test_measures"])

@@ -10,8 +10,13 @@ nobody's test runs:
     ``loop_factory``, AnyIO's asyncio backend without one, ``asyncio.run``).
 
 ``--interloop-workers N|auto``
-    Runs the tests in N own-GIL sub-interpreters of this process (``auto``: one per
-    core). The main interpreter collects and reports; see ``interloop._pytest``.
+    Runs the tests on N runners of this process (``auto``: one per core): the main
+    interpreter, which collects and reports, and N-1 own-GIL sub-interpreters; see
+    ``interloop._pytest``.
+
+``--interloop-main run|report``
+    Whether the main interpreter runs tests too (``run``, the default) or only
+    collects and reports, the N workers all being sub-interpreters (``report``).
 
 ``--interloop-dist load|loadscope|loadfile``
     How tests are handed out: one at a time to whichever worker is free (``load``),
@@ -23,10 +28,38 @@ stay cheap and import nothing of interloop's until an option asks for it.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 _DISTS = ("load", "loadscope", "loadfile")
+
+
+def _workers_on_command_line() -> bool:
+    """Whether this process's command line (or PYTEST_ADDOPTS) asks for workers:
+    read before pytest parses it, so that the assertion rewriting of the plugins
+    imported after this one is recorded for the workers (``_pytest/rewrite.py``).
+    The ini file's addopts and ``pytest.main([...])`` are not seen here: then the
+    recording starts at configuration, and workers rewrite the rest themselves."""
+    words = sys.argv[1:] + os.environ.get("PYTEST_ADDOPTS", "").split()
+    return any(w == "--interloop-workers" or w.startswith("--interloop-workers=")
+               for w in words)
+
+
+def _in_pool_worker() -> bool:
+    from ._wire import IN_WORKER  # (imported with the package already)
+
+    return IN_WORKER
+
+
+_recorder = None
+if _workers_on_command_line() and not _in_pool_worker():
+    # (a worker's interpreter sees the same sys.argv; its session records nothing)
+    from ._pytest.rewrite import Recorder
+
+    _recorder = Recorder()
+    if not _recorder.install():
+        _recorder = None
 
 
 def _workers(value: str) -> int:
@@ -53,13 +86,20 @@ def pytest_addoption(parser):
     )
     group.addoption(
         "--interloop-workers", dest="interloop_workers", default=None, metavar="N",
-        help="run tests in N own-GIL sub-interpreters of this process ('auto': one per "
-             "core; 0: in the main interpreter as usual)",
+        help="run tests on N runners in this process ('auto': one per core): the main "
+             "interpreter and N-1 own-GIL sub-interpreters, all taking tests from one "
+             "queue (0 or 1: in the main interpreter as usual)",
+    )
+    group.addoption(
+        "--interloop-main", dest="interloop_main", default="run", choices=("run", "report"),
+        help="with --interloop-workers: the main interpreter runs tests too (run, the "
+             "default), or only collects and reports while N sub-interpreters run them "
+             "(report)",
     )
     group.addoption(
         "--interloop-dist", dest="interloop_dist", default="load", choices=_DISTS,
-        help="load: hand tests one by one to free workers (default); loadscope: a "
-             "module's or class's tests go to one worker; loadfile: a file's tests do",
+        help="load: hand tests one by one to free runners (default); loadscope: a "
+             "module's or class's tests go to one runner; loadfile: a file's tests do",
     )
 
 
@@ -107,19 +147,26 @@ def pytest_configure(config):
         plugin = _InterloopLoop()
         plugin.install()
         config.pluginmanager.register(plugin, "interloop-loop")
+    global _recorder
+    recorder, _recorder = _recorder, None
     value = config.getoption("interloop_workers")
-    if value is None:
-        return
-    n = _workers(value)
-    if n == 0:
-        return
+    n = 0 if value is None else _workers(value)
+    if n == 0 or (n == 1 and config.getoption("interloop_main") == "run"):
+        if recorder is not None:
+            recorder.uninstall()
+        return  # the main interpreter alone: a serial run
     if getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--interloop-workers and pytest-xdist's -n cannot be combined")
     if getattr(config.option, "usepdb", False) or getattr(config.option, "trace", False):
         raise pytest.UsageError("--interloop-workers cannot be combined with --pdb or --trace")
     from ._pytest.controller import Controller
 
-    config.pluginmanager.register(Controller(config, n), "interloop-controller")
+    if recorder is None:
+        from ._pytest.rewrite import Recorder
+
+        recorder = Recorder()
+        recorder.install()
+    config.pluginmanager.register(Controller(config, n, recorder), "interloop-controller")
 
 
 def pytest_unconfigure(config):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 import uuid
 import warnings
 
@@ -33,6 +34,48 @@ _MAIN_ONLY_FIXTURES = frozenset({"capfd", "capfdbinary"})
 # After a timeout's interrupt, how long a worker gets to report the test before the
 # controller gives up on it (code blocked in C cannot be interrupted).
 _INTERRUPT_GRACE = 3.0
+# While the main interpreter runs tests, it looks at the workers' messages between
+# tests when there are some, and at least this often (seconds) for timers.
+_PUMP_EVERY = 0.05
+
+
+# pytest's cache key of the tests' durations (seconds: setup + call + teardown) in the
+# last run with --interloop-workers that ran them.
+DURATIONS_KEY = "interloop/durations"
+# ... and of the tests that needed the process alone (os.fork, tracemalloc) while
+# workers ran: they run first next time, before the pool starts.
+EXCLUSIVE_KEY = "interloop/exclusive"
+# ... and of those a sub-interpreter refused something else (they go to the main one).
+IN_MAIN_KEY = "interloop/in_main"
+# A unit whose expected time is at least this share of the whole run's is handed out
+# first, longest first; the others keep collection order (module fixtures stay up).
+_LONG_SHARE = 0.02
+
+
+def long_first(units, durations):
+    """``units`` (tuples of node ids) with the long ones first, by the durations an
+    earlier run recorded; a test without one counts as the mean of those known."""
+    return _long_first(units, durations)[0]
+
+
+def _long_first(units, durations):
+    """(``long_first``'s order, how many long units lead it)."""
+    known = [durations[n] for u in units for n in u if n in durations]
+    if not known:
+        return units, 0
+    mean = sum(known) / len(known)
+    est = [sum(durations.get(n, mean) for n in u) for u in units]
+    cut = sum(est) * _LONG_SHARE
+    long = sorted((i for i, e in enumerate(est) if e >= cut and e > 0), key=lambda i: -est[i])
+    first = set(long)
+    return [units[i] for i in long] + [u for i, u in enumerate(units) if i not in first], len(long)
+
+
+def _exclusive(why: str) -> bool:
+    """Whether a refusal means the test needs the process alone: os.fork() beside
+    running sub-interpreters leaves a child that aborts, and tracemalloc traces the
+    whole process's allocations (every interpreter's)."""
+    return "fork" in why or "tracemalloc" in why
 
 
 def _unit_key(nodeid: str, dist: str) -> str:
@@ -45,9 +88,14 @@ def _unit_key(nodeid: str, dist: str) -> str:
 class Controller:
     """The plugin object registered in the main interpreter by ``--interloop-workers``."""
 
-    def __init__(self, config, workers: int):
+    def __init__(self, config, workers: int, recorder=None):
         self.config = config
+        self.recorder = recorder  # assertion rewriting done here, for the workers
         self.workers = workers
+        # The main interpreter runs tests too (one of the N runners) unless
+        # --interloop-main=report keeps it to collecting and reporting.
+        self.main_runs = config.getoption("interloop_main") == "run"
+        self.subs = workers - 1 if self.main_runs else workers
         self.dist = config.getoption("interloop_dist")
         self.fallback = {}  # module node id -> why it cannot import in a worker
         self.refused = {}  # what CPython refused in a worker -> tests that ran in the main interpreter
@@ -55,8 +103,14 @@ class Controller:
         self.no_session = {}  # why a worker could not start a session -> workers
         self.stuck = []  # "worker N (test id)" that could not be stopped
         self._abandoned_tests = set()
+        self.durations = {}  # node id -> seconds, this run's (for the next run's order)
+        self.forks = []  # tests that needed the process alone in an earlier run
         self.runner = None  # the main interpreter's loop that drives the pool
         self.dispatch = None
+        # Thread CPU time per phase, here and in each worker (written as JSON to the
+        # file INTERLOOP_PYTEST_PHASES names, if set: benches/bench_pytest.py).
+        self.phases = {"main": {"configured": time.thread_time(), "main tests": 0,
+                                "main test cpu": 0.0, "replay cpu": 0.0}, "workers": {}}
 
     # -- pytest hooks -------------------------------------------------------------
     def pytest_sessionstart(self, session):
@@ -67,15 +121,27 @@ class Controller:
             tr.showfspath = False
 
     def pytest_report_header(self, config):
-        return f"interloop: {self.workers} own-GIL sub-interpreter workers, dist={self.dist}"
+        subs = f"{self.subs} own-GIL sub-interpreter worker{'s' if self.subs != 1 else ''}"
+        if self.main_runs:
+            return f"interloop: {self.workers} runners: the main interpreter and {subs}, dist={self.dist}"
+        return f"interloop: {subs} (the main interpreter reports), dist={self.dist}"
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection(self, session):
         # Workers start (import pytest, configure, start their sessions) while this
         # interpreter collects; they wait for their first test.
-        if not session.config.option.collectonly:
+        self.phases["main"]["collection start"] = time.thread_time()
+        # Tests that needed the process alone in an earlier run (os.fork, tracemalloc)
+        # run before the workers start: the pool then starts after them, once
+        # collection is over.
+        self.forks = self._recorded(EXCLUSIVE_KEY, list)
+        if not session.config.option.collectonly and not self.forks:
             self._start(session)
-        return (yield)
+            self.phases["main"]["workers started"] = time.thread_time()
+        try:
+            return (yield)
+        finally:
+            self.phases["main"]["collected"] = time.thread_time()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
@@ -101,8 +167,27 @@ class Controller:
                 "the main interpreter")
         main_ids = {it.nodeid for it in in_main}
         to_workers = [it for it in items if it.nodeid not in main_ids]
+        if self.forks and self.runner is None:
+            forks = set(self.forks)
+            first = [it for it in to_workers if it.nodeid in forks]
+            if first:
+                self.notes.append(
+                    f"{len(first)} test{'s' if len(first) != 1 else ''} that needed the "
+                    "process alone in an earlier run (os.fork, tracemalloc) ran first, "
+                    "before the workers started")
+            for i, item in enumerate(first):
+                nextitem = first[i + 1] if i + 1 < len(first) else None
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                if session.shouldfail or session.shouldstop:
+                    break
+            if session.shouldfail or session.shouldstop:
+                to_workers = []
+            else:
+                to_workers = [it for it in to_workers if it.nodeid not in forks]
+                self._start(session)
+                self.phases["main"]["workers started"] = time.thread_time()
         if self.dispatch is not None:
-            later = self.runner.run(self.dispatch.run(to_workers))
+            later = self._run_with_workers(session, to_workers)
         else:
             later = to_workers
         if not (session.shouldfail or session.shouldstop):
@@ -135,6 +220,13 @@ class Controller:
             terminalreporter.write_line(f"interloop: could not stop {s}", red=True)
 
     def pytest_unconfigure(self, config):
+        path = os.environ.get("INTERLOOP_PYTEST_PHASES")
+        if path:
+            import json
+
+            self.phases["main"]["end"] = time.thread_time()
+            with open(path, "a") as f:
+                f.write(json.dumps(self.phases) + "\n")
         if self.stuck:
             # A worker still runs a test that ignored its interrupt (blocked in C).
             # CPython aborts at exit while a sub-interpreter's thread runs, so leave
@@ -144,13 +236,40 @@ class Controller:
             status = getattr(config, "_interloop_exitstatus", 1)
             os._exit(int(status))
 
+    def pytest_runtest_logreport(self, report):
+        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+
+    def _recorded_durations(self):
+        return self._recorded(DURATIONS_KEY, dict)
+
+    def _recorded(self, key, kind):
+        cache = getattr(self.config, "cache", None)
+        if cache is None:
+            return kind()
+        got = cache.get(key, kind())
+        return got if isinstance(got, kind) else kind()
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
         self._stop()
         self.config._interloop_exitstatus = int(exitstatus)
+        cache = getattr(self.config, "cache", None)
+        if cache is not None and self.durations:
+            merged = self._recorded_durations()
+            merged.update((k, round(v, 6)) for k, v in self.durations.items())
+            cache.set(DURATIONS_KEY, merged)
+        forked = {n for why, ids in self.refused.items() if _exclusive(why) for n in ids}
+        if cache is not None and not forked <= set(self.forks):
+            cache.set(EXCLUSIVE_KEY, sorted(forked.union(self.forks)))
+        refused = {n for why, ids in self.refused.items() if not _exclusive(why) for n in ids}
+        known = self._recorded(IN_MAIN_KEY, list)
+        if cache is not None and not refused <= set(known):
+            cache.set(IN_MAIN_KEY, sorted(refused.union(known)))
 
     # -- the parallel part -----------------------------------------------------
     def _start(self, session):
+        if self.subs < 1:
+            return  # the main interpreter alone: a serial run
         import interloop
 
         loop_factory = interloop.new_event_loop if self.config.getoption("interloop") else None
@@ -158,6 +277,9 @@ class Controller:
         self.dispatch = _Dispatch(self, session)
         try:
             self.runner.run(self.dispatch.start())
+            # The runner's loop is not the thread's event loop: collection and the
+            # tests run here find none set, as in a serial run.
+            asyncio.set_event_loop(None)
         except RuntimeError as e:
             self.runner.close()
             self.runner = self.dispatch = None
@@ -166,8 +288,123 @@ class Controller:
             # No sub-interpreter workers on this Python: a serial run.
             self.notes.append(f"workers unavailable, all tests ran in the main interpreter: {e}")
 
+    def _run_with_workers(self, session, items):
+        """Queues ``items`` for the workers, and runs units from the same queue here,
+        replaying the workers' reports between tests. Returns the tests left for the
+        main interpreter once the workers are done."""
+        d, runner = self.dispatch, self.runner
+        d.queue(items)
+        self._forks_refused(True)
+        # Tests here run outside the controller's loop (they start their own loops,
+        # as serially), and find no event loop set.
+        asyncio.set_event_loop(None)
+        hook = self.config.hook
+        ph = self.phases["main"]
+
+        def run_here(item, nextitem):
+            t = time.thread_time()
+            self._buffered = True
+            try:
+                hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            finally:
+                self._buffered = False
+            ph["main tests"] += 1
+            ph["main test cpu"] += time.thread_time() - t
+
+        held = None  # pytest tears an item down knowing the next one: hold one back
+        last_pump = time.monotonic()
+        while not d.stopping:
+            if d.results.qsize() or time.monotonic() - last_pump > _PUMP_EVERY:
+                runner.run(d.pump())
+                last_pump = time.monotonic()
+                if d.stopping:
+                    break
+            unit = d.take_for_main() if self.main_runs or d.to_main else None
+            if unit is None:
+                if held is not None:
+                    run_here(held, None)
+                    held = None
+                    self._check_stop(session)
+                    continue
+                if not d.jobs:
+                    break
+                runner.run(d.wait())  # idle: until a worker says something
+                last_pump = time.monotonic()
+                continue
+            for item in unit:
+                if held is not None:
+                    run_here(held, item)
+                    if self._check_stop(session):
+                        held = None
+                        break
+                held = item
+        later = runner.run(d.finish())
+        self._forks_refused(False)
+        return later + d.after
+
+    # -- tests in the main interpreter while workers run ---------------------------
+    # os.fork() in a process whose sub-interpreters run on other threads leaves a
+    # child that aborts in CPython's after-fork code, and tracemalloc traces every
+    # interpreter's allocations. While the workers run, the main interpreter's tests
+    # find os.fork and tracemalloc.start refused, as they are in a sub-interpreter,
+    # and run again after the workers are done. Their reports are held back until
+    # the test is over (as a worker's are), so that such a test reports only once.
+    _buffered = False
+    _forked = None  # why the running test needs the process alone
+    _real = None  # (module, name, function) patched while workers run
+
+    def _forks_refused(self, on):
+        if on and self._real is None:
+            import tracemalloc
+
+            self._real = []
+            for mod, name in ((os, "fork"), (os, "forkpty"), (tracemalloc, "start")):
+                real = getattr(mod, name, None)
+                if real is None:
+                    continue
+                what = f"{mod.__name__}.{name}()"
+
+                def refused(*args, _what=what, **kwargs):
+                    self._forked = f"{_what} while sub-interpreter workers run"
+                    raise RuntimeError(
+                        f"interloop: {_what} is refused in the main interpreter while "
+                        "sub-interpreter workers run; this test runs again after them")
+
+                self._real.append((mod, name, real))
+                setattr(mod, name, refused)
+        elif not on and self._real is not None:
+            for mod, name, real in self._real:
+                setattr(mod, name, real)
+            self._real = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        if not self._buffered:
+            return None  # pytest's own protocol
+        from _pytest.runner import runtestprotocol
+
+        self._forked = None
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        if self._forked is not None:
+            self.refused.setdefault(self._forked, []).append(item.nodeid)
+            self.dispatch.after.append(item)
+            return True
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        for rep in reports:
+            ihook.pytest_runtest_logreport(report=rep)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
+    def _check_stop(self, session):
+        if session.shouldfail or session.shouldstop:
+            self.dispatch.stop()
+            return True
+        return False
+
     def _stop(self):
         """Ends the workers if the run did not get to (or through) dispatching."""
+        self._forks_refused(False)
         if self.runner is None:
             return
         runner, self.runner = self.runner, None
@@ -189,6 +426,7 @@ class _Dispatch:
         self.items = []
         self.pending = set()  # tests handed to workers without their reports yet
         self.to_main = []  # fallback: run in the main interpreter
+        self.after = []  # ... once the workers are done (they may fork)
         self.running = {}  # worker -> node id between logstart and logfinish
         self.jobs = {}  # live worker sessions: worker -> future
         self.timers = {}  # worker -> (node id, TimerHandle)
@@ -203,7 +441,10 @@ class _Dispatch:
 
         self.work = interloop.Channel()
         self.results = interloop.Channel()
-        self.nworkers = self.alive = self.c.workers
+        # Rewritten code recorded after the workers started (test modules,
+        # conftests collected here): one copy per worker, taken with its first test.
+        self.code = interloop.Channel()
+        self.nworkers = self.alive = self.c.subs
         factory = getattr(self.config, "_tmp_path_factory", None)
         base = factory.getbasetemp() if factory is not None else None
         self.spec = {
@@ -212,18 +453,37 @@ class _Dispatch:
             "testrunuid": uuid.uuid4().hex,
             "work": self.work,
             "results": self.results,
+            "code_updates": self.code,
             "capture": self.config.option.capture,
             "base": str(base) if base is not None else None,
         }
         self.pool = interloop.Pool(workers=self.nworkers, concurrency=1)
-        await self.pool.start()
+        # Not awaiting pool.start(): this interpreter collects meanwhile. A worker
+        # that cannot start fails its job ("crashed"); its tests run elsewhere.
         for _ in range(self.nworkers):
             self._start_worker()
 
-    async def run(self, items):
-        """Hands ``items`` to the workers and replays their reports; returns the
-        tests to run in the main interpreter."""
+    def queue(self, items):
+        """Puts ``items`` into the work channel (one unit per test, module, class or
+        file) and closes it: runners take what is queued, then find the end."""
+        rec = self.c.recorder
+        if rec is not None:
+            update = rec.take()
+            if update:
+                for _ in range(self.nworkers):
+                    self.code.send_nowait(update)
+        self.code.close()
         self.items = items
+        # Tests a sub-interpreter refused in an earlier run (a daemon thread, a signal
+        # handler) go straight to the main interpreter.
+        in_main = set(self.c._recorded(IN_MAIN_KEY, list))
+        known = [it for it in items if it.nodeid in in_main]
+        if known:
+            self.to_main.extend(known)
+            items = [it for it in items if it.nodeid not in in_main]
+            self.c.notes.append(
+                f"{len(known)} test{'s' if len(known) != 1 else ''} a sub-interpreter refused "
+                "in an earlier run ran in the main interpreter")
         self.pending = {it.nodeid for it in items}
         dist = self.c.dist
         if dist == "load":
@@ -233,11 +493,62 @@ class _Dispatch:
             for it in items:
                 groups.setdefault(_unit_key(it.nodeid, dist), []).append(it.nodeid)
             units = [tuple(g) for g in groups.values()]
+        opt = self.config.option
+        if not (getattr(opt, "failedfirst", False) or getattr(opt, "newfirst", False)):
+            # (--ff/--nf: their order is what the user asked for)
+            units, nlong = _long_first(units, self.c._recorded_durations())
+            if nlong and self.c.main_runs and nlong < len(units):
+                # The main interpreter starts with the first short unit, so the first
+                # result comes as early as serially; the long ones go out meanwhile.
+                short = units.pop(nlong)
+                self.pending.difference_update(short)
+                self.to_main.extend(self.c.by_id[n] for n in short)
         for u in units:
             self.work.send_nowait(u)
-        # Closed: workers take what is queued, then find the end. (What a worker
-        # took and could not run comes back as a leftover, below.)
         self.work.close()
+
+    def take_for_main(self):
+        """The next unit for the main interpreter (its items), or None: tests sent
+        back by workers first, then the shared queue."""
+        from interloop import ChannelClosed, ChannelEmpty
+
+        if self.to_main:
+            return [self.to_main.pop(0)]
+        try:
+            unit = self.work.recv_nowait()
+        except (ChannelEmpty, ChannelClosed):
+            return None
+        self.pending.difference_update(unit)
+        return [self.c.by_id[n] for n in unit]
+
+    async def pump(self):
+        """Lets the loop run what is due (timers, completions), then handles every
+        waiting message."""
+        from interloop import ChannelClosed, ChannelEmpty
+
+        await asyncio.sleep(0)
+        while True:
+            try:
+                msg = self.results.recv_nowait()
+            except (ChannelEmpty, ChannelClosed):
+                return
+            self._handle(msg)
+
+    async def wait(self):
+        """Waits for one message from a worker, then handles what else is there."""
+        self._handle(await self.results.recv())
+        await self.pump()
+
+    def stop(self):
+        """The run stops (-x, --maxfail, pytest.exit in the main interpreter): no
+        runner takes another unit."""
+        if not self.stopping:
+            self.stopping = True
+            self._drain_work()
+
+    async def finish(self):
+        """Waits for the workers to end; returns the tests to run in the main
+        interpreter after them."""
         try:
             while self.jobs:
                 msg = await self.results.recv()
@@ -245,7 +556,7 @@ class _Dispatch:
         finally:
             await self.shutdown()
         if not self.stopping:
-            leftovers = [it for it in items if it.nodeid in self.pending
+            leftovers = [it for it in self.items if it.nodeid in self.pending
                          and it.nodeid not in self.c._abandoned_tests]
             if leftovers:
                 self.c.notes.append(
@@ -258,6 +569,9 @@ class _Dispatch:
         wid = self.next_wid
         self.next_wid += 1
         spec = dict(self.spec, wid=wid)
+        rec = self.c.recorder
+        # what was rewritten here so far (a worker started later gets all of it)
+        spec["code"] = rec.take(everything=True) if rec is not None else {}
         spec["basetemp"] = os.path.join(spec.pop("base"), f"il{wid}") if spec["base"] else None
         fut = self.pool.submit(serve, spec, interrupt=True)
         self.jobs[wid] = fut
@@ -299,22 +613,10 @@ class _Dispatch:
     # -- messages ------------------------------------------------------------------
     def _handle(self, msg):
         kind, wid = msg[0], msg[1]
-        hook = self.config.hook
         if kind == "done":
-            _, _, nodeid, location, reports = msg
-            if self.running.get(wid) == nodeid:
-                del self.running[wid]
-            if nodeid in self.c._abandoned_tests or nodeid not in self.pending:
-                return
-            self.pending.discard(nodeid)
-            hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-            for data in reports:
-                rep = hook.pytest_report_from_serializable(config=self.config, data=data)
-                hook.pytest_runtest_logreport(report=rep)
-            hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
-            if not self.stopping and (self.session.shouldfail or self.session.shouldstop):
-                self.stopping = True
-                self._drain_work()
+            t = time.thread_time()
+            self._replay(msg)
+            self.c.phases["main"]["replay cpu"] += time.thread_time() - t
         elif kind == "start":
             self.running[wid] = msg[2]
         elif kind == "timer":
@@ -336,13 +638,37 @@ class _Dispatch:
                 self.c.fallback.setdefault(mod, why)
             if nodeid in self.pending:
                 self.pending.discard(nodeid)
-                self.to_main.append(self.c.by_id[nodeid])
+                # A module that does not import in a sub-interpreter, a test refused
+                # a daemon thread or a signal handler: it runs here at once. A test
+                # refused os.fork: after the workers, when the process has no other
+                # interpreter (a child forked meanwhile would abort).
+                later = mod is None and _exclusive(why)
+                (self.after if later else self.to_main).append(self.c.by_id[nodeid])
         elif kind == "ready":
             self.ready.add(wid)
         elif kind in ("bye", "fatal", "crashed"):
             self._worker_ended(wid, kind, msg[2])
         elif kind == "abandon":
             self._abandon(wid, msg[2], msg[3])
+        elif kind == "phases":
+            self.c.phases["workers"].setdefault(str(wid), []).append(msg[2])
+
+    def _replay(self, msg):
+        """A test's reports from a worker, through this session's hooks."""
+        hook = self.config.hook
+        _, wid, nodeid, location, reports = msg
+        if self.running.get(wid) == nodeid:
+            del self.running[wid]
+        if nodeid in self.c._abandoned_tests or nodeid not in self.pending:
+            return
+        self.pending.discard(nodeid)
+        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        for data in reports:
+            rep = hook.pytest_report_from_serializable(config=self.config, data=data)
+            hook.pytest_runtest_logreport(report=rep)
+        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        if self.session.shouldfail or self.session.shouldstop:
+            self.stop()
 
     def _cancel_timer(self, wid):
         t = self.timers.pop(wid, None)
@@ -394,10 +720,13 @@ class _Dispatch:
         nodeid = self.running.pop(wid, None)
         if kind == "bye" and nodeid is not None and nodeid in self.pending:
             # The session ended inside this test (pytest.exit, a KeyboardInterrupt the
-            # test raised, an internal error): it runs again in the main interpreter
-            # after the workers, where it does to the run what it would serially.
+            # test raised, an internal error): it runs again in the main interpreter,
+            # where it does to the run what it would serially.
             self.pending.discard(nodeid)
             self.to_main.append(self.c.by_id[nodeid])
+            self.c.notes.append(
+                f"worker {wid}'s session ended in {nodeid} (exit status {detail}); "
+                "the test ran again in the main interpreter")
         if kind == "crashed":
             self.alive -= 1  # its interpreter is gone
         if kind == "fatal" and wid not in self.ready:

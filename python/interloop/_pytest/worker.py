@@ -30,8 +30,10 @@ async def serve(spec):
 
     from interloop import ChannelClosed
 
+    phases = spec["phases"] = {"start": time.thread_time()}
     try:
         config = _make_config(spec)
+        phases["configured"] = time.thread_time()
     except BaseException:  # noqa: BLE001 - reported to the controller
         _send(spec, "fatal", spec["wid"], traceback.format_exc())
         return -1
@@ -39,6 +41,8 @@ async def serve(spec):
         first = await spec["work"].recv()
     except ChannelClosed:
         first = None
+    phases["first unit"] = time.thread_time()
+    _code_updates(spec)
     # From here the job runs synchronously inside the worker's loop. Tests make their
     # own loops (asyncio.run, pytest-asyncio's Runner), which refuse to start while
     # another loop runs on the thread, so the worker's loop is hidden meanwhile: it
@@ -80,6 +84,10 @@ def _run_session(spec, config, first):
         if warnings.showwarning is _drop_warning:
             warnings.showwarning = plugin.showwarning
     status = int(status)
+    spec["phases"]["end"] = time.thread_time()
+    spec["phases"]["tests"] = plugin.ntests
+    spec["phases"]["reports"] = plugin.report_cpu
+    _send(spec, "phases", wid, spec["phases"])
     _send(spec, "bye", wid, status)
     return status
 
@@ -88,8 +96,27 @@ def _drop_warning(*args, **kwargs):
     pass
 
 
+def _code_updates(spec):
+    """Adds what the main interpreter rewrote while this worker started (its test
+    modules) to the worker's cache; sent before the first test."""
+    from interloop import ChannelClosed, ChannelEmpty
+
+    cache = spec.get("code")
+    try:
+        update = spec["code_updates"].recv_nowait()
+    except (ChannelEmpty, ChannelClosed):
+        return
+    if cache is not None:
+        cache.update(update)
+
+
 def _make_config(spec):
     from _pytest.config import _prepareconfig
+
+    from .rewrite import use_recorded
+
+    if spec.get("code") is not None:
+        use_recorded(spec["code"])
 
     args = list(spec["args"])
     if spec["capture"] == "fd":
@@ -161,6 +188,8 @@ class WorkerPlugin:
         self.reports = []  # the running test's serialized reports
         self.refused = None  # why the running test cannot run in a sub-interpreter
         self.interrupted = False
+        self.ntests = 0
+        self.report_cpu = 0.0  # thread CPU spent serializing and sending reports
 
     def send(self, *msg):
         _send(self.spec, msg[0], self.wid, *msg[1:])
@@ -269,17 +298,24 @@ class WorkerPlugin:
         self.send("start", nodeid, location)
 
     def pytest_runtest_logfinish(self, nodeid, location):
+        t = time.thread_time()
         if self.refused is not None:
             self.send("fallback", nodeid, None, self.refused)
         else:
             self.send("done", nodeid, location, self.reports)
         self.reports = []
+        self.ntests += 1
+        if self.ntests == 1:
+            self.spec["phases"]["first test"] = t
+        self.report_cpu += time.thread_time() - t
 
     def pytest_runtest_logreport(self, report):
         if report.failed and self.refused is None:
             self.refused = _refused_here(report)
+        t = time.thread_time()
         data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
         self.reports.append(data)
+        self.report_cpu += time.thread_time() - t
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         if when == "config":
