@@ -774,3 +774,54 @@ def test_a_tracemalloc_test_runs_alone_after_the_workers(pytester, runners):
     res = run(pytester, *runners, "-v")
     res.assert_outcomes(passed=7)
     res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*tracemalloc*test_tm.py::test_measures"])
+
+
+@needs_pool
+def test_plugins_output_hooks_that_fail_in_a_sub_interpreter_do_not_end_a_worker(pytester):
+    # hypothesis' pytest_terminal_summary imports hypothesis, whose native module
+    # refuses sub-interpreters: a worker's session ended at its end, after its tests.
+    pytester.makeini(INI)
+    pytester.makeconftest("""
+        def _refuse(config):
+            if hasattr(config, "workerinput"):
+                raise ImportError("module fake._native does not support loading in subinterpreters")
+        def pytest_report_header(config):
+            _refuse(config)
+            return ["conftest header line"]
+        def pytest_terminal_summary(terminalreporter, exitstatus, config):
+            _refuse(config)
+            terminalreporter.write_line("conftest summary line")
+    """)
+    pytester.makepyfile(test_out="""
+        import pytest
+        @pytest.mark.parametrize("i", range(6))
+        def test_in_worker(request, i):
+            assert request.config.workerinput["workerid"].startswith("il")
+    """)
+    res = run(pytester, *IN_WORKERS, "-rA")
+    res.assert_outcomes(passed=6)
+    out = res.stdout.str()
+    assert "conftest header line" in out and "conftest summary line" in out
+    assert "failed:" not in out and "ran in the main interpreter" not in out, out
+
+
+@needs_pool
+def test_hypothesis_installed_and_used_beside_the_workers(pytester):
+    pytest.importorskip("hypothesis")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_plain="""
+        import pytest
+        @pytest.mark.parametrize("i", range(4))
+        def test_in_worker(request, i):
+            assert request.config.workerinput["workerid"].startswith("il")
+    """, test_prop="""
+        from hypothesis import given, strategies as st
+        @given(st.integers())
+        def test_int(x):
+            assert isinstance(x, int)
+    """)
+    res = run(pytester, *IN_WORKERS, "-rA")
+    res.assert_outcomes(passed=5)
+    out = res.stdout.str()
+    # The module that imports hypothesis ran in the main interpreter, named once.
+    assert "test_prop.py" in out and "failed:" not in out, out

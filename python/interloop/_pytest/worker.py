@@ -175,6 +175,30 @@ def _is_interrupt(exc) -> bool:
     return type(exc).__name__ in _INTERRUPTS
 
 
+# Hooks whose only purpose is the terminal's text. A worker's terminal writes nowhere
+# (the main interpreter prints its own header and summary), so their plain
+# implementations are skipped in workers: they cost time there, and some import what
+# a sub-interpreter refuses (hypothesis' pytest_terminal_summary imports hypothesis,
+# whose native module does not load in sub-interpreters), which ended the worker's
+# session. Wrappers (pytest's own) still run.
+_OUTPUT_ONLY_HOOKS = ("pytest_report_header", "pytest_report_collectionfinish",
+                      "pytest_terminal_summary")
+
+
+def _nothing(*args):
+    return None
+
+
+def _silence_output_hooks(pm):
+    for name in _OUTPUT_ONLY_HOOKS:
+        caller = getattr(pm.hook, name, None)
+        if caller is None:
+            continue
+        for impl in caller.get_hookimpls():
+            if not (impl.hookwrapper or getattr(impl, "wrapper", False)):
+                impl.function = _nothing
+
+
 class WorkerPlugin:
     def __init__(self, config, spec, first):
         self.first = [first]  # the unit the job waited for
@@ -204,9 +228,16 @@ class WorkerPlugin:
 
             tr._tw = create_terminal_writer(config, io.StringIO())
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session):
         if warnings.showwarning is _drop_warning:
             warnings.showwarning = self.showwarning
+        _silence_output_hooks(session.config.pluginmanager)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session):
+        # Again for conftests registered since (the terminal summary comes after this).
+        _silence_output_hooks(session.config.pluginmanager)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session):
