@@ -69,10 +69,18 @@ async def _pair(loop, server_factory=Recorder, client_factory=Recorder):
     return server, ct, cp, sp
 
 
-async def _fill_until_buffered(transport, chunk=b"f" * (1 << 20), limit=256):
-    """Writes `chunk`s until the transport buffers (the peer does not read)."""
+async def _fill_until_buffered(transport, chunk=b"f" * (1 << 20), limit=256, past_high=False):
+    """Writes `chunk`s until the transport buffers (the peer does not read); with
+    `past_high`, until its buffer is over the high-water mark, so that it has paused
+    writing (how much the kernel takes of the last chunk varies: what is left over can
+    be less than the mark)."""
+
+    def filled():
+        size = transport.get_write_buffer_size()
+        return size > transport.get_write_buffer_limits()[1] if past_high else size > 0
+
     written = 0
-    while transport.get_write_buffer_size() == 0:
+    while not filled():
         transport.write(chunk)
         written += len(chunk)
         assert written < limit * len(chunk), "the peer's socket never filled"
@@ -516,7 +524,7 @@ def test_abort_drops_the_buffer(loop):
 def test_abort_after_close_and_close_after_abort(loop):
     async def main():
         server, ct, cp, sp = await _pair(loop, server_factory=PausedServer)
-        await _fill_until_buffered(ct)
+        await _fill_until_buffered(ct, past_high=True)
         ct.close()
         assert not cp.lost.done()
         ct.abort()  # drops what close would have flushed

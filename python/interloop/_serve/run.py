@@ -683,11 +683,13 @@ def _serve_processes(cfg):
             args += ["--ssl-ca-certs", os.path.abspath(cfg["ssl_ca_certs"])]
     children = []
     stopping = False
+    forwarded = set()  # the signals passed on to the children
     metrics = None
 
     def forward(sig, _frame):
         nonlocal stopping
         stopping = True
+        forwarded.add(-int(sig))
         for p in children:
             if p.poll() is None:
                 p.send_signal(sig)
@@ -721,7 +723,9 @@ def _serve_processes(cfg):
                 except subprocess.TimeoutExpired:
                     continue
                 children.remove(p)
-                if rc != 0:
+                # A child still starting when the stop came has no handler yet and
+                # dies of the signal itself: it served nothing, so that is a clean stop.
+                if rc != 0 and not (stopping and rc in forwarded):
                     code = 1
                     if not stopping:
                         logger.error("a worker process exited with status %d: stopping", rc)
