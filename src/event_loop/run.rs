@@ -87,7 +87,12 @@ impl LoopCore {
         let (has_ready, next_when) = self.drop_cancelled_timers(py);
         // 2: how long we may block.
         let ready = has_ready || sources_pending;
-        let patched_now = if ready { None } else { Self::patched_now(slf)? };
+        // A patched clock is read only when a timer bounds the wait.
+        let patched_now = if ready || next_when.is_none() {
+            None
+        } else {
+            Self::patched_now(slf)?
+        };
         let timeout = self.poll_timeout(ready, next_when, patched_now);
         // 3 + 4a: poll, when due, and queue the handles of ready descriptors.
         if self.poll_due(timeout) {

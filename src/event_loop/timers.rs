@@ -36,10 +36,7 @@ impl LoopCore {
     /// returns.
     #[inline(always)]
     pub(super) fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
-        match Self::patched_now(slf)? {
-            Some(t) => Ok(t),
-            None => Ok(monotonic()),
-        }
+        Ok(Self::patched_now(slf)?.unwrap_or_else(monotonic))
     }
 
     /// `Some(loop.time())` if `time` was set on the instance, else `None`.
