@@ -111,7 +111,72 @@ def make_synthetic(root: Path, tests: int, n: int) -> Path:
     return suite
 
 
-def run_once(cwd: Path, args: list[str], extra: list[str]):
+# Where each run's python comes from: "dev" is the interpreter running this script
+# (the project's dev venv, which carries every plugin the project's own tests need:
+# hypothesis, anyio and trio, pytest-mock, pytest-timeout), "lean" a venv made here
+# with only what the suites need (pytest, pytest-asyncio, pytest-xdist, packaging for
+# asgiref) and interloop, as a project's own environment would be. Plugins cost
+# every runner their import at start-up, and hypothesis' terminal summary imports
+# hypothesis at the end of every run (0.5-0.8 s here): fixed costs that a serial run
+# pays once and xdist once per process.
+LEAN_PACKAGES = ("pytest", "pytest-asyncio", "pytest-xdist", "packaging")
+PYTHON = {"dev": sys.executable}
+
+
+def lean_python() -> str:
+    """The lean venv's python (``.cache/pytest-bench/venv-X.Y``), made on first use
+    with the dev venv's versions of ``LEAN_PACKAGES`` and this checkout's interloop
+    (its installed files copied: the ``.pth`` of a development install or the package)."""
+    import importlib.metadata as md
+    import shutil
+    import sysconfig
+
+    tag = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    venv = ROOT / ".cache" / "pytest-bench" / f"venv-{tag}"
+    py = venv / "bin" / "python"
+    stamp = venv / "interloop-bench.txt"
+    pins = [f"{name}=={md.version(name)}" for name in LEAN_PACKAGES]
+    want = "\n".join(pins) + "\n"
+    if stamp.exists() and stamp.read_text() == want and py.exists():
+        return str(py)
+    if venv.exists():
+        shutil.rmtree(venv)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
+                   check=True)
+    site = Path(subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    dist = md.distribution("interloop")
+    here = Path(sysconfig.get_paths()["purelib"])
+    for f in dist.files or ():
+        src = Path(dist.locate_file(f))
+        rel = Path(f)
+        if rel.parts[0] == ".." or not src.is_file():
+            continue  # the console script (bin/): not needed to run pytest
+        dst = site / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    if not (site / "interloop.pth").exists() and not (site / "interloop").exists():
+        raise SystemExit(f"interloop's files were not found under {here}")
+    stamp.write_text(want)
+    return str(py)
+
+
+def forget_rewrites(suite: Path, python: str, pyc: str):
+    """With ``--pyc off``, removes pytest's cached rewritten modules (``*-pytest-*.pyc``,
+    left by a run with bytecode writing on) from the suite and the environment, so
+    every run rewrites as on a fresh checkout."""
+    if pyc != "off":
+        return
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    for root in (suite, Path(site)):
+        for f in root.rglob("*-pytest-*.pyc"):
+            f.unlink()
+
+
+def run_once(cwd: Path, args: list[str], extra: list[str], python: str):
     """(wall s, first result s or None, CPU s, last output line, phases or None):
     phases is the plugin's thread CPU per phase in the main interpreter and each
     worker (INTERLOOP_PYTEST_PHASES), for interloop's runners."""
@@ -119,7 +184,7 @@ def run_once(cwd: Path, args: list[str], extra: list[str]):
     phases_file = Path(tempfile.mktemp(prefix="bench-phases-"))
     env = dict(os.environ, BENCH_FIRST_RESULT=str(probe), INTERLOOP_PYTEST_PHASES=str(phases_file),
                PYTHONPATH=os.pathsep.join(filter(None, [PROBE_DIR, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "bench_first_result", *extra, *args]
+    cmd = [python, "-m", "pytest", "-q", "-p", "bench_first_result", *extra, *args]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -140,7 +205,7 @@ def run_once(cwd: Path, args: list[str], extra: list[str]):
     return wall, first, cpu, tail[0], phases
 
 
-def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
+def bench(name: str, cwd: Path, args: list[str], runs: int, python: str) -> dict:
     walls = {r: [] for r in RUNNERS}
     firsts = {r: [] for r in RUNNERS}
     cpus = {r: [] for r in RUNNERS}
@@ -152,11 +217,11 @@ def bench(name: str, cwd: Path, args: list[str], runs: int) -> dict:
     # use to hand out the long tests first, as in a developer's repeated runs.
     for r, extra in RUNNERS.items():
         if any(a.startswith("--interloop") for a in extra):
-            run_once(cwd, args, extra)
+            run_once(cwd, args, extra, python)
     for i in range(runs):
         order = list(RUNNERS) if i % 2 == 0 else list(reversed(RUNNERS))
         for r in order:
-            wall, first, cpu, tail, ph = run_once(cwd, args, RUNNERS[r])
+            wall, first, cpu, tail, ph = run_once(cwd, args, RUNNERS[r], python)
             if ph is not None:
                 phases[r].append(ph)
             load = os.getloadavg()[0]
@@ -232,8 +297,24 @@ def main() -> int:
                          "suites (default: all, or synthetic alone with --no-real)")
     ap.add_argument("--runners", default=DEFAULT_RUNNERS,
                     help=f"comma-separated, of {', '.join(ALL_RUNNERS)} (default {DEFAULT_RUNNERS})")
+    ap.add_argument("--envs", default="lean,dev",
+                    help="comma-separated, of lean and dev: the environments the suites run in "
+                         "(see LEAN_PACKAGES; default both)")
+    ap.add_argument("--pyc", choices=("off", "on"), default="off",
+                    help="off (default): PYTHONDONTWRITEBYTECODE=1 and no rewritten-module "
+                         "cache, so every run rewrites the asserts of the test modules and "
+                         "plugins it imports (a fresh checkout, CI; this machine's setting); on: "
+                         "pytest caches them in __pycache__ (a developer's repeated runs)")
     ap.add_argument("--out", default=str(BENCHES / "results" / "pytest.json"))
     opts = ap.parse_args()
+    envs = opts.envs.split(",")
+    for env in envs:
+        if env not in ("lean", "dev"):
+            ap.error(f"--envs: unknown environment {env!r} (known: lean, dev)")
+    if opts.pyc == "off":
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     for name in opts.runners.split(","):
         if name not in ALL_RUNNERS:
             ap.error(f"--runners: unknown runner {name!r} (known: {', '.join(ALL_RUNNERS)})")
@@ -247,22 +328,27 @@ def main() -> int:
             if name != "synthetic" and name not in plugin_suites.SUITES:
                 ap.error(f"--suites: unknown suite {name!r}")
     meta = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "runs": opts.runs,
+            "envs": envs, "pyc": opts.pyc,
             "load_start": tuple(round(x, 2) for x in os.getloadavg())}
     results = {}
     global PROBE_DIR
     with tempfile.TemporaryDirectory() as tmp:
         PROBE_DIR = tmp
         Path(tmp, "bench_first_result.py").write_text(PROBE)
-        for name in suites:
-            if name == "synthetic":
-                n = calibrate(opts.ms)
-                suite = make_synthetic(Path(tmp), opts.tests, n)
-                results[f"synthetic {opts.tests} x {opts.ms:g} ms"] = bench(
-                    "synthetic", suite, [], opts.runs)
-            else:
-                req, dirname, whole, _subset = plugin_suites.SUITES[name]
-                src = plugin_suites.fetch(req, dirname)
-                results[name] = bench(name, src, whole, opts.runs)
+        n = calibrate(opts.ms) if "synthetic" in suites else 0
+        for env in envs:
+            python = PYTHON[env] if env in PYTHON else lean_python()
+            for name in suites:
+                if name == "synthetic":
+                    suite = Path(tmp) / "synthetic"
+                    if not suite.exists():
+                        make_synthetic(Path(tmp), opts.tests, n)
+                    label, args = f"synthetic {opts.tests} x {opts.ms:g} ms", []
+                else:
+                    req, dirname, args, _subset = plugin_suites.SUITES[name]
+                    suite, label = plugin_suites.fetch(req, dirname), name
+                forget_rewrites(suite, python, opts.pyc)
+                results[f"{env}: {label}"] = bench(f"{env} {name}", suite, args, opts.runs, python)
     meta["load_end"] = tuple(round(x, 2) for x in os.getloadavg())
     doc = {"meta": meta, "results": results, "markdown": markdown(results, meta), "order": 45,
            "command": " ".join(["python benches/bench_pytest.py", *sys.argv[1:]])}

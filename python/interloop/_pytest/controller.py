@@ -37,6 +37,8 @@ _INTERRUPT_GRACE = 3.0
 # While the main interpreter runs tests, it looks at the workers' messages between
 # tests when there are some, and at least this often (seconds) for timers.
 _PUMP_EVERY = 0.05
+# The main GIL's switch interval while workers start (see _Dispatch._fast_switch).
+_STARTUP_SWITCH = 0.0002
 
 
 # pytest's cache key of the tests' durations (seconds: setup + call + teardown) in the
@@ -138,10 +140,12 @@ class Controller:
         if not session.config.option.collectonly and not self.forks:
             self._start(session)
             self.phases["main"]["workers started"] = time.thread_time()
+            self.phases["main"]["wall workers started"] = time.time()
         try:
             return (yield)
         finally:
             self.phases["main"]["collected"] = time.thread_time()
+            self.phases["main"]["wall collected"] = time.time()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
@@ -225,6 +229,7 @@ class Controller:
             import json
 
             self.phases["main"]["end"] = time.thread_time()
+            self.phases["main"]["wall end"] = time.time()
             with open(path, "a") as f:
                 f.write(json.dumps(self.phases) + "\n")
         if self.stuck:
@@ -338,7 +343,9 @@ class Controller:
                         held = None
                         break
                 held = item
+        ph["wall queue empty"] = time.time()
         later = runner.run(d.finish())
+        ph["wall workers done"] = time.time()
         self._forks_refused(False)
         return later + d.after
 
@@ -458,10 +465,30 @@ class _Dispatch:
             "base": str(base) if base is not None else None,
         }
         self.pool = interloop.Pool(workers=self.nworkers, concurrency=1)
+        self._fast_switch(True)
         # Not awaiting pool.start(): this interpreter collects meanwhile. A worker
         # that cannot start fails its job ("crashed"); its tests run elsewhere.
         for _ in range(self.nworkers):
             self._start_worker()
+
+    # CPython 3.13 runs every extension module's init function in the main
+    # interpreter when a sub-interpreter imports one (import.c,
+    # switch_to_main_interpreter): the worker waits for the main GIL, which the tests
+    # running here hold for the whole switch interval (5 ms) before they let go. A
+    # worker's start imports about a hundred extension modules, so it took twice its
+    # CPU time in wall time. While workers start, this interpreter lets go of its GIL
+    # after _STARTUP_SWITCH instead (the interval only matters when another thread
+    # waits for this GIL, so tests that do not share it run as before).
+    _saved_switch = None
+
+    def _fast_switch(self, on):
+        if on and self._saved_switch is None:
+            self._saved_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._saved_switch, _STARTUP_SWITCH))
+        elif not on and self._saved_switch is not None:
+            if sys.getswitchinterval() == min(self._saved_switch, _STARTUP_SWITCH):
+                sys.setswitchinterval(self._saved_switch)  # (unless a test changed it)
+            self._saved_switch = None
 
     def queue(self, items):
         """Puts ``items`` into the work channel (one unit per test, module, class or
@@ -589,6 +616,7 @@ class _Dispatch:
 
     async def shutdown(self):
         self.finished = True
+        self._fast_switch(False)
         self.stopping = self.stopping or bool(self.session.shouldfail or self.session.shouldstop)
         self.work.close()  # a worker still waiting for its first test gets none
         self._drain_work()
@@ -646,6 +674,8 @@ class _Dispatch:
                 (self.after if later else self.to_main).append(self.c.by_id[nodeid])
         elif kind == "ready":
             self.ready.add(wid)
+            if len(self.ready) >= self.nworkers:
+                self._fast_switch(False)
         elif kind in ("bye", "fatal", "crashed"):
             self._worker_ended(wid, kind, msg[2])
         elif kind == "abandon":

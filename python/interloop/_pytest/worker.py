@@ -30,10 +30,11 @@ async def serve(spec):
 
     from interloop import ChannelClosed
 
-    phases = spec["phases"] = {"start": time.thread_time()}
+    phases = spec["phases"] = {"start": time.thread_time(), "wall start": time.time()}
     try:
         config = _make_config(spec)
         phases["configured"] = time.thread_time()
+        phases["wall configured"] = time.time()
     except BaseException:  # noqa: BLE001 - reported to the controller
         _send(spec, "fatal", spec["wid"], traceback.format_exc())
         return -1
@@ -42,6 +43,7 @@ async def serve(spec):
     except ChannelClosed:
         first = None
     phases["first unit"] = time.thread_time()
+    phases["wall first unit"] = time.time()
     _code_updates(spec)
     # From here the job runs synchronously inside the worker's loop. Tests make their
     # own loops (asyncio.run, pytest-asyncio's Runner), which refuse to start while
@@ -85,6 +87,7 @@ def _run_session(spec, config, first):
             warnings.showwarning = plugin.showwarning
     status = int(status)
     spec["phases"]["end"] = time.thread_time()
+    spec["phases"]["wall end"] = time.time()
     spec["phases"]["tests"] = plugin.ntests
     spec["phases"]["reports"] = plugin.report_cpu
     _send(spec, "phases", wid, spec["phases"])
@@ -338,6 +341,7 @@ class WorkerPlugin:
         self.ntests += 1
         if self.ntests == 1:
             self.spec["phases"]["first test"] = t
+            self.spec["phases"]["wall first test"] = time.time()
         self.report_cpu += time.thread_time() - t
 
     def pytest_runtest_logreport(self, report):
