@@ -643,12 +643,40 @@ def test_the_tests_that_took_longest_last_time_start_first(pytester):
     assert started.read_text().split()[-1] == "test_slow"
 
 
+# The forked helper process (interloop/_pytest/forked.py) runs the tests that need
+# the process alone; INTERLOOP_PYTEST_NO_FORK=1 turns it off (they then run in the
+# main interpreter, after the workers or before them).
+IN_HELPER = "interloop: ran again in a process forked before the workers started"
+
+
 @needs_pool
 @pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
-def test_a_forking_test_runs_after_the_workers_and_reports_once(pytester, runners):
+def test_a_forking_test_runs_in_the_forked_helper_and_reports_once(pytester, runners):
     """os.fork() with sub-interpreters running would leave a broken child: in a worker
     CPython refuses it, in the main interpreter the plugin does while workers run;
-    either way the test runs again once the workers are done, and passes."""
+    either way the test runs again in the helper process forked before the pool
+    started, and passes."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_fork='''
+        import os, pytest
+        def test_forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(5)
+            assert os.waitpid(pid, 0)[1] >> 8 == 5
+        @pytest.mark.parametrize("n", range(8))
+        def test_other(n): pass
+    ''')
+    res = run(pytester, *runners, "-v")
+    res.assert_outcomes(passed=9)
+    res.stdout.fnmatch_lines([f"{IN_HELPER} (*fork*): test_fork.py::test_forks"])
+    assert res.stdout.str().count("test_fork.py::test_forks PASSED") == 1
+
+
+@needs_pool
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_without_the_helper_a_forking_test_runs_after_the_workers(pytester, runners, monkeypatch):
+    monkeypatch.setenv("INTERLOOP_PYTEST_NO_FORK", "1")
     pytester.makeini(INI)
     pytester.makepyfile(test_fork='''
         import os, pytest
@@ -699,7 +727,34 @@ def test_a_worker_whose_session_breaks_in_a_test_loses_no_test(pytester):
 
 
 @needs_pool
-def test_a_test_that_forked_last_time_runs_first_before_the_workers(pytester):
+def test_a_test_that_forked_last_time_goes_straight_to_the_helper(pytester):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_fork2='''
+        import os, pytest
+        @pytest.mark.parametrize("n", range(6))
+        def test_other(n): pass
+        def test_forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(5)
+            assert os.waitpid(pid, 0)[1] >> 8 == 5
+    ''')
+    first = pytester.runpytest_subprocess(*WORKERS, "-v", timeout=120)
+    first.assert_outcomes(passed=7)
+    first.stdout.fnmatch_lines([f"{IN_HELPER} (*fork*): test_fork2.py::test_forks"])
+    again = pytester.runpytest_subprocess(*WORKERS, "-v", timeout=120)
+    again.assert_outcomes(passed=7)
+    out = again.stdout.str()
+    assert "ran again" not in out
+    again.stdout.fnmatch_lines(["interloop: 1 test that needed the process alone in an earlier run "
+                                "(os.fork, tracemalloc) ran in a process forked before the "
+                                "workers started"])
+    assert out.count("test_fork2.py::test_forks PASSED") == 1
+
+
+@needs_pool
+def test_without_the_helper_a_test_that_forked_last_time_runs_first(pytester, monkeypatch):
+    monkeypatch.setenv("INTERLOOP_PYTEST_NO_FORK", "1")
     pytester.makeini(INI)
     pytester.makepyfile(test_fork2='''
         import os, pytest
@@ -773,7 +828,95 @@ def test_a_tracemalloc_test_runs_alone_after_the_workers(pytester, runners):
     ''')
     res = run(pytester, *runners, "-v")
     res.assert_outcomes(passed=7)
+    res.stdout.fnmatch_lines([f"{IN_HELPER} (*tracemalloc*test_tm.py::test_measures"])
+
+
+@needs_pool
+def test_without_the_helper_a_tracemalloc_test_runs_after_the_workers(pytester, monkeypatch):
+    monkeypatch.setenv("INTERLOOP_PYTEST_NO_FORK", "1")
+    pytester.makeini(INI)
+    pytester.makepyfile(test_tm='''
+        import tracemalloc
+        def test_measures():
+            tracemalloc.start()
+            tracemalloc.stop()
+        def test_plain(): pass
+    ''')
+    res = run(pytester, *WORKERS, "-v")
+    res.assert_outcomes(passed=2)
     res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*tracemalloc*test_tm.py::test_measures"])
+
+
+@needs_pool
+def test_the_helper_reports_output_warnings_and_failures_as_serially(pytester, monkeypatch):
+    """A test in the forked helper: its captured output is in its report, its
+    warnings reach the summary, a failure fails the run; a module fixture is set up
+    there and torn down (the file its teardown writes proves it ran)."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_alone='''
+        import os, warnings, pytest
+        @pytest.fixture(scope="module")
+        def mod_fixture():
+            yield os.getpid()
+            with open(os.path.join(os.environ["ALONE_DIR"], f"torn-down-{os.getpid()}"), "w"):
+                pass
+        def forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        def test_prints_and_fails(mod_fixture):
+            forks()
+            print("said by the forked helper")
+            assert mod_fixture == os.getpid()
+            assert 1 == 2
+        def test_warns(mod_fixture):
+            forks()
+            warnings.warn("careful, from the helper", UserWarning)
+        @pytest.mark.parametrize("n", range(6))
+        def test_other(n): pass
+    ''')
+    out_dir = pytester.path / "alone"
+    out_dir.mkdir()
+    monkeypatch.setenv("ALONE_DIR", str(out_dir))
+    res = run(pytester, *WORKERS)
+    res.assert_outcomes(passed=7, failed=1)
+    out = res.stdout.str()
+    assert "said by the forked helper" in out  # its captured stdout, in the failure
+    assert "assert 1 == 2" in out
+    res.stdout.fnmatch_lines(["*careful, from the helper*"])
+    assert res.ret == 1
+    torn = sorted(p.name for p in out_dir.iterdir())
+    # torn down in the helper (and in the main interpreter, where the first tries
+    # ran and were refused os.fork)
+    assert len(torn) >= 1
+
+
+@needs_pool
+def test_a_test_that_ends_the_helper_process_is_reported_and_loses_nothing(pytester):
+    """The helper process dies inside a test (os._exit): that test fails with a
+    message naming the helper, every other test runs, and the run ends."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_die='''
+        import os, pytest
+        def test_kills_its_process():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            os._exit(7)
+        def test_forks_fine():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        @pytest.mark.parametrize("n", range(6))
+        def test_other(n): pass
+    ''')
+    res = run(pytester, *WORKERS, "-v")
+    res.assert_outcomes(passed=7, failed=1)
+    res.stdout.fnmatch_lines(["*the forked helper process*died while running this test*"])
+    assert res.stdout.str().count("test_die.py::test_forks_fine PASSED") == 1
 
 
 @needs_pool

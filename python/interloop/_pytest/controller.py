@@ -26,6 +26,7 @@ import warnings
 
 import pytest
 
+from . import forked
 from .worker import serve
 
 # A test with one of these fixtures runs in the main interpreter: fd capture there is
@@ -73,6 +74,17 @@ def _long_first(units, durations):
     return [units[i] for i in long] + [u for i, u in enumerate(units) if i not in first], len(long)
 
 
+def _pool_possible() -> bool:
+    """Whether this Python can run interloop.Pool (else the run is serial)."""
+    from interloop._pool import check_version
+
+    try:
+        check_version()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _exclusive(why: str) -> bool:
     """Whether a refusal means the test needs the process alone: os.fork() beside
     running sub-interpreters leaves a child that aborts, and tracemalloc traces the
@@ -107,6 +119,8 @@ class Controller:
         self._abandoned_tests = set()
         self.durations = {}  # node id -> seconds, this run's (for the next run's order)
         self.forks = []  # tests that needed the process alone in an earlier run
+        self.helper = None  # the forked helper process for those (forked.Helper)
+        self.helper_ran = []  # tests it ran
         self.runner = None  # the main interpreter's loop that drives the pool
         self.dispatch = None
         # Thread CPU time per phase, here and in each worker (written as JSON to the
@@ -133,11 +147,16 @@ class Controller:
         # Workers start (import pytest, configure, start their sessions) while this
         # interpreter collects; they wait for their first test.
         self.phases["main"]["collection start"] = time.thread_time()
-        # Tests that needed the process alone in an earlier run (os.fork, tracemalloc)
-        # run before the workers start: the pool then starts after them, once
-        # collection is over.
+        # Tests that need the process alone (os.fork, tracemalloc) run in a helper
+        # process forked now, before the pool exists (forked.py). Without one, those
+        # that needed it in an earlier run run first, before the workers start: the
+        # pool then starts after them, once collection is over.
         self.forks = self._recorded(EXCLUSIVE_KEY, list)
-        if not session.config.option.collectonly and not self.forks:
+        collectonly = session.config.option.collectonly
+        if (not collectonly and self.subs >= 1 and forked.available() and _pool_possible()
+                and os.environ.get("INTERLOOP_PYTEST_NO_FORK") != "1"):
+            self.helper = forked.Helper.fork(session)
+        if not collectonly and (not self.forks or self.helper is not None):
             self._start(session)
             self.phases["main"]["workers started"] = time.thread_time()
             self.phases["main"]["wall workers started"] = time.time()
@@ -212,9 +231,24 @@ class Controller:
             mods = ", ".join(f"{m} ({why})" for m, why in sorted(self.fallback.items()))
             terminalreporter.write_line(
                 f"interloop: ran in the main interpreter (import failed in a sub-interpreter): {mods}")
+        in_helper = set(self.helper_ran)
         for why, ids in sorted(self.refused.items()):
+            here = [n for n in ids if n not in in_helper]
+            there = [n for n in ids if n in in_helper]
+            if here:
+                terminalreporter.write_line(
+                    f"interloop: ran again in the main interpreter ({why}): {', '.join(here)}")
+            if there:
+                terminalreporter.write_line(
+                    f"interloop: ran again in a process forked before the workers started "
+                    f"({why}): {', '.join(there)}")
+        known = set(self.forks)
+        recorded = [n for n in self.helper_ran if n in known]
+        if recorded:
             terminalreporter.write_line(
-                f"interloop: ran again in the main interpreter ({why}): {', '.join(ids)}")
+                f"interloop: {len(recorded)} test{'s' if len(recorded) != 1 else ''} that "
+                "needed the process alone in an earlier run (os.fork, tracemalloc) ran in a "
+                "process forked before the workers started")
         for why, wids in self.no_session.items():
             who = f"worker{'s' if len(wids) > 1 else ''} {', '.join(sorted(wids))}"
             terminalreporter.write_line(f"interloop: {who} could not start a session: {why}")
@@ -394,7 +428,7 @@ class Controller:
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         if self._forked is not None:
             self.refused.setdefault(self._forked, []).append(item.nodeid)
-            self.dispatch.after.append(item)
+            self.dispatch.alone(item)
             return True
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -413,6 +447,8 @@ class Controller:
         """Ends the workers if the run did not get to (or through) dispatching."""
         self._forks_refused(False)
         if self.runner is None:
+            if self.helper is not None:
+                self.helper.reap(timeout=0)
             return
         runner, self.runner = self.runner, None
         try:
@@ -466,6 +502,9 @@ class _Dispatch:
         }
         self.pool = interloop.Pool(workers=self.nworkers, concurrency=1)
         self._fast_switch(True)
+        self.helper = self.c.helper
+        if self.helper is not None:
+            asyncio.get_running_loop().add_reader(self.helper.from_child, self._from_helper)
         # Not awaiting pool.start(): this interpreter collects meanwhile. A worker
         # that cannot start fails its job ("crashed"); its tests run elsewhere.
         for _ in range(self.nworkers):
@@ -511,7 +550,15 @@ class _Dispatch:
             self.c.notes.append(
                 f"{len(known)} test{'s' if len(known) != 1 else ''} a sub-interpreter refused "
                 "in an earlier run ran in the main interpreter")
-        self.pending = {it.nodeid for it in items}
+        forks = set(self.c.forks) if self.helper is not None else ()
+        if forks:
+            # Tests that needed the process alone in an earlier run: straight to the
+            # forked helper.
+            for it in items:
+                if it.nodeid in forks:
+                    self.alone(it)
+            items = [it for it in items if it.nodeid not in forks]
+        self.pending.update(it.nodeid for it in items)
         dist = self.c.dist
         if dist == "load":
             units = [(it.nodeid,) for it in items]
@@ -533,6 +580,31 @@ class _Dispatch:
         for u in units:
             self.work.send_nowait(u)
         self.work.close()
+
+    def alone(self, item):
+        """A test that needs the process alone: to the forked helper if there is one,
+        else to the main interpreter once the workers are done."""
+        h = self.helper
+        if h is None or h.gone or h.closed:
+            self.after.append(item)
+            return
+        self.pending.add(item.nodeid)
+        self.c.helper_ran.append(item.nodeid)
+        h.send(item)
+
+    def _from_helper(self):
+        """The loop's reader callback on the helper's pipe: its messages join the
+        workers' (the waiting coroutines wake on the results channel)."""
+        h = self.helper
+        for msg in h.read():
+            self.results.send_nowait(msg)
+        if h.gone:
+            asyncio.get_running_loop().remove_reader(h.from_child)
+            self.results.send_nowait(("helper gone", forked.FORKED))
+
+    def _helper_busy(self) -> bool:
+        h = self.helper
+        return h is not None and not h.gone and (bool(h.outstanding) or h.closed)
 
     def take_for_main(self):
         """The next unit for the main interpreter (its items), or None: tests sent
@@ -574,12 +646,16 @@ class _Dispatch:
             self._drain_work()
 
     async def finish(self):
-        """Waits for the workers to end; returns the tests to run in the main
-        interpreter after them."""
+        """Waits for the workers and the forked helper to end; returns the tests to run
+        in the main interpreter after them."""
         try:
             while self.jobs:
                 msg = await self.results.recv()
                 self._handle(msg)
+            if self.helper is not None and not self.stopping:
+                self.helper.close()  # nothing more for it: it ends after its tests
+                while self._helper_busy():
+                    self._handle(await self.results.recv())
         finally:
             await self.shutdown()
         if not self.stopping:
@@ -625,6 +701,16 @@ class _Dispatch:
         for fut in self.jobs.values():
             fut.cancel()
         stuck = await self.pool.close(cancel=True, timeout=5)
+        h = self.helper
+        if h is not None:
+            if not h.gone:
+                asyncio.get_running_loop().remove_reader(h.from_child)
+            # (stopping: -x, Ctrl-C: the test it runs is not waited for)
+            h.reap(timeout=0 if self.stopping else 5)
+            for nodeid in list(h.outstanding):
+                if nodeid in self.pending and not self.stopping:
+                    self.pending.discard(nodeid)
+                    self.after.append(self.c.by_id[nodeid])
         self.results.close()
         if stuck:
             self.c.stuck.extend(stuck)
@@ -660,6 +746,12 @@ class _Dispatch:
             _, _, nodeid, mod, why = msg
             if self.running.get(wid) == nodeid:
                 del self.running[wid]
+            if wid == forked.FORKED:
+                # not collected in the forked helper: after the workers, here
+                if nodeid in self.pending:
+                    self.pending.discard(nodeid)
+                    self.after.append(self.c.by_id[nodeid])
+                return
             if mod is None:
                 self.c.refused.setdefault(why, []).append(nodeid)
             else:
@@ -668,10 +760,15 @@ class _Dispatch:
                 self.pending.discard(nodeid)
                 # A module that does not import in a sub-interpreter, a test refused
                 # a daemon thread or a signal handler: it runs here at once. A test
-                # refused os.fork: after the workers, when the process has no other
-                # interpreter (a child forked meanwhile would abort).
-                later = mod is None and _exclusive(why)
-                (self.after if later else self.to_main).append(self.c.by_id[nodeid])
+                # refused os.fork: in the forked helper, or after the workers, when
+                # the process has no other interpreter (a child forked meanwhile
+                # would abort).
+                if mod is None and _exclusive(why):
+                    self.alone(self.c.by_id[nodeid])
+                else:
+                    self.to_main.append(self.c.by_id[nodeid])
+        elif kind == "helper gone":
+            self._helper_gone()
         elif kind == "ready":
             self.ready.add(wid)
             if len(self.ready) >= self.nworkers:
@@ -777,6 +874,22 @@ class _Dispatch:
             return
         if self.work.qsize() > 0 and len(self.jobs) < self.alive:
             self._start_worker()
+
+    def _helper_gone(self):
+        """The forked helper exited: after its "bye", or died. A test it was running
+        is reported as failed (as a worker's crash is); the others it had run in the
+        main interpreter after the workers."""
+        h = self.helper
+        if h.running is not None and h.running in self.pending:
+            nodeid = h.running
+            self.pending.discard(nodeid)
+            self._report_failed(nodeid, "the forked helper process (for tests that need "
+                                        "the process alone) died while running this test")
+        for nodeid in list(h.outstanding):
+            if nodeid in self.pending:
+                self.pending.discard(nodeid)
+                self.after.append(self.c.by_id[nodeid])
+        h.outstanding.clear()
 
     def _warning(self, d):
         import importlib

@@ -165,6 +165,20 @@ _REFUSALS = (
 )
 
 
+def warning_data(warning_message, when, nodeid, location) -> dict:
+    """A recorded warning as plain data (the controller's ``_warning`` rebuilds it)."""
+    cat = warning_message.category
+    return {
+        "message": str(warning_message.message),
+        "category": (cat.__module__, cat.__qualname__),
+        "filename": warning_message.filename,
+        "lineno": warning_message.lineno,
+        "when": when,
+        "nodeid": nodeid,
+        "location": location,
+    }
+
+
 def _refused_here(report):
     lines = [ln for ln in str(report.longrepr).splitlines() if any(r in ln for r in _REFUSALS)]
     # the exception's own line ("E   RuntimeError: ...") rather than the source line
@@ -355,16 +369,7 @@ class WorkerPlugin:
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         if when == "config":
             return  # the main interpreter parsed the same configuration and warned
-        cat = warning_message.category
-        self.send("warning", {
-            "message": str(warning_message.message),
-            "category": (cat.__module__, cat.__qualname__),
-            "filename": warning_message.filename,
-            "lineno": warning_message.lineno,
-            "when": when,
-            "nodeid": nodeid,
-            "location": location,
-        })
+        self.send("warning", warning_data(warning_message, when, nodeid, location))
 
     # -- pytest-timeout: the controller keeps the timer and interrupts this worker --
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
