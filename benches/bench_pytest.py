@@ -55,32 +55,42 @@ DEFAULT_RUNNERS = "serial,xdist,interloop"
 RUNNERS = {}
 
 # A plugin (-p bench_first_result, from a temporary directory on PYTHONPATH) that
-# records when the main process saw its first test report; xdist's workers and
-# interloop's have config.workerinput and stay quiet.
+# records when the main process saw its first and last test reports; xdist's workers
+# and interloop's have config.workerinput and stay quiet.
 PROBE = """
 import os, time
 _state = {}
 def pytest_configure(config):
     _state["main"] = not hasattr(config, "workerinput")
 def pytest_runtest_logreport(report):
+    if _state.get("main") and report.when == "call":
+        _state.setdefault("first", time.time())
+        _state["last"] = time.time()
+def pytest_unconfigure(config):
     path = os.environ.get("BENCH_FIRST_RESULT")
-    if path and _state.get("main") and "done" not in _state and report.when == "call":
-        _state["done"] = True
+    if path and "first" in _state:
         with open(path, "w") as f:
-            f.write(repr(time.time()))
+            f.write(f"{_state['first']!r} {_state['last']!r}")
 """
 
 
 def calibrate(ms: float) -> int:
-    """Loop count of ``spin`` that takes about ``ms`` milliseconds here."""
+    """Loop count of ``spin`` that takes about ``ms`` milliseconds here (the median of
+    seven measurements of about 0.1 s: this VM's speed moves)."""
     n = 20000
     while True:
         t = time.perf_counter()
         spin(n)
         dt = time.perf_counter() - t
-        if dt > 0.05:
-            return max(1, int(n * ms / 1000 / dt))
+        if dt > 0.1:
+            break
         n *= 2
+    rates = []
+    for _ in range(7):
+        t = time.perf_counter()
+        spin(n)
+        rates.append(n / (time.perf_counter() - t))
+    return max(1, int(statistics.median(rates) * ms / 1000))
 
 
 def spin(n: int) -> int:
@@ -191,9 +201,9 @@ def run_once(cwd: Path, args: list[str], extra: list[str], python: str):
     wall = time.time() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    first = None
+    first = last = None
     if probe.exists():
-        first = float(probe.read_text()) - t0
+        first, last = (float(x) - t0 for x in probe.read_text().split())
         probe.unlink()
     phases = None
     if phases_file.exists():
@@ -202,7 +212,7 @@ def run_once(cwd: Path, args: list[str], extra: list[str], python: str):
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
     if proc.returncode not in (0, 1):
         print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n", file=sys.stderr)
-    return wall, first, cpu, tail[0], phases
+    return wall, first, last, cpu, tail[0], phases
 
 
 def bench(name: str, cwd: Path, args: list[str], runs: int, python: str) -> dict:
@@ -211,6 +221,7 @@ def bench(name: str, cwd: Path, args: list[str], runs: int, python: str) -> dict
     cpus = {r: [] for r in RUNNERS}
     loads = {r: [] for r in RUNNERS}
     phases = {r: [] for r in RUNNERS}
+    bounds = []
     outcome = {}
     # One untimed run of each interloop runner first: it records the tests' durations
     # in pytest's cache (.pytest_cache in the suite's directory), which the timed runs
@@ -221,7 +232,7 @@ def bench(name: str, cwd: Path, args: list[str], runs: int, python: str) -> dict
     for i in range(runs):
         order = list(RUNNERS) if i % 2 == 0 else list(reversed(RUNNERS))
         for r in order:
-            wall, first, cpu, tail, ph = run_once(cwd, args, RUNNERS[r], python)
+            wall, first, last, cpu, tail, ph = run_once(cwd, args, RUNNERS[r], python)
             if ph is not None:
                 phases[r].append(ph)
             load = os.getloadavg()[0]
@@ -229,6 +240,10 @@ def bench(name: str, cwd: Path, args: list[str], runs: int, python: str) -> dict
             cpus[r].append(cpu)
             if first is not None:
                 firsts[r].append(first)
+                if r == "serial":
+                    # The best any 2 runners could do with this run's start and end:
+                    # its start to the first result, half of its tests, its end.
+                    bounds.append(first + (last - first) / 2 + (wall - last))
             outcome[r] = tail
             loads[r].append(load)
             print(f"  {name:16s} {r:24s} {wall:7.2f} s  cpu {cpu:6.2f} s  first result "
@@ -238,7 +253,7 @@ def bench(name: str, cwd: Path, args: list[str], runs: int, python: str) -> dict
     fmed = {r: (statistics.median(v) if v else None) for r, v in firsts.items()}
     cmed = {r: statistics.median(v) for r, v in cpus.items()}
     return {"wall": walls, "first": firsts, "cpu": cpus, "load": loads, "phases": phases,
-            "median": med,
+            "median": med, "bound": statistics.median(bounds) if bounds else None,
             "first_median": fmed, "cpu_median": cmed, "outcome": outcome}
 
 
@@ -249,6 +264,13 @@ def _ratio(a, b):
 def markdown(results: dict, meta: dict) -> str:
     il, xd, se = "--interloop-workers 2", "pytest -n 2 (xdist)", "serial"
     out = [f"# pytest runners (CPython {meta['python']}, {meta['cpus']} cores, median of {meta['runs']})",
+           "",
+           f"Environments: {', '.join(meta.get('envs', ['dev']))} (\"lean\": a venv with "
+           "pytest, pytest-asyncio, pytest-xdist and interloop only, as a project's own; "
+           "\"dev\": the project's dev venv, whose extra plugins (hypothesis, anyio, trio, "
+           "pytest-mock, pytest-timeout) every runner imports, and hypothesis' terminal "
+           f"summary imports hypothesis at every run's end). Bytecode cache: {meta.get('pyc', 'off')} "
+           "(off: PYTHONDONTWRITEBYTECODE=1, every run rewrites the asserts of what it imports).",
            "",
            "End to end: command start to exit, each run a fresh `python -m pytest -q`. "
            "\"first result\": command start to the first test's call report in the main "
@@ -276,13 +298,18 @@ def markdown(results: dict, meta: dict) -> str:
                 f"{_ratio(m.get(xd), m[il])} xdist")
         if f[il] and f.get(xd):
             line += f"; first result after {f[il] / f[xd]:.2f} of xdist's time"
+        b = r.get("bound")
+        if b and m.get(se):
+            line += (f". Bound for 2 runners from the serial runs (serial's start to its "
+                     f"first result, half its tests, its end): {b:.2f} s, at most "
+                     f"{m[se] / b:.2f}x serial; interloop takes {m[il] / b:.2f} of it")
         out.append(line + ".")
     out += ["", "Outcomes (last run): " + "; ".join(
         f"{s}: " + ", ".join(f"{k} `{v}`" for k, v in r["outcome"].items())
         for s, r in results.items()),
-        "", f"Load average at start {meta['load_start']}, at end {meta['load_end']}: "
-        "the machine was shared with other engineers' builds and tests, so absolute "
-        "times are noisy; compare ratios."]
+        "", f"Load average at start {meta['load_start']}, at end {meta['load_end']}. "
+        "This VM's speed moves by up to 30% over minutes, so absolute times are noisy; "
+        "compare ratios."]
     return "\n".join(out)
 
 
