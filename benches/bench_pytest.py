@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -209,7 +210,9 @@ def run_once(cwd: Path, args: list[str], extra: list[str], python: str):
     if phases_file.exists():
         phases = json.loads(phases_file.read_text().splitlines()[-1])
         phases_file.unlink()
-    tail = proc.stdout.strip().splitlines()[-1:] or [""]
+    # pytest's last line (output of a test's child process can come after it)
+    tail = [ln for ln in proc.stdout.strip().splitlines()
+            if re.search(r"\d+ (passed|failed|errors?|skipped|deselected)\b", ln)][-1:] or [""]
     if proc.returncode not in (0, 1):
         print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n", file=sys.stderr)
     return wall, first, last, cpu, tail[0], phases

@@ -920,6 +920,98 @@ def test_a_test_that_ends_the_helper_process_is_reported_and_loses_nothing(pytes
 
 
 @needs_pool
+def test_the_helpers_tests_share_the_runs_temporary_directory_and_lf(pytester, monkeypatch):
+    """The helper's tests make their tmp_path inside the run's base directory (made
+    before the fork); with --lf, the test the controller sends is run there even
+    though the helper collects its module alone."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_tmp='''
+        import os, pytest
+        def forks():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        def test_in_helper(tmp_path):
+            forks()
+            (tmp_path / "mark").write_text(str(os.getpid()))
+            assert os.environ.get("FAIL_ONCE") != "1"
+        def test_in_main_or_worker(tmp_path):
+            (tmp_path / "mark").write_text(str(os.getpid()))
+        @pytest.mark.parametrize("n", range(4))
+        def test_other(n): pass
+    ''')
+    base = pytester.path / "base"
+    res = pytester.runpytest_subprocess(*WORKERS, f"--basetemp={base}", timeout=120)
+    res.assert_outcomes(passed=6)
+    marks = {p.parent.name.rstrip("0123456789"): int(p.read_text()) for p in base.glob("**/mark")}
+    assert set(marks) == {"test_in_helper", "test_in_main_or_worker"}, marks
+    assert marks["test_in_helper"] != marks["test_in_main_or_worker"]  # another process
+    # --lf: the helper's test failed last time; only it runs, in the helper
+    monkeypatch.setenv("FAIL_ONCE", "1")
+    res = pytester.runpytest_subprocess(*WORKERS, timeout=120)
+    res.assert_outcomes(passed=5, failed=1)
+    monkeypatch.delenv("FAIL_ONCE")
+    res = pytester.runpytest_subprocess(*WORKERS, "--lf", "-v", timeout=120)
+    res.assert_outcomes(passed=1)
+    out = res.stdout.str()
+    assert "test_tmp.py::test_in_helper PASSED" in out
+    assert "not collected in the forked helper" not in out
+
+
+@needs_pool
+@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
+def test_a_runner_does_not_take_a_second_long_test_while_it_runs_one(pytester, runners):
+    """A runner holds one test back to tear it down knowing the next one; with a long
+    test held it would take a second long test from the queue and keep it from the
+    other runner for the first one's whole length. Long tests (by the durations of
+    the previous run) run at once instead, so two of them go to two runners."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_long='''
+        import os, time, pytest
+        @pytest.fixture(scope="module")
+        def counted():
+            with open("setups.txt", "a") as f:
+                f.write("s\\n")
+            yield
+            with open("setups.txt", "a") as f:
+                f.write("t\\n")
+        def where(request):
+            wi = getattr(request.config, "workerinput", None)
+            return wi["workerid"] if wi else "main"
+        @pytest.mark.parametrize("n", range(6))
+        def test_short(n, counted): pass
+        def test_long_a(request, counted):
+            with open("long.txt", "a") as f:
+                f.write(f"a {where(request)}\\n")
+            time.sleep(1.5)
+        def test_long_b(request, counted):
+            with open("long.txt", "a") as f:
+                f.write(f"b {where(request)}\\n")
+            time.sleep(1.5)
+        @pytest.mark.parametrize("n", range(6))
+        def test_after(n, counted): pass
+    ''')
+    pytester.makepyfile(test_other='''
+        import pytest
+        @pytest.mark.parametrize("n", range(8))
+        def test_other(n): pass
+    ''')
+    first = pytester.runpytest_subprocess(*runners, timeout=120)
+    first.assert_outcomes(passed=22)
+    (pytester.path / "long.txt").unlink()
+    (pytester.path / "setups.txt").unlink()
+    again = pytester.runpytest_subprocess(*runners, timeout=120)
+    again.assert_outcomes(passed=22)
+    where = dict(line.split() for line in (pytester.path / "long.txt").read_text().splitlines())
+    assert where["a"] != where["b"], where
+    # every module fixture set up was torn down once (fixed up when the guessed next
+    # test was not the one that came)
+    marks = (pytester.path / "setups.txt").read_text().split()
+    assert marks.count("s") == marks.count("t") >= 1
+
+
+@needs_pool
 def test_plugins_output_hooks_that_fail_in_a_sub_interpreter_do_not_end_a_worker(pytester):
     # hypothesis' pytest_terminal_summary imports hypothesis, whose native module
     # refuses sub-interpreters: a worker's session ended at its end, after its tests.

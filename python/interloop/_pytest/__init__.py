@@ -17,6 +17,7 @@ kind and the worker's number):
     ("ready", w)                     session started
     ("start", w, nodeid, location)   a test starts (for timeouts and crashes)
     ("done", w, nodeid, location, reports)   it finished: its serialized TestReports
+    ("late", w, nodeid, location, reports)   a teardown failed after it was sent
     ("timer", w, nodeid, seconds)    pytest-timeout armed its timer (the controller keeps it)
     ("untimer", w, nodeid)           ... and cancelled it
     ("fallback", w, nodeid, module, why)   the module does not import here (module
@@ -25,7 +26,8 @@ kind and the worker's number):
     ("bye", w, exitstatus)           the worker's session is over
     ("fatal", w, text)               the worker could not start a session
 
-Controller to workers, over the work ``Channel``: tuples of node ids (units); the
+Controller to workers, over the work ``Channel``: tuples of node ids (units; one
+that starts with ``worker.LONG`` is a long test, not held back by a runner); the
 controller closes it once every unit is queued, so a worker that finds it closed
 and drained is done.
 """

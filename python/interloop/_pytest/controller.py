@@ -27,7 +27,7 @@ import warnings
 import pytest
 
 from . import forked
-from .worker import serve
+from .worker import LONG, reconcile, serve
 
 # A test with one of these fixtures runs in the main interpreter: fd capture there is
 # the process's, and workers run concurrently.
@@ -155,6 +155,11 @@ class Controller:
         collectonly = session.config.option.collectonly
         if (not collectonly and self.subs >= 1 and forked.available() and _pool_possible()
                 and os.environ.get("INTERLOOP_PYTEST_NO_FORK") != "1"):
+            # the run's temporary directory first, so that the helper's tests make
+            # theirs in it too
+            factory = getattr(self.config, "_tmp_path_factory", None)
+            if factory is not None:
+                factory.getbasetemp()
             self.helper = forked.Helper.fork(session)
         if not collectonly and (not self.forks or self.helper is not None):
             self._start(session)
@@ -350,7 +355,15 @@ class Controller:
             ph["main tests"] += 1
             ph["main test cpu"] += time.thread_time() - t
 
+        order = list(self.by_id.values())  # collection order
+        index = {it.nodeid: i for i, it in enumerate(order)}
+
+        def following(item):
+            i = index[item.nodeid] + 1
+            return order[i] if i < len(order) else None
+
         held = None  # pytest tears an item down knowing the next one: hold one back
+        guessed = None  # (item, the next item it was torn down for) after a long test
         last_pump = time.monotonic()
         while not d.stopping:
             if d.results.qsize() or time.monotonic() - last_pump > _PUMP_EVERY:
@@ -358,6 +371,17 @@ class Controller:
                 last_pump = time.monotonic()
                 if d.stopping:
                     break
+            if held is not None and held.nodeid in d.long_ids:
+                # A long test is not held back while this interpreter takes the next
+                # one from the queue (a worker would lose that one for the long
+                # test's whole length): it runs now, torn down for the next test in
+                # collection order; reconcile() fixes that up if another comes.
+                guess = following(held)
+                run_here(held, guess)
+                guessed, held = (held, guess), None
+                if self._check_stop(session):
+                    break
+                continue
             unit = d.take_for_main() if self.main_runs or d.to_main else None
             if unit is None:
                 if held is not None:
@@ -371,12 +395,17 @@ class Controller:
                 last_pump = time.monotonic()
                 continue
             for item in unit:
+                if guessed is not None:
+                    reconcile(*guessed, item)
+                    guessed = None
                 if held is not None:
                     run_here(held, item)
                     if self._check_stop(session):
                         held = None
                         break
                 held = item
+        if guessed is not None:
+            reconcile(*guessed, None)
         ph["wall queue empty"] = time.time()
         later = runner.run(d.finish())
         ph["wall workers done"] = time.time()
@@ -474,6 +503,7 @@ class _Dispatch:
         self.jobs = {}  # live worker sessions: worker -> future
         self.timers = {}  # worker -> (node id, TimerHandle)
         self.ready = set()  # workers whose session started
+        self.long_ids = set()  # tests queued as long (not held back by a runner)
         self.next_wid = 0
         self.stopping = False
         self.finished = False
@@ -577,6 +607,14 @@ class _Dispatch:
                 short = units.pop(nlong)
                 self.pending.difference_update(short)
                 self.to_main.extend(self.c.by_id[n] for n in short)
+        else:
+            nlong = 0
+        if dist == "load":
+            # Long tests are marked: a runner runs one without first taking the next
+            # test from the queue to tear it down knowingly (it would keep that one
+            # from the others for the long test's whole length).
+            self.long_ids = {u[0] for u in units[:nlong]}
+            units = [(LONG,) + u for u in units[:nlong]] + units[nlong:]
         for u in units:
             self.work.send_nowait(u)
         self.work.close()
@@ -617,6 +655,8 @@ class _Dispatch:
             unit = self.work.recv_nowait()
         except (ChannelEmpty, ChannelClosed):
             return None
+        if unit and unit[0] == LONG:
+            unit = unit[1:]
         self.pending.difference_update(unit)
         return [self.c.by_id[n] for n in unit]
 
@@ -767,6 +807,16 @@ class _Dispatch:
                     self.alone(self.c.by_id[nodeid])
                 else:
                     self.to_main.append(self.c.by_id[nodeid])
+        elif kind == "late":
+            # a teardown that failed after its test's reports were sent
+            _, _, nodeid, location, reports = msg
+            if nodeid not in self.c._abandoned_tests:
+                hook = self.config.hook
+                hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+                for data in reports:
+                    hook.pytest_runtest_logreport(
+                        report=hook.pytest_report_from_serializable(config=self.config, data=data))
+                hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
         elif kind == "helper gone":
             self._helper_gone()
         elif kind == "ready":

@@ -181,11 +181,13 @@ def _child(session, rfd, wfd) -> int:
     """The helper's life: reads node ids until None, runs them, exits."""
     import io
 
-    # Ctrl-C reaches the whole process group: the controller handles it and closes
-    # the pipe, which ends this process after its test.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = session.config
     pm = config.pluginmanager
+    # Selection is the controller's (it sends only selected tests): --lf/--ff/--nf
+    # and step-wise would judge this process's one-module collections alone.
+    for name in ("lfplugin", "nfplugin", "stepwiseplugin"):
+        if pm.get_plugin(name) is not None:
+            pm.unregister(name=name)
     # Output: this process's terminal writes nowhere; its capture must not share the
     # controller's temporary files (same open files: one offset, one truncation).
     tr = pm.get_plugin("terminalreporter")

@@ -165,6 +165,36 @@ _REFUSALS = (
 )
 
 
+# A unit of the work channel whose first element is LONG is a long test (by the
+# durations recorded in an earlier run): runners do not hold it back (see
+# WorkerPlugin.pytest_runtestloop and the controller's loop).
+LONG = ""
+
+
+def reconcile(prev, guess, nxt, late=None):
+    """``prev`` ran and was torn down for ``guess`` as the next item; ``nxt`` is the
+    real one. Tears down what ``nxt`` does not share (a module or class fixture kept
+    for ``guess``). A failure there is reported as ``prev``'s teardown error, where
+    a serial run reports it: through ``late(report)`` if given, else this session's
+    hooks."""
+    if nxt is guess:
+        return
+    from _pytest.runner import CallInfo
+
+    state = prev.session._setupstate
+    call = CallInfo.from_call(lambda: state.teardown_exact(nxt), when="teardown")
+    if call.excinfo is None:
+        return
+    ihook = prev.ihook
+    report = ihook.pytest_runtest_makereport(item=prev, call=call)
+    if late is not None:
+        late(report)
+        return
+    ihook.pytest_runtest_logstart(nodeid=prev.nodeid, location=prev.location)
+    ihook.pytest_runtest_logreport(report=report)
+    ihook.pytest_runtest_logfinish(nodeid=prev.nodeid, location=prev.location)
+
+
 def warning_data(warning_message, when, nodeid, location) -> dict:
     """A recorded warning as plain data (the controller's ``_warning`` rebuilds it)."""
     cat = warning_message.category
@@ -264,14 +294,29 @@ class WorkerPlugin:
     def pytest_runtestloop(self, session):
         self.send("ready")
         held = None  # pytest tears an item down knowing the next one: hold one back
+        held_long = False
+        guessed = None  # (item, the next item it was run with) after a long test
         while True:
+            if held is not None and held_long:
+                # A long test is not held back while this worker takes the next one
+                # from the queue (the other runners would lose it for the test's
+                # whole length): it runs now, torn down for a guessed next item.
+                guess = self._following(held)
+                self._run(held, guess)
+                guessed, held = (held, guess), None
+                if self.interrupted or session.shouldstop or session.shouldfail:
+                    return True
             unit = self._next_unit()
             if unit is None:
                 break
-            for nodeid in unit:
+            held_long = bool(unit) and unit[0] == LONG
+            for nodeid in unit[1:] if held_long else unit:
                 item = self._item(session, nodeid)
                 if item is None:
                     continue
+                if guessed is not None:
+                    reconcile(*guessed, item, late=self._late)
+                    guessed = None
                 if held is not None:
                     self._run(held, item)
                     if self.interrupted or session.shouldstop or session.shouldfail:
@@ -279,9 +324,25 @@ class WorkerPlugin:
                         # worker took and did not run is run by the controller.
                         return True
                 held = item
+        if guessed is not None:
+            reconcile(*guessed, None, late=self._late)
         if held is not None:
             self._run(held, None)
         return True
+
+    def _late(self, report):
+        """A report of a test already sent (its teardown failed later)."""
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        self.send("late", report.nodeid, report.location, [data])
+
+    def _following(self, item):
+        """The item after ``item`` in its module's collection order (None if last)."""
+        items = self.modules.get(item.nodeid.split("::", 1)[0])
+        if not isinstance(items, dict):
+            return None
+        ids = list(items)
+        i = ids.index(item.nodeid) + 1 if item.nodeid in items else len(ids)
+        return items[ids[i]] if i < len(ids) else None
 
     def _next_unit(self):
         from interloop import ChannelClosed, ChannelEmpty
