@@ -651,11 +651,20 @@ IN_HELPER = "interloop: ran again in a process forked before the workers started
 
 @needs_pool
 @pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
-def test_a_forking_test_runs_in_the_forked_helper_and_reports_once(pytester, runners):
+@pytest.mark.parametrize("where", [
+    IN_HELPER,
+    # without the helper: after the workers, in the main interpreter
+    "interloop: ran again in the main interpreter",
+], ids=["helper", "no-helper"])
+def test_a_forking_test_runs_again_once_alone_and_reports_once(pytester, runners, where,
+                                                               monkeypatch):
     """os.fork() with sub-interpreters running would leave a broken child: in a worker
     CPython refuses it, in the main interpreter the plugin does while workers run;
-    either way the test runs again in the helper process forked before the pool
-    started, and passes."""
+    either way the test runs again where the process has no sub-interpreter (the
+    helper process forked before the pool started, or the main interpreter once the
+    workers are done), and passes."""
+    if where != IN_HELPER:
+        monkeypatch.setenv("INTERLOOP_PYTEST_NO_FORK", "1")
     pytester.makeini(INI)
     pytester.makepyfile(test_fork='''
         import os, pytest
@@ -669,28 +678,7 @@ def test_a_forking_test_runs_in_the_forked_helper_and_reports_once(pytester, run
     ''')
     res = run(pytester, *runners, "-v")
     res.assert_outcomes(passed=9)
-    res.stdout.fnmatch_lines([f"{IN_HELPER} (*fork*): test_fork.py::test_forks"])
-    assert res.stdout.str().count("test_fork.py::test_forks PASSED") == 1
-
-
-@needs_pool
-@pytest.mark.parametrize("runners", [WORKERS, IN_WORKERS], ids=["main-runs", "main-reports"])
-def test_without_the_helper_a_forking_test_runs_after_the_workers(pytester, runners, monkeypatch):
-    monkeypatch.setenv("INTERLOOP_PYTEST_NO_FORK", "1")
-    pytester.makeini(INI)
-    pytester.makepyfile(test_fork='''
-        import os, pytest
-        def test_forks():
-            pid = os.fork()
-            if pid == 0:
-                os._exit(5)
-            assert os.waitpid(pid, 0)[1] >> 8 == 5
-        @pytest.mark.parametrize("n", range(8))
-        def test_other(n): pass
-    ''')
-    res = run(pytester, *runners, "-v")
-    res.assert_outcomes(passed=9)
-    res.stdout.fnmatch_lines(["interloop: ran again in the main interpreter (*fork*): test_fork.py::test_forks"])
+    res.stdout.fnmatch_lines([f"{where} (*fork*): test_fork.py::test_forks"])
     assert res.stdout.str().count("test_fork.py::test_forks PASSED") == 1
 
 

@@ -504,6 +504,7 @@ class _Dispatch:
         self.timers = {}  # worker -> (node id, TimerHandle)
         self.ready = set()  # workers whose session started
         self.long_ids = set()  # tests queued as long (not held back by a runner)
+        self.helper = None  # the controller's forked.Helper, once the pool starts
         self.next_wid = 0
         self.stopping = False
         self.finished = False
@@ -747,10 +748,9 @@ class _Dispatch:
                 asyncio.get_running_loop().remove_reader(h.from_child)
             # (stopping: -x, Ctrl-C: the test it runs is not waited for)
             h.reap(timeout=0 if self.stopping else 5)
-            for nodeid in list(h.outstanding):
-                if nodeid in self.pending and not self.stopping:
-                    self.pending.discard(nodeid)
-                    self.after.append(self.c.by_id[nodeid])
+            if not self.stopping:
+                for nodeid in list(h.outstanding):
+                    self._later(nodeid)
         self.results.close()
         if stuck:
             self.c.stuck.extend(stuck)
@@ -787,10 +787,7 @@ class _Dispatch:
             if self.running.get(wid) == nodeid:
                 del self.running[wid]
             if wid == forked.FORKED:
-                # not collected in the forked helper: after the workers, here
-                if nodeid in self.pending:
-                    self.pending.discard(nodeid)
-                    self.after.append(self.c.by_id[nodeid])
+                self._later(nodeid)  # not collected in the forked helper
                 return
             if mod is None:
                 self.c.refused.setdefault(why, []).append(nodeid)
@@ -811,12 +808,7 @@ class _Dispatch:
             # a teardown that failed after its test's reports were sent
             _, _, nodeid, location, reports = msg
             if nodeid not in self.c._abandoned_tests:
-                hook = self.config.hook
-                hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-                for data in reports:
-                    hook.pytest_runtest_logreport(
-                        report=hook.pytest_report_from_serializable(config=self.config, data=data))
-                hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+                self._log(nodeid, location, reports)
         elif kind == "helper gone":
             self._helper_gone()
         elif kind == "ready":
@@ -832,20 +824,24 @@ class _Dispatch:
 
     def _replay(self, msg):
         """A test's reports from a worker, through this session's hooks."""
-        hook = self.config.hook
         _, wid, nodeid, location, reports = msg
         if self.running.get(wid) == nodeid:
             del self.running[wid]
         if nodeid in self.c._abandoned_tests or nodeid not in self.pending:
             return
         self.pending.discard(nodeid)
+        self._log(nodeid, location, reports)
+        if self.session.shouldfail or self.session.shouldstop:
+            self.stop()
+
+    def _log(self, nodeid, location, reports):
+        """Serialized reports of one test through this session's hooks."""
+        hook = self.config.hook
         hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
         for data in reports:
             rep = hook.pytest_report_from_serializable(config=self.config, data=data)
             hook.pytest_runtest_logreport(report=rep)
         hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
-        if self.session.shouldfail or self.session.shouldstop:
-            self.stop()
 
     def _cancel_timer(self, wid):
         t = self.timers.pop(wid, None)
@@ -936,10 +932,14 @@ class _Dispatch:
             self._report_failed(nodeid, "the forked helper process (for tests that need "
                                         "the process alone) died while running this test")
         for nodeid in list(h.outstanding):
-            if nodeid in self.pending:
-                self.pending.discard(nodeid)
-                self.after.append(self.c.by_id[nodeid])
+            self._later(nodeid)
         h.outstanding.clear()
+
+    def _later(self, nodeid):
+        """A test still pending runs in the main interpreter once the workers are done."""
+        if nodeid in self.pending:
+            self.pending.discard(nodeid)
+            self.after.append(self.c.by_id[nodeid])
 
     def _warning(self, d):
         import importlib
